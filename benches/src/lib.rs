@@ -1,0 +1,1 @@
+//! Shared helpers for the ats-p2p benchmarks.
