@@ -64,7 +64,10 @@ pub(crate) fn publish_no_replace(temp: &Path, dest: &Path) -> io::Result<()> {
         {
             tracing::debug!(error = %e, "no hard links here; reserving the name instead");
             OpenOptions::new().write(true).create_new(true).open(dest)?;
-            fs::rename(temp, dest)
+            fs::rename(temp, dest).inspect_err(|_| {
+                // Give the reserved name back.
+                let _ = fs::remove_file(dest);
+            })
         }
         Err(e) => Err(e),
     }

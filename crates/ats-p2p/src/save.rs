@@ -51,25 +51,53 @@ pub fn available_space(dir: &Path) -> Result<u64, SaveError> {
 /// All methods block; see the module docs.
 #[derive(Debug)]
 pub struct IncomingFile {
-    /// `Some` until committed or aborted; `Drop` cleans up whatever is left.
-    inner: Option<Inner>,
-}
-
-#[derive(Debug)]
-struct Inner {
+    // Field order matters: `file` is closed before `temp` removes the name.
+    file: File,
+    temp: TempGuard,
     dir: PathBuf,
     name: String,
-    temp_path: PathBuf,
-    file: File,
     /// One past the highest byte written so far.
     end: u64,
+}
+
+/// Removes the temporary file on drop unless disarmed.
+#[derive(Debug)]
+struct TempGuard {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl TempGuard {
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+
+    fn remove(mut self) -> io::Result<()> {
+        self.armed = false;
+        fs::remove_file(&self.path)
+    }
+}
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        tracing::debug!(temp = %self.path.display(), "removing unfinished file");
+        if let Err(e) = fs::remove_file(&self.path) {
+            if e.kind() != io::ErrorKind::NotFound {
+                tracing::warn!(temp = %self.path.display(), error = %e, "could not remove temporary file");
+            }
+        }
+    }
 }
 
 impl IncomingFile {
     /// Starts receiving `offered_name` (a name from the network, sanitised here) into `save_dir`
     /// (created if missing). The temporary file is `.ats-p2p-<transfer id>-<random>.part`, created
     /// with `create_new` and the default mode (the umask applies, as for any file the user
-    /// downloads; the final file keeps that mode).
+    /// downloads; the final file keeps that mode). Its leading dot hides it, and sanitised names
+    /// never start with a dot, so it cannot collide with a received file.
     pub fn create(
         save_dir: &Path,
         transfer_id_hex: &str,
@@ -104,62 +132,57 @@ impl IncomingFile {
             })?;
         tracing::debug!(temp = %temp_path.display(), %name, "receiving into temporary file");
         Ok(Self {
-            inner: Some(Inner {
-                dir: save_dir.to_path_buf(),
-                name,
-                temp_path,
-                file,
-                end: 0,
-            }),
+            file,
+            temp: TempGuard {
+                path: temp_path,
+                armed: true,
+            },
+            dir: save_dir.to_path_buf(),
+            name,
+            end: 0,
         })
     }
 
     /// Writes `data` at `offset` (positioned write; the file grows as needed).
     pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), SaveError> {
-        let inner = self.inner_mut()?;
-        let len = u64::try_from(data.len()).map_err(|_| SaveError::OffsetOverflow {
+        let overflow = || SaveError::OffsetOverflow {
             offset,
             len: data.len(),
-        })?;
+        };
+        let len = u64::try_from(data.len()).map_err(|_| overflow())?;
         let end = offset
             .checked_add(len)
             .filter(|e| i64::try_from(*e).is_ok())
-            .ok_or(SaveError::OffsetOverflow {
-                offset,
-                len: data.len(),
-            })?;
-        write_all_at(&inner.file, data, offset)
-            .map_err(|e| SaveError::from_write(inner.temp_path.clone(), e))?;
-        inner.end = inner.end.max(end);
+            .ok_or_else(overflow)?;
+        write_all_at(&self.file, data, offset)
+            .map_err(|e| SaveError::from_write(self.temp.path.clone(), e))?;
+        self.end = self.end.max(end);
         Ok(())
     }
 
     /// Appends `data` after the highest byte written so far.
     pub fn append(&mut self, data: &[u8]) -> Result<(), SaveError> {
-        let end = self.len();
-        self.write_at(end, data)
+        self.write_at(self.end, data)
     }
 
     /// One past the highest byte written so far (the size the file will have).
     pub fn len(&self) -> u64 {
-        self.inner.as_ref().map_or(0, |i| i.end)
+        self.end
     }
 
     /// True before anything was written.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.end == 0
     }
 
     /// The sanitised name the file will get if it is free.
     pub fn file_name(&self) -> &str {
-        self.inner.as_ref().map_or("", |i| i.name.as_str())
+        &self.name
     }
 
     /// Where the bytes are being written now.
     pub fn temp_path(&self) -> &Path {
-        self.inner
-            .as_ref()
-            .map_or(Path::new(""), |i| i.temp_path.as_path())
+        &self.temp.path
     }
 
     /// Finishes the file: fsync, move it to the first free name among `name`, `name (1)`, …
@@ -167,95 +190,57 @@ impl IncomingFile {
     /// Call it only after the content was verified (hash matched). On error the temporary file
     /// is removed.
     pub fn commit(mut self) -> Result<PathBuf, SaveError> {
-        let Some(inner) = self.inner.take() else {
-            return Err(not_open());
-        };
-        let result = publish(&inner);
-        if result.is_err() {
-            remove_quietly(&inner.temp_path);
-        }
-        result
+        let path = self.publish()?;
+        self.temp.disarm();
+        Ok(path)
     }
 
     /// Gives up on the file and removes the temporary file.
-    pub fn abort(mut self) -> Result<(), SaveError> {
-        let Some(inner) = self.inner.take() else {
-            return Ok(());
-        };
-        let Inner {
-            file, temp_path, ..
-        } = inner;
+    pub fn abort(self) -> Result<(), SaveError> {
+        let Self { file, temp, .. } = self;
         drop(file);
-        fs::remove_file(&temp_path).map_err(|source| SaveError::Remove {
-            path: temp_path,
+        let path = temp.path.clone();
+        temp.remove()
+            .map_err(|source| SaveError::Remove { path, source })
+    }
+
+    fn publish(&self) -> Result<PathBuf, SaveError> {
+        self.file.sync_all().map_err(|source| SaveError::Sync {
+            path: self.temp.path.clone(),
             source,
+        })?;
+        for n in 0..MAX_NAME_ATTEMPTS {
+            let dest = self.dir.join(numbered_name(&self.name, n));
+            if dest.parent() != Some(self.dir.as_path()) {
+                // The sanitiser guarantees one component; refuse rather than write elsewhere.
+                return Err(SaveError::Publish {
+                    path: dest,
+                    source: io::Error::other("name is not a single path component"),
+                });
+            }
+            match fsutil::publish_no_replace(&self.temp.path, &dest) {
+                Ok(()) => {
+                    if let Err(source) = fsutil::sync_dir(&self.dir) {
+                        // Not durable: undo, so a failed commit leaves nothing behind.
+                        let _ = fs::remove_file(&dest);
+                        return Err(SaveError::Sync {
+                            path: self.dir.clone(),
+                            source,
+                        });
+                    }
+                    tracing::debug!(path = %dest.display(), "received file in place");
+                    return Ok(dest);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(source) => return Err(SaveError::Publish { path: dest, source }),
+            }
+        }
+        Err(SaveError::NoFreeName {
+            dir: self.dir.clone(),
+            name: self.name.clone(),
+            attempts: MAX_NAME_ATTEMPTS,
         })
     }
-
-    fn inner_mut(&mut self) -> Result<&mut Inner, SaveError> {
-        self.inner.as_mut().ok_or_else(not_open)
-    }
-}
-
-impl Drop for IncomingFile {
-    fn drop(&mut self) {
-        if let Some(inner) = self.inner.take() {
-            tracing::debug!(temp = %inner.temp_path.display(), "removing unfinished file");
-            drop(inner.file);
-            remove_quietly(&inner.temp_path);
-        }
-    }
-}
-
-fn not_open() -> SaveError {
-    // Only reachable through a bug: `commit`/`abort` consume the value.
-    SaveError::Write {
-        path: PathBuf::new(),
-        source: io::Error::other("incoming file already finished"),
-    }
-}
-
-fn remove_quietly(path: &Path) {
-    if let Err(e) = fs::remove_file(path) {
-        if e.kind() != io::ErrorKind::NotFound {
-            tracing::warn!(temp = %path.display(), error = %e, "could not remove temporary file");
-        }
-    }
-}
-
-fn publish(inner: &Inner) -> Result<PathBuf, SaveError> {
-    inner.file.sync_all().map_err(|source| SaveError::Sync {
-        path: inner.temp_path.clone(),
-        source,
-    })?;
-    for n in 0..MAX_NAME_ATTEMPTS {
-        let candidate = numbered_name(&inner.name, n);
-        let dest = inner.dir.join(&candidate);
-        if dest.parent() != Some(inner.dir.as_path()) {
-            // The sanitiser guarantees one component; refuse rather than write elsewhere.
-            return Err(SaveError::Publish {
-                path: dest,
-                source: io::Error::other("name is not a single path component"),
-            });
-        }
-        match fsutil::publish_no_replace(&inner.temp_path, &dest) {
-            Ok(()) => {
-                fsutil::sync_dir(&inner.dir).map_err(|source| SaveError::Sync {
-                    path: inner.dir.clone(),
-                    source,
-                })?;
-                tracing::debug!(path = %dest.display(), "received file in place");
-                return Ok(dest);
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(source) => return Err(SaveError::Publish { path: dest, source }),
-        }
-    }
-    Err(SaveError::NoFreeName {
-        dir: inner.dir.clone(),
-        name: inner.name.clone(),
-        attempts: MAX_NAME_ATTEMPTS,
-    })
 }
 
 #[cfg(unix)]
