@@ -63,14 +63,21 @@ pub(crate) fn publish_no_replace(temp: &Path, dest: &Path) -> io::Result<()> {
             ) =>
         {
             tracing::debug!(error = %e, "no hard links here; reserving the name instead");
-            OpenOptions::new().write(true).create_new(true).open(dest)?;
-            fs::rename(temp, dest).inspect_err(|_| {
-                // Give the reserved name back.
-                let _ = fs::remove_file(dest);
-            })
+            publish_by_reservation(temp, dest)
         }
         Err(e) => Err(e),
     }
+}
+
+/// The fallback of [`publish_no_replace`]: reserve `dest` with `create_new` (fails with
+/// `AlreadyExists` if taken), then rename `temp` over the reservation. If the rename fails the
+/// reservation is removed again.
+pub(crate) fn publish_by_reservation(temp: &Path, dest: &Path) -> io::Result<()> {
+    OpenOptions::new().write(true).create_new(true).open(dest)?;
+    fs::rename(temp, dest).inspect_err(|_| {
+        // Give the reserved name back.
+        let _ = fs::remove_file(dest);
+    })
 }
 
 /// Replaces `path` with `contents` atomically: a temporary file in the same directory is written,
@@ -108,3 +115,50 @@ pub(crate) fn set_mode(options: &mut OpenOptions, mode: u32) {
 /// No permission bits outside Unix.
 #[cfg(not(unix))]
 pub(crate) fn set_mode(_options: &mut OpenOptions, _mode: u32) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publishing_never_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for publish in [publish_no_replace, publish_by_reservation] {
+            let temp = d.join(".t");
+            let dest = d.join("dest");
+            fs::write(&temp, b"new").unwrap();
+            fs::write(&dest, b"old").unwrap();
+            let err = publish(&temp, &dest).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+            assert_eq!(fs::read(&dest).unwrap(), b"old");
+            assert_eq!(fs::read(&temp).unwrap(), b"new");
+
+            let free = d.join("free");
+            publish(&temp, &free).unwrap();
+            assert_eq!(fs::read(&free).unwrap(), b"new");
+            assert!(!temp.exists());
+            fs::remove_file(&free).unwrap();
+            fs::remove_file(&dest).unwrap();
+        }
+    }
+
+    #[test]
+    fn failed_rename_gives_the_reservation_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join(".gone");
+        let dest = dir.path().join("dest");
+        assert!(publish_by_reservation(&missing, &dest).is_err());
+        assert!(!dest.exists());
+    }
+
+    #[test]
+    fn atomic_replace() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        write_atomically(&path, b"one", 0o600).unwrap();
+        write_atomically(&path, b"two", 0o600).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

@@ -15,7 +15,7 @@
 //!   becomes `bashrc`) and can never be `.` or `..`. Trailing dots and whitespace are removed too,
 //!   because Windows strips them silently (`a.txt.` would alias `a.txt`).
 //! - **Reserved device names** of Windows (`CON`, `PRN`, `AUX`, `NUL`, `COM1`–`COM9`, `LPT1`–`LPT9`,
-//!   with any extension, in any case) get a `_` prefix.
+//!   `CONIN$`, `CONOUT$`, with any extension, in any case) get a `_` prefix.
 //! - **Length** is at most [`MAX_NAME_BYTES`] bytes of UTF-8, cut on a character boundary, keeping
 //!   a short extension when the stem is cut.
 //! - **Never empty**: a name with nothing left becomes [`FALLBACK_NAME`].
@@ -47,7 +47,7 @@ const WINDOWS_FORBIDDEN: &[char] = &['<', '>', ':', '"', '|', '?', '*'];
 const RESERVED_STEMS: &[&str] = &[
     "CON", "PRN", "AUX", "NUL", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7", "COM8",
     "COM9", "LPT1", "LPT2", "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9", "COM¹", "COM²",
-    "COM³", "LPT¹", "LPT²", "LPT³",
+    "COM³", "LPT¹", "LPT²", "LPT³", "CONIN$", "CONOUT$",
 ];
 
 /// Reduces `raw` (a file name from the network) to one safe path component. See the module docs
@@ -236,6 +236,8 @@ mod tests {
             ("nul .txt", "_nul .txt"),
             ("console.txt", "console.txt"),
             ("COM10", "COM10"),
+            ("conin$", "_conin$"),
+            ("COM¹.txt", "_COM¹.txt"),
             ("a\u{0}b", "a_b"),
             ("tab\there", "tab_here"),
             ("new\nline", "new_line"),

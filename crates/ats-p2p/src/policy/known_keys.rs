@@ -32,11 +32,21 @@ pub enum KeyCheck {
 /// Keys remembered per actor id (trust on first use), optionally backed by a file.
 ///
 /// The file is text, one `<actor id> <64 hex key>` per line, `#` comments; it is replaced
-/// atomically on [`save`](Self::save) (mode 0600).
+/// atomically on [`save`](Self::save) (mode 0600). Several processes of one user (a `send` and
+/// a `listen`) may share the file: `save` takes an exclusive lock on `<file>.lock`, re-reads the
+/// file and replays only this store's own changes onto it, so no process loses another's keys.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KnownKeys {
     path: Option<PathBuf>,
     keys: BTreeMap<String, PublicKey>,
+    /// Changes since the last load or save, replayed onto the file's current contents.
+    pending: Vec<Change>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Change {
+    Set(String, PublicKey),
+    Remove(String),
 }
 
 impl KnownKeys {
@@ -64,7 +74,7 @@ impl KnownKeys {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Ok(Self {
                     path: Some(path),
-                    keys: BTreeMap::new(),
+                    ..Self::default()
                 });
             }
             Err(e) => return Err(read_err(e)),
@@ -89,6 +99,7 @@ impl KnownKeys {
         Ok(Self {
             path: Some(path),
             keys,
+            pending: Vec::new(),
         })
     }
 
@@ -119,6 +130,7 @@ impl KnownKeys {
         key: PublicKey,
     ) -> Result<Option<PublicKey>, ActorIdError> {
         validate_actor_id(actor)?;
+        self.pending.push(Change::Set(actor.to_owned(), key));
         Ok(self.keys.insert(actor.to_owned(), key))
     }
 
@@ -136,6 +148,7 @@ impl KnownKeys {
 
     /// Forgets `actor`; returns the key that was remembered.
     pub fn forget(&mut self, actor: &str) -> Option<PublicKey> {
+        self.pending.push(Change::Remove(actor.to_owned()));
         self.keys.remove(actor)
     }
 
@@ -154,10 +167,14 @@ impl KnownKeys {
         self.keys.iter().map(|(a, k)| (a.as_str(), k))
     }
 
-    /// Writes the store to its file atomically (creating the directory, mode 0700, if needed).
-    /// Does nothing for an in-memory store. Blocks.
-    pub fn save(&self) -> Result<(), KnownKeysError> {
-        let Some(path) = &self.path else {
+    /// Writes this store's changes to its file: under an exclusive lock on `<file>.lock`, the
+    /// file is re-read, the changes made here since the last load or save are replayed onto it,
+    /// and the result replaces the file atomically (the directory is created with mode 0700 if
+    /// needed). Afterwards this store also holds what other processes saved meanwhile. Does
+    /// nothing for an in-memory store. Blocks while another process saves.
+    pub fn save(&mut self) -> Result<(), KnownKeysError> {
+        let Some(path) = self.path.clone() else {
+            self.pending.clear();
             return Ok(());
         };
         let write_err = |source| KnownKeysError::Write {
@@ -167,15 +184,43 @@ impl KnownKeys {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             crate::identity::create_private_dir(dir).map_err(write_err)?;
         }
+        let lock = lock_file(&path).map_err(write_err)?;
+        let mut merged = Self::load(path.clone())?;
+        for change in &self.pending {
+            match change {
+                Change::Set(actor, key) => {
+                    merged.keys.insert(actor.clone(), *key);
+                }
+                Change::Remove(actor) => {
+                    merged.keys.remove(actor);
+                }
+            }
+        }
         let mut text = String::from("# ats-p2p remembered keys: <actor id> <public key hex>\n");
-        for (actor, key) in &self.keys {
+        for (actor, key) in &merged.keys {
             text.push_str(actor);
             text.push(' ');
             text.push_str(&key.to_hex());
             text.push('\n');
         }
-        fsutil::write_atomically(path, text.as_bytes(), 0o600).map_err(write_err)
+        fsutil::write_atomically(&path, text.as_bytes(), 0o600).map_err(write_err)?;
+        drop(lock);
+        self.keys = merged.keys;
+        self.pending.clear();
+        Ok(())
     }
+}
+
+/// Opens `<path>.lock` and takes an exclusive advisory lock on it; closing the file releases it.
+fn lock_file(path: &Path) -> io::Result<fs::File> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let mut options = fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    fsutil::set_mode(&mut options, 0o600);
+    let file = options.open(PathBuf::from(lock_path))?;
+    fs4::FileExt::lock(&file)?;
+    Ok(file)
 }
 
 /// Parses the remembered-keys text; errors carry a one-based line number.
@@ -232,12 +277,13 @@ mod tests {
             let mode = fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        // Only the file itself is left: the temporary file was renamed.
-        let names: Vec<_> = fs::read_dir(path.parent().unwrap())
+        // The file and its lock file: the temporary file was renamed.
+        let mut names: Vec<_> = fs::read_dir(path.parent().unwrap())
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        assert_eq!(names, ["known_keys"]);
+        names.sort();
+        assert_eq!(names, ["known_keys", "known_keys.lock"]);
 
         let mut changed = loaded.clone();
         assert_eq!(changed.forget("agent-a"), Some(key(2)));
@@ -246,6 +292,49 @@ mod tests {
 
         // In-memory stores never touch the disk.
         KnownKeys::in_memory().save().unwrap();
+    }
+
+    #[test]
+    fn processes_sharing_the_file_keep_each_others_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("known_keys");
+        let mut seed = KnownKeys::load(&path).unwrap();
+        seed.remember("old", key(9)).unwrap();
+        seed.save().unwrap();
+
+        let mut a = KnownKeys::load(&path).unwrap();
+        let mut b = KnownKeys::load(&path).unwrap();
+        a.remember("agent-a", key(1)).unwrap();
+        b.remember("agent-b", key(2)).unwrap();
+        b.forget("old");
+        a.save().unwrap();
+        b.save().unwrap();
+        let on_disk = KnownKeys::load(&path).unwrap();
+        assert_eq!(on_disk.get("agent-a"), Some(&key(1)));
+        assert_eq!(on_disk.get("agent-b"), Some(&key(2)));
+        assert_eq!(on_disk.get("old"), None);
+        // The later saver also sees the other's key now.
+        assert_eq!(b.get("agent-a"), Some(&key(1)));
+
+        // Many concurrent savers, each with its own actor id: none is lost.
+        let handles: Vec<_> = (0..8u8)
+            .map(|i| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let mut s = KnownKeys::load(&path).unwrap();
+                    s.remember(&format!("t{i}"), key(i)).unwrap();
+                    s.save().unwrap();
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let on_disk = KnownKeys::load(&path).unwrap();
+        for i in 0..8u8 {
+            assert_eq!(on_disk.get(&format!("t{i}")), Some(&key(i)));
+        }
+        assert_eq!(on_disk.len(), 10);
     }
 
     #[test]
