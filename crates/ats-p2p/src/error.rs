@@ -141,6 +141,9 @@ pub enum HashError {
         /// Why.
         source: io::Error,
     },
+    /// The hash was cancelled before it finished.
+    #[error("hashing was cancelled")]
+    Cancelled,
     /// The blocking task running the hash panicked or was cancelled.
     #[error("the hashing task did not finish")]
     Task(#[source] tokio::task::JoinError),

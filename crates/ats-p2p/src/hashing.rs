@@ -1,11 +1,13 @@
 //! Streaming SHA-256 of a file, with progress, in a fixed buffer: the file is never loaded.
 //!
 //! [`sha256_file`] blocks; on an async runtime use [`sha256_file_async`], which runs it on
-//! `spawn_blocking`.
+//! `spawn_blocking` and stops reading when its future is dropped.
 
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use sha2::{Digest, Sha256};
 
@@ -35,6 +37,16 @@ impl FileDigest {
 /// once at the start with `0`). `total` is the size when the file was opened. Blocks.
 pub fn sha256_file(
     path: &Path,
+    on_progress: impl FnMut(u64, u64),
+) -> Result<FileDigest, HashError> {
+    sha256_file_until(path, &AtomicBool::new(false), on_progress)
+}
+
+/// [`sha256_file`] that stops with [`HashError::Cancelled`] once `cancel` is set (checked before
+/// every buffer).
+pub fn sha256_file_until(
+    path: &Path,
+    cancel: &AtomicBool,
     mut on_progress: impl FnMut(u64, u64),
 ) -> Result<FileDigest, HashError> {
     let open_err = |source| HashError::Open {
@@ -54,6 +66,9 @@ pub fn sha256_file(
     let mut done: u64 = 0;
     on_progress(0, total);
     loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(HashError::Cancelled);
+        }
         let n = match file.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
@@ -77,14 +92,27 @@ pub fn sha256_file(
 }
 
 /// [`sha256_file`] on tokio's blocking pool. `on_progress` runs on that blocking thread, so it
-/// should only store the numbers (for example in a `tokio::sync::watch` channel).
+/// should only store the numbers (for example in a `tokio::sync::watch` channel). Dropping the
+/// returned future stops the read at the next buffer.
 pub async fn sha256_file_async(
     path: PathBuf,
     on_progress: impl FnMut(u64, u64) + Send + 'static,
 ) -> Result<FileDigest, HashError> {
-    tokio::task::spawn_blocking(move || sha256_file(&path, on_progress))
+    let cancel = Arc::new(AtomicBool::new(false));
+    let _stop_on_drop = CancelOnDrop(Arc::clone(&cancel));
+    tokio::task::spawn_blocking(move || sha256_file_until(&path, &cancel, on_progress))
         .await
         .map_err(HashError::Task)?
+}
+
+/// Sets the flag when dropped, so an abandoned blocking hash stops.
+#[derive(Debug)]
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]
@@ -145,6 +173,63 @@ mod tests {
         assert!(err.to_string().contains("missing"));
         let err = sha256_file(dir.path(), |_, _| {}).unwrap_err();
         assert!(matches!(err, HashError::NotAFile { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn cancellation_stops_between_buffers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big");
+        std::fs::write(&path, vec![1u8; HASH_BUF_SIZE * 4]).unwrap();
+        let cancel = AtomicBool::new(false);
+        let mut seen = 0;
+        let err = sha256_file_until(&path, &cancel, |done, _| {
+            seen = done;
+            if done >= HASH_BUF_SIZE as u64 {
+                cancel.store(true, Ordering::Relaxed);
+            }
+        })
+        .unwrap_err();
+        assert!(matches!(err, HashError::Cancelled), "{err:?}");
+        assert_eq!(seen, HASH_BUF_SIZE as u64);
+    }
+
+    #[tokio::test]
+    async fn dropping_the_future_stops_the_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big");
+        std::fs::write(&path, vec![1u8; HASH_BUF_SIZE * 8]).unwrap();
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let (last_tx, last_rx) = std::sync::mpsc::channel::<u64>();
+        let fut = sha256_file_async(path, move |done, _| {
+            if done == 0 {
+                let _ = started_tx.send(());
+                // Hold the blocking thread until the future is dropped.
+                let _ = go_rx.recv_timeout(std::time::Duration::from_secs(10));
+            }
+            let _ = last_tx.send(done);
+        });
+        let handle = tokio::spawn(fut);
+        tokio::task::spawn_blocking(move || {
+            started_rx
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        handle.abort();
+        let _ = handle.await;
+        go_tx.send(()).unwrap();
+        // The channel closes when the blocking task ends and drops the callback.
+        let seen: Vec<u64> = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            tokio::task::spawn_blocking(move || last_rx.iter().collect::<Vec<_>>()),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        // Only the initial report: the read stopped before the first buffer.
+        assert_eq!(seen, vec![0]);
     }
 
     #[tokio::test]

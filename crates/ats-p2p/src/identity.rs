@@ -14,6 +14,7 @@ use ats_p2p_swarm::KeyPair;
 use ats_p2p_swarm::keys::SEED_LEN;
 use blake2::digest::consts::U16;
 use blake2::{Blake2b, Digest};
+use zeroize::Zeroizing;
 
 use crate::error::IdentityError;
 use crate::fsutil;
@@ -188,7 +189,7 @@ fn read_key_file(path: &Path) -> Result<Option<KeyPair>, IdentityError> {
             path: path.to_path_buf(),
         });
     }
-    let mut text = String::new();
+    let mut text = Zeroizing::new(String::new());
     file.take(MAX_KEY_FILE_BYTES)
         .read_to_string(&mut text)
         .map_err(|e| match e.kind() {
@@ -197,14 +198,14 @@ fn read_key_file(path: &Path) -> Result<Option<KeyPair>, IdentityError> {
             },
             _ => read_err(e),
         })?;
-    let mut seed = [0u8; SEED_LEN];
+    let mut seed = Zeroizing::new([0u8; SEED_LEN]);
     let hex_seed = text.trim();
-    if hex_seed.len() != SEED_LEN * 2 || hex::decode_to_slice(hex_seed, &mut seed).is_err() {
+    if hex_seed.len() != SEED_LEN * 2 || hex::decode_to_slice(hex_seed, &mut *seed).is_err() {
         return Err(IdentityError::Malformed {
             path: path.to_path_buf(),
         });
     }
-    Ok(Some(KeyPair::from_seed(seed)))
+    Ok(Some(KeyPair::from_seed(*seed)))
 }
 
 /// Writes the seed to a private temporary file, fsyncs it, and links it to `path` without ever
@@ -215,7 +216,7 @@ fn write_new_key_file(dir: &Path, path: &Path, kp: &KeyPair) -> io::Result<()> {
     fsutil::set_mode(&mut options, KEY_FILE_MODE);
     let (mut file, temp) = fsutil::create_temp(dir, "ats-p2p-key", "tmp", &options)?;
     let result = (|| {
-        let mut text = hex::encode(kp.seed());
+        let mut text = Zeroizing::new(hex::encode(Zeroizing::new(kp.seed()).as_slice()));
         text.push('\n');
         file.write_all(text.as_bytes())?;
         file.sync_all()?;

@@ -11,7 +11,7 @@ use crate::error::ParseAllowError;
 /// One allowlist entry, as given on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AllowEntry {
-    /// `agent-b`: this actor id, with whatever key it announces (subject to [`KnownKeys`]).
+    /// `agent-b`: this actor id, with whatever key it announces (subject to [`KnownKeys`](super::KnownKeys)).
     Actor(String),
     /// `agent-b=<64 hex>`: this actor id, only with this key.
     Pinned {
@@ -71,7 +71,7 @@ impl fmt::Display for AllowEntry {
 }
 
 /// The peers we deal with. Empty means every actor id (keys are still checked against
-/// [`KnownKeys`]).
+/// [`KnownKeys`](super::KnownKeys)).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Allowlist {
     entries: Vec<AllowEntry>,
