@@ -36,9 +36,22 @@ const TRANSFER_ID_HEX_LEN: usize = 32;
 /// Suffix of temporary files, so leftovers after a crash are recognisable.
 pub const TEMP_SUFFIX: &str = "part";
 
-/// The free space of the file system holding `dir`, in bytes, as an unprivileged user may use it.
+/// The free space of the file system that holds (or will hold) `dir`, in bytes, as an
+/// unprivileged user may use it. A save directory that does not exist yet is measured at its
+/// nearest existing ancestor, since [`IncomingFile::create`] will create it there.
 pub fn available_space(dir: &Path) -> Result<u64, SaveError> {
-    fs4::available_space(dir).map_err(|source| SaveError::AvailableSpace {
+    let existing = dir
+        .ancestors()
+        .map(|a| {
+            if a.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                a
+            }
+        })
+        .find(|a| a.exists())
+        .unwrap_or(dir);
+    fs4::available_space(existing).map_err(|source| SaveError::AvailableSpace {
         dir: dir.to_path_buf(),
         source,
     })
