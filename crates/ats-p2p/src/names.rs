@@ -29,6 +29,9 @@
 /// per component; this leaves room for a ` (NNNN)` counter from [`numbered_name`].
 pub const MAX_NAME_BYTES: usize = 200;
 
+/// The longest name [`numbered_name`] returns: a sanitised name plus ` (4294967295)`.
+pub const MAX_NUMBERED_NAME_BYTES: usize = MAX_NAME_BYTES + " (4294967295)".len();
+
 /// An extension longer than this (in bytes, without the dot) is treated as part of the stem when a
 /// long name is cut or numbered: real extensions are short, and a long "extension" would otherwise
 /// swallow the whole budget.
@@ -75,10 +78,9 @@ pub fn sanitize_file_name(raw: &str) -> String {
     finish(&mapped)
 }
 
-/// The `n`-th alternative to an already sanitised `name`: `report.csv` → `report (n).csv`,
-/// `archive.tar.gz` → `archive (n).tar.gz`. `n == 0` returns the name itself. The stem is cut when
-/// needed so that the result, like `name`, is one safe component of at most
-/// [`MAX_NAME_BYTES`] + 13 bytes.
+/// The `n`-th alternative to `name` (sanitised first): `report.csv` → `report (n).csv`,
+/// `archive.tar.gz` → `archive (n).tar.gz`. `n == 0` returns the sanitised name itself. The
+/// result is one safe component of at most [`MAX_NUMBERED_NAME_BYTES`].
 ///
 /// ```
 /// use ats_p2p::names::numbered_name;
@@ -95,11 +97,11 @@ pub fn numbered_name(name: &str, n: u32) -> String {
     format!("{stem} ({n}){ext}")
 }
 
-/// True when `name` is what [`sanitize_file_name`] could return: one component that stays inside
-/// its directory on every supported platform.
+/// True when `name` is what [`sanitize_file_name`] or [`numbered_name`] could return: one
+/// component that stays inside its directory on every supported platform.
 pub fn is_safe_file_name(name: &str) -> bool {
     !name.is_empty()
-        && name.len() <= MAX_NAME_BYTES + 13
+        && name.len() <= MAX_NUMBERED_NAME_BYTES
         && !name
             .chars()
             .any(|c| c == '/' || c == '\\' || is_unsafe_char(c))

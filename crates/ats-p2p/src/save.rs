@@ -21,6 +21,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use crate::error::SaveError;
 use crate::fsutil;
@@ -35,6 +36,62 @@ const TRANSFER_ID_HEX_LEN: usize = 32;
 
 /// Suffix of temporary files, so leftovers after a crash are recognisable.
 pub const TEMP_SUFFIX: &str = "part";
+
+/// Prefix of temporary files (after the hiding dot).
+const TEMP_PREFIX: &str = ".ats-p2p-";
+
+/// A temporary file untouched this long belongs to no live transfer (an active one is written
+/// continuously, and transfers time out after minutes): [`remove_stale_temp_files`] may delete it.
+pub const STALE_TEMP_AGE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Most directory entries [`remove_stale_temp_files`] looks at, so a huge directory cannot stall
+/// start-up.
+pub const MAX_STALE_SCAN_ENTRIES: usize = 100_000;
+
+/// Removes temporary files that a crashed receiver left in `dir`: regular files named
+/// `.ats-p2p-*.part` not modified for `max_age` (use [`STALE_TEMP_AGE`]). Other files, symlinks
+/// and fresh temporary files are left alone. A missing `dir` has nothing to clean. Returns the
+/// removed paths. Blocks.
+pub fn remove_stale_temp_files(dir: &Path, max_age: Duration) -> Result<Vec<PathBuf>, SaveError> {
+    let dir_err = |source| SaveError::SaveDir {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(dir_err(e)),
+    };
+    let now = SystemTime::now();
+    let mut removed = Vec::new();
+    for entry in entries.take(MAX_STALE_SCAN_ENTRIES) {
+        let entry = entry.map_err(dir_err)?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !name.starts_with(TEMP_PREFIX) || !name.ends_with(&format!(".{TEMP_SUFFIX}")) {
+            continue;
+        }
+        // `DirEntry::metadata` does not follow symlinks.
+        let Ok(meta) = entry.metadata() else { continue };
+        let age = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok());
+        if !meta.is_file() || age.is_none_or(|a| a < max_age) {
+            continue;
+        }
+        let path = entry.path();
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), "removed a stale temporary file");
+                removed.push(path);
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(SaveError::Remove { path, source }),
+        }
+    }
+    Ok(removed)
+}
 
 /// The free space of the file system that holds (or will hold) `dir`, in bytes, as an
 /// unprivileged user may use it. A save directory that does not exist yet is measured at its
@@ -137,6 +194,7 @@ impl IncomingFile {
         let name = sanitize_file_name(offered_name);
         let mut options = OpenOptions::new();
         options.read(true).write(true).create_new(true);
+        // `create_temp` adds the leading dot: `.ats-p2p-<id>-<random>.part` (see TEMP_PREFIX).
         let prefix = format!("ats-p2p-{}", transfer_id_hex.to_ascii_lowercase());
         let (file, temp_path) = fsutil::create_temp(save_dir, &prefix, TEMP_SUFFIX, &options)
             .map_err(|source| SaveError::CreateTemp {

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use ats_p2p::error::SaveError;
-use ats_p2p::save::{IncomingFile, MAX_NAME_ATTEMPTS, available_space};
+use ats_p2p::save::{
+    IncomingFile, MAX_NAME_ATTEMPTS, STALE_TEMP_AGE, available_space, remove_stale_temp_files,
+};
 
 const TID: &str = "00112233445566778899aabbccddeeff";
 
@@ -210,6 +212,52 @@ fn gives_up_after_bounded_attempts() {
     );
     assert!(!temp.exists(), "temp removed on failed commit");
     assert_eq!(entries(dir.path()).len(), MAX_NAME_ATTEMPTS as usize);
+}
+
+#[test]
+fn stale_temp_files_are_cleaned_and_fresh_ones_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A crashed receiver's leftover: a real temp file, aged.
+    let crashed = IncomingFile::create(d, TID, "x").unwrap();
+    let stale = crashed.temp_path().to_path_buf();
+    std::mem::forget(crashed);
+    let old = std::time::SystemTime::now() - STALE_TEMP_AGE - std::time::Duration::from_secs(60);
+    fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    // A live transfer's temp file.
+    let live = IncomingFile::create(d, TID, "y").unwrap();
+    // Look-alikes that are not ours to delete.
+    fs::write(d.join("ats-p2p-x.part"), b"").unwrap();
+    fs::write(d.join(".ats-p2p-x.partial"), b"").unwrap();
+    for name in ["ats-p2p-x.part", ".ats-p2p-x.partial"] {
+        fs::File::options()
+            .write(true)
+            .open(d.join(name))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+    #[cfg(unix)]
+    std::os::unix::fs::symlink("/nonexistent", d.join(".ats-p2p-link.part")).unwrap();
+
+    let removed = remove_stale_temp_files(d, STALE_TEMP_AGE).unwrap();
+    assert_eq!(removed.len(), 1);
+    assert_eq!(removed[0], stale);
+    assert!(!stale.exists());
+    assert!(live.temp_path().exists());
+    assert!(d.join("ats-p2p-x.part").exists());
+    assert!(d.join(".ats-p2p-x.partial").exists());
+    drop(live);
+    assert!(
+        remove_stale_temp_files(&d.join("missing"), STALE_TEMP_AGE)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
