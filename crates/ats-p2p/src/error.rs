@@ -59,6 +59,14 @@ pub enum SaveError {
         /// The number of bytes.
         len: usize,
     },
+    /// A write would make the file longer than its size limit.
+    #[error("a write ending at byte {end} exceeds the size limit of {limit} bytes")]
+    SizeLimit {
+        /// Where the write would end.
+        end: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// Flushing the file or its directory to stable storage failed.
     #[error("cannot flush {path} to disk")]
     Sync {

@@ -128,6 +128,8 @@ pub struct IncomingFile {
     name: String,
     /// One past the highest byte written so far.
     end: u64,
+    /// No byte may be written at or past this offset.
+    limit: Option<u64>,
 }
 
 /// Removes the temporary file on drop unless disarmed.
@@ -211,7 +213,16 @@ impl IncomingFile {
             dir: save_dir.to_path_buf(),
             name,
             end: 0,
+            limit: None,
         })
+    }
+
+    /// Refuses any write that would make the file longer than `max` bytes (the offered size):
+    /// a second line of defence behind the wire layer, so a peer can never fill the disk past
+    /// what was accepted.
+    pub fn with_size_limit(mut self, max: u64) -> Self {
+        self.limit = Some(max);
+        self
     }
 
     /// Writes `data` at `offset` (positioned write; the file grows as needed).
@@ -225,6 +236,9 @@ impl IncomingFile {
             .checked_add(len)
             .filter(|e| i64::try_from(*e).is_ok())
             .ok_or_else(overflow)?;
+        if let Some(limit) = self.limit.filter(|l| end > *l) {
+            return Err(SaveError::SizeLimit { end, limit });
+        }
         write_all_at(&self.file, data, offset)
             .map_err(|e| SaveError::from_write(self.temp.path.clone(), e))?;
         self.end = self.end.max(end);

@@ -196,6 +196,26 @@ fn bad_inputs_are_errors() {
 }
 
 #[test]
+fn size_limit_refuses_writes_past_the_offer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut f = IncomingFile::create(dir.path(), TID, "a")
+        .unwrap()
+        .with_size_limit(10);
+    f.append(b"0123456789").unwrap();
+    let err = f.append(b"x").unwrap_err();
+    assert!(
+        matches!(err, SaveError::SizeLimit { end: 11, limit: 10 }),
+        "{err:?}"
+    );
+    let err = f.write_at(5, b"012345").unwrap_err();
+    assert!(matches!(err, SaveError::SizeLimit { .. }), "{err:?}");
+    assert_eq!(f.len(), 10);
+    f.write_at(5, b"abcde").unwrap();
+    let path = f.commit().unwrap();
+    assert_eq!(fs::read(path).unwrap(), b"01234abcde");
+}
+
+#[test]
 fn gives_up_after_bounded_attempts() {
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("n"), b"").unwrap();
