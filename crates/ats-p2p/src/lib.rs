@@ -1,8 +1,57 @@
 //! ats-p2p: peer-to-peer file transfer between AI agents, signaled through ATS.
 //!
-//! This facade composes [`ats_p2p_wire`], [`ats_p2p_swarm`] and [`ats_p2p_signal`]. The node API
-//! arrives with its own issue; nothing here is usable yet.
+//! # What the node will be
+//!
+//! A `Node` (built with an ATS URL, an actor id, allowed peers, limits, bootstrap nodes and a key
+//! pair) that **sends** a file by offering it as an ATS task and streaming it over a Hyperswarm
+//! connection to whoever the recipient announces, and **watches** a channel for offers, accepting
+//! or rejecting them by policy. It composes [`wire`] (frames and transfer state machines),
+//! [`swarm`] (HyperDHT, UDX, Noise secret stream) and [`signal`] (the ATS client); those layers
+//! are still being built, so the node itself is not here yet.
+//!
+//! # What exists now: the node's foundations
+//!
+//! - [`names`]: a file name from the network reduced to one safe path component.
+//! - [`save`]: receiving into a hidden temporary file, fsync, and a move to a free name that never
+//!   overwrites anything; free disk space.
+//! - [`policy`]: allowlists (`agent-b`, `agent-b=<hex key>`), remembered keys (trust on first
+//!   use), and the receiver's and sender's decisions as typed refusals.
+//! - [`identity`]: the persistent Ed25519 key pair per actor id, or an ephemeral one.
+//! - [`hashing`]: streaming SHA-256 of a file with progress, off the async runtime.
+//! - [`topic`]: the transfer's swarm topic.
+//! - [`events`]: the events a node emits, serialisable as NDJSON.
+//! - [`error`]: one error enum per operation.
+//!
+//! File-system work here is blocking by design; async callers run it on
+//! `tokio::task::spawn_blocking` or a dedicated thread ([`hashing::sha256_file_async`] does so).
+//!
+//! ```
+//! use ats_p2p::{names::sanitize_file_name, topic::transfer_topic};
+//!
+//! // A hostile name stays inside the save directory.
+//! assert_eq!(sanitize_file_name("../../home/me/.ssh/authorized_keys"), "authorized_keys");
+//! assert_eq!(sanitize_file_name("/etc/.."), "etc");
+//!
+//! // Both peers derive the same topic from the 16-byte transfer id.
+//! let mut id = [0u8; 16];
+//! hex::decode_to_slice("5f0c5f0c5f0c5f0c5f0c5f0c5f0c5f0c", &mut id).unwrap();
+//! assert_eq!(
+//!     hex::encode(transfer_topic(&id)),
+//!     "2bfd2fd0a18f8f33c51f004cc1e814c8fcbe4f3f98aa24e7fbc5b57f885ce4fc",
+//! );
+//! ```
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod error;
+pub mod events;
+mod fsutil;
+pub mod hashing;
+pub mod identity;
+pub mod names;
+pub mod policy;
+pub mod save;
+pub mod topic;
 
 pub use ats_p2p_signal as signal;
 pub use ats_p2p_swarm as swarm;

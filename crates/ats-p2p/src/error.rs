@@ -1,0 +1,295 @@
+//! Errors, one enum per operation (style.md): each variant names what failed and keeps the lower
+//! error as its [`source`](std::error::Error::source), so a caller prints the chain once.
+//!
+//! Policy decisions are not errors: a refused offer or claim is a value
+//! ([`ReceiveRejection`](crate::policy::ReceiveRejection),
+//! [`ClaimRejection`](crate::policy::ClaimRejection)) that becomes a reject or fail reason.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Receiving a file into the save directory failed ([`IncomingFile`](crate::save::IncomingFile),
+/// [`available_space`](crate::save::available_space)).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SaveError {
+    /// The transfer id given for the temporary file name is not 32 hex characters.
+    #[error("a transfer id is 32 hex characters, got {len} characters")]
+    InvalidTransferId {
+        /// Length of what was given, in bytes.
+        len: usize,
+    },
+    /// The save directory could not be created or is not a directory.
+    #[error("cannot use save directory {dir}")]
+    SaveDir {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// No temporary file could be created in the save directory.
+    #[error("cannot create a temporary file in {dir}")]
+    CreateTemp {
+        /// The save directory.
+        dir: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The file system holding the file is full (or the user's quota is used up).
+    #[error("no space left for {path}")]
+    DiskFull {
+        /// The file being written.
+        path: PathBuf,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// Writing received bytes failed for another reason.
+    #[error("cannot write to {path}")]
+    Write {
+        /// The temporary file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A write would end past the largest file offset.
+    #[error("a write of {len} bytes at offset {offset} ends past the largest file offset")]
+    OffsetOverflow {
+        /// The offset asked for.
+        offset: u64,
+        /// The number of bytes.
+        len: usize,
+    },
+    /// A write would make the file longer than its size limit.
+    #[error("a write ending at byte {end} exceeds the size limit of {limit} bytes")]
+    SizeLimit {
+        /// Where the write would end.
+        end: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// Flushing the file or its directory to stable storage failed.
+    #[error("cannot flush {path} to disk")]
+    Sync {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// Every candidate name was taken.
+    #[error("no free name for {name:?} in {dir} after {attempts} attempts")]
+    NoFreeName {
+        /// The save directory.
+        dir: PathBuf,
+        /// The sanitised name that was wanted.
+        name: String,
+        /// How many names were tried.
+        attempts: u32,
+    },
+    /// Moving the finished file to its final name failed.
+    #[error("cannot move the received file into place as {path}")]
+    Publish {
+        /// The final path that was tried.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// Removing the temporary file failed.
+    #[error("cannot remove temporary file {path}")]
+    Remove {
+        /// The temporary file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The free space of a directory's file system could not be read.
+    #[error("cannot read the free space of {dir}")]
+    AvailableSpace {
+        /// The directory asked about.
+        dir: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+impl SaveError {
+    /// Classifies a write error: `ENOSPC`/`EDQUOT` become [`SaveError::DiskFull`].
+    pub(crate) fn from_write(path: PathBuf, source: io::Error) -> Self {
+        match source.kind() {
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+                Self::DiskFull { path, source }
+            }
+            _ => Self::Write { path, source },
+        }
+    }
+}
+
+/// Hashing a file failed ([`crate::hashing`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HashError {
+    /// The file could not be opened or its size read.
+    #[error("cannot open {path}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The path is not a regular file.
+    #[error("{path} is not a regular file")]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+    },
+    /// Reading failed part way.
+    #[error("cannot read {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The hash was cancelled before it finished.
+    #[error("hashing was cancelled")]
+    Cancelled,
+    /// The blocking task running the hash panicked or was cancelled.
+    #[error("the hashing task did not finish")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+/// An actor id is not usable (empty, too long, or with whitespace or control characters).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ActorIdError {
+    /// The id is empty.
+    #[error("an actor id must not be empty")]
+    Empty,
+    /// The id is longer than [`MAX_ACTOR_ID_BYTES`](crate::policy::MAX_ACTOR_ID_BYTES).
+    #[error("an actor id is at most {max} bytes, got {len}")]
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The id contains whitespace or a control character.
+    #[error("an actor id must not contain whitespace or control characters (found {found:?})")]
+    BadChar {
+        /// The first offending character.
+        found: char,
+    },
+}
+
+/// An `--allow` entry could not be parsed ([`AllowEntry`](crate::policy::AllowEntry)).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseAllowError {
+    /// The part before `=` (or the whole entry) is not a valid actor id.
+    #[error("invalid actor id in allow entry {entry:?}")]
+    ActorId {
+        /// The entry as given.
+        entry: String,
+        /// Why.
+        source: ActorIdError,
+    },
+    /// The part after `=` is not a 64-character hex public key.
+    #[error("the key in allow entry {entry:?} is not 64 hex characters")]
+    Key {
+        /// The entry as given.
+        entry: String,
+    },
+}
+
+/// Reading or writing the remembered-keys file failed ([`KnownKeys`](crate::policy::KnownKeys)).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KnownKeysError {
+    /// The file exists but could not be read.
+    #[error("cannot read remembered keys from {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The file is larger than the limit.
+    #[error("remembered-keys file {path} is {len} bytes, more than the limit of {max}")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        len: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// A line is malformed.
+    #[error("{path}:{line}: {reason}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// One-based line number.
+        line: usize,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The file could not be written.
+    #[error("cannot write remembered keys to {path}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+/// Loading or creating a node's persistent key failed ([`crate::identity`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdentityError {
+    /// The platform has no user configuration directory (and no root was given).
+    #[error("no user configuration directory; pass an explicit key directory")]
+    NoConfigDir,
+    /// The actor id cannot name a key.
+    #[error("invalid actor id for a key file")]
+    ActorId(#[source] ActorIdError),
+    /// The key directory could not be created.
+    #[error("cannot create key directory {path}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The key file exists but could not be read.
+    #[error("cannot read key file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The key file could not be written.
+    #[error("cannot write key file {path}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The key file does not hold a 64-character hex seed.
+    #[error(
+        "key file {path} is malformed (expected 64 hex characters); move it away to make a new key"
+    )]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The key file can be read or written by other users.
+    #[error("key file {path} has mode {mode:o}, readable by others; run `chmod 600` on it")]
+    InsecurePermissions {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+}

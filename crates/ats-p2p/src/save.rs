@@ -1,0 +1,343 @@
+//! Receiving a file safely: a hidden temporary file in the save directory, fsync, then a move to
+//! a free name that never overwrites anything.
+//!
+//! Everything here is **blocking** file I/O. Callers on an async runtime run it on
+//! `tokio::task::spawn_blocking` or a dedicated writer thread that owns the [`IncomingFile`] and
+//! receives chunks over a bounded channel; never on an async worker thread.
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use ats_p2p::save::IncomingFile;
+//! let dir = tempfile::tempdir()?;
+//! let mut incoming = IncomingFile::create(dir.path(), "5f0c5f0c5f0c5f0c5f0c5f0c5f0c5f0c", "../notes.txt")?;
+//! incoming.append(b"hello ")?;
+//! incoming.write_at(6, b"world")?;
+//! let path = incoming.commit()?;
+//! assert_eq!(path, dir.path().join("notes.txt"));
+//! assert_eq!(std::fs::read(&path)?, b"hello world");
+//! # Ok(()) }
+//! ```
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crate::error::SaveError;
+use crate::fsutil;
+use crate::names::{numbered_name, sanitize_file_name};
+
+/// How many names (`name`, `name (1)`, … `name (N-1)`) are tried before giving up: enough for any
+/// real download folder, and a bound on the work a directory full of planted names can cause.
+pub const MAX_NAME_ATTEMPTS: u32 = 1000;
+
+/// Length of a transfer id in hex characters (16 bytes).
+const TRANSFER_ID_HEX_LEN: usize = 32;
+
+/// Suffix of temporary files, so leftovers after a crash are recognisable.
+pub const TEMP_SUFFIX: &str = "part";
+
+/// Prefix of temporary files (after the hiding dot).
+const TEMP_PREFIX: &str = ".ats-p2p-";
+
+/// A temporary file untouched this long belongs to no live transfer (an active one is written
+/// continuously, and transfers time out after minutes): [`remove_stale_temp_files`] may delete it.
+pub const STALE_TEMP_AGE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Most directory entries [`remove_stale_temp_files`] looks at, so a huge directory cannot stall
+/// start-up.
+pub const MAX_STALE_SCAN_ENTRIES: usize = 100_000;
+
+/// Removes temporary files that a crashed receiver left in `dir`: regular files named
+/// `.ats-p2p-*.part` not modified for `max_age` (use [`STALE_TEMP_AGE`]). Other files, symlinks
+/// and fresh temporary files are left alone. A missing `dir` has nothing to clean. Returns the
+/// removed paths. Blocks.
+pub fn remove_stale_temp_files(dir: &Path, max_age: Duration) -> Result<Vec<PathBuf>, SaveError> {
+    let dir_err = |source| SaveError::SaveDir {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(dir_err(e)),
+    };
+    let now = SystemTime::now();
+    let mut removed = Vec::new();
+    for entry in entries.take(MAX_STALE_SCAN_ENTRIES) {
+        let entry = entry.map_err(dir_err)?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !name.starts_with(TEMP_PREFIX) || !name.ends_with(&format!(".{TEMP_SUFFIX}")) {
+            continue;
+        }
+        // `DirEntry::metadata` does not follow symlinks.
+        let Ok(meta) = entry.metadata() else { continue };
+        let age = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok());
+        if !meta.is_file() || age.is_none_or(|a| a < max_age) {
+            continue;
+        }
+        let path = entry.path();
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), "removed a stale temporary file");
+                removed.push(path);
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(SaveError::Remove { path, source }),
+        }
+    }
+    Ok(removed)
+}
+
+/// The free space of the file system that holds (or will hold) `dir`, in bytes, as an
+/// unprivileged user may use it. A save directory that does not exist yet is measured at its
+/// nearest existing ancestor, since [`IncomingFile::create`] will create it there.
+pub fn available_space(dir: &Path) -> Result<u64, SaveError> {
+    let existing = dir
+        .ancestors()
+        .map(|a| {
+            if a.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                a
+            }
+        })
+        .find(|a| a.exists())
+        .unwrap_or(dir);
+    fs4::available_space(existing).map_err(|source| SaveError::AvailableSpace {
+        dir: dir.to_path_buf(),
+        source,
+    })
+}
+
+/// A file being received: bytes go to a hidden temporary file in the save directory until
+/// [`commit`](Self::commit) moves it to its final name.
+///
+/// Dropping it (or calling [`abort`](Self::abort)) before `commit` removes the temporary file.
+/// All methods block; see the module docs.
+#[derive(Debug)]
+pub struct IncomingFile {
+    // Field order matters: `file` is closed before `temp` removes the name.
+    file: File,
+    temp: TempGuard,
+    dir: PathBuf,
+    name: String,
+    /// One past the highest byte written so far.
+    end: u64,
+    /// No byte may be written at or past this offset.
+    limit: Option<u64>,
+}
+
+/// Removes the temporary file on drop unless disarmed.
+#[derive(Debug)]
+struct TempGuard {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl TempGuard {
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+
+    fn remove(mut self) -> io::Result<()> {
+        self.armed = false;
+        fs::remove_file(&self.path)
+    }
+}
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        tracing::debug!(temp = %self.path.display(), "removing unfinished file");
+        if let Err(e) = fs::remove_file(&self.path) {
+            if e.kind() != io::ErrorKind::NotFound {
+                tracing::warn!(temp = %self.path.display(), error = %e, "could not remove temporary file");
+            }
+        }
+    }
+}
+
+impl IncomingFile {
+    /// Starts receiving `offered_name` (a name from the network, sanitised here) into `save_dir`
+    /// (created if missing). The temporary file is `.ats-p2p-<transfer id>-<random>.part`, created
+    /// with `create_new` and the default mode (the umask applies, as for any file the user
+    /// downloads; the final file keeps that mode). Its leading dot hides it, and sanitised names
+    /// never start with a dot, so it cannot collide with a received file.
+    pub fn create(
+        save_dir: &Path,
+        transfer_id_hex: &str,
+        offered_name: &str,
+    ) -> Result<Self, SaveError> {
+        if transfer_id_hex.len() != TRANSFER_ID_HEX_LEN
+            || !transfer_id_hex.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return Err(SaveError::InvalidTransferId {
+                len: transfer_id_hex.len(),
+            });
+        }
+        let save_err = |source| SaveError::SaveDir {
+            dir: save_dir.to_path_buf(),
+            source,
+        };
+        fs::create_dir_all(save_dir).map_err(save_err)?;
+        if !fs::metadata(save_dir).map_err(save_err)?.is_dir() {
+            return Err(save_err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                "not a directory",
+            )));
+        }
+        let name = sanitize_file_name(offered_name);
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create_new(true);
+        // `create_temp` adds the leading dot: `.ats-p2p-<id>-<random>.part` (see TEMP_PREFIX).
+        let prefix = format!("ats-p2p-{}", transfer_id_hex.to_ascii_lowercase());
+        let (file, temp_path) = fsutil::create_temp(save_dir, &prefix, TEMP_SUFFIX, &options)
+            .map_err(|source| SaveError::CreateTemp {
+                dir: save_dir.to_path_buf(),
+                source,
+            })?;
+        tracing::debug!(temp = %temp_path.display(), %name, "receiving into temporary file");
+        Ok(Self {
+            file,
+            temp: TempGuard {
+                path: temp_path,
+                armed: true,
+            },
+            dir: save_dir.to_path_buf(),
+            name,
+            end: 0,
+            limit: None,
+        })
+    }
+
+    /// Refuses any write that would make the file longer than `max` bytes (the offered size):
+    /// a second line of defence behind the wire layer, so a peer can never fill the disk past
+    /// what was accepted.
+    pub fn with_size_limit(mut self, max: u64) -> Self {
+        self.limit = Some(max);
+        self
+    }
+
+    /// Writes `data` at `offset` (positioned write; the file grows as needed).
+    pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), SaveError> {
+        let overflow = || SaveError::OffsetOverflow {
+            offset,
+            len: data.len(),
+        };
+        let len = u64::try_from(data.len()).map_err(|_| overflow())?;
+        let end = offset
+            .checked_add(len)
+            .filter(|e| i64::try_from(*e).is_ok())
+            .ok_or_else(overflow)?;
+        if let Some(limit) = self.limit.filter(|l| end > *l) {
+            return Err(SaveError::SizeLimit { end, limit });
+        }
+        write_all_at(&self.file, data, offset)
+            .map_err(|e| SaveError::from_write(self.temp.path.clone(), e))?;
+        self.end = self.end.max(end);
+        Ok(())
+    }
+
+    /// Appends `data` after the highest byte written so far.
+    pub fn append(&mut self, data: &[u8]) -> Result<(), SaveError> {
+        self.write_at(self.end, data)
+    }
+
+    /// One past the highest byte written so far (the size the file will have).
+    pub fn len(&self) -> u64 {
+        self.end
+    }
+
+    /// True before anything was written.
+    pub fn is_empty(&self) -> bool {
+        self.end == 0
+    }
+
+    /// The sanitised name the file will get if it is free.
+    pub fn file_name(&self) -> &str {
+        &self.name
+    }
+
+    /// Where the bytes are being written now.
+    pub fn temp_path(&self) -> &Path {
+        &self.temp.path
+    }
+
+    /// Finishes the file: fsync, move it to the first free name among `name`, `name (1)`, …
+    /// (never overwriting an existing file), fsync the directory. Returns the final path.
+    /// Call it only after the content was verified (hash matched). On error the temporary file
+    /// is removed.
+    pub fn commit(mut self) -> Result<PathBuf, SaveError> {
+        let path = self.publish()?;
+        self.temp.disarm();
+        Ok(path)
+    }
+
+    /// Gives up on the file and removes the temporary file.
+    pub fn abort(self) -> Result<(), SaveError> {
+        let Self { file, temp, .. } = self;
+        drop(file);
+        let path = temp.path.clone();
+        temp.remove()
+            .map_err(|source| SaveError::Remove { path, source })
+    }
+
+    fn publish(&self) -> Result<PathBuf, SaveError> {
+        self.file.sync_all().map_err(|source| SaveError::Sync {
+            path: self.temp.path.clone(),
+            source,
+        })?;
+        for n in 0..MAX_NAME_ATTEMPTS {
+            let dest = self.dir.join(numbered_name(&self.name, n));
+            if dest.parent() != Some(self.dir.as_path()) {
+                // The sanitiser guarantees one component; refuse rather than write elsewhere.
+                return Err(SaveError::Publish {
+                    path: dest,
+                    source: io::Error::other("name is not a single path component"),
+                });
+            }
+            match fsutil::publish_no_replace(&self.temp.path, &dest) {
+                Ok(()) => {
+                    if let Err(source) = fsutil::sync_dir(&self.dir) {
+                        // Not durable: undo, so a failed commit leaves nothing behind.
+                        let _ = fs::remove_file(&dest);
+                        return Err(SaveError::Sync {
+                            path: self.dir.clone(),
+                            source,
+                        });
+                    }
+                    tracing::debug!(path = %dest.display(), "received file in place");
+                    return Ok(dest);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(source) => return Err(SaveError::Publish { path: dest, source }),
+            }
+        }
+        Err(SaveError::NoFreeName {
+            dir: self.dir.clone(),
+            name: self.name.clone(),
+            attempts: MAX_NAME_ATTEMPTS,
+        })
+    }
+}
+
+#[cfg(unix)]
+fn write_all_at(file: &File, data: &[u8], offset: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    file.write_all_at(data, offset)
+}
+
+#[cfg(not(unix))]
+fn write_all_at(file: &File, data: &[u8], offset: u64) -> io::Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = file;
+    f.seek(SeekFrom::Start(offset))?;
+    f.write_all(data)
+}
