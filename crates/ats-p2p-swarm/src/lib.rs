@@ -3,6 +3,9 @@
 //! Work in progress: see the project's issues. Only [`keys`] is usable so far.
 #![forbid(unsafe_code)]
 
+pub mod dht;
+pub mod encoding;
+pub mod hyperdht;
 pub mod keys;
 
 pub use keys::{KeyPair, PublicKey};

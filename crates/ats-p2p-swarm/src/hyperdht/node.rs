@@ -1,0 +1,726 @@
+//! The sans-io HyperDHT node: wraps [`Node`] and handles HyperDHT commands.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddrV4;
+use std::time::Instant;
+
+use tracing::trace;
+
+use super::commands;
+use super::crypto::{ns, sign_announce, verify_announce};
+use super::messages::{Announce, Handshake, Holepunch, LookupReply, Mode, PeerRecord};
+use super::store::{LOOKUP_RECORDS, MAX_RELAY_ADDRESSES_STORED, Store};
+use crate::dht::{
+    Event, Id, IncomingRequest, Node, QueryId, QueryOptions, QueryReply, RequestError, RequestId,
+    SocketKind, UserRequest, errors, hash,
+};
+use crate::keys::KeyPair;
+
+/// Most concurrent client operations (lookups, announces, ...); beyond it they fail `Busy`.
+pub const MAX_OPS: usize = 128;
+/// Most queued HyperDHT events before new ones are dropped (the driver drains per input).
+pub const MAX_HYPER_EVENTS: usize = 4096;
+/// Most lookup results kept per operation.
+pub const MAX_LOOKUP_RESULTS: usize = 256;
+
+/// Identifies a client operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OpId(pub u64);
+
+/// Records returned by one node during a lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LookupResult {
+    /// The node.
+    pub from: SocketAddrV4,
+    /// Its records.
+    pub peers: Vec<PeerRecord>,
+    /// Its bump.
+    pub bump: u64,
+}
+
+/// Outcome of an operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpResult {
+    /// Lookup / find_peer results.
+    Lookup(Vec<LookupResult>),
+    /// Announce or unannounce: nodes that accepted.
+    Announced {
+        /// How many of the closest nodes accepted.
+        accepted: usize,
+        /// The closest nodes asked.
+        closest: Vec<SocketAddrV4>,
+    },
+    /// A FIND_NODE walk's closest replies.
+    Closest(Vec<QueryReply>),
+    /// The operation failed.
+    Failed(RequestError),
+}
+
+/// Output of the HyperDHT node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HyperEvent {
+    /// An operation finished.
+    OpDone {
+        /// The operation.
+        op: OpId,
+        /// Its result.
+        result: OpResult,
+    },
+    /// A PEER_HANDSHAKE for a key this node listens on (hook for the server role; answer with
+    /// [`HyperNode::answer_handshake`]).
+    PeerHandshake {
+        /// The request.
+        req: IncomingRequest,
+        /// Its decoded value.
+        handshake: Handshake,
+    },
+    /// A relayed PEER_HOLEPUNCH for a key this node listens on (answer with
+    /// [`HyperNode::answer_holepunch`]).
+    PeerHolepunch {
+        /// The request.
+        req: IncomingRequest,
+        /// Its decoded value.
+        holepunch: Holepunch,
+    },
+    /// A raw request's response or failure (from [`HyperNode::request`]).
+    Dht(Event),
+    /// The bootstrap finished.
+    Bootstrapped,
+    /// The node became persistent.
+    Persistent,
+}
+
+#[derive(Debug)]
+enum OpKind {
+    Lookup,
+    Announce {
+        key_pair: Box<KeyPair>,
+        relay_addresses: Vec<SocketAddrV4>,
+        unannounce: bool,
+    },
+    FindNode,
+}
+
+#[derive(Debug)]
+struct Op {
+    target: Id,
+    kind: OpKind,
+    results: Vec<LookupResult>,
+    commits_pending: usize,
+    accepted: usize,
+    closest: Vec<SocketAddrV4>,
+}
+
+/// The sans-io HyperDHT node. Calling contract as [`Node`]: after any input, drain
+/// [`HyperNode::poll_transmit`] and [`HyperNode::poll_event`], then wait for
+/// [`HyperNode::poll_timeout`].
+#[derive(Debug)]
+pub struct HyperNode {
+    dht: Node,
+    store: Store,
+    listening: HashSet<Id>,
+    ops: HashMap<OpId, Op>,
+    by_query: HashMap<QueryId, OpId>,
+    by_request: HashMap<RequestId, OpId>,
+    next_op: u64,
+    events: VecDeque<HyperEvent>,
+    wall_ms: u64,
+    last_expire: Option<Instant>,
+}
+
+impl HyperNode {
+    /// Wraps a dht-rpc node.
+    pub fn new(dht: Node) -> Self {
+        Self {
+            dht,
+            store: Store::new(),
+            listening: HashSet::new(),
+            ops: HashMap::new(),
+            by_query: HashMap::new(),
+            by_request: HashMap::new(),
+            next_op: 0,
+            events: VecDeque::new(),
+            wall_ms: 0,
+            last_expire: None,
+        }
+    }
+
+    /// The dht-rpc node.
+    pub fn dht(&self) -> &Node {
+        &self.dht
+    }
+
+    /// The dht-rpc node, mutably (raw requests, relays).
+    pub fn dht_mut(&mut self) -> &mut Node {
+        &mut self.dht
+    }
+
+    /// The record store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Sets the wall clock (Unix ms) used to bound announce bumps.
+    pub fn set_wall_clock_ms(&mut self, ms: u64) {
+        self.wall_ms = ms;
+    }
+
+    /// Routes handshakes for `H(public_key)` to this node's [`HyperEvent::PeerHandshake`].
+    pub fn listen(&mut self, target: Id) {
+        self.listening.insert(target);
+    }
+
+    /// Stops routing handshakes for `target` locally.
+    pub fn unlisten(&mut self, target: &Id) {
+        self.listening.remove(target);
+    }
+
+    // ----- sans-io plumbing -----
+
+    /// Next datagram.
+    pub fn poll_transmit(&mut self) -> Option<crate::dht::Transmit> {
+        self.dht.poll_transmit()
+    }
+
+    /// Next timer deadline.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.dht.poll_timeout()
+    }
+
+    /// Next event.
+    pub fn poll_event(&mut self) -> Option<HyperEvent> {
+        self.events.pop_front()
+    }
+
+    /// Timer input.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.dht.handle_timeout(now);
+        if self
+            .last_expire
+            .is_none_or(|t| now.saturating_duration_since(t) >= crate::dht::node::TICK_INTERVAL)
+        {
+            self.last_expire = Some(now);
+            self.store.expire(now);
+        }
+        self.process(now);
+    }
+
+    /// Datagram input.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        socket: SocketKind,
+        from: SocketAddrV4,
+        buf: &[u8],
+    ) {
+        self.dht.handle_datagram(now, socket, from, buf);
+        self.process(now);
+    }
+
+    fn push(&mut self, e: HyperEvent) {
+        if self.events.len() < MAX_HYPER_EVENTS {
+            self.events.push_back(e);
+        }
+    }
+
+    fn process(&mut self, now: Instant) {
+        while let Some(e) = self.dht.poll_event() {
+            match e {
+                Event::Request(req) => self.on_request(now, req),
+                Event::QueryReply { query, reply } => self.on_query_reply(query, reply),
+                Event::QueryDone {
+                    query,
+                    closest,
+                    error,
+                } => self.on_query_done(now, query, closest, error),
+                Event::Response { request, reply } => match self.by_request.remove(&request) {
+                    Some(op) => self.on_commit(op, reply.error == 0),
+                    None => self.push(HyperEvent::Dht(Event::Response { request, reply })),
+                },
+                Event::RequestFailed { request, error } => match self.by_request.remove(&request) {
+                    Some(op) => self.on_commit(op, false),
+                    None => self.push(HyperEvent::Dht(Event::RequestFailed { request, error })),
+                },
+                Event::Bootstrapped => self.push(HyperEvent::Bootstrapped),
+                Event::Persistent => self.push(HyperEvent::Persistent),
+            }
+        }
+    }
+
+    // ----- client operations -----
+
+    fn start(
+        &mut self,
+        now: Instant,
+        target: Id,
+        command: u64,
+        kind: OpKind,
+    ) -> Result<OpId, RequestError> {
+        if self.ops.len() >= MAX_OPS {
+            return Err(RequestError::Busy);
+        }
+        let internal = matches!(kind, OpKind::FindNode);
+        let q = self
+            .dht
+            .query(now, QueryOptions::new(target, internal, command, None))?;
+        let id = OpId(self.next_op);
+        self.next_op += 1;
+        self.ops.insert(
+            id,
+            Op {
+                target,
+                kind,
+                results: Vec::new(),
+                commits_pending: 0,
+                accepted: 0,
+                closest: Vec::new(),
+            },
+        );
+        self.by_query.insert(q, id);
+        self.process(now);
+        Ok(id)
+    }
+
+    /// LOOKUP walk for `topic`; ends with [`OpResult::Lookup`].
+    pub fn lookup(&mut self, now: Instant, topic: Id) -> Result<OpId, RequestError> {
+        self.start(now, topic, commands::LOOKUP, OpKind::Lookup)
+    }
+
+    /// FIND_PEER walk for `H(public_key)`; ends with [`OpResult::Lookup`] (one record per node).
+    pub fn find_peer(&mut self, now: Instant, public_key: &[u8; 32]) -> Result<OpId, RequestError> {
+        self.start(now, hash(public_key), commands::FIND_PEER, OpKind::Lookup)
+    }
+
+    /// FIND_NODE walk; ends with [`OpResult::Closest`].
+    pub fn find_node(&mut self, now: Instant, target: Id) -> Result<OpId, RequestError> {
+        self.start(
+            now,
+            target,
+            crate::dht::commands::FIND_NODE,
+            OpKind::FindNode,
+        )
+    }
+
+    /// LOOKUP walk, then a signed ANNOUNCE to each of the closest nodes.
+    pub fn announce(
+        &mut self,
+        now: Instant,
+        topic: Id,
+        key_pair: KeyPair,
+        relay_addresses: Vec<SocketAddrV4>,
+    ) -> Result<OpId, RequestError> {
+        let kind = OpKind::Announce {
+            key_pair: Box::new(key_pair),
+            relay_addresses,
+            unannounce: false,
+        };
+        self.start(now, topic, commands::LOOKUP, kind)
+    }
+
+    /// LOOKUP walk, then a signed UNANNOUNCE to each of the closest nodes.
+    pub fn unannounce(
+        &mut self,
+        now: Instant,
+        topic: Id,
+        key_pair: KeyPair,
+    ) -> Result<OpId, RequestError> {
+        self.store
+            .remove_record(&topic, key_pair.public_key().as_bytes());
+        if hash(key_pair.public_key().as_bytes()) == topic {
+            self.store.remove_forward(&topic);
+        }
+        let kind = OpKind::Announce {
+            key_pair: Box::new(key_pair),
+            relay_addresses: Vec::new(),
+            unannounce: true,
+        };
+        self.start(now, topic, commands::LOOKUP, kind)
+    }
+
+    /// A raw request; its outcome arrives as [`HyperEvent::Dht`].
+    pub fn request(&mut self, now: Instant, req: UserRequest) -> Result<RequestId, RequestError> {
+        let r = self.dht.request(now, req);
+        self.process(now);
+        r
+    }
+
+    fn on_query_reply(&mut self, query: QueryId, reply: QueryReply) {
+        let Some(op) = self.by_query.get(&query).and_then(|o| self.ops.get_mut(o)) else {
+            return;
+        };
+        if !matches!(op.kind, OpKind::Lookup) || op.results.len() >= MAX_LOOKUP_RESULTS {
+            return;
+        }
+        let Some(value) = reply.value.as_deref() else {
+            return;
+        };
+        // A LOOKUP reply is `array(peer) ‖ bump`; a FIND_PEER reply is one peer record.
+        if let Ok(l) = LookupReply::decode(value) {
+            op.results.push(LookupResult {
+                from: reply.from,
+                peers: l.peers,
+                bump: l.bump,
+            });
+        } else if let Ok(p) = PeerRecord::decode(value) {
+            op.results.push(LookupResult {
+                from: reply.from,
+                peers: vec![p],
+                bump: 0,
+            });
+        }
+    }
+
+    fn on_query_done(
+        &mut self,
+        now: Instant,
+        query: QueryId,
+        closest: Vec<QueryReply>,
+        error: Option<RequestError>,
+    ) {
+        let Some(op_id) = self.by_query.remove(&query) else {
+            return;
+        };
+        let Some(op) = self.ops.get_mut(&op_id) else {
+            return;
+        };
+        let result = match &op.kind {
+            OpKind::Lookup => OpResult::Lookup(std::mem::take(&mut op.results)),
+            OpKind::FindNode => OpResult::Closest(closest),
+            OpKind::Announce {
+                key_pair,
+                relay_addresses,
+                unannounce,
+            } => {
+                let (key_pair, relay_addresses, unannounce) =
+                    (key_pair.clone(), relay_addresses.clone(), *unannounce);
+                let target = op.target;
+                op.closest = closest.iter().map(|r| r.from).collect();
+                let mut sent = Vec::new();
+                for r in &closest {
+                    let (Some(token), Some(node_id)) = (r.token, r.id) else {
+                        continue;
+                    };
+                    let peer = PeerRecord {
+                        public_key: *key_pair.public_key().as_bytes(),
+                        relay_addresses: if unannounce {
+                            Vec::new()
+                        } else {
+                            relay_addresses.clone()
+                        },
+                    };
+                    let nsv = if unannounce {
+                        ns::unannounce()
+                    } else {
+                        ns::announce()
+                    };
+                    let signature =
+                        sign_announce(&nsv, &target, &node_id, &token, &peer, None, &key_pair);
+                    let value = Announce {
+                        peer: Some(peer),
+                        refresh: None,
+                        signature: Some(signature),
+                        bump: 0,
+                    }
+                    .encode();
+                    let req = UserRequest {
+                        to: r.from,
+                        token: Some(token),
+                        internal: false,
+                        command: if unannounce {
+                            commands::UNANNOUNCE
+                        } else {
+                            commands::ANNOUNCE
+                        },
+                        target: Some(target),
+                        value: Some(value),
+                        socket: None,
+                        retries: None,
+                    };
+                    if let Ok(rid) = self.dht.request(now, req) {
+                        sent.push(rid);
+                    }
+                }
+                let n = sent.len();
+                for rid in sent {
+                    self.by_request.insert(rid, op_id);
+                }
+                if let Some(op) = self.ops.get_mut(&op_id) {
+                    op.commits_pending = n;
+                }
+                if n > 0 {
+                    self.process(now);
+                    return;
+                }
+                OpResult::Failed(error.unwrap_or(RequestError::TooFewNodes))
+            }
+        };
+        self.ops.remove(&op_id);
+        self.push(HyperEvent::OpDone { op: op_id, result });
+    }
+
+    fn on_commit(&mut self, op_id: OpId, ok: bool) {
+        let Some(op) = self.ops.get_mut(&op_id) else {
+            return;
+        };
+        op.commits_pending = op.commits_pending.saturating_sub(1);
+        if ok {
+            op.accepted += 1;
+        }
+        if op.commits_pending > 0 {
+            return;
+        }
+        let result = if op.accepted > 0 {
+            OpResult::Announced {
+                accepted: op.accepted,
+                closest: std::mem::take(&mut op.closest),
+            }
+        } else {
+            OpResult::Failed(RequestError::TooFewNodes)
+        };
+        self.ops.remove(&op_id);
+        self.push(HyperEvent::OpDone { op: op_id, result });
+    }
+
+    // ----- node side -----
+
+    fn on_request(&mut self, now: Instant, req: IncomingRequest) {
+        match req.command {
+            commands::PEER_HANDSHAKE => return self.on_peer_handshake(now, req),
+            commands::PEER_HOLEPUNCH => return self.on_peer_holepunch(now, req),
+            _ => {}
+        }
+        let Some(own_id) = self.dht.id() else {
+            self.dht.error_reply(&req, errors::UNKNOWN_COMMAND, false);
+            return;
+        };
+        match req.command {
+            commands::FIND_PEER => {
+                let Some(target) = req.target else { return };
+                let rec = self.store.forward(now, &target).map(|f| f.record.clone());
+                self.dht.reply(&req, rec, true, true);
+            }
+            commands::LOOKUP => {
+                let Some(target) = req.target else { return };
+                let (mut records, bump) = self.store.records(now, &target, LOOKUP_RECORDS);
+                let fwd = self
+                    .store
+                    .forward(now, &target)
+                    .map(|f| f.record.as_slice());
+                if let Some(f) = fwd {
+                    if records.len() < LOOKUP_RECORDS {
+                        records.push(f);
+                    }
+                }
+                let value = (!records.is_empty()).then(|| LookupReply::encode_raw(&records, bump));
+                self.dht.reply(&req, value, true, true);
+            }
+            commands::ANNOUNCE | commands::UNANNOUNCE => self.on_announce(now, own_id, req),
+            _ => self.dht.error_reply(&req, errors::UNKNOWN_COMMAND, false),
+        }
+    }
+
+    fn on_announce(&mut self, now: Instant, own_id: Id, req: IncomingRequest) {
+        let (Some(target), Some(token)) = (req.target, req.token) else {
+            return;
+        };
+        let Some(ann) = req.value.as_deref().and_then(|v| Announce::decode(v).ok()) else {
+            return;
+        };
+        let (Some(mut peer), Some(sig)) = (ann.peer, ann.signature) else {
+            // Peer-less refresh announces are not supported: ignored, as hyperdht ignores
+            // unknown refresh tokens.
+            return;
+        };
+        let unannounce = req.command == commands::UNANNOUNCE;
+        let nsv = if unannounce {
+            ns::unannounce()
+        } else {
+            ns::announce()
+        };
+        if !verify_announce(
+            &nsv,
+            &target,
+            &own_id,
+            &token,
+            &peer,
+            ann.refresh.as_ref(),
+            &sig,
+        ) {
+            trace!(from = %req.from, "announce with a bad signature dropped");
+            return;
+        }
+        let self_announce = hash(&peer.public_key) == target;
+        if unannounce {
+            if self_announce {
+                self.store.remove_forward(&target);
+            }
+            self.store.remove_record(&target, &peer.public_key);
+        } else {
+            peer.relay_addresses.truncate(MAX_RELAY_ADDRESSES_STORED);
+            let record = peer.encode();
+            if self_announce {
+                self.store.set_forward(now, target, req.from, record);
+                self.store.remove_record(&target, &peer.public_key);
+            } else {
+                self.store.add_record(now, target, peer.public_key, record);
+                self.store.bump(&target, ann.bump, self.wall_ms);
+            }
+        }
+        self.dht.reply(&req, None, false, false);
+    }
+
+    fn on_peer_handshake(&mut self, now: Instant, req: IncomingRequest) {
+        let Some(hs) = req.value.as_deref().and_then(|v| Handshake::decode(v).ok()) else {
+            return;
+        };
+        let Some(target) = req.target else { return };
+        if self.listening.contains(&target) {
+            if !hs.noise.is_empty() {
+                self.push(HyperEvent::PeerHandshake { req, handshake: hs });
+            }
+            return;
+        }
+        let relay = self.store.forward(now, &target).map(|f| f.relay);
+        if hs.noise.is_empty() {
+            return;
+        }
+        match hs.mode {
+            Mode::FromClient => {
+                let Some(to) = hs.relay_address.or(relay) else {
+                    // Help the client route: empty reply with closer nodes.
+                    self.dht.reply(&req, None, false, true);
+                    return;
+                };
+                let value = Handshake {
+                    mode: Mode::FromRelay,
+                    noise: hs.noise,
+                    peer_address: Some(req.from),
+                    relay_address: None,
+                };
+                self.dht.relay(&req, Some(value.encode()), to, None);
+            }
+            Mode::FromRelay => {
+                let Some(to) = relay else { return };
+                let value = Handshake {
+                    mode: Mode::FromSecondRelay,
+                    noise: hs.noise,
+                    peer_address: hs.peer_address,
+                    relay_address: Some(req.from),
+                };
+                self.dht.relay(&req, Some(value.encode()), to, None);
+            }
+            Mode::FromServer => {
+                let Some(client) = hs.peer_address else {
+                    return;
+                };
+                let value = Handshake {
+                    mode: Mode::Reply,
+                    noise: hs.noise,
+                    peer_address: Some(req.from),
+                    relay_address: None,
+                };
+                self.dht.reply_to(&req, client, Some(value.encode()));
+            }
+            _ => {}
+        }
+    }
+
+    fn on_peer_holepunch(&mut self, now: Instant, req: IncomingRequest) {
+        let Some(hp) = req.value.as_deref().and_then(|v| Holepunch::decode(v).ok()) else {
+            return;
+        };
+        let Some(target) = req.target else { return };
+        let relay = self.store.forward(now, &target).map(|f| f.relay);
+        match hp.mode {
+            Mode::FromClient => {
+                let Some(to) = hp.peer_address.or(relay) else {
+                    return;
+                };
+                let value = Holepunch {
+                    mode: Mode::FromRelay,
+                    id: hp.id,
+                    payload: hp.payload,
+                    peer_address: Some(req.from),
+                };
+                self.dht.relay(&req, Some(value.encode()), to, None);
+            }
+            Mode::FromRelay if self.listening.contains(&target) && hp.peer_address.is_some() => {
+                self.push(HyperEvent::PeerHolepunch { req, holepunch: hp });
+            }
+            Mode::FromServer => {
+                let Some(client) = hp.peer_address else {
+                    return;
+                };
+                let value = Holepunch {
+                    mode: Mode::Reply,
+                    id: hp.id,
+                    payload: hp.payload,
+                    peer_address: Some(req.from),
+                };
+                self.dht.reply_to(&req, client, Some(value.encode()));
+            }
+            _ => {}
+        }
+    }
+
+    /// Server role: answers a [`HyperEvent::PeerHandshake`] with Noise `msg2`, following the
+    /// request's mode (direct REPLY, or FROM_SERVER back through the relay). `socket` overrides
+    /// the sending socket (a firewalled server sends from its holepunch socket).
+    pub fn answer_handshake(
+        &mut self,
+        req: &IncomingRequest,
+        hs: &Handshake,
+        noise: Vec<u8>,
+        socket: Option<SocketKind>,
+    ) {
+        match hs.mode {
+            Mode::FromClient => {
+                let value = Handshake {
+                    mode: Mode::Reply,
+                    noise,
+                    peer_address: None,
+                    relay_address: None,
+                };
+                self.dht
+                    .reply(&req.clone(), Some(value.encode()), false, false);
+            }
+            Mode::FromRelay => {
+                let value = Handshake {
+                    mode: Mode::FromServer,
+                    noise,
+                    peer_address: hs.peer_address,
+                    relay_address: None,
+                };
+                self.dht.relay(req, Some(value.encode()), req.from, socket);
+            }
+            Mode::FromSecondRelay => {
+                let Some(to) = hs.relay_address else { return };
+                let value = Handshake {
+                    mode: Mode::FromServer,
+                    noise,
+                    peer_address: hs.peer_address,
+                    relay_address: None,
+                };
+                self.dht.relay(req, Some(value.encode()), to, socket);
+            }
+            _ => {}
+        }
+    }
+
+    /// Server role: answers a relayed [`HyperEvent::PeerHolepunch`] with an encrypted payload.
+    pub fn answer_holepunch(
+        &mut self,
+        req: &IncomingRequest,
+        hp: &Holepunch,
+        payload: Vec<u8>,
+        socket: Option<SocketKind>,
+    ) {
+        let value = Holepunch {
+            mode: Mode::FromServer,
+            id: 0,
+            payload,
+            peer_address: hp.peer_address,
+        };
+        self.dht.relay(req, Some(value.encode()), req.from, socket);
+    }
+}
