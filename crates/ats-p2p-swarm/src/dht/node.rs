@@ -1412,12 +1412,19 @@ impl Node {
 
     fn walk(&mut self, now: Instant, round: u8) {
         let target = *self.table.id();
-        match self.query(
-            now,
-            QueryOptions::new(target, true, commands::FIND_NODE, None),
-        ) {
-            Ok(q) => self.phase = Phase::Walking { query: q, round },
-            Err(_) => self.finish_bootstrap(),
+        // The query may finish synchronously (no seeds), so the phase is set first.
+        self.phase = Phase::Walking {
+            query: QueryId(self.next_query),
+            round,
+        };
+        if self
+            .query(
+                now,
+                QueryOptions::new(target, true, commands::FIND_NODE, None),
+            )
+            .is_err()
+        {
+            self.finish_bootstrap();
         }
     }
 

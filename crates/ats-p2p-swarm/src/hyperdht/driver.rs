@@ -15,7 +15,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, trace};
 
-use super::node::{HyperEvent, HyperNode, LookupResult, OpId, OpResult};
+use super::node::{HyperEvent, HyperNode, LookupResult, OpId, OpResult, RelayStats};
 use crate::dht::{Id, Node, NodeConfig, QueryReply, RequestError, SocketKind};
 use crate::keys::KeyPair;
 
@@ -128,6 +128,8 @@ pub struct NodeInfo {
     pub bootstrapped: bool,
     /// (targets, records, forwards) stored.
     pub stored: (usize, usize, usize),
+    /// Relayed handshake / holepunch counters.
+    pub relayed: RelayStats,
 }
 
 enum Command {
@@ -429,6 +431,7 @@ async fn run(
                             firewalled: d.is_firewalled(),
                             bootstrapped: d.is_bootstrapped(),
                             stored: node.store().sizes(),
+                            relayed: node.relay_stats(),
                         });
                     }
                     Command::Bootstrapped(reply) => {

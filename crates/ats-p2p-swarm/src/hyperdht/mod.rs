@@ -12,7 +12,7 @@ pub mod store;
 pub use driver::{Bootstrap, DatagramSocket, DhtConfig, DhtError, DhtNode, NodeInfo};
 pub use node::{
     HyperEvent, HyperNode, LookupResult, MAX_HYPER_EVENTS, MAX_LOOKUP_RESULTS, MAX_OPS, OpId,
-    OpResult,
+    OpResult, RelayStats,
 };
 
 /// HyperDHT command numbers (sent with `internal = false`).

@@ -126,6 +126,20 @@ pub struct HyperNode {
     events: VecDeque<HyperEvent>,
     wall_ms: u64,
     last_expire: Option<Instant>,
+    relayed: RelayStats,
+}
+
+/// Counters of relayed messages (for tests and metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RelayStats {
+    /// PEER_HANDSHAKE messages forwarded toward a server.
+    pub handshakes_to_server: u64,
+    /// PEER_HANDSHAKE replies forwarded to a client.
+    pub handshakes_to_client: u64,
+    /// PEER_HOLEPUNCH messages forwarded toward a server.
+    pub holepunches_to_server: u64,
+    /// PEER_HOLEPUNCH replies forwarded to a client.
+    pub holepunches_to_client: u64,
 }
 
 impl HyperNode {
@@ -142,6 +156,7 @@ impl HyperNode {
             events: VecDeque::new(),
             wall_ms: 0,
             last_expire: None,
+            relayed: RelayStats::default(),
         }
     }
 
@@ -158,6 +173,11 @@ impl HyperNode {
     /// The record store.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Relay counters.
+    pub fn relay_stats(&self) -> RelayStats {
+        self.relayed
     }
 
     /// Sets the wall clock (Unix ms) used to bound announce bumps.
@@ -597,6 +617,7 @@ impl HyperNode {
                     peer_address: Some(req.from),
                     relay_address: None,
                 };
+                self.relayed.handshakes_to_server += 1;
                 self.dht.relay(&req, Some(value.encode()), to, None);
             }
             Mode::FromRelay => {
@@ -607,6 +628,7 @@ impl HyperNode {
                     peer_address: hs.peer_address,
                     relay_address: Some(req.from),
                 };
+                self.relayed.handshakes_to_server += 1;
                 self.dht.relay(&req, Some(value.encode()), to, None);
             }
             Mode::FromServer => {
@@ -619,6 +641,7 @@ impl HyperNode {
                     peer_address: Some(req.from),
                     relay_address: None,
                 };
+                self.relayed.handshakes_to_client += 1;
                 self.dht.reply_to(&req, client, Some(value.encode()));
             }
             _ => {}
@@ -642,6 +665,7 @@ impl HyperNode {
                     payload: hp.payload,
                     peer_address: Some(req.from),
                 };
+                self.relayed.holepunches_to_server += 1;
                 self.dht.relay(&req, Some(value.encode()), to, None);
             }
             Mode::FromRelay if self.listening.contains(&target) && hp.peer_address.is_some() => {
@@ -657,6 +681,7 @@ impl HyperNode {
                     payload: hp.payload,
                     peer_address: Some(req.from),
                 };
+                self.relayed.holepunches_to_client += 1;
                 self.dht.reply_to(&req, client, Some(value.encode()));
             }
             _ => {}

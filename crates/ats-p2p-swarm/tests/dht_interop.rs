@@ -1,0 +1,131 @@
+//! Interop with npm hyperdht 6.34 over real UDP on 127.0.0.1.
+
+mod support;
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use ats_p2p_swarm::KeyPair;
+use ats_p2p_swarm::dht::hash;
+use ats_p2p_swarm::hyperdht::{Bootstrap, DhtConfig, DhtNode};
+use serde_json::json;
+use support::Agent;
+
+const LOCAL: Ipv4Addr = Ipv4Addr::LOCALHOST;
+const STEP: Duration = Duration::from_secs(20);
+
+fn topic(name: &str) -> [u8; 32] {
+    hash(name.as_bytes())
+}
+
+async fn bounded<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(90), f)
+        .await
+        .expect("test exceeded its time bound")
+}
+
+/// (a) JS nodes bootstrap off our Bootstrap; one announces, another's lookup finds it.
+/// (b) Two JS peers connect to each other by key with only our bootstrap as the DHT: our node
+/// stores the server's forward and relays PEER_HANDSHAKE / PEER_HOLEPUNCH.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_peers_on_our_bootstrap() {
+    bounded(async {
+        let boot = Bootstrap::spawn(SocketAddrV4::new(LOCAL, 0)).await.unwrap();
+        let b = boot.addr().to_string();
+        let mut js = Agent::spawn().await;
+        let n0 = js.call(json!({"cmd":"node","bootstrap":[b]}), STEP).await["node"].clone();
+        let n1 = js.call(json!({"cmd":"node","bootstrap":[b]}), STEP).await["node"].clone();
+        let t = hex::encode(topic("interop-a"));
+        let seed = hex::encode([1u8; 32]);
+        let pk = KeyPair::from_seed([1u8; 32]).public_key().to_hex();
+        js.call(
+            json!({"cmd":"announce","node":n0,"topic":t,"seed":seed}),
+            STEP,
+        )
+        .await;
+        let found = js
+            .call(json!({"cmd":"lookup","node":n1,"topic":t}), STEP)
+            .await;
+        assert!(
+            found["peers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p == &json!(pk)),
+            "JS lookup via our bootstrap did not find the JS announce: {found}"
+        );
+        let info = boot.node().info().await.unwrap();
+        assert!(
+            info.stored.1 >= 1,
+            "our bootstrap stored no record: {info:?}"
+        );
+
+        let started = Instant::now();
+        let echo = js
+            .call(
+                json!({"cmd":"connect","server":n0,"client":n1,"seed":hex::encode([2u8; 32])}),
+                STEP,
+            )
+            .await;
+        assert_eq!(echo["echo"], "hello from js");
+        eprintln!("js<->js connect through our relay: {:?}", started.elapsed());
+        let info = boot.node().info().await.unwrap();
+        assert!(
+            info.relayed.handshakes_to_server >= 1 && info.relayed.handshakes_to_client >= 1,
+            "our bootstrap relayed no handshake: {info:?}"
+        );
+        assert!(info.bootstrapped, "{info:?}");
+        eprintln!("bootstrap relay stats: {:?}", info.relayed);
+        js.quit().await;
+        boot.destroy().await;
+    })
+    .await;
+}
+
+/// (c) Our node joins a JS testnet; JS finds our signed announce, we find the JS announce.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_node_in_js_testnet() {
+    bounded(async {
+        let mut js = Agent::spawn().await;
+        let tn = js.call(json!({"cmd":"testnet","size":5}), STEP).await;
+        let b: SocketAddrV4 = tn["bootstrap"].as_str().unwrap().parse().unwrap();
+        let client = js.call(json!({"cmd":"node","bootstrap":[b.to_string()]}), STEP).await["node"].clone();
+
+        let node = DhtNode::bind(DhtConfig::new(LOCAL, vec![b])).await.unwrap();
+        node.bootstrapped().await.unwrap();
+        let info = node.info().await.unwrap();
+        assert!(info.table_len >= 3, "routing table too small: {info:?}");
+        assert!(!info.firewalled, "loopback node should pass the firewall test: {info:?}");
+
+        let kp = KeyPair::from_seed([7u8; 32]);
+        let t = topic("interop-c");
+        let started = Instant::now();
+        let accepted = node.announce(t, &kp, vec![]).await.unwrap();
+        eprintln!("rust announce into JS testnet: {:?}, {accepted} nodes", started.elapsed());
+        assert!(accepted >= 3, "only {accepted} JS nodes accepted our announce");
+        let found = js.call(json!({"cmd":"lookup","node":client,"topic":hex::encode(t)}), STEP).await;
+        assert!(
+            found["peers"].as_array().unwrap().iter().any(|p| p == &json!(kp.public_key().to_hex())),
+            "JS lookup did not find our announce: {found}"
+        );
+
+        let t2 = topic("interop-c-js");
+        js.call(json!({"cmd":"announce","node":client,"topic":hex::encode(t2),"seed":hex::encode([8u8; 32])}), STEP).await;
+        let started = Instant::now();
+        let res = node.lookup(t2).await.unwrap();
+        eprintln!("rust lookup in JS testnet: {:?}", started.elapsed());
+        let want = *KeyPair::from_seed([8u8; 32]).public_key().as_bytes();
+        assert!(res.iter().any(|r| r.peers.iter().any(|p| p.public_key == want)), "{res:?}");
+
+        // Unannounce removes our record.
+        node.unannounce(t, &kp).await.unwrap();
+        let found = js.call(json!({"cmd":"lookup","node":client,"topic":hex::encode(t)}), STEP).await;
+        assert!(
+            !found["peers"].as_array().unwrap().iter().any(|p| p == &json!(kp.public_key().to_hex())),
+            "record still present after unannounce: {found}"
+        );
+        node.destroy().await;
+        js.quit().await;
+    })
+    .await;
+}

@@ -1,0 +1,98 @@
+// Line-driven JavaScript HyperDHT agent for the ats-p2p Rust interop tests.
+// Reads one JSON command per line on stdin, answers one JSON line on stdout.
+// Commands:
+//   {"cmd":"testnet","size":N,"bootstrap":["host:port"]?}  -> {"bootstrap":"127.0.0.1:port"}
+//   {"cmd":"node","bootstrap":["host:port"],"persistent":bool?} -> {"node":idx}
+//   {"cmd":"announce","node":i,"topic":hex,"seed":hex}     -> {"ok":true}
+//   {"cmd":"lookup","node":i,"topic":hex}                   -> {"peers":[pkhex,...]}
+//   {"cmd":"connect","server":i,"client":j,"seed":hex}      -> {"echo":"..."}
+//   {"cmd":"quit"}
+const DHT = require('hyperdht')
+const createTestnet = require('hyperdht/testnet')
+const readline = require('readline')
+
+const nodes = []
+const testnets = []
+
+function parse (list) {
+  return (list || []).map((s) => {
+    const [host, port] = s.split(':')
+    return { host, port: Number(port) }
+  })
+}
+
+async function handle (m) {
+  switch (m.cmd) {
+    case 'testnet': {
+      const t = await createTestnet(m.size, { host: '127.0.0.1', bootstrap: parse(m.bootstrap) })
+      testnets.push(t)
+      for (const n of t.nodes) nodes.push(n)
+      const b = t.bootstrap[0]
+      return { bootstrap: b.host + ':' + b.port, first: nodes.length - t.nodes.length }
+    }
+    case 'node': {
+      const opts = { bootstrap: parse(m.bootstrap), host: '127.0.0.1', port: 0 }
+      if (m.persistent) { opts.ephemeral = false; opts.firewalled = false }
+      const n = new DHT(opts)
+      await n.fullyBootstrapped()
+      nodes.push(n)
+      return { node: nodes.length - 1, id: n.id ? n.id.toString('hex') : null, firewalled: n.firewalled }
+    }
+    case 'announce': {
+      const kp = DHT.keyPair(Buffer.from(m.seed, 'hex'))
+      const q = nodes[m.node].announce(Buffer.from(m.topic, 'hex'), kp)
+      await q.finished()
+      return { ok: true, closest: q.closestNodes.length }
+    }
+    case 'unannounce': {
+      const kp = DHT.keyPair(Buffer.from(m.seed, 'hex'))
+      await nodes[m.node].unannounce(Buffer.from(m.topic, 'hex'), kp)
+      return { ok: true }
+    }
+    case 'lookup': {
+      const peers = new Set()
+      for await (const r of nodes[m.node].lookup(Buffer.from(m.topic, 'hex'))) {
+        for (const p of r.peers) peers.add(p.publicKey.toString('hex'))
+      }
+      return { peers: [...peers] }
+    }
+    case 'connect': {
+      const kp = DHT.keyPair(Buffer.from(m.seed, 'hex'))
+      const server = nodes[m.server].createServer((sock) => {
+        sock.on('data', (d) => sock.write(d))
+        sock.on('error', () => {})
+      })
+      await server.listen(kp)
+      const sock = nodes[m.client].connect(kp.publicKey)
+      sock.on('error', () => {})
+      const echo = await new Promise((resolve, reject) => {
+        sock.once('data', (d) => resolve(d.toString()))
+        sock.once('error', reject)
+        sock.write('hello from js')
+      })
+      sock.destroy()
+      await server.close()
+      return { echo }
+    }
+    case 'quit': {
+      for (const n of nodes.reverse()) await n.destroy().catch(() => {})
+      process.exit(0)
+    }
+  }
+  throw new Error('unknown command ' + m.cmd)
+}
+
+const rl = readline.createInterface({ input: process.stdin })
+let chain = Promise.resolve()
+rl.on('line', (line) => {
+  chain = chain.then(async () => {
+    let out
+    try {
+      out = await handle(JSON.parse(line))
+    } catch (err) {
+      out = { error: String(err && err.stack || err) }
+    }
+    process.stdout.write(JSON.stringify(out) + '\n')
+  })
+})
+rl.on('close', () => process.exit(0))
