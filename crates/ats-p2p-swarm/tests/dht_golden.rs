@@ -1,6 +1,9 @@
 //! Golden vectors: our codecs against the JavaScript reference, produced at test time by
 //! `interop/js/dht-golden.js` so they cannot drift.
 
+// Test helpers may unwrap: a panic is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::net::{SocketAddrV4, SocketAddrV6};

@@ -1,5 +1,8 @@
 //! Interop with npm hyperdht 6.34 over real UDP on 127.0.0.1.
 
+// Test helpers may unwrap: a panic is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -18,7 +21,7 @@ fn topic(name: &str) -> [u8; 32] {
     hash(name.as_bytes())
 }
 
-async fn bounded<F: std::future::Future>(f: F) -> F::Output {
+async fn bounded<F: Future>(f: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(90), f)
         .await
         .expect("test exceeded its time bound")
