@@ -1,0 +1,340 @@
+//! Deterministic in-memory network (`Net`): N sans-io HyperDHT nodes, a simulated clock and
+//! seeded latency/loss. No sockets, no real time.
+
+// Test helpers may unwrap: a panic is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use ats_p2p_swarm::KeyPair;
+use ats_p2p_swarm::dht::{Node, NodeConfig, SocketKind, hash};
+use ats_p2p_swarm::hyperdht::{HyperEvent, HyperNode, OpId, OpResult};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const SERVER_PORT: u16 = 10_000;
+const CLIENT_PORT: u16 = 20_000;
+
+fn server_addr(i: usize) -> SocketAddrV4 {
+    SocketAddrV4::new(
+        Ipv4Addr::new(10, 0, (i / 250) as u8, (i % 250 + 1) as u8),
+        SERVER_PORT,
+    )
+}
+
+fn client_addr(i: usize) -> SocketAddrV4 {
+    SocketAddrV4::new(*server_addr(i).ip(), CLIENT_PORT)
+}
+
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct InFlight {
+    at: Instant,
+    seq: u64,
+    to: SocketAddrV4,
+    from: SocketAddrV4,
+    payload: Vec<u8>,
+}
+
+/// N nodes on a simulated network.
+struct Net {
+    nodes: Vec<HyperNode>,
+    now: Instant,
+    rng: StdRng,
+    queue: BinaryHeap<Reverse<InFlight>>,
+    seq: u64,
+    loss: f64,
+    latency: (u64, u64),
+    done: HashMap<(usize, OpId), OpResult>,
+    delivered: u64,
+}
+
+impl Net {
+    fn new(seed: u64, loss: f64) -> Self {
+        Self {
+            nodes: Vec::new(),
+            now: Instant::now(),
+            rng: StdRng::seed_from_u64(seed),
+            queue: BinaryHeap::new(),
+            seq: 0,
+            loss,
+            latency: (2, 40),
+            done: HashMap::new(),
+            delivered: 0,
+        }
+    }
+
+    /// Adds a node: the first one is a bootstrapper, the rest bootstrap from it.
+    fn add(&mut self, persistent: bool) -> usize {
+        let i = self.nodes.len();
+        let mut seed = [0u8; 32];
+        self.rng.fill(&mut seed);
+        let boot = if i == 0 { vec![] } else { vec![server_addr(0)] };
+        let mut cfg = NodeConfig::new(boot, SERVER_PORT, seed);
+        cfg.ephemeral = !persistent;
+        if i == 0 {
+            cfg.public_addr = Some(server_addr(0));
+        }
+        self.nodes.push(HyperNode::new(Node::new(cfg)));
+        self.nodes[i].handle_timeout(self.now);
+        self.flush(i);
+        i
+    }
+
+    fn locate(&self, addr: SocketAddrV4) -> Option<(usize, SocketKind)> {
+        let [_, _, hi, lo] = addr.ip().octets();
+        let i = usize::from(hi) * 250 + usize::from(lo).checked_sub(1)?;
+        if i >= self.nodes.len() {
+            return None;
+        }
+        match addr.port() {
+            SERVER_PORT => Some((i, SocketKind::Server)),
+            CLIENT_PORT => Some((i, SocketKind::Client)),
+            _ => None,
+        }
+    }
+
+    fn flush(&mut self, i: usize) {
+        while let Some(t) = self.nodes[i].poll_transmit() {
+            let from = match t.socket {
+                SocketKind::Server => server_addr(i),
+                SocketKind::Client => client_addr(i),
+            };
+            if self.rng.gen_bool(self.loss) {
+                continue;
+            }
+            let ms = self.rng.gen_range(self.latency.0..=self.latency.1);
+            self.seq += 1;
+            self.queue.push(Reverse(InFlight {
+                at: self.now + Duration::from_millis(ms),
+                seq: self.seq,
+                to: t.to,
+                from,
+                payload: t.payload,
+            }));
+        }
+        while let Some(e) = self.nodes[i].poll_event() {
+            if let HyperEvent::OpDone { op, result } = e {
+                self.done.insert((i, op), result);
+            }
+        }
+    }
+
+    /// Processes the earliest packet or timer; false when nothing is scheduled.
+    fn step(&mut self) -> bool {
+        let timer = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| n.poll_timeout().map(|t| (t, i)))
+            .min();
+        let packet = self.queue.peek().map(|Reverse(p)| p.at);
+        match (timer, packet) {
+            (None, None) => false,
+            (Some((t, i)), p) if p.is_none_or(|p| t < p) => {
+                self.now = self.now.max(t);
+                self.nodes[i].handle_timeout(self.now);
+                self.flush(i);
+                true
+            }
+            _ => {
+                let Reverse(p) = self.queue.pop().unwrap();
+                self.now = self.now.max(p.at);
+                if let Some((i, sock)) = self.locate(p.to) {
+                    self.delivered += 1;
+                    self.nodes[i].handle_datagram(self.now, sock, p.from, &p.payload);
+                    self.flush(i);
+                }
+                true
+            }
+        }
+    }
+
+    /// Runs until `until` (simulated), bounded in steps.
+    fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        let mut steps = 0u64;
+        while self.step() {
+            steps += 1;
+            assert!(steps < 20_000_000, "livelock");
+            if self.now >= end {
+                break;
+            }
+        }
+        self.now = self.now.max(end);
+    }
+
+    /// Runs until node `i`'s op finished; returns it and the simulated time it took.
+    fn wait_op(&mut self, i: usize, op: OpId) -> (OpResult, Duration) {
+        let start = self.now;
+        let mut steps = 0u64;
+        while !self.done.contains_key(&(i, op)) {
+            assert!(self.step(), "network went idle before op finished");
+            steps += 1;
+            assert!(steps < 5_000_000, "op did not finish");
+            assert!(
+                self.now - start < Duration::from_secs(120),
+                "op took too long (simulated)"
+            );
+        }
+        (self.done.remove(&(i, op)).unwrap(), self.now - start)
+    }
+}
+
+fn build(n: usize, seed: u64, loss: f64) -> Net {
+    let mut net = Net::new(seed, loss);
+    net.add(true);
+    for _ in 1..n {
+        net.add(true);
+        net.run_for(Duration::from_millis(200));
+    }
+    net.run_for(Duration::from_secs(30));
+    net
+}
+
+fn found(r: &OpResult, pk: &[u8; 32]) -> bool {
+    match r {
+        OpResult::Lookup(l) => l
+            .iter()
+            .any(|x| x.peers.iter().any(|p| &p.public_key == pk)),
+        _ => false,
+    }
+}
+
+#[test]
+fn thirty_nodes_bootstrap_announce_lookup_expire() {
+    let mut net = build(30, 1, 0.0);
+    let persistent = net.nodes.iter().filter(|n| n.dht().id().is_some()).count();
+    assert_eq!(persistent, 30, "every node should become persistent");
+    for (i, n) in net.nodes.iter().enumerate() {
+        assert!(n.dht().is_bootstrapped(), "node {i} not bootstrapped");
+        assert!(
+            n.dht().table().len() >= 10,
+            "node {i} table {}",
+            n.dht().table().len()
+        );
+        assert!(n.dht().table().len() <= 29);
+    }
+
+    // Five announcers, every node looks each topic up.
+    let mut lookup_times = Vec::new();
+    let mut announce_times = Vec::new();
+    for a in [3usize, 7, 12, 20, 29] {
+        let kp = KeyPair::from_seed([a as u8; 32]);
+        let topic = hash(format!("topic-{a}").as_bytes());
+        let now = net.now;
+        let op = net.nodes[a]
+            .announce(now, topic, kp.clone(), vec![])
+            .unwrap();
+        let (r, t) = net.wait_op(a, op);
+        announce_times.push(t);
+        assert!(
+            matches!(r, OpResult::Announced { accepted, .. } if accepted >= 10),
+            "{r:?}"
+        );
+        for i in 0..net.nodes.len() {
+            let now = net.now;
+            let op = net.nodes[i].lookup(now, topic).unwrap();
+            let (r, t) = net.wait_op(i, op);
+            lookup_times.push(t);
+            assert!(
+                found(&r, kp.public_key().as_bytes()),
+                "node {i} missed topic {a}"
+            );
+        }
+    }
+    lookup_times.sort();
+    announce_times.sort();
+    eprintln!(
+        "in-memory (2-40 ms links): lookup median {:?} max {:?}; announce median {:?}",
+        lookup_times[lookup_times.len() / 2],
+        lookup_times.last().unwrap(),
+        announce_times[announce_times.len() / 2]
+    );
+
+    // find_peer finds a self-announce (router forward).
+    let server = KeyPair::from_seed([99; 32]);
+    let target = hash(server.public_key().as_bytes());
+    let now = net.now;
+    let op = net.nodes[5]
+        .announce(now, target, server.clone(), vec![])
+        .unwrap();
+    net.wait_op(5, op);
+    let now = net.now;
+    let op = net.nodes[17]
+        .find_peer(now, server.public_key().as_bytes())
+        .unwrap();
+    let (r, _) = net.wait_op(17, op);
+    assert!(found(&r, server.public_key().as_bytes()), "{r:?}");
+
+    // Records expire after 20 minutes without refresh.
+    net.run_for(Duration::from_secs(21 * 60));
+    let topic = hash(b"topic-3");
+    let now = net.now;
+    let op = net.nodes[1].lookup(now, topic).unwrap();
+    let (r, _) = net.wait_op(1, op);
+    assert!(
+        !found(&r, KeyPair::from_seed([3; 32]).public_key().as_bytes()),
+        "record did not expire"
+    );
+    for n in &net.nodes {
+        let (_, records, forwards) = n.store().sizes();
+        assert_eq!(records + forwards, 0, "store not emptied by expiry");
+        assert!(n.dht().inflight_len() < 100);
+        assert!(n.dht().queries_len() < 10);
+        // Tables survive 21 minutes of pings and refreshes.
+        assert!(n.dht().table().len() >= 10);
+    }
+}
+
+#[test]
+fn lossy_network_still_finds_records() {
+    let mut net = build(20, 7, 0.05);
+    let kp = KeyPair::from_seed([42; 32]);
+    let topic = hash(b"lossy");
+    let now = net.now;
+    let op = net.nodes[4]
+        .announce(now, topic, kp.clone(), vec![])
+        .unwrap();
+    let (r, _) = net.wait_op(4, op);
+    assert!(matches!(r, OpResult::Announced { .. }), "{r:?}");
+    let mut hits = 0;
+    for i in 0..net.nodes.len() {
+        let now = net.now;
+        let op = net.nodes[i].lookup(now, topic).unwrap();
+        if found(&net.wait_op(i, op).0, kp.public_key().as_bytes()) {
+            hits += 1;
+        }
+    }
+    assert!(
+        hits >= 19,
+        "only {hits}/20 lookups found the record at 5% loss"
+    );
+}
+
+#[test]
+fn ephemeral_clients_use_the_network_but_are_not_stored() {
+    let mut net = build(12, 3, 0.0);
+    let c = net.add(false);
+    net.run_for(Duration::from_secs(10));
+    assert!(net.nodes[c].dht().id().is_none());
+    for (i, n) in net.nodes.iter().enumerate().take(12) {
+        let cid = ats_p2p_swarm::dht::node_id(&server_addr(c));
+        assert!(
+            n.dht().table().get(&cid).is_none(),
+            "ephemeral client in table of {i}"
+        );
+    }
+    let kp = KeyPair::from_seed([5; 32]);
+    let topic = hash(b"eph");
+    let now = net.now;
+    let op = net.nodes[c]
+        .announce(now, topic, kp.clone(), vec![])
+        .unwrap();
+    net.wait_op(c, op);
+    let now = net.now;
+    let op = net.nodes[2].lookup(now, topic).unwrap();
+    assert!(found(&net.wait_op(2, op).0, kp.public_key().as_bytes()));
+}
