@@ -132,3 +132,81 @@ async fn rust_node_in_js_testnet() {
     })
     .await;
 }
+
+/// (d) A mixed network: our bootstrap, three persistent Rust nodes, a JS testnet of three
+/// persistent nodes bootstrapped off ours; JS and Rust clients announce and look up across it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_rust_and_js_network() {
+    bounded(async {
+        let boot = Bootstrap::spawn(SocketAddrV4::new(LOCAL, 0)).await.unwrap();
+        let mut rust = Vec::new();
+        for _ in 0..3 {
+            let mut cfg = DhtConfig::new(LOCAL, vec![boot.addr()]);
+            cfg.ephemeral = false;
+            let n = DhtNode::bind(cfg).await.unwrap();
+            n.bootstrapped().await.unwrap();
+            rust.push(n);
+        }
+        for n in &rust {
+            let info = n.info().await.unwrap();
+            assert!(info.id.is_some() && !info.firewalled, "rust node not persistent: {info:?}");
+        }
+        let mut js = Agent::spawn().await;
+        let b = boot.addr().to_string();
+        js.call(json!({"cmd":"testnet","size":3,"bootstrap":[b]}), STEP).await;
+        let c0 = js.call(json!({"cmd":"node","bootstrap":[b]}), STEP).await["node"].clone();
+        let c1 = js.call(json!({"cmd":"node","bootstrap":[b]}), STEP).await["node"].clone();
+        let client = DhtNode::bind(DhtConfig::new(LOCAL, vec![boot.addr()])).await.unwrap();
+        client.bootstrapped().await.unwrap();
+
+        // JS announces, JS and Rust look up.
+        let t = topic("mixed-js");
+        js.call(json!({"cmd":"announce","node":c0,"topic":hex::encode(t),"seed":hex::encode([11u8; 32])}), STEP).await;
+        let found = js.call(json!({"cmd":"lookup","node":c1,"topic":hex::encode(t)}), STEP).await;
+        let want = KeyPair::from_seed([11u8; 32]).public_key();
+        assert!(found["peers"].as_array().unwrap().iter().any(|p| p == &json!(want.to_hex())), "{found}");
+        let res = client.lookup(t).await.unwrap();
+        let holders = res.iter().filter(|r| r.peers.iter().any(|p| p.public_key == *want.as_bytes())).count();
+        assert!(holders >= 4, "only {holders} nodes hold the JS record");
+
+        // Rust nodes took part in storage.
+        let mut rust_stored = 0;
+        for n in &rust {
+            rust_stored += n.info().await.unwrap().stored.1;
+        }
+        assert!(rust_stored >= 1, "no Rust node stored the JS announce");
+
+        // Rust announces, JS looks up; repeated for latency numbers.
+        let mut ann = Vec::new();
+        let mut look = Vec::new();
+        for i in 0..10u8 {
+            let kp = KeyPair::from_seed([100 + i; 32]);
+            let t = topic(&format!("mixed-rust-{i}"));
+            let s = Instant::now();
+            assert!(client.announce(t, &kp, vec![]).await.unwrap() >= 4);
+            ann.push(s.elapsed());
+            let s = Instant::now();
+            let res = client.lookup(t).await.unwrap();
+            look.push(s.elapsed());
+            assert!(res.iter().any(|r| r.peers.iter().any(|p| p.public_key == *kp.public_key().as_bytes())));
+            if i == 0 {
+                let found = js.call(json!({"cmd":"lookup","node":c1,"topic":hex::encode(t)}), STEP).await;
+                assert!(found["peers"].as_array().unwrap().iter().any(|p| p == &json!(kp.public_key().to_hex())), "{found}");
+            }
+        }
+        ann.sort();
+        look.sort();
+        eprintln!(
+            "mixed network (bootstrap + 3 rust + 3 js persistent): announce median {:?}, lookup median {:?}",
+            ann[ann.len() / 2],
+            look[look.len() / 2]
+        );
+        client.destroy().await;
+        for n in rust {
+            n.destroy().await;
+        }
+        js.quit().await;
+        boot.destroy().await;
+    })
+    .await;
+}
