@@ -6,6 +6,9 @@
 //   {"cmd":"announce","node":i,"topic":hex,"seed":hex}     -> {"ok":true}
 //   {"cmd":"lookup","node":i,"topic":hex}                   -> {"peers":[pkhex,...]}
 //   {"cmd":"connect","server":i,"client":j,"seed":hex}      -> {"echo":"..."}
+//   {"cmd":"request","node":i,"to":"host:port","command":n,"target":hex?,"value":hex?,"token":hex?}
+//       -> {"tid","code","to","id","token","closer","value"}
+//   {"cmd":"addr","node":i}                               -> {"addr","id"}
 //   {"cmd":"quit"}
 const DHT = require('hyperdht')
 const createTestnet = require('hyperdht/testnet')
@@ -73,6 +76,30 @@ async function handle (m) {
       sock.destroy()
       await server.close()
       return { echo }
+    }
+    case 'request': {
+      // A raw dht-rpc request to host:port; answers the decoded response fields.
+      const [host, port] = m.to.split(':')
+      const hexOrNull = (x) => (x ? Buffer.from(x, 'hex') : null)
+      const res = await nodes[m.node].request(
+        { token: hexOrNull(m.token), command: m.command, target: hexOrNull(m.target), value: hexOrNull(m.value) },
+        { host, port: Number(port) },
+        { retry: false }
+      )
+      return {
+        tid: res.tid,
+        code: res.error,
+        to: res.to.host + ':' + res.to.port,
+        id: res.from.id ? res.from.id.toString('hex') : null,
+        token: res.token ? res.token.toString('hex') : null,
+        closer: (res.closerNodes || []).map((n) => n.host + ':' + n.port),
+        value: res.value ? res.value.toString('hex') : null
+      }
+    }
+    case 'addr': {
+      const n = nodes[m.node]
+      const a = n.address()
+      return { addr: '127.0.0.1:' + a.port, id: n.id ? n.id.toString('hex') : null }
     }
     case 'quit': {
       for (const n of nodes.reverse()) await n.destroy().catch(() => {})
