@@ -352,6 +352,10 @@ enum Phase {
         query: QueryId,
         round: u8,
     },
+    /// The walk ended while the quick PING_NAT was still in flight.
+    AwaitQuickNat {
+        round: u8,
+    },
     FirewallCheck {
         round: u8,
         pending: usize,
@@ -398,6 +402,7 @@ pub struct Node {
     down_hints_this_tick: usize,
     phase: Phase,
     quick_nat_pending: bool,
+    quick_nat_inflight: bool,
     test_nat: bool,
     fw: Option<FwCheck>,
     destroyed: bool,
@@ -460,6 +465,7 @@ impl Node {
             down_hints_this_tick: 0,
             phase: Phase::Idle,
             quick_nat_pending: false,
+            quick_nat_inflight: false,
             test_nat: false,
             fw: None,
             destroyed: false,

@@ -15,8 +15,12 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, trace};
 
+use super::messages::{Handshake, Holepunch};
 use super::node::{HyperEvent, HyperNode, LookupResult, OpId, OpResult, RelayStats};
-use crate::dht::{Id, Node, NodeConfig, QueryReply, RequestError, SocketKind};
+use crate::dht::{
+    Event, Id, IncomingRequest, Node, NodeConfig, QueryReply, RequestError, RequestId, SocketKind,
+    UserRequest, hash,
+};
 use crate::keys::KeyPair;
 
 /// Depth of the command channel from handles to the driver task.
@@ -25,6 +29,29 @@ const COMMAND_QUEUE: usize = 64;
 const RECV_BUF: usize = 65_536;
 /// Most callers waiting for the bootstrap at once.
 const MAX_BOOTSTRAP_WAITERS: usize = 64;
+/// Depth of a listener's server-event channel; events beyond it are dropped (clients retry).
+const SERVER_EVENT_QUEUE: usize = 64;
+/// Most raw requests awaiting a response at once.
+const MAX_RAW_REQUESTS: usize = 1024;
+
+/// A handshake or holepunch relayed to a key this node listens on (server role hook).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerEvent {
+    /// PEER_HANDSHAKE: answer with [`DhtNode::answer_handshake`].
+    Handshake {
+        /// The request (keep it to answer).
+        req: IncomingRequest,
+        /// The decoded handshake.
+        handshake: Handshake,
+    },
+    /// PEER_HOLEPUNCH: answer with [`DhtNode::answer_holepunch`].
+    Holepunch {
+        /// The request (keep it to answer).
+        req: IncomingRequest,
+        /// The decoded holepunch message.
+        holepunch: Holepunch,
+    },
+}
 
 /// A datagram socket the driver can run on (tokio's `UdpSocket`, later the UDX socket driver).
 pub trait DatagramSocket: Send + Sync + fmt::Debug + 'static {
@@ -134,6 +161,14 @@ pub struct NodeInfo {
 
 enum Command {
     Op(Box<OpCmd>, oneshot::Sender<Result<OpResult, RequestError>>),
+    Listen(Id, mpsc::Sender<ServerEvent>),
+    Unlisten(Id),
+    Raw(
+        Box<UserRequest>,
+        oneshot::Sender<Result<QueryReply, RequestError>>,
+    ),
+    AnswerHandshake(Box<(IncomingRequest, Handshake, Vec<u8>)>),
+    AnswerHolepunch(Box<(IncomingRequest, Holepunch, Vec<u8>)>),
     Bootstrapped(oneshot::Sender<()>),
     Info(oneshot::Sender<NodeInfo>),
     Destroy(oneshot::Sender<()>),
@@ -306,6 +341,57 @@ impl DhtNode {
         }
     }
 
+    /// Server role hook: routes PEER_HANDSHAKE / PEER_HOLEPUNCH for `H(public_key)` to the
+    /// returned channel instead of relaying them.
+    pub async fn listen(
+        &self,
+        public_key: &[u8; 32],
+    ) -> Result<mpsc::Receiver<ServerEvent>, DhtError> {
+        let (tx, rx) = mpsc::channel(SERVER_EVENT_QUEUE);
+        self.send(Command::Listen(hash(public_key), tx)).await?;
+        Ok(rx)
+    }
+
+    /// Stops routing handshakes for `public_key` locally.
+    pub async fn unlisten(&self, public_key: &[u8; 32]) -> Result<(), DhtError> {
+        self.send(Command::Unlisten(hash(public_key))).await
+    }
+
+    /// Answers a [`ServerEvent::Handshake`] with Noise `msg2` (per its relay mode).
+    pub async fn answer_handshake(
+        &self,
+        req: IncomingRequest,
+        handshake: Handshake,
+        noise: Vec<u8>,
+    ) -> Result<(), DhtError> {
+        self.send(Command::AnswerHandshake(Box::new((req, handshake, noise))))
+            .await
+    }
+
+    /// Answers a [`ServerEvent::Holepunch`] with an encrypted holepunch payload.
+    pub async fn answer_holepunch(
+        &self,
+        req: IncomingRequest,
+        holepunch: Holepunch,
+        payload: Vec<u8>,
+    ) -> Result<(), DhtError> {
+        self.send(Command::AnswerHolepunch(Box::new((
+            req, holepunch, payload,
+        ))))
+        .await
+    }
+
+    /// Sends one raw dht-rpc request (e.g. a client's PEER_HANDSHAKE to a relay).
+    pub async fn request(&self, req: UserRequest) -> Result<QueryReply, DhtError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Raw(Box::new(req), tx)).await?;
+        Ok(rx.await.map_err(|_| DhtError::Closed)??)
+    }
+
+    async fn send(&self, cmd: Command) -> Result<(), DhtError> {
+        self.tx.send(cmd).await.map_err(|_| DhtError::Closed)
+    }
+
     /// Stops the node and waits for its task to end.
     pub async fn destroy(mut self) {
         let (tx, rx) = oneshot::channel();
@@ -376,6 +462,9 @@ async fn run(
         HashMap::new();
     let mut boot_waiters: Vec<oneshot::Sender<()>> = Vec::new();
     let mut bootstrapped = false;
+    let mut listeners: HashMap<Id, mpsc::Sender<ServerEvent>> = HashMap::new();
+    let mut raw: HashMap<RequestId, oneshot::Sender<Result<QueryReply, RequestError>>> =
+        HashMap::new();
     node.set_wall_clock_ms(wall_ms());
     node.handle_timeout(Instant::now());
     loop {
@@ -400,6 +489,26 @@ async fn run(
                     bootstrapped = true;
                     for w in boot_waiters.drain(..) {
                         let _ = w.send(());
+                    }
+                }
+                HyperEvent::PeerHandshake { req, handshake } => {
+                    if let Some(l) = req.target.and_then(|t| listeners.get(&t)) {
+                        let _ = l.try_send(ServerEvent::Handshake { req, handshake });
+                    }
+                }
+                HyperEvent::PeerHolepunch { req, holepunch } => {
+                    if let Some(l) = req.target.and_then(|t| listeners.get(&t)) {
+                        let _ = l.try_send(ServerEvent::Holepunch { req, holepunch });
+                    }
+                }
+                HyperEvent::Dht(Event::Response { request, reply }) => {
+                    if let Some(w) = raw.remove(&request) {
+                        let _ = w.send(Ok(reply));
+                    }
+                }
+                HyperEvent::Dht(Event::RequestFailed { request, error }) => {
+                    if let Some(w) = raw.remove(&request) {
+                        let _ = w.send(Err(error));
                     }
                 }
                 other => trace!(?other, "unhandled dht event"),
@@ -440,6 +549,32 @@ async fn run(
                         } else if boot_waiters.len() < MAX_BOOTSTRAP_WAITERS {
                             boot_waiters.push(reply);
                         }
+                    }
+                    Command::Listen(target, tx) => {
+                        node.listen(target);
+                        listeners.insert(target, tx);
+                    }
+                    Command::Unlisten(target) => {
+                        node.unlisten(&target);
+                        listeners.remove(&target);
+                    }
+                    Command::Raw(req, reply) => {
+                        if raw.len() >= MAX_RAW_REQUESTS {
+                            let _ = reply.send(Err(RequestError::Busy));
+                        } else {
+                            match node.request(now, *req) {
+                                Ok(id) => { raw.insert(id, reply); }
+                                Err(e) => { let _ = reply.send(Err(e)); }
+                            }
+                        }
+                    }
+                    Command::AnswerHandshake(a) => {
+                        let (req, hs, noise) = *a;
+                        node.answer_handshake(&req, &hs, noise, None);
+                    }
+                    Command::AnswerHolepunch(a) => {
+                        let (req, hp, payload) = *a;
+                        node.answer_holepunch(&req, &hp, payload, None);
                     }
                     Command::Op(op, reply) => {
                         let started = match *op {

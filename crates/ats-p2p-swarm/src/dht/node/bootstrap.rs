@@ -33,6 +33,16 @@ impl Node {
         }
     }
 
+    pub(super) fn on_quick_nat(&mut self, now: Instant, pong: bool) {
+        self.quick_nat_inflight = false;
+        if pong {
+            self.test_nat = true;
+        }
+        if let Phase::AwaitQuickNat { round } = self.phase {
+            self.on_walk_done(now, round);
+        }
+    }
+
     pub(super) fn on_walk_done(&mut self, now: Instant, round: u8) {
         let force_persistent = !self.cfg.ephemeral;
         if round >= 1 || (!self.test_nat && !force_persistent) {

@@ -193,7 +193,8 @@ impl Node {
                 request: r,
                 error: err,
             }),
-            Owner::QuickNat | Owner::Fire => {}
+            Owner::QuickNat => self.on_quick_nat(now, false),
+            Owner::Fire => {}
             Owner::FirewallCheck => self.on_fw_pong(now, None),
             Owner::Check { id, .. } => {
                 self.checks = self.checks.saturating_sub(1);
@@ -366,7 +367,7 @@ impl Node {
             Owner::Query(q) => self.on_query_reply(now, q, f.to, f.cycled, reply),
             Owner::Commit(q) => self.on_commit_done(now, q, reply.error == 0),
             Owner::User(r) => self.push_event(Event::Response { request: r, reply }),
-            Owner::QuickNat => self.test_nat = true,
+            Owner::QuickNat => self.on_quick_nat(now, true),
             Owner::Fire => {}
             Owner::FirewallCheck => self.on_fw_pong(now, Some((reply.from, reply.to))),
             Owner::Check { id, last_seen } => {

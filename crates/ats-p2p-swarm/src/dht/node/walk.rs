@@ -136,18 +136,20 @@ impl Node {
         if let Some(to) = quick_nat {
             let value = self.cfg.server_port.to_le_bytes().to_vec();
             let sock = self.request_socket();
-            let _ = self.send_request(
-                now,
-                to,
-                None,
-                true,
-                commands::PING_NAT,
-                None,
-                Some(value),
-                sock,
-                DEFAULT_RETRIES,
-                Owner::QuickNat,
-            );
+            self.quick_nat_inflight = self
+                .send_request(
+                    now,
+                    to,
+                    None,
+                    true,
+                    commands::PING_NAT,
+                    None,
+                    Some(value),
+                    sock,
+                    DEFAULT_RETRIES,
+                    Owner::QuickNat,
+                )
+                .is_ok();
         }
         if reply.error == 0 {
             self.push_event(Event::QueryReply { query: id, reply });
@@ -215,7 +217,12 @@ impl Node {
         };
         if let Phase::Walking { query, round } = self.phase {
             if query == id {
-                self.on_walk_done(now, round);
+                if round == 0 && self.quick_nat_inflight {
+                    // On a tiny network the walk can end before the quick NAT pong arrives.
+                    self.phase = Phase::AwaitQuickNat { round };
+                } else {
+                    self.on_walk_done(now, round);
+                }
                 return;
             }
         }
