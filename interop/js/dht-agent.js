@@ -8,6 +8,8 @@
 //   {"cmd":"connect","server":i,"client":j,"seed":hex}      -> {"echo":"..."}
 //   {"cmd":"request","node":i,"to":"host:port","command":n,"target":hex?,"value":hex?,"token":hex?}
 //       -> {"tid","code","to","id","token","closer","value"}
+//   {"cmd":"immutablePut","node":i,"value":hex} -> {"hash"}; {"cmd":"immutableGet","node":i,"hash":hex} -> {"value"}
+//   {"cmd":"mutablePut","node":i,"seed":hex,"value":hex,"seq":n}; {"cmd":"mutableGet","node":i,"publicKey":hex,"seq":n}
 //   {"cmd":"addr","node":i}                               -> {"addr","id"}
 //   {"cmd":"quit"}
 const DHT = require('hyperdht')
@@ -95,6 +97,23 @@ async function handle (m) {
         closer: (res.closerNodes || []).map((n) => n.host + ':' + n.port),
         value: res.value ? res.value.toString('hex') : null
       }
+    }
+    case 'immutablePut': {
+      const r = await nodes[m.node].immutablePut(Buffer.from(m.value, 'hex'))
+      return { hash: r.hash.toString('hex') }
+    }
+    case 'immutableGet': {
+      const r = await nodes[m.node].immutableGet(Buffer.from(m.hash, 'hex'))
+      return { value: r ? r.value.toString('hex') : null }
+    }
+    case 'mutablePut': {
+      const kp = DHT.keyPair(Buffer.from(m.seed, 'hex'))
+      await nodes[m.node].mutablePut(kp, Buffer.from(m.value, 'hex'), { seq: m.seq })
+      return { ok: true }
+    }
+    case 'mutableGet': {
+      const r = await nodes[m.node].mutableGet(Buffer.from(m.publicKey, 'hex'), { seq: m.seq || 0 })
+      return { value: r ? r.value.toString('hex') : null, seq: r ? r.seq : null }
     }
     case 'addr': {
       const n = nodes[m.node]

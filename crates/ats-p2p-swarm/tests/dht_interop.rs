@@ -210,3 +210,78 @@ async fn mixed_rust_and_js_network() {
     })
     .await;
 }
+
+/// Mutable and immutable values across JS and Rust through our bootstrap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutable_and_immutable_values_interop() {
+    bounded(async {
+        let boot = Bootstrap::spawn(SocketAddrV4::new(LOCAL, 0)).await.unwrap();
+        let b = boot.addr().to_string();
+        let mut js = Agent::spawn().await;
+        let n0 = js.call(json!({"cmd":"node","bootstrap":[b]}), STEP).await["node"].clone();
+        let node = DhtNode::bind(DhtConfig::new(LOCAL, vec![boot.addr()]))
+            .await
+            .unwrap();
+        node.bootstrapped().await.unwrap();
+
+        // JS puts, Rust gets (hash / signature checked).
+        let r = js
+            .call(
+                json!({"cmd":"immutablePut","node":n0,"value":"68656c6c6f"}),
+                STEP,
+            )
+            .await;
+        let target: [u8; 32] = hex::decode(r["hash"].as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap();
+        assert_eq!(
+            node.immutable_get(target).await.unwrap(),
+            Some(b"hello".to_vec())
+        );
+        let seed = [21u8; 32];
+        let pk = *KeyPair::from_seed(seed).public_key().as_bytes();
+        js.call(
+            json!({"cmd":"mutablePut","node":n0,"seed":hex::encode(seed),"value":"0a0b","seq":3}),
+            STEP,
+        )
+        .await;
+        let m = node
+            .mutable_get(pk, 0)
+            .await
+            .unwrap()
+            .expect("mutable value");
+        assert_eq!((m.seq, m.value), (3, vec![0x0a, 0x0b]));
+        assert_eq!(node.mutable_get(pk, 4).await.unwrap(), None);
+
+        // Rust puts, JS gets (JS verifies the signature).
+        let t = node.immutable_put(b"from rust".to_vec()).await.unwrap();
+        let r = js
+            .call(
+                json!({"cmd":"immutableGet","node":n0,"hash":hex::encode(t)}),
+                STEP,
+            )
+            .await;
+        assert_eq!(r["value"], json!(hex::encode(b"from rust")));
+        let kp = KeyPair::from_seed([22u8; 32]);
+        node.mutable_put(&kp, 9, b"rust mutable".to_vec())
+            .await
+            .unwrap();
+        let r = js
+            .call(
+                json!({"cmd":"mutableGet","node":n0,"publicKey":kp.public_key().to_hex()}),
+                STEP,
+            )
+            .await;
+        assert_eq!(
+            (r["value"].clone(), r["seq"].clone()),
+            (json!(hex::encode(b"rust mutable")), json!(9))
+        );
+        // A lower seq is refused (SEQ_TOO_LOW) by every node.
+        assert!(node.mutable_put(&kp, 2, b"older".to_vec()).await.is_err());
+        node.destroy().await;
+        js.quit().await;
+        boot.destroy().await;
+    })
+    .await;
+}

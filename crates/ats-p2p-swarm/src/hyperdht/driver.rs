@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, trace};
 
 use super::messages::{Handshake, Holepunch};
+use super::mutable::MutableValue;
 use super::node::{HyperEvent, HyperNode, LookupResult, OpId, OpResult, RelayStats};
 use crate::dht::{
     Event, Id, IncomingRequest, Node, NodeConfig, QueryReply, RequestError, RequestId, SocketKind,
@@ -175,6 +176,10 @@ enum Command {
 }
 
 enum OpCmd {
+    ImmutablePut(Vec<u8>),
+    ImmutableGet(Id),
+    MutablePut(KeyPair, u64, Vec<u8>),
+    MutableGet([u8; 32], u64),
     Lookup(Id),
     FindPeer([u8; 32]),
     FindNode(Id),
@@ -392,6 +397,55 @@ impl DhtNode {
         self.tx.send(cmd).await.map_err(|_| DhtError::Closed)
     }
 
+    /// Stores `value` under `H(value)` on the closest nodes; returns the target.
+    pub async fn immutable_put(&self, value: Vec<u8>) -> Result<Id, DhtError> {
+        let target = hash(&value);
+        match self.op(OpCmd::ImmutablePut(value)).await? {
+            OpResult::Announced { .. } => Ok(target),
+            _ => Err(DhtError::Closed),
+        }
+    }
+
+    /// The value stored under `target` whose hash matches, if any node has it.
+    pub async fn immutable_get(&self, target: Id) -> Result<Option<Vec<u8>>, DhtError> {
+        match self.op(OpCmd::ImmutableGet(target)).await? {
+            OpResult::Values(v) => Ok(v.into_iter().map(|(_, v)| v).find(|v| hash(v) == target)),
+            _ => Err(DhtError::Closed),
+        }
+    }
+
+    /// Stores a signed mutable value under `H(public key)` at `seq`.
+    pub async fn mutable_put(
+        &self,
+        key_pair: &KeyPair,
+        seq: u64,
+        value: Vec<u8>,
+    ) -> Result<(), DhtError> {
+        match self
+            .op(OpCmd::MutablePut(key_pair.clone(), seq, value))
+            .await?
+        {
+            OpResult::Announced { .. } => Ok(()),
+            _ => Err(DhtError::Closed),
+        }
+    }
+
+    /// The highest-seq validly signed value (seq ≥ `seq`) for `public_key`.
+    pub async fn mutable_get(
+        &self,
+        public_key: [u8; 32],
+        seq: u64,
+    ) -> Result<Option<MutableValue>, DhtError> {
+        match self.op(OpCmd::MutableGet(public_key, seq)).await? {
+            OpResult::Values(v) => Ok(v
+                .iter()
+                .filter_map(|(_, b)| MutableValue::decode(b).ok())
+                .filter(|m| m.seq >= seq && m.verify(&public_key))
+                .max_by_key(|m| m.seq)),
+            _ => Err(DhtError::Closed),
+        }
+    }
+
     /// Stops the node and waits for its task to end.
     pub async fn destroy(mut self) {
         let (tx, rx) = oneshot::channel();
@@ -579,6 +633,10 @@ async fn run(
                     Command::Op(op, reply) => {
                         let started = match *op {
                             OpCmd::Lookup(t) => node.lookup(now, t),
+                            OpCmd::ImmutablePut(v) => node.immutable_put(now, v),
+                            OpCmd::ImmutableGet(t) => node.immutable_get(now, t),
+                            OpCmd::MutablePut(kp, seq, v) => node.mutable_put(now, &kp, seq, v),
+                            OpCmd::MutableGet(pk, seq) => node.mutable_get(now, &pk, seq),
                             OpCmd::FindPeer(pk) => node.find_peer(now, &pk),
                             OpCmd::FindNode(t) => node.find_node(now, t),
                             OpCmd::Announce(t, kp, relays) => node.announce(now, t, kp, relays),

@@ -6,6 +6,7 @@
 pub mod crypto;
 mod driver;
 pub mod messages;
+pub mod mutable;
 mod node;
 pub mod store;
 

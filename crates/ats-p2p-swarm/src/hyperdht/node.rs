@@ -6,14 +6,16 @@ use std::time::Instant;
 
 use tracing::trace;
 
-use super::commands;
 use super::crypto::{ns, sign_announce, verify_announce};
 use super::messages::{Announce, Handshake, Holepunch, LookupReply, Mode, PeerRecord};
+use super::mutable::{MutableValue, PutError, ValueStore, encode_mutable_put};
 use super::store::{LOOKUP_RECORDS, MAX_RELAY_ADDRESSES_STORED, Store};
+use super::{commands, error_codes};
 use crate::dht::{
     Event, Id, IncomingRequest, Node, QueryId, QueryOptions, QueryReply, RequestError, RequestId,
     SocketKind, UserRequest, errors, hash,
 };
+use crate::encoding::{Reader, Writer};
 use crate::keys::KeyPair;
 
 /// Most concurrent client operations (lookups, announces, ...); beyond it they fail `Busy`.
@@ -52,6 +54,8 @@ pub enum OpResult {
     },
     /// A FIND_NODE walk's closest replies.
     Closest(Vec<QueryReply>),
+    /// Values returned by nodes during a get walk (unverified; see [`HyperNode::immutable_get`]).
+    Values(Vec<(SocketAddrV4, Vec<u8>)>),
     /// The operation failed.
     Failed(RequestError),
 }
@@ -93,6 +97,13 @@ pub enum HyperEvent {
 #[derive(Debug)]
 enum OpKind {
     Lookup,
+    /// Re-send `command` with `value` and each closest node's token (put commits).
+    Put {
+        command: u64,
+        value: Vec<u8>,
+    },
+    /// Collect reply values.
+    Get,
     Announce {
         key_pair: Box<KeyPair>,
         relay_addresses: Vec<SocketAddrV4>,
@@ -106,6 +117,7 @@ struct Op {
     target: Id,
     kind: OpKind,
     results: Vec<LookupResult>,
+    values: Vec<(SocketAddrV4, Vec<u8>)>,
     commits_pending: usize,
     accepted: usize,
     closest: Vec<SocketAddrV4>,
@@ -118,6 +130,7 @@ struct Op {
 pub struct HyperNode {
     dht: Node,
     store: Store,
+    values: ValueStore,
     listening: HashSet<Id>,
     ops: HashMap<OpId, Op>,
     by_query: HashMap<QueryId, OpId>,
@@ -148,6 +161,7 @@ impl HyperNode {
         Self {
             dht,
             store: Store::new(),
+            values: ValueStore::default(),
             listening: HashSet::new(),
             ops: HashMap::new(),
             by_query: HashMap::new(),
@@ -168,6 +182,11 @@ impl HyperNode {
     /// The dht-rpc node, mutably (raw requests, relays).
     pub fn dht_mut(&mut self) -> &mut Node {
         &mut self.dht
+    }
+
+    /// The mutable/immutable value store.
+    pub fn values(&self) -> &ValueStore {
+        &self.values
     }
 
     /// The record store.
@@ -221,6 +240,7 @@ impl HyperNode {
         {
             self.last_expire = Some(now);
             self.store.expire(now);
+            self.values.expire(now);
         }
         self.process(now);
     }
@@ -276,13 +296,24 @@ impl HyperNode {
         command: u64,
         kind: OpKind,
     ) -> Result<OpId, RequestError> {
+        self.start_with(now, target, command, None, kind)
+    }
+
+    fn start_with(
+        &mut self,
+        now: Instant,
+        target: Id,
+        command: u64,
+        value: Option<Vec<u8>>,
+        kind: OpKind,
+    ) -> Result<OpId, RequestError> {
         if self.ops.len() >= MAX_OPS {
             return Err(RequestError::Busy);
         }
         let internal = matches!(kind, OpKind::FindNode);
         let q = self
             .dht
-            .query(now, QueryOptions::new(target, internal, command, None))?;
+            .query(now, QueryOptions::new(target, internal, command, value))?;
         let id = OpId(self.next_op);
         self.next_op += 1;
         self.ops.insert(
@@ -291,6 +322,7 @@ impl HyperNode {
                 target,
                 kind,
                 results: Vec::new(),
+                values: Vec::new(),
                 commits_pending: 0,
                 accepted: 0,
                 closest: Vec::new(),
@@ -357,6 +389,66 @@ impl HyperNode {
         self.start(now, topic, commands::LOOKUP, kind)
     }
 
+    /// IMMUTABLE_GET walk, then IMMUTABLE_PUT of `value` to the closest nodes (target
+    /// `H(value)`); ends with [`OpResult::Announced`].
+    pub fn immutable_put(&mut self, now: Instant, value: Vec<u8>) -> Result<OpId, RequestError> {
+        let target = hash(&value);
+        let kind = OpKind::Put {
+            command: commands::IMMUTABLE_PUT,
+            value,
+        };
+        self.start(now, target, commands::IMMUTABLE_GET, kind)
+    }
+
+    /// IMMUTABLE_GET walk; ends with [`OpResult::Values`] (check `H(value) == target`).
+    pub fn immutable_get(&mut self, now: Instant, target: Id) -> Result<OpId, RequestError> {
+        self.start(now, target, commands::IMMUTABLE_GET, OpKind::Get)
+    }
+
+    /// MUTABLE_GET walk, then a signed MUTABLE_PUT to the closest nodes (target `H(pk)`).
+    pub fn mutable_put(
+        &mut self,
+        now: Instant,
+        key_pair: &KeyPair,
+        seq: u64,
+        value: Vec<u8>,
+    ) -> Result<OpId, RequestError> {
+        let pk = *key_pair.public_key().as_bytes();
+        let signed = MutableValue::sign(key_pair, seq, value);
+        let kind = OpKind::Put {
+            command: commands::MUTABLE_PUT,
+            value: encode_mutable_put(&pk, &signed),
+        };
+        let mut w = Writer::new();
+        w.uint(0);
+        self.start_with(
+            now,
+            hash(&pk),
+            commands::MUTABLE_GET,
+            Some(w.into_vec()),
+            kind,
+        )
+    }
+
+    /// MUTABLE_GET walk for values with seq ≥ `seq`; ends with [`OpResult::Values`] (decode with
+    /// [`MutableValue::decode`] and check [`MutableValue::verify`]).
+    pub fn mutable_get(
+        &mut self,
+        now: Instant,
+        public_key: &[u8; 32],
+        seq: u64,
+    ) -> Result<OpId, RequestError> {
+        let mut w = Writer::new();
+        w.uint(seq);
+        self.start_with(
+            now,
+            hash(public_key),
+            commands::MUTABLE_GET,
+            Some(w.into_vec()),
+            OpKind::Get,
+        )
+    }
+
     /// A raw request; its outcome arrives as [`HyperEvent::Dht`].
     pub fn request(&mut self, now: Instant, req: UserRequest) -> Result<RequestId, RequestError> {
         let r = self.dht.request(now, req);
@@ -368,6 +460,14 @@ impl HyperNode {
         let Some(op) = self.by_query.get(&query).and_then(|o| self.ops.get_mut(o)) else {
             return;
         };
+        if matches!(op.kind, OpKind::Get) {
+            if let Some(v) = reply.value {
+                if op.values.len() < MAX_LOOKUP_RESULTS {
+                    op.values.push((reply.from, v));
+                }
+            }
+            return;
+        }
         if !matches!(op.kind, OpKind::Lookup) || op.results.len() >= MAX_LOOKUP_RESULTS {
             return;
         }
@@ -406,6 +506,40 @@ impl HyperNode {
         let result = match &op.kind {
             OpKind::Lookup => OpResult::Lookup(std::mem::take(&mut op.results)),
             OpKind::FindNode => OpResult::Closest(closest),
+            OpKind::Get => OpResult::Values(std::mem::take(&mut op.values)),
+            OpKind::Put { command, value } => {
+                let (command, value, target) = (*command, value.clone(), op.target);
+                op.closest = closest.iter().map(|r| r.from).collect();
+                let mut sent = Vec::new();
+                for r in &closest {
+                    let Some(token) = r.token else { continue };
+                    let req = UserRequest {
+                        to: r.from,
+                        token: Some(token),
+                        internal: false,
+                        command,
+                        target: Some(target),
+                        value: Some(value.clone()),
+                        socket: None,
+                        retries: None,
+                    };
+                    if let Ok(rid) = self.dht.request(now, req) {
+                        sent.push(rid);
+                    }
+                }
+                let n = sent.len();
+                for rid in sent {
+                    self.by_request.insert(rid, op_id);
+                }
+                if let Some(op) = self.ops.get_mut(&op_id) {
+                    op.commits_pending = n;
+                }
+                if n > 0 {
+                    self.process(now);
+                    return;
+                }
+                OpResult::Failed(error.unwrap_or(RequestError::TooFewNodes))
+            }
             OpKind::Announce {
                 key_pair,
                 relay_addresses,
@@ -535,6 +669,49 @@ impl HyperNode {
                 self.dht.reply(&req, value, true, true);
             }
             commands::ANNOUNCE | commands::UNANNOUNCE => self.on_announce(now, own_id, req),
+            commands::MUTABLE_PUT | commands::IMMUTABLE_PUT => {
+                let (Some(target), Some(_), Some(value)) =
+                    (req.target, req.token, req.value.as_deref())
+                else {
+                    return;
+                };
+                let r = if req.command == commands::MUTABLE_PUT {
+                    self.values.put_mutable(now, &target, value)
+                } else {
+                    self.values.put_immutable(now, &target, value)
+                };
+                match r {
+                    Ok(()) => self.dht.reply(&req, None, true, true),
+                    Err(PutError::Drop) => {}
+                    Err(PutError::SeqReused) => {
+                        self.dht.error_reply(&req, error_codes::SEQ_REUSED, false)
+                    }
+                    Err(PutError::SeqTooLow) => {
+                        self.dht.error_reply(&req, error_codes::SEQ_TOO_LOW, false)
+                    }
+                }
+            }
+            commands::MUTABLE_GET => {
+                let Some(target) = req.target else { return };
+                let Some(seq) = req
+                    .value
+                    .as_deref()
+                    .and_then(|v| Reader::new(v).uint().ok())
+                else {
+                    return;
+                };
+                let value = self
+                    .values
+                    .get_mutable(now, &target)
+                    .filter(|v| v.seq >= seq)
+                    .map(MutableValue::encode);
+                self.dht.reply(&req, value, true, true);
+            }
+            commands::IMMUTABLE_GET => {
+                let Some(target) = req.target else { return };
+                let value = self.values.get_immutable(now, &target).map(<[u8]>::to_vec);
+                self.dht.reply(&req, value, true, true);
+            }
             _ => self.dht.error_reply(&req, errors::UNKNOWN_COMMAND, false),
         }
     }
