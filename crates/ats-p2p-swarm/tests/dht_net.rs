@@ -338,3 +338,46 @@ fn ephemeral_clients_use_the_network_but_are_not_stored() {
     let op = net.nodes[2].lookup(now, topic).unwrap();
     assert!(found(&net.wait_op(2, op).0, kp.public_key().as_bytes()));
 }
+
+#[test]
+fn hundred_nodes_keep_rows_bounded_and_still_route() {
+    let mut net = build(100, 11, 0.01);
+    for (i, n) in net.nodes.iter().enumerate() {
+        let t = n.dht().table();
+        for r in 0..256 {
+            assert!(
+                t.row(r).len() <= 20,
+                "node {i} row {r} has {}",
+                t.row(r).len()
+            );
+        }
+        assert!(t.len() >= 20, "node {i} table {}", t.len());
+    }
+    let kp = KeyPair::from_seed([77; 32]);
+    let topic = hash(b"hundred");
+    let now = net.now;
+    let op = net.nodes[50]
+        .announce(now, topic, kp.clone(), vec![])
+        .unwrap();
+    let (r, t) = net.wait_op(50, op);
+    assert!(
+        matches!(r, OpResult::Announced { accepted, .. } if accepted >= 15),
+        "{r:?}"
+    );
+    let mut times = vec![t];
+    for i in (0..100).step_by(9) {
+        let now = net.now;
+        let op = net.nodes[i].lookup(now, topic).unwrap();
+        let (r, t) = net.wait_op(i, op);
+        times.push(t);
+        assert!(
+            found(&r, kp.public_key().as_bytes()),
+            "node {i} missed the record"
+        );
+    }
+    eprintln!(
+        "100 nodes, 1% loss: announce {:?}, lookups {:?}",
+        times[0],
+        &times[1..]
+    );
+}

@@ -26,6 +26,8 @@ async fn handshake_and_holepunch_are_relayed_to_a_listener() {
         server.bootstrapped().await.unwrap();
         client.bootstrapped().await.unwrap();
 
+        let info = server.info().await.unwrap();
+        assert_eq!(info.remote_addr, Some(server.local_addr()), "{info:?}");
         let kp = KeyPair::from_seed([4; 32]);
         let pk = *kp.public_key().as_bytes();
         let target = hash(&pk);

@@ -158,6 +158,10 @@ pub struct NodeInfo {
     pub stored: (usize, usize, usize),
     /// Relayed handshake / holepunch counters.
     pub relayed: RelayStats,
+    /// Our address as sampled from peers (port 0 = randomized NAT).
+    pub nat_addr: Option<SocketAddrV4>,
+    /// Our reachable server address, only when unfirewalled.
+    pub remote_addr: Option<SocketAddrV4>,
 }
 
 enum Command {
@@ -595,6 +599,8 @@ async fn run(
                             bootstrapped: d.is_bootstrapped(),
                             stored: node.store().sizes(),
                             relayed: node.relay_stats(),
+                            nat_addr: d.nat_address(),
+                            remote_addr: d.remote_address(),
                         });
                     }
                     Command::Bootstrapped(reply) => {
