@@ -183,16 +183,18 @@ impl Node {
             return;
         }
         let addr = SocketAddrV4::new(host, port);
+        // dht-rpc adopts the firewall-test samples and the table id `H(addr)` in both modes;
+        // only a non-ephemeral node also becomes persistent.
+        if let Some(s) = sampler {
+            self.nat = s;
+            self.bootstrap_samples.clear();
+        }
+        let id = node_id(&addr);
+        if *self.table.id() != id {
+            self.table.rekey(id);
+        }
         if !only_firewall {
             self.ephemeral = false;
-            if let Some(s) = sampler {
-                self.nat = s;
-                self.bootstrap_samples.clear();
-            }
-            let id = node_id(&addr);
-            if *self.table.id() != id {
-                self.table.rekey(id);
-            }
             self.push_event(Event::Persistent);
         }
         self.walk(now, round + 1);
