@@ -68,12 +68,17 @@ impl Net {
 
     /// Adds a node: the first one is a bootstrapper, the rest bootstrap from it.
     fn add(&mut self, persistent: bool) -> usize {
+        self.add_with(persistent, false)
+    }
+
+    fn add_with(&mut self, persistent: bool, adaptive: bool) -> usize {
         let i = self.nodes.len();
         let mut seed = [0u8; 32];
         self.rng.fill(&mut seed);
         let boot = if i == 0 { vec![] } else { vec![server_addr(0)] };
         let mut cfg = NodeConfig::new(boot, SERVER_PORT, seed);
         cfg.ephemeral = !persistent;
+        cfg.adaptive = adaptive;
         if i == 0 {
             cfg.public_addr = Some(server_addr(0));
         }
@@ -380,4 +385,34 @@ fn hundred_nodes_keep_rows_bounded_and_still_route() {
         times[0],
         &times[1..]
     );
+}
+
+#[test]
+fn adaptive_node_becomes_persistent_after_stable_uptime() {
+    let mut net = build(8, 5, 0.0);
+    let a = net.add_with(false, true);
+    let e = net.add_with(false, false);
+    net.run_for(Duration::from_secs(60));
+    assert!(
+        net.nodes[a].dht().id().is_none(),
+        "adaptive node persistent too early"
+    );
+    net.run_for(Duration::from_secs(21 * 60));
+    assert!(
+        net.nodes[a].dht().id().is_some(),
+        "adaptive node never became persistent"
+    );
+    assert!(
+        net.nodes[e].dht().id().is_none(),
+        "ephemeral node became persistent"
+    );
+    // Others now route to it: it enters their tables.
+    net.run_for(Duration::from_secs(10 * 60));
+    let aid = net.nodes[a].dht().id().unwrap();
+    let holders = net
+        .nodes
+        .iter()
+        .filter(|n| n.dht().table().get(&aid).is_some())
+        .count();
+    assert!(holders >= 3, "adaptive node in only {holders} tables");
 }

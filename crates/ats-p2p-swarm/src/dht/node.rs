@@ -56,6 +56,10 @@ pub const REFRESH_TICKS: u64 = 60;
 const RECENT_NODE: u64 = 12;
 /// A node older than this many ticks is "old".
 const OLD_NODE: u64 = 360;
+/// Ticks (~20 min) of stable uptime before an adaptive node tests for persistence.
+pub const STABLE_TICKS: u64 = 240;
+/// Ticks before re-testing on the same network (~1 h).
+pub const MORE_STABLE_TICKS: u64 = 3 * STABLE_TICKS;
 /// Nodes asked in a firewall check.
 const FIREWALL_CHECK_NODES: usize = 5;
 
@@ -252,6 +256,9 @@ pub struct NodeConfig {
     pub bootstrap: Vec<SocketAddrV4>,
     /// Stay ephemeral (true) or become persistent after the firewall test (false).
     pub ephemeral: bool,
+    /// With `ephemeral`: become persistent after [`STABLE_TICKS`] of stable uptime if the
+    /// firewall test passes (dht-rpc's default "adaptive" mode).
+    pub adaptive: bool,
     /// Known public address of the server socket: the node starts unfirewalled and, unless
     /// ephemeral, persistent with `id = H(public_addr)` (a bootstrapper).
     pub public_addr: Option<SocketAddrV4>,
@@ -271,6 +278,7 @@ impl NodeConfig {
         Self {
             bootstrap,
             ephemeral: true,
+            adaptive: false,
             public_addr: None,
             server_port,
             firewalled: true,
@@ -403,6 +411,9 @@ pub struct Node {
     phase: Phase,
     quick_nat_pending: bool,
     quick_nat_inflight: bool,
+    bootstrapped_once: bool,
+    stable_ticks: u64,
+    last_checked_host: Option<Ipv4Addr>,
     test_nat: bool,
     fw: Option<FwCheck>,
     destroyed: bool,
@@ -466,6 +477,9 @@ impl Node {
             phase: Phase::Idle,
             quick_nat_pending: false,
             quick_nat_inflight: false,
+            bootstrapped_once: false,
+            stable_ticks: STABLE_TICKS,
+            last_checked_host: None,
             test_nat: false,
             fw: None,
             destroyed: false,
@@ -499,7 +513,7 @@ impl Node {
 
     /// True once the bootstrap walk finished.
     pub fn is_bootstrapped(&self) -> bool {
-        matches!(self.phase, Phase::Done)
+        self.bootstrapped_once
     }
 
     /// Our public address as sampled from peers (port 0 if inconsistent).

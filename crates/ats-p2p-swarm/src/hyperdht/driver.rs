@@ -122,6 +122,8 @@ pub struct DhtConfig {
     pub bootstrap: Vec<SocketAddrV4>,
     /// Stay ephemeral (default) or become persistent after the firewall test.
     pub ephemeral: bool,
+    /// With `ephemeral`: become persistent after ~20 min of stable, reachable uptime.
+    pub adaptive: bool,
     /// Known public address of the server socket (bootstrapper mode; implies unfirewalled).
     /// `Some` with port 0 means "the bound server address".
     pub public_addr: Option<SocketAddrV4>,
@@ -137,6 +139,7 @@ impl DhtConfig {
             port: 0,
             bootstrap,
             ephemeral: true,
+            adaptive: false,
             public_addr: None,
             seed: None,
         }
@@ -245,6 +248,7 @@ impl DhtNode {
         });
         let mut nc = NodeConfig::new(config.bootstrap.clone(), server_addr.port(), seed);
         nc.ephemeral = config.ephemeral;
+        nc.adaptive = config.adaptive;
         nc.public_addr = config
             .public_addr
             .map(|a| if a.port() == 0 { server_addr } else { a });

@@ -27,10 +27,29 @@ impl Node {
     }
 
     pub(super) fn finish_bootstrap(&mut self) {
-        if !matches!(self.phase, Phase::Done) {
-            self.phase = Phase::Done;
+        self.phase = Phase::Done;
+        if !self.bootstrapped_once {
+            self.bootstrapped_once = true;
             self.push_event(Event::Bootstrapped);
         }
+    }
+
+    /// Adaptive mode (dht-rpc `adaptive`): after [`STABLE_TICKS`] on one network, test the
+    /// firewall again and become persistent if reachable.
+    pub(super) fn adaptive_tick(&mut self, now: Instant) {
+        if !self.cfg.adaptive || !self.ephemeral || !matches!(self.phase, Phase::Done) {
+            return;
+        }
+        self.stable_ticks = self.stable_ticks.saturating_sub(1);
+        if self.stable_ticks > 0 {
+            return;
+        }
+        self.stable_ticks = MORE_STABLE_TICKS;
+        if self.last_checked_host.is_some() && self.last_checked_host == self.nat.host() {
+            return;
+        }
+        self.last_checked_host = self.nat.host();
+        self.update_network_state(now, 1, false);
     }
 
     pub(super) fn on_quick_nat(&mut self, now: Instant, pong: bool) {
@@ -49,8 +68,12 @@ impl Node {
             self.finish_bootstrap();
             return;
         }
-        // `_updateNetworkState(onlyFirewall = !forcePersistent)`
-        let only_firewall = !force_persistent;
+        self.update_network_state(now, round, !force_persistent);
+    }
+
+    /// dht-rpc `_updateNetworkState`: firewall test, then unfirewalled and (unless
+    /// `only_firewall`) persistent; ends with a walk of round `round + 1`.
+    pub(super) fn update_network_state(&mut self, now: Instant, round: u8, only_firewall: bool) {
         if !self.ephemeral || (only_firewall && !self.firewalled) {
             self.finish_bootstrap();
             return;

@@ -558,6 +558,7 @@ impl Node {
         if !self.is_bootstrapped() {
             return;
         }
+        self.adaptive_tick(now);
         if self.tick & 7 == 0 {
             self.ping_some(now);
         }
