@@ -415,4 +415,24 @@ fn adaptive_node_becomes_persistent_after_stable_uptime() {
         .filter(|n| n.dht().table().get(&aid).is_some())
         .count();
     assert!(holders >= 3, "adaptive node in only {holders} tables");
+
+    // A 30 s gap between ticks (host sleep): the adaptive node goes ephemeral again, the
+    // configured-persistent nodes stay persistent, and lookups keep working.
+    net.now += Duration::from_secs(30);
+    net.run_for(Duration::from_secs(10));
+    assert!(
+        net.nodes[a].dht().id().is_none(),
+        "adaptive node still persistent after wakeup"
+    );
+    assert!(net.nodes[1].dht().id().is_some());
+    let kp = KeyPair::from_seed([6; 32]);
+    let topic = hash(b"after-wakeup");
+    let now = net.now;
+    let op = net.nodes[2]
+        .announce(now, topic, kp.clone(), vec![])
+        .unwrap();
+    net.wait_op(2, op);
+    let now = net.now;
+    let op = net.nodes[a].lookup(now, topic).unwrap();
+    assert!(found(&net.wait_op(a, op).0, kp.public_key().as_bytes()));
 }

@@ -60,6 +60,8 @@ const OLD_NODE: u64 = 360;
 pub const STABLE_TICKS: u64 = 240;
 /// Ticks before re-testing on the same network (~1 h).
 pub const MORE_STABLE_TICKS: u64 = 3 * STABLE_TICKS;
+/// A gap this long between ticks means the host slept (dht-rpc `SLEEPING_INTERVAL`).
+pub const SLEEPING_INTERVAL: Duration = Duration::from_secs(15);
 /// Nodes asked in a firewall check.
 const FIREWALL_CHECK_NODES: usize = 5;
 
@@ -412,6 +414,7 @@ pub struct Node {
     quick_nat_pending: bool,
     quick_nat_inflight: bool,
     bootstrapped_once: bool,
+    last_tick_at: Option<Instant>,
     stable_ticks: u64,
     last_checked_host: Option<Ipv4Addr>,
     test_nat: bool,
@@ -478,6 +481,7 @@ impl Node {
             quick_nat_pending: false,
             quick_nat_inflight: false,
             bootstrapped_once: false,
+            last_tick_at: None,
             stable_ticks: STABLE_TICKS,
             last_checked_host: None,
             test_nat: false,

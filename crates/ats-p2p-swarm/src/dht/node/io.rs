@@ -462,7 +462,9 @@ impl Node {
             .min_by_key(|n| (n.pinged, std::cmp::Reverse(n.added)))
             .cloned();
         let Some(old) = oldest else { return };
-        if tick - old.pinged < RECENT_NODE && tick - old.added > OLD_NODE {
+        if tick.saturating_sub(old.pinged) < RECENT_NODE
+            && tick.saturating_sub(old.added) > OLD_NODE
+        {
             return;
         }
         if let Some(n) = self.table.get_mut(&old.id) {
@@ -553,7 +555,15 @@ impl Node {
     }
 
     pub(super) fn on_tick(&mut self, now: Instant) {
-        self.tick += 1;
+        let slept = self
+            .last_tick_at
+            .is_some_and(|t| now.saturating_duration_since(t) > SLEEPING_INTERVAL);
+        self.last_tick_at = Some(now);
+        if slept {
+            self.on_wakeup();
+        } else {
+            self.tick += 1;
+        }
         self.down_hints_this_tick = 0;
         if !self.is_bootstrapped() {
             return;
@@ -565,6 +575,20 @@ impl Node {
         self.refresh_in = self.refresh_in.saturating_sub(1);
         if (self.tick & 63 == 0 && self.table.len() < K) || self.refresh_in == 0 {
             self.refresh(now);
+        }
+    }
+
+    /// dht-rpc `_onwakeup`: everything looks old (repings soon), refresh next tick, and an
+    /// adaptive node goes back to ephemeral until it is stable again.
+    pub(super) fn on_wakeup(&mut self) {
+        self.tick += 2 * OLD_NODE;
+        // Lands two ticks before the next multiple of 8 (a ping round soon).
+        self.tick = self.tick + 6 - (self.tick & 7);
+        self.stable_ticks = MORE_STABLE_TICKS;
+        self.refresh_in = 1;
+        self.last_checked_host = None;
+        if self.cfg.adaptive && !self.ephemeral && self.cfg.public_addr.is_none() {
+            self.ephemeral = true;
         }
     }
 
