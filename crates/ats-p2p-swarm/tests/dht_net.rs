@@ -49,6 +49,9 @@ struct Net {
     latency: (u64, u64),
     done: HashMap<(usize, OpId), OpResult>,
     delivered: u64,
+    /// Probability that a step also injects an adversarial datagram.
+    attack: f64,
+    captured: Vec<Vec<u8>>,
 }
 
 impl Net {
@@ -63,6 +66,8 @@ impl Net {
             latency: (2, 40),
             done: HashMap::new(),
             delivered: 0,
+            attack: 0.0,
+            captured: Vec::new(),
         }
     }
 
@@ -147,6 +152,12 @@ impl Net {
             _ => {
                 let Reverse(p) = self.queue.pop().unwrap();
                 self.now = self.now.max(p.at);
+                if self.attack > 0.0 && self.rng.gen_bool(self.attack) {
+                    self.inject();
+                }
+                if self.captured.len() < 500 {
+                    self.captured.push(p.payload.clone());
+                }
                 if let Some((i, sock)) = self.locate(p.to) {
                     self.delivered += 1;
                     self.nodes[i].handle_datagram(self.now, sock, p.from, &p.payload);
@@ -155,6 +166,41 @@ impl Net {
                 true
             }
         }
+    }
+
+    /// One adversarial datagram: random bytes, a truncated or bit-flipped capture, or a replay,
+    /// from a forged source to a random node.
+    fn inject(&mut self) {
+        let i = self.rng.gen_range(0..self.nodes.len());
+        let from = if self.rng.gen_bool(0.5) {
+            SocketAddrV4::new(Ipv4Addr::new(10, 9, 9, 9), self.rng.gen_range(1..u16::MAX))
+        } else {
+            server_addr(self.rng.gen_range(0..self.nodes.len()))
+        };
+        let mut bytes = if self.captured.is_empty() || self.rng.gen_bool(0.3) {
+            let n = self.rng.gen_range(0..120);
+            (0..n).map(|_| self.rng.r#gen()).collect()
+        } else {
+            self.captured[self.rng.gen_range(0..self.captured.len())].clone()
+        };
+        match self.rng.gen_range(0..3) {
+            0 if !bytes.is_empty() => {
+                let cut = self.rng.gen_range(0..bytes.len());
+                bytes.truncate(cut);
+            }
+            1 if !bytes.is_empty() => {
+                let at = self.rng.gen_range(0..bytes.len());
+                bytes[at] ^= 1 << self.rng.gen_range(0..8);
+            }
+            _ => {}
+        }
+        let sock = if self.rng.gen_bool(0.5) {
+            SocketKind::Server
+        } else {
+            SocketKind::Client
+        };
+        self.nodes[i].handle_datagram(self.now, sock, from, &bytes);
+        self.flush(i);
     }
 
     /// Runs until `until` (simulated), bounded in steps.
@@ -435,4 +481,39 @@ fn adaptive_node_becomes_persistent_after_stable_uptime() {
     let now = net.now;
     let op = net.nodes[a].lookup(now, topic).unwrap();
     assert!(found(&net.wait_op(a, op).0, kp.public_key().as_bytes()));
+}
+
+#[test]
+fn adversarial_datagrams_do_not_break_routing() {
+    let mut net = build(20, 13, 0.0);
+    net.attack = 0.3;
+    net.run_for(Duration::from_secs(60));
+    let kp = KeyPair::from_seed([88; 32]);
+    let topic = hash(b"under attack");
+    let now = net.now;
+    let op = net.nodes[3]
+        .announce(now, topic, kp.clone(), vec![])
+        .unwrap();
+    let (r, _) = net.wait_op(3, op);
+    assert!(
+        matches!(r, OpResult::Announced { accepted, .. } if accepted >= 10),
+        "{r:?}"
+    );
+    for i in 0..20 {
+        let now = net.now;
+        let op = net.nodes[i].lookup(now, topic).unwrap();
+        assert!(
+            found(&net.wait_op(i, op).0, kp.public_key().as_bytes()),
+            "node {i}"
+        );
+    }
+    for n in &net.nodes {
+        assert!(n.dht().inflight_len() < 200);
+        assert!(n.dht().queries_len() < 10);
+        let (_, records, forwards) = n.store().sizes();
+        assert!(
+            records + forwards <= 5,
+            "replays created records: {records} {forwards}"
+        );
+    }
 }
