@@ -1,0 +1,845 @@
+//! The sans-io dht-rpc node: two logical sockets, inflight requests, tokens, routing table
+//! upkeep, NAT sampling, firewall detection, bootstrap and iterative queries.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tracing::{debug, trace};
+
+use super::message::{Message, Request, Response};
+use super::nat::NatSampler;
+use super::query::{Commit, Query, Seen};
+use super::table::{AddOutcome, RoutingTable, TableNode};
+use super::{Id, K, commands, errors, hash, keyed_hash, node_id};
+use crate::encoding::ipv4_bytes;
+
+mod bootstrap;
+mod io;
+mod walk;
+
+/// Per-transmission request timeout (dht-rpc default).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_millis(1000);
+/// Retransmissions of a plain request (4 transmissions in all).
+pub const DEFAULT_RETRIES: u32 = 3;
+/// Congestion slot length and secret-rotation timer (dht-rpc `_drain`).
+pub const DRAIN_INTERVAL: Duration = Duration::from_millis(750);
+/// Token secrets rotate every this many drain ticks (7.5 s).
+pub const ROTATE_SECRETS_TICKS: u32 = 10;
+/// Background upkeep tick (dht-rpc `TICK_INTERVAL`).
+pub const TICK_INTERVAL: Duration = Duration::from_secs(5);
+/// Sends allowed per congestion slot (dht-rpc `MAX_WINDOW`); twice that over the 4-slot window.
+pub const MAX_WINDOW: usize = 80;
+/// Most requests in flight at once (tids are 16-bit); beyond it requests fail with `Busy`.
+pub const MAX_INFLIGHT: usize = 4096;
+/// Most concurrent queries; beyond it `query` fails with `Busy`.
+pub const MAX_QUERIES: usize = 256;
+/// Most queued outgoing datagrams before the oldest are dropped (the driver drains per input).
+pub const MAX_TRANSMITS: usize = 8192;
+/// Most queued events before new ones are dropped (the driver drains per input).
+pub const MAX_EVENTS: usize = 8192;
+/// Most delayed pings waiting (the rest are dropped).
+pub const MAX_DELAYED_PINGS: usize = 64;
+/// Largest DELAYED_PING delay honoured (dht-rpc `maxPingDelay`).
+pub const MAX_PING_DELAY: Duration = Duration::from_secs(10);
+/// Most concurrent liveness checks started by DOWN_HINTs.
+pub const MAX_CHECKS: usize = 10;
+/// Most concurrent pings of full-row incumbents.
+pub const MAX_REPINGS: usize = 3;
+/// DOWN_HINTs sent per tick at most.
+pub const DOWN_HINTS_PER_TICK: usize = 50;
+/// Ticks between refreshes when idle (~5 min).
+pub const REFRESH_TICKS: u64 = 60;
+/// A node that answered within this many ticks is "recent".
+const RECENT_NODE: u64 = 12;
+/// A node older than this many ticks is "old".
+const OLD_NODE: u64 = 360;
+/// Ticks (~20 min) of stable uptime before an adaptive node tests for persistence.
+pub const STABLE_TICKS: u64 = 240;
+/// Ticks before re-testing on the same network (~1 h).
+pub const MORE_STABLE_TICKS: u64 = 3 * STABLE_TICKS;
+/// A gap this long between ticks means the host slept (dht-rpc `SLEEPING_INTERVAL`).
+pub const SLEEPING_INTERVAL: Duration = Duration::from_secs(15);
+/// Nodes asked in a firewall check.
+const FIREWALL_CHECK_NODES: usize = 5;
+
+/// Which of the node's two UDP sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SocketKind {
+    /// The server socket (its port is the node's public port when unfirewalled).
+    Server,
+    /// The client socket (requests go out here while firewalled).
+    Client,
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Socket to send from.
+    pub socket: SocketKind,
+    /// Destination.
+    pub to: SocketAddrV4,
+    /// Bytes.
+    pub payload: Vec<u8>,
+}
+
+/// Identifies a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueryId(pub u64);
+
+/// Identifies a user request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(pub u64);
+
+/// A response as seen by a query or request owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryReply {
+    /// Responder address (UDP source).
+    pub from: SocketAddrV4,
+    /// Responder id, if it sent one that matches `H(from)`.
+    pub id: Option<Id>,
+    /// Our address as the responder saw it.
+    pub to: SocketAddrV4,
+    /// Token for later requests to the responder.
+    pub token: Option<Id>,
+    /// Closer nodes.
+    pub closer_nodes: Vec<SocketAddrV4>,
+    /// Error code (0 = none).
+    pub error: u64,
+    /// Reply value.
+    pub value: Option<Vec<u8>>,
+}
+
+/// Why a request or query failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// No reply after all retransmissions.
+    #[error("request timed out")]
+    Timeout,
+    /// Too many requests or queries in flight.
+    #[error("too many requests in flight")]
+    Busy,
+    /// The node is shutting down.
+    #[error("node destroyed")]
+    Destroyed,
+    /// No node in the closest set accepted the commit.
+    #[error("too few nodes responded")]
+    TooFewNodes,
+}
+
+/// An application request (internal = false) received by this node, to be answered with
+/// [`Node::reply`], [`Node::error_reply`] or [`Node::relay`], or ignored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingRequest {
+    /// Socket it arrived on; replies go out on it.
+    pub socket: SocketKind,
+    /// UDP source.
+    pub from: SocketAddrV4,
+    /// Sender's verified id.
+    pub from_id: Option<Id>,
+    /// Transaction id.
+    pub tid: u16,
+    /// Our address as the sender sees it.
+    pub to: SocketAddrV4,
+    /// The sender's token (already validated when present).
+    pub token: Option<Id>,
+    /// Whether this is a dht-rpc command (always false for events).
+    pub internal: bool,
+    /// Command number.
+    pub command: u64,
+    /// Target.
+    pub target: Option<Id>,
+    /// Value.
+    pub value: Option<Vec<u8>>,
+}
+
+/// An explicit request to one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRequest {
+    /// Destination.
+    pub to: SocketAddrV4,
+    /// Token from the destination.
+    pub token: Option<Id>,
+    /// dht-rpc command (true) or application command (false).
+    pub internal: bool,
+    /// Command.
+    pub command: u64,
+    /// Target.
+    pub target: Option<Id>,
+    /// Value.
+    pub value: Option<Vec<u8>>,
+    /// Socket override (default: client socket while firewalled, else server socket).
+    pub socket: Option<SocketKind>,
+    /// Retransmissions (default [`DEFAULT_RETRIES`]).
+    pub retries: Option<u32>,
+}
+
+/// Options of a query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryOptions {
+    /// Target id.
+    pub target: Id,
+    /// dht-rpc command (true) or application command (false).
+    pub internal: bool,
+    /// Command.
+    pub command: u64,
+    /// Value sent to every node.
+    pub value: Option<Vec<u8>>,
+    /// Parallel requests (default 10).
+    pub concurrency: usize,
+    /// Commit phase.
+    pub commit: Commit,
+    /// Seed nodes (else the routing table, else the bootstrap nodes).
+    pub nodes: Vec<SocketAddrV4>,
+}
+
+impl QueryOptions {
+    /// A query with defaults: concurrency 10, no commit, seeds from the table.
+    pub fn new(target: Id, internal: bool, command: u64, value: Option<Vec<u8>>) -> Self {
+        Self {
+            target,
+            internal,
+            command,
+            value,
+            concurrency: 10,
+            commit: Commit::None,
+            nodes: Vec::new(),
+        }
+    }
+}
+
+/// Output of the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// An application command arrived.
+    Request(IncomingRequest),
+    /// A successful (error = 0) reply during a query's walk.
+    QueryReply {
+        /// The query.
+        query: QueryId,
+        /// The reply.
+        reply: QueryReply,
+    },
+    /// A query finished; `closest` holds the k closest replies with ids.
+    QueryDone {
+        /// The query.
+        query: QueryId,
+        /// Closest replies.
+        closest: Vec<QueryReply>,
+        /// Set when the commit phase failed everywhere.
+        error: Option<RequestError>,
+    },
+    /// A user request got its response.
+    Response {
+        /// The request.
+        request: RequestId,
+        /// The response.
+        reply: QueryReply,
+    },
+    /// A user request failed.
+    RequestFailed {
+        /// The request.
+        request: RequestId,
+        /// Why.
+        error: RequestError,
+    },
+    /// The bootstrap walk (and firewall test) finished.
+    Bootstrapped,
+    /// The node became persistent (has an id and stores records).
+    Persistent,
+}
+
+/// Configuration of a [`Node`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// Bootstrap nodes.
+    pub bootstrap: Vec<SocketAddrV4>,
+    /// Stay ephemeral (true) or become persistent after the firewall test (false).
+    pub ephemeral: bool,
+    /// With `ephemeral`: become persistent after [`STABLE_TICKS`] of stable uptime if the
+    /// firewall test passes (dht-rpc's default "adaptive" mode).
+    pub adaptive: bool,
+    /// Known public address of the server socket: the node starts unfirewalled and, unless
+    /// ephemeral, persistent with `id = H(public_addr)` (a bootstrapper).
+    pub public_addr: Option<SocketAddrV4>,
+    /// Local port of the server socket (sent in PING_NAT).
+    pub server_port: u16,
+    /// Start firewalled (dht-rpc default true).
+    pub firewalled: bool,
+    /// Query concurrency.
+    pub concurrency: usize,
+    /// Seed of the node's random generator (table id, tokens, tids).
+    pub seed: [u8; 32],
+}
+
+impl NodeConfig {
+    /// Defaults: ephemeral, firewalled, concurrency 10.
+    pub fn new(bootstrap: Vec<SocketAddrV4>, server_port: u16, seed: [u8; 32]) -> Self {
+        Self {
+            bootstrap,
+            ephemeral: true,
+            adaptive: false,
+            public_addr: None,
+            server_port,
+            firewalled: true,
+            concurrency: 10,
+            seed,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Owner {
+    Query(QueryId),
+    Commit(QueryId),
+    User(RequestId),
+    QuickNat,
+    FirewallCheck,
+    Check {
+        id: Id,
+        last_seen: u64,
+    },
+    Reping {
+        old: Id,
+        new: TableNode,
+        last_seen: u64,
+    },
+    Fire,
+}
+
+#[derive(Debug)]
+struct Inflight {
+    to: SocketAddrV4,
+    socket: SocketKind,
+    bytes: Vec<u8>,
+    sent: u32,
+    retries: u32,
+    deadline: Option<Instant>,
+    cycled: bool,
+    owner: Owner,
+}
+
+#[derive(Debug, Default)]
+struct Congestion {
+    i: usize,
+    total: usize,
+    window: [usize; 4],
+}
+
+impl Congestion {
+    fn is_full(&self) -> bool {
+        self.total >= 2 * MAX_WINDOW || self.window.get(self.i).copied().unwrap_or(0) >= MAX_WINDOW
+    }
+    fn send(&mut self) {
+        self.total += 1;
+        if let Some(w) = self.window.get_mut(self.i) {
+            *w += 1;
+        }
+    }
+    fn recv(&mut self) {
+        if let Some(w) = self.window.get_mut(self.i) {
+            if *w > 0 {
+                *w -= 1;
+                self.total = self.total.saturating_sub(1);
+            }
+        }
+    }
+    fn drain(&mut self) {
+        self.i = (self.i + 1) & 3;
+        if let Some(w) = self.window.get_mut(self.i) {
+            self.total = self.total.saturating_sub(*w);
+            *w = 0;
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Phase {
+    Idle,
+    Walking {
+        query: QueryId,
+        round: u8,
+    },
+    /// The walk ended while the quick PING_NAT was still in flight.
+    AwaitQuickNat {
+        round: u8,
+    },
+    FirewallCheck {
+        round: u8,
+        pending: usize,
+        only_firewall: bool,
+    },
+    Done,
+}
+
+#[derive(Debug)]
+struct FwCheck {
+    hosts: HashSet<Ipv4Addr>,
+    pongs: Vec<(SocketAddrV4, SocketAddrV4)>,
+    asked: usize,
+}
+
+/// The sans-io dht-rpc node. See the [module docs](super) for the calling contract.
+#[derive(Debug)]
+pub struct Node {
+    cfg: NodeConfig,
+    rng: StdRng,
+    table: RoutingTable,
+    ephemeral: bool,
+    firewalled: bool,
+    nat: NatSampler,
+    bootstrap_samples: Vec<SocketAddrV4>,
+    secrets: [Id; 2],
+    rotate_in: u32,
+    tick: u64,
+    refresh_in: u64,
+    next_tick: Option<Instant>,
+    next_drain: Option<Instant>,
+    inflight: HashMap<u16, Inflight>,
+    send_queue: VecDeque<u16>,
+    next_tid: u16,
+    congestion: Congestion,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    queries: HashMap<QueryId, Query>,
+    next_query: u64,
+    next_request: u64,
+    delayed: Vec<(Instant, Transmit)>,
+    checks: usize,
+    repinging: usize,
+    down_hints_this_tick: usize,
+    phase: Phase,
+    quick_nat_pending: bool,
+    quick_nat_inflight: bool,
+    bootstrapped_once: bool,
+    last_tick_at: Option<Instant>,
+    stable_ticks: u64,
+    last_checked_host: Option<Ipv4Addr>,
+    test_nat: bool,
+    fw: Option<FwCheck>,
+    destroyed: bool,
+    recent: VecDeque<Id>,
+    last_now: Option<Instant>,
+}
+
+impl Node {
+    /// A node; nothing is sent until the first [`Node::handle_timeout`].
+    pub fn new(cfg: NodeConfig) -> Self {
+        let mut rng = StdRng::from_seed(cfg.seed);
+        let mut secrets = [[0u8; 32]; 2];
+        rng.fill(&mut secrets[0]);
+        rng.fill(&mut secrets[1]);
+        let mut random_id = [0u8; 32];
+        rng.fill(&mut random_id);
+        let next_tid: u16 = rng.r#gen();
+        let mut nat = NatSampler::new();
+        let (table_id, firewalled, ephemeral) = match cfg.public_addr {
+            Some(addr) => {
+                nat.add(*addr.ip(), addr.port());
+                (
+                    if cfg.ephemeral {
+                        random_id
+                    } else {
+                        node_id(&addr)
+                    },
+                    false,
+                    cfg.ephemeral,
+                )
+            }
+            None => (random_id, cfg.firewalled, true),
+        };
+        let refresh_in = REFRESH_TICKS - rng.gen_range(0..REFRESH_TICKS / 2);
+        Self {
+            rng,
+            table: RoutingTable::new(table_id),
+            ephemeral,
+            firewalled,
+            nat,
+            bootstrap_samples: Vec::new(),
+            secrets,
+            rotate_in: ROTATE_SECRETS_TICKS,
+            tick: 0,
+            refresh_in,
+            next_tick: None,
+            next_drain: None,
+            inflight: HashMap::new(),
+            send_queue: VecDeque::new(),
+            next_tid,
+            congestion: Congestion::default(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            queries: HashMap::new(),
+            next_query: 0,
+            next_request: 0,
+            delayed: Vec::new(),
+            checks: 0,
+            repinging: 0,
+            down_hints_this_tick: 0,
+            phase: Phase::Idle,
+            quick_nat_pending: false,
+            quick_nat_inflight: false,
+            bootstrapped_once: false,
+            last_tick_at: None,
+            stable_ticks: STABLE_TICKS,
+            last_checked_host: None,
+            test_nat: false,
+            fw: None,
+            destroyed: false,
+            recent: VecDeque::new(),
+            last_now: None,
+            cfg,
+        }
+    }
+
+    // ----- getters -----
+
+    /// Our node id, when persistent.
+    pub fn id(&self) -> Option<Id> {
+        (!self.ephemeral).then(|| *self.table.id())
+    }
+
+    /// The routing table.
+    pub fn table(&self) -> &RoutingTable {
+        &self.table
+    }
+
+    /// True while firewalled (requests go out on the client socket).
+    pub fn is_firewalled(&self) -> bool {
+        self.firewalled
+    }
+
+    /// True while ephemeral.
+    pub fn is_ephemeral(&self) -> bool {
+        self.ephemeral
+    }
+
+    /// True once the bootstrap walk finished.
+    pub fn is_bootstrapped(&self) -> bool {
+        self.bootstrapped_once
+    }
+
+    /// Our public address as sampled from peers (port 0 if inconsistent).
+    pub fn nat_address(&self) -> Option<SocketAddrV4> {
+        self.nat
+            .host()
+            .map(|h| SocketAddrV4::new(h, self.nat.port()))
+    }
+
+    /// Our reachable server address, only when unfirewalled and consistent.
+    pub fn remote_address(&self) -> Option<SocketAddrV4> {
+        let a = self.nat_address()?;
+        (!self.firewalled && a.port() == self.cfg.server_port).then_some(a)
+    }
+
+    /// Requests in flight.
+    pub fn inflight_len(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// Active queries.
+    pub fn queries_len(&self) -> usize {
+        self.queries.len()
+    }
+
+    /// Bootstrap nodes.
+    pub fn bootstrap_nodes(&self) -> &[SocketAddrV4] {
+        &self.cfg.bootstrap
+    }
+
+    /// The socket requests are sent from now.
+    pub fn request_socket(&self) -> SocketKind {
+        if self.firewalled {
+            SocketKind::Client
+        } else {
+            SocketKind::Server
+        }
+    }
+
+    /// `token(addr, i)`: keyed BLAKE2b of the host string with secret `i`.
+    pub fn token(&self, host: &Ipv4Addr, i: usize) -> Id {
+        let secret = self.secrets.get(i).copied().unwrap_or([0; 32]);
+        keyed_hash(&secret, host.to_string().as_bytes())
+    }
+
+    // ----- output -----
+
+    /// Next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// Next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Node::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut t = [self.next_tick, self.next_drain]
+            .into_iter()
+            .flatten()
+            .min();
+        for f in self.inflight.values() {
+            if let Some(d) = f.deadline {
+                t = Some(t.map_or(d, |x| x.min(d)));
+            }
+        }
+        for (d, _) in &self.delayed {
+            t = Some(t.map_or(*d, |x| x.min(*d)));
+        }
+        t
+    }
+
+    fn push_event(&mut self, e: Event) {
+        if self.events.len() >= MAX_EVENTS {
+            debug!("dht event queue full, dropping event");
+            return;
+        }
+        self.events.push_back(e);
+    }
+
+    fn push_transmit(&mut self, t: Transmit) {
+        if self.transmits.len() >= MAX_TRANSMITS {
+            self.transmits.pop_front();
+        }
+        self.transmits.push_back(t);
+    }
+
+    // ----- input -----
+
+    /// Timers: retransmissions, drain, tick, delayed pings. Starts the bootstrap on first call.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.destroyed {
+            return;
+        }
+        self.last_now = Some(now);
+        if self.next_tick.is_none() {
+            self.next_tick = Some(now + TICK_INTERVAL);
+            self.next_drain = Some(now + DRAIN_INTERVAL);
+            self.start_bootstrap(now);
+        }
+        if self.next_drain.is_some_and(|d| d <= now) {
+            self.next_drain = Some(now + DRAIN_INTERVAL);
+            self.drain(now);
+        }
+        if self.next_tick.is_some_and(|d| d <= now) {
+            self.next_tick = Some(now + TICK_INTERVAL);
+            self.on_tick(now);
+        }
+        let due: Vec<u16> = self
+            .inflight
+            .iter()
+            .filter(|(_, f)| f.deadline.is_some_and(|d| d <= now))
+            .map(|(t, _)| *t)
+            .collect();
+        for tid in due {
+            self.on_request_timeout(now, tid);
+        }
+        let mut i = 0;
+        while i < self.delayed.len() {
+            if self.delayed.get(i).is_some_and(|(d, _)| *d <= now) {
+                let (_, t) = self.delayed.swap_remove(i);
+                self.push_transmit(t);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// A datagram arrived on `socket` from `from`. Never panics on any input.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        socket: SocketKind,
+        from: SocketAddrV4,
+        buf: &[u8],
+    ) {
+        if self.destroyed || buf.len() < 2 || from.port() == 0 {
+            return;
+        }
+        self.last_now = Some(now);
+        if socket == SocketKind::Server {
+            if let Some(fw) = &mut self.fw {
+                if fw.hosts.len() < 64 {
+                    fw.hosts.insert(*from.ip());
+                }
+            }
+        }
+        let external = socket != self.request_socket();
+        match Message::decode(buf) {
+            Ok(Message::Request(req)) => self.on_request(now, socket, from, req, external),
+            Ok(Message::Response(res)) => self.on_response(now, from, res, external),
+            Err(e) => trace!(%from, error = %e, "undecodable dht datagram"),
+        }
+    }
+
+    // ----- application commands -----
+
+    /// Starts an iterative query.
+    pub fn query(&mut self, now: Instant, opts: QueryOptions) -> Result<QueryId, RequestError> {
+        if self.destroyed {
+            return Err(RequestError::Destroyed);
+        }
+        if self.queries.len() >= MAX_QUERIES {
+            return Err(RequestError::Busy);
+        }
+        let id = QueryId(self.next_query);
+        self.next_query += 1;
+        let mut q = Query::new(
+            opts.target,
+            opts.internal,
+            opts.command,
+            opts.value,
+            opts.concurrency,
+            opts.commit,
+        );
+        let mut hints = Vec::new();
+        for n in opts.nodes.iter().rev() {
+            q.add_pending(*n, None, &mut hints);
+        }
+        if opts.nodes.is_empty() {
+            self.add_from_table(&mut q);
+            if q.pending.len() < K {
+                for b in self.cfg.bootstrap.clone() {
+                    q.add_pending(b, None, &mut hints);
+                }
+            }
+        }
+        self.queries.insert(id, q);
+        self.refresh_in = REFRESH_TICKS;
+        self.read_more(now, id);
+        Ok(id)
+    }
+
+    /// Stops a query without a `QueryDone` event.
+    pub fn cancel_query(&mut self, id: QueryId) {
+        self.queries.remove(&id);
+    }
+
+    /// Sends one request; the outcome arrives as [`Event::Response`] or [`Event::RequestFailed`].
+    pub fn request(&mut self, now: Instant, req: UserRequest) -> Result<RequestId, RequestError> {
+        let id = RequestId(self.next_request);
+        self.next_request += 1;
+        let socket = req.socket.unwrap_or(self.request_socket());
+        self.send_request(
+            now,
+            req.to,
+            req.token,
+            req.internal,
+            req.command,
+            req.target,
+            req.value,
+            socket,
+            req.retries.unwrap_or(DEFAULT_RETRIES),
+            Owner::User(id),
+        )?;
+        Ok(id)
+    }
+
+    /// Adds a node we learned about out of band (e.g. a bootstrapper with an id).
+    pub fn add_node(&mut self, addr: SocketAddrV4) {
+        let n = TableNode {
+            id: node_id(&addr),
+            addr,
+            added: self.tick,
+            pinged: self.tick,
+            seen: self.tick,
+        };
+        self.add_table_node(n);
+    }
+
+    /// Stops everything; inflight requests fail with `Destroyed`.
+    pub fn destroy(&mut self) {
+        self.destroyed = true;
+        let owners: Vec<Owner> = self.inflight.drain().map(|(_, f)| f.owner).collect();
+        for o in owners {
+            if let Owner::User(r) = o {
+                self.push_event(Event::RequestFailed {
+                    request: r,
+                    error: RequestError::Destroyed,
+                });
+            }
+        }
+        self.queries.clear();
+        self.send_queue.clear();
+        self.delayed.clear();
+    }
+
+    /// Replies to an application request: `token` adds our token for the requester,
+    /// `closer_nodes` adds the k closest nodes to its target.
+    pub fn reply(
+        &mut self,
+        req: &IncomingRequest,
+        value: Option<Vec<u8>>,
+        token: bool,
+        closer_nodes: bool,
+    ) {
+        self.send_reply(
+            req.socket,
+            req.tid,
+            req.from,
+            req.target.as_ref(),
+            0,
+            value,
+            token,
+            closer_nodes,
+        );
+    }
+
+    /// Replies to `to` instead of the requester (relay REPLY legs), on the request's socket.
+    pub fn reply_to(&mut self, req: &IncomingRequest, to: SocketAddrV4, value: Option<Vec<u8>>) {
+        self.send_reply(
+            req.socket,
+            req.tid,
+            to,
+            req.target.as_ref(),
+            0,
+            value,
+            false,
+            false,
+        );
+    }
+
+    /// Error reply (closer nodes included when the request had a target).
+    pub fn error_reply(&mut self, req: &IncomingRequest, code: u64, token: bool) {
+        self.send_reply(
+            req.socket,
+            req.tid,
+            req.from,
+            req.target.as_ref(),
+            code,
+            None,
+            token,
+            true,
+        );
+    }
+
+    /// Forwards the request to `to` with the same tid/command/target and a new value, no token
+    /// (dht-rpc `req.relay`). `socket` overrides the request's socket.
+    pub fn relay(
+        &mut self,
+        req: &IncomingRequest,
+        value: Option<Vec<u8>>,
+        to: SocketAddrV4,
+        socket: Option<SocketKind>,
+    ) {
+        let socket = socket.unwrap_or(req.socket);
+        let msg = Request {
+            tid: req.tid,
+            to,
+            id: self.own_id_for(socket),
+            token: None,
+            internal: req.internal,
+            command: req.command,
+            target: req.target,
+            value,
+        };
+        self.push_transmit(Transmit {
+            socket,
+            to,
+            payload: msg.encode(),
+        });
+    }
+}

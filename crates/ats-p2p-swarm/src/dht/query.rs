@@ -1,0 +1,159 @@
+//! The iterative query (dht-rpc `lib/query.js`): walk toward a target, keep the k closest
+//! replies with verified ids, then optionally commit.
+
+use std::collections::HashMap;
+use std::net::SocketAddrV4;
+
+use super::node::QueryReply;
+use super::{Id, K, cmp_distance, node_id};
+
+/// Most addresses one query remembers; candidates beyond it are ignored (bounded memory).
+pub(crate) const MAX_QUERY_SEEN: usize = 2048;
+/// Most referrers remembered per candidate (they get DOWN_HINTs if it times out).
+pub(crate) const MAX_REFS: usize = 8;
+
+/// What happens after the walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// Nothing: the query ends after the walk.
+    None,
+    /// Re-send the same command, with each closest node's token, to the closest replies
+    /// (dht-rpc's `commit: true`). The query succeeds if one commit succeeds.
+    Auto,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Seen {
+    Pending(Vec<SocketAddrV4>),
+    Done,
+    Down,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Candidate {
+    pub(crate) id: Id,
+    pub(crate) addr: SocketAddrV4,
+}
+
+/// State of one query.
+#[derive(Debug)]
+pub(crate) struct Query {
+    pub(crate) target: Id,
+    pub(crate) internal: bool,
+    pub(crate) command: u64,
+    pub(crate) value: Option<Vec<u8>>,
+    pub(crate) concurrency: usize,
+    pub(crate) retries: u32,
+    pub(crate) commit: Commit,
+    pub(crate) inflight: usize,
+    pub(crate) slow: usize,
+    pub(crate) successes: usize,
+    pub(crate) errors: usize,
+    pub(crate) closest: Vec<QueryReply>,
+    pub(crate) seen: HashMap<SocketAddrV4, Seen>,
+    pub(crate) pending: Vec<Candidate>,
+    pub(crate) from_table: bool,
+    pub(crate) committing: bool,
+    pub(crate) commits_pending: usize,
+    pub(crate) commit_successes: usize,
+    pub(crate) done: bool,
+}
+
+impl Query {
+    pub(crate) fn new(
+        target: Id,
+        internal: bool,
+        command: u64,
+        value: Option<Vec<u8>>,
+        concurrency: usize,
+        commit: Commit,
+    ) -> Self {
+        Self {
+            target,
+            internal,
+            command,
+            value,
+            concurrency: concurrency.max(1),
+            retries: if internal && command == super::commands::DOWN_HINT {
+                3
+            } else {
+                5
+            },
+            commit,
+            inflight: 0,
+            slow: 0,
+            successes: 0,
+            errors: 0,
+            closest: Vec::new(),
+            seen: HashMap::new(),
+            pending: Vec::new(),
+            from_table: false,
+            committing: false,
+            commits_pending: 0,
+            commit_successes: 0,
+            done: false,
+        }
+    }
+
+    pub(crate) fn is_closer(&self, id: &Id) -> bool {
+        if self.closest.len() < K {
+            return true;
+        }
+        match self.closest.last().and_then(|r| r.id) {
+            Some(last) => cmp_distance(&self.target, id, &last).is_lt(),
+            None => true,
+        }
+    }
+
+    /// Adds a candidate; returns whether it could still enter the closest list.
+    pub(crate) fn add_pending(
+        &mut self,
+        addr: SocketAddrV4,
+        referrer: Option<SocketAddrV4>,
+        down_hints: &mut Vec<(SocketAddrV4, SocketAddrV4)>,
+    ) -> bool {
+        let id = node_id(&addr);
+        let closer = self.is_closer(&id);
+        match self.seen.get_mut(&addr) {
+            Some(Seen::Done) => return closer,
+            Some(Seen::Down) => {
+                if let Some(r) = referrer {
+                    down_hints.push((r, addr));
+                }
+                return closer;
+            }
+            Some(Seen::Pending(refs)) => {
+                if let Some(r) = referrer {
+                    if refs.len() < MAX_REFS {
+                        refs.push(r);
+                    }
+                }
+                return closer;
+            }
+            None => {}
+        }
+        if !closer || self.seen.len() >= MAX_QUERY_SEEN {
+            return false;
+        }
+        self.seen
+            .insert(addr, Seen::Pending(referrer.into_iter().collect()));
+        self.pending.push(Candidate { id, addr });
+        true
+    }
+
+    pub(crate) fn push_closest(&mut self, reply: QueryReply) {
+        let Some(id) = reply.id else { return };
+        if self.closest.iter().any(|r| r.id == Some(id)) {
+            return;
+        }
+        let pos = self
+            .closest
+            .iter()
+            .position(|r| {
+                r.id.is_none_or(|rid| cmp_distance(&self.target, &id, &rid).is_lt())
+            })
+            .unwrap_or(self.closest.len());
+        self.closest.insert(pos, reply);
+        self.closest.truncate(K);
+    }
+}
