@@ -6,3 +6,4 @@
 pub mod keys;
 
 pub use keys::{KeyPair, PublicKey};
+pub mod udx;
