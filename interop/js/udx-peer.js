@@ -1,0 +1,96 @@
+// A udx-native peer for the ats-p2p interop tests and benchmark.
+//
+// Protocol (one JSON object per line):
+//   stdout: {"id": <local stream id>, "port": <udp port>}
+//   stdin:  {"remoteId": n, "remotePort": n, "remoteHost": "127.0.0.1", "send": bytes,
+//            "mode": "connect" | "accept"}
+//     "connect": connect at once; "accept": connect from the firewall callback to the address
+//     of the first packet (as hyperdht does after a holepunch).
+//   stdout: {"ready": true}   (once the line above was read)
+//   stdout: {"sent": n, "sentSha": hex, "recv": n, "recvSha": hex, "ms": n, "maxRssKiB": n}
+// Sent bytes are random; both sides' SHA-256 are compared by the caller.
+'use strict'
+
+const UDX = require('udx-native')
+const crypto = require('crypto')
+const readline = require('readline')
+
+const CHUNK = 64 * 1024
+const id = Number(process.env.UDX_PEER_ID || (1 + crypto.randomInt(0x7fffffff)))
+
+const udx = new UDX()
+const socket = udx.createSocket()
+socket.bind(0, '127.0.0.1')
+
+let cfg = null
+const stream = udx.createStream(id, {
+  firewall (sock, port, host) {
+    if (!cfg || cfg.mode !== 'accept') return true
+    stream.connect(sock, cfg.remoteId, port, host)
+    onConnected()
+    return false
+  }
+})
+
+process.stdout.write(JSON.stringify({ id, port: socket.address().port }) + '\n')
+
+const recvHash = crypto.createHash('sha256')
+const sentHash = crypto.createHash('sha256')
+let recv = 0
+let sent = 0
+let started = 0
+let connected = false
+
+stream.on('data', (buf) => {
+  recv += buf.length
+  recvHash.update(buf)
+})
+stream.on('end', () => {})
+stream.on('error', (err) => {
+  process.stderr.write('udx-peer stream error: ' + err.message + '\n')
+})
+stream.on('close', () => {
+  const ms = Date.now() - started
+  const out = {
+    sent,
+    sentSha: sentHash.digest('hex'),
+    recv,
+    recvSha: recvHash.digest('hex'),
+    ms,
+    maxRssKiB: Math.round(process.resourceUsage().maxRSS)
+  }
+  process.stdout.write(JSON.stringify(out) + '\n')
+  socket.close().then(() => process.exit(0))
+})
+
+function onConnected () {
+  if (connected) return
+  connected = true
+  started = Date.now()
+  pump()
+}
+
+function pump () {
+  while (sent < cfg.send) {
+    const n = Math.min(CHUNK, cfg.send - sent)
+    const buf = crypto.randomBytes(n)
+    sentHash.update(buf)
+    sent += n
+    if (!stream.write(buf)) {
+      stream.once('drain', pump)
+      return
+    }
+  }
+  stream.end()
+}
+
+const rl = readline.createInterface({ input: process.stdin })
+rl.once('line', (line) => {
+  cfg = JSON.parse(line)
+  cfg.remoteHost = cfg.remoteHost || '127.0.0.1'
+  process.stdout.write(JSON.stringify({ ready: true }) + '\n')
+  if (cfg.mode === 'connect') {
+    stream.connect(socket, cfg.remoteId, cfg.remotePort, cfg.remoteHost)
+    onConnected()
+  }
+})
