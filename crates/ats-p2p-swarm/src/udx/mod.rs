@@ -49,7 +49,7 @@ pub use endpoint::{Endpoint, Routed};
 pub use packet::{Header, Packet, PacketError};
 pub use stream::{
     DEFAULT_RWND_MAX, DEFAULT_SEND_BUFFER, Event, FINISHED_LINGER, MTU_BASE, MTU_MAX, MTU_STEP,
-    Stream, StreamConfig, StreamStats,
+    RECV_SLACK, Stream, StreamConfig, StreamStats,
 };
 
 /// A datagram to send; its bytes are the first `size` bytes of the caller's buffer.

@@ -35,7 +35,7 @@ const MAX_RTO_TIMEOUTS: u32 = 6;
 const MAX_REORDER_DISTANCE: u32 = 65_536;
 /// Bytes accepted beyond the advertised window before data is dropped (packets already in
 /// flight when the window shrank).
-const RECV_SLACK: usize = 256 * 1024;
+pub const RECV_SLACK: usize = 256 * 1024;
 /// SACK blocks processed per incoming packet; libudx sends at most 50. Bounds forged-SACK work.
 const MAX_SACK_BLOCKS_PROCESSED: usize = 64;
 /// Unreliable messages queued for sending or reading; more are dropped.
@@ -405,6 +405,17 @@ impl Stream {
             self.tlp_in_flight,
             self.rtt.srtt(),
         )
+    }
+
+    /// Bytes held on the receive side (read buffer plus out-of-order packets); bounded by
+    /// `rwnd_max` plus a small slack whatever the peer sends.
+    pub fn recv_held(&self) -> usize {
+        self.recv_buf.len().saturating_add(self.ooo_bytes)
+    }
+
+    /// Out-of-order packets held (bounded by the reorder distance, 65536).
+    pub fn recv_out_of_order(&self) -> usize {
+        self.ooo.len()
     }
 
     /// Bytes of space left in the receive window (what we advertise).
