@@ -21,8 +21,9 @@ const BETA_DEN: u64 = 10;
 const MAX_CWND_BYTES: u64 = 256 * 1024 * 1024;
 /// Pacing rate before any RTT sample, bytes/s (libudx `UDX_INIT_PACING_RATE`: 25000 B/ms).
 const INITIAL_PACING_RATE: u64 = 25_000_000;
-/// How far ahead of the pacing clock a burst may run: the driver's timer resolution (1 ms).
-pub(crate) const PACING_QUANTUM: Duration = Duration::from_millis(1);
+/// How far ahead of the pacing clock a burst may run: twice the driver timer resolution (tokio:
+/// 1 ms, rounded up), so a sleep never leaves the path idle.
+pub(crate) const PACING_QUANTUM: Duration = Duration::from_millis(2);
 /// Pacing gain in slow start, in percent (2× lets the window double per RTT).
 const SLOW_START_GAIN_PCT: u64 = 200;
 /// Pacing gain in congestion avoidance, in percent.
@@ -90,16 +91,18 @@ impl Congestion {
     }
 
     /// A packet with sequence `seq` was declared lost; `next_seq` is the next unsent sequence.
-    pub(crate) fn on_loss(&mut self, seq: u32, next_seq: u32) {
+    /// Returns true when this started a new recovery episode (the window was reduced).
+    pub(crate) fn on_loss(&mut self, seq: u32, next_seq: u32) -> bool {
         if let Some(end) = self.recovery_end {
             if super::packet::seq_diff(seq, end) < 0 {
-                return; // same episode
+                return false; // same episode
             }
         }
         self.cwnd = (self.cwnd * BETA_NUM / BETA_DEN).max(MIN_CWND_PACKETS * self.mss);
         self.ssthresh = self.cwnd;
         self.acked_accum = 0;
         self.recovery_end = Some(next_seq);
+        true
     }
 
     /// The retransmission timer expired.
@@ -163,13 +166,14 @@ mod tests {
         let now = Instant::now();
         let mut p = Pacer::default();
         let rate = 1_000_000; // 1 MB/s → 1000 bytes per ms
+        let quantum = PACING_QUANTUM.as_micros() as usize / 1000 * 1000;
         let mut sent = 0;
         while p.delay_until(now).is_none() {
             p.on_sent(now, 100, rate);
             sent += 100;
-            assert!(sent < 10_000);
+            assert!(sent < 100_000);
         }
-        assert!((1000..=1100).contains(&sent), "burst {sent}");
+        assert!((quantum..=quantum + 100).contains(&sent), "burst {sent}");
         let next = p.delay_until(now).unwrap();
         assert!(next > now && next <= now + Duration::from_micros(200));
     }
@@ -180,9 +184,9 @@ mod tests {
         assert_eq!(c.window(), 10_000);
         c.on_ack(1000, 1, true);
         assert_eq!(c.window(), 11_000);
-        c.on_loss(5, 20);
+        assert!(c.on_loss(5, 20));
         assert_eq!(c.window(), 7700);
-        c.on_loss(6, 20); // same episode
+        assert!(!c.on_loss(6, 20)); // same episode
         assert_eq!(c.window(), 7700);
         c.on_ack(1000, 10, true); // still recovering
         assert_eq!(c.window(), 7700);

@@ -29,6 +29,13 @@ pub const DEFAULT_EVENT_QUEUE: usize = 1024;
 const SOCKET_BUFFER_BYTES: usize = 8 * 1024 * 1024;
 /// Largest UDP datagram we read.
 const MAX_DATAGRAM: usize = 65_535;
+/// Receive-buffer room per GRO segment (UDX datagrams are at most 1500 bytes, libudx reads 2048).
+const GRO_SEGMENT_ROOM: usize = 2048;
+/// Most segments in one GSO send (Linux allows 64).
+const MAX_GSO_SEGMENTS: usize = 64;
+/// Most bytes in one GSO send: the whole train is one UDP "datagram" to the kernel (64 KiB
+/// limit; larger sends fail with EMSGSIZE, which quinn-udp reports as success).
+const MAX_GSO_BYTES: usize = 65_000;
 /// How long `close` waits for streams to flush before destroying them.
 pub const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long, at most, the driver sleeps when no timer is armed.
@@ -136,6 +143,7 @@ impl UdxSocket {
         sock.set_nonblocking(true)?;
         sock.bind(&addr.into())?;
         let std_sock: std::net::UdpSocket = sock.into();
+        let state = quinn_udp::UdpSocketState::new((&std_sock).into())?;
         let socket = Arc::new(UdpSocket::from_std(std_sock)?);
         let local_addr = socket.local_addr()?;
         let shared = Arc::new(Shared {
@@ -152,6 +160,7 @@ impl UdxSocket {
         let driver = Driver {
             shared: shared.clone(),
             socket: socket.clone(),
+            state,
             cancel: cancel.clone(),
             events: tx,
         };
@@ -432,21 +441,27 @@ impl Drop for UdxStream {
 struct Driver {
     shared: Arc<Shared>,
     socket: Arc<UdpSocket>,
+    state: quinn_udp::UdpSocketState,
     cancel: CancellationToken,
     events: mpsc::Sender<SocketEvent>,
 }
 
-/// A datagram waiting to be sent.
+/// One send call: a datagram, or a GSO train of equal-size segments (the last may be shorter)
+/// to one destination.
 #[derive(Debug)]
 struct Outgoing {
     dest: SocketAddr,
-    len: usize,
+    seg: usize,
+    segments: usize,
+    /// A shorter segment ended the train.
+    sealed: bool,
     buf: Vec<u8>,
 }
 
 impl Driver {
     async fn run(self) {
-        let mut recv_buf = vec![0u8; MAX_DATAGRAM];
+        let gro = self.state.gro_segments().max(1);
+        let mut recv_buf = vec![0u8; (gro * GRO_SEGMENT_ROOM).max(MAX_DATAGRAM)];
         let mut pool: Vec<Vec<u8>> = Vec::new();
         let mut queue: std::collections::VecDeque<Outgoing> = std::collections::VecDeque::new();
         let sleep = tokio::time::sleep(IDLE_SLEEP);
@@ -496,6 +511,20 @@ impl Driver {
         }
     }
 
+    /// Sends one train; `WouldBlock` comes back to the caller, other errors are logged.
+    fn send(&self, o: &Outgoing) -> io::Result<()> {
+        let t = quinn_udp::Transmit {
+            destination: o.dest,
+            ecn: None,
+            contents: &o.buf,
+            segment_size: (o.segments > 1).then_some(o.seg),
+            src_ip: None,
+        };
+        self.socket.try_io(tokio::io::Interest::WRITABLE, || {
+            self.state.send((&*self.socket).into(), &t)
+        })
+    }
+
     /// One bounded loop turn. Returns true when work was left over.
     fn turn(
         &self,
@@ -506,11 +535,8 @@ impl Driver {
         let mut more = false;
         // 1. flush what the OS refused last time
         while let Some(o) = queue.front() {
-            match self
-                .socket
-                .try_send_to(o.buf.get(..o.len).unwrap_or(&[]), o.dest)
-            {
-                Ok(_) => {}
+            match self.send(o) {
+                Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
                 Err(e) => tracing::debug!(error = %e, dest = %o.dest, "udx send failed"),
             }
@@ -521,32 +547,30 @@ impl Driver {
 
         let mut st = self.shared.lock();
         let now = Instant::now();
-        // 2. receive a bounded batch
+        // 2. receive a bounded batch (GRO may hand several datagrams in one call)
         let mut received = 0;
         while received < RECV_BATCH {
-            match self.socket.try_recv_from(recv_buf) {
-                Ok((n, from)) => {
-                    received += 1;
-                    let data = recv_buf.get(..n).unwrap_or(&[]);
-                    match st.endpoint.handle_datagram(now, from, data) {
-                        Routed::Stream(_) | Routed::Dropped => {}
-                        Routed::NotUdx => {
-                            let ev = SocketEvent::Datagram {
-                                from,
-                                data: Bytes::copy_from_slice(data),
-                            };
-                            if self.events.try_send(ev).is_err() {
-                                tracing::trace!(%from, "non-UDX datagram dropped: queue full");
-                            }
-                        }
-                        Routed::Firewall { local_id, from } => {
-                            let ev = SocketEvent::Firewall { local_id, from };
-                            if self.events.try_send(ev).is_err() {
-                                tracing::debug!(%from, "firewall event dropped: queue full");
-                            }
-                        }
+            let mut meta = [quinn_udp::RecvMeta::default()];
+            let r = self.socket.try_io(tokio::io::Interest::READABLE, || {
+                let mut bufs = [io::IoSliceMut::new(recv_buf)];
+                self.state
+                    .recv((&*self.socket).into(), &mut bufs, &mut meta)
+            });
+            match r {
+                Ok(n) if n > 0 => {
+                    let m = meta[0];
+                    let data = recv_buf.get(..m.len).unwrap_or(&[]);
+                    let stride = if m.stride == 0 {
+                        m.len.max(1)
+                    } else {
+                        m.stride
+                    };
+                    for d in data.chunks(stride) {
+                        received += 1;
+                        self.route(&mut st, now, m.addr, d);
                     }
                 }
+                Ok(_) => break,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     // e.g. ECONNREFUSED from an earlier ICMP error: not fatal for a UDP socket.
@@ -562,29 +586,52 @@ impl Driver {
         // 3. timers
         st.endpoint.handle_timeout(now);
 
-        // 4. transmits (bounded), collected under the lock, sent after it
+        // 4. transmits (bounded), coalesced into GSO trains under the lock, sent after it
+        let max_segments = self.state.max_gso_segments().clamp(1, MAX_GSO_SEGMENTS);
         let ids: Vec<u32> = st.endpoint.ids().collect();
         let mut batch: Vec<Outgoing> = Vec::new();
+        let mut datagrams = 0;
+        let mut tmp = pool.pop().unwrap_or_default();
         'streams: for &id in &ids {
             loop {
-                if batch.len() >= SEND_BATCH {
+                if datagrams >= SEND_BATCH {
                     more = true;
                     break 'streams;
                 }
-                let mut buf = pool.pop().unwrap_or_default();
-                match st.endpoint.poll_transmit(id, now, &mut buf) {
-                    Some(t) => batch.push(Outgoing {
-                        dest: t.destination,
-                        len: t.size,
-                        buf,
-                    }),
-                    None => {
-                        pool.push(buf);
-                        break;
+                let Some(t) = st.endpoint.poll_transmit(id, now, &mut tmp) else {
+                    break;
+                };
+                datagrams += 1;
+                let data = tmp.get(..t.size).unwrap_or(&[]);
+                match batch.last_mut() {
+                    Some(o)
+                        if o.dest == t.destination
+                            && !o.sealed
+                            && o.segments < max_segments
+                            && o.buf.len() + t.size <= MAX_GSO_BYTES
+                            && t.size <= o.seg
+                            && t.size > 0 =>
+                    {
+                        o.buf.extend_from_slice(data);
+                        o.segments += 1;
+                        o.sealed = t.size < o.seg;
+                    }
+                    _ => {
+                        let mut buf = pool.pop().unwrap_or_default();
+                        buf.clear();
+                        buf.extend_from_slice(data);
+                        batch.push(Outgoing {
+                            dest: t.destination,
+                            seg: t.size,
+                            segments: 1,
+                            sealed: false,
+                            buf,
+                        });
                     }
                 }
             }
         }
+        pool.push(tmp);
 
         // 5. events → wakers; drop finished streams whose handle is gone
         let State {
@@ -631,11 +678,8 @@ impl Driver {
         // 6. send outside the lock
         let mut it = batch.into_iter();
         for o in it.by_ref() {
-            match self
-                .socket
-                .try_send_to(o.buf.get(..o.len).unwrap_or(&[]), o.dest)
-            {
-                Ok(_) => pool.push(o.buf),
+            match self.send(&o) {
+                Ok(()) => pool.push(o.buf),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     queue.push_back(o);
                     break;
@@ -649,5 +693,26 @@ impl Driver {
         queue.extend(it);
         pool.truncate(SEND_BATCH);
         more
+    }
+
+    fn route(&self, st: &mut State, now: Instant, from: SocketAddr, data: &[u8]) {
+        match st.endpoint.handle_datagram(now, from, data) {
+            Routed::Stream(_) | Routed::Dropped => {}
+            Routed::NotUdx => {
+                let ev = SocketEvent::Datagram {
+                    from,
+                    data: Bytes::copy_from_slice(data),
+                };
+                if self.events.try_send(ev).is_err() {
+                    tracing::trace!(%from, "non-UDX datagram dropped: queue full");
+                }
+            }
+            Routed::Firewall { local_id, from } => {
+                let ev = SocketEvent::Firewall { local_id, from };
+                if self.events.try_send(ev).is_err() {
+                    tracing::debug!(%from, "firewall event dropped: queue full");
+                }
+            }
+        }
     }
 }

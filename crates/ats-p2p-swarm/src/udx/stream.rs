@@ -178,6 +178,18 @@ pub struct StreamStats {
     pub dropped: u64,
     /// RTO expiries.
     pub rto_expiries: u64,
+    /// Tail loss probes sent.
+    pub tlp_probes: u64,
+    /// Congestion events (window reductions on loss).
+    pub loss_events: u64,
+    /// `poll_transmit` calls that had data but waited for the pacer.
+    pub pacing_waits: u64,
+    /// `poll_transmit` calls that had data but the congestion window was full.
+    pub cwnd_waits: u64,
+    /// `poll_transmit` calls that had data but the peer's receive window was full.
+    pub rwnd_waits: u64,
+    /// Smoothed RTT in microseconds.
+    pub srtt_us: u64,
     /// Current MTU (IP + UDP + UDX).
     pub mtu: u16,
     /// Current congestion window, bytes.
@@ -372,6 +384,7 @@ impl Stream {
         StreamStats {
             mtu: self.mtu.mtu,
             cwnd: self.cc.window(),
+            srtt_us: self.rtt.srtt().map_or(0, |d| d.as_micros() as u64),
             ..self.stats
         }
     }
@@ -738,6 +751,7 @@ impl Stream {
         if let Some(release) = self.pacer.delay_until(now) {
             if self.has_sendable() {
                 self.pacing_wait = Some(release);
+                self.stats.pacing_waits += 1;
             }
             return None;
         }
@@ -954,9 +968,11 @@ impl Stream {
         let wire = (len + HEADER_SIZE) as u64;
         if self.inflight_bytes > 0 && self.inflight_bytes + wire > self.cc.window() {
             self.cwnd_limited = true;
+            self.stats.cwnd_waits += 1;
             return None;
         }
         if self.inflight_bytes > 0 && self.inflight_bytes + wire > u64::from(self.send_rwnd) {
+            self.stats.rwnd_waits += 1;
             return None;
         }
         if self.inflight_bytes == 0 && self.send_rwnd == 0 {
@@ -1149,7 +1165,9 @@ impl Stream {
             }
         }
         if let Some(seq) = lost_any {
-            self.cc.on_loss(seq, next_seq);
+            if self.cc.on_loss(seq, next_seq) {
+                self.stats.loss_events += 1;
+            }
         }
         self.timers[Timer::Rack as usize] = next_timer;
     }
@@ -1210,6 +1228,7 @@ impl Stream {
             .find(|(_, p)| p.state == SentState::InFlight)
             .map(|(i, _)| self.remote_acked.wrapping_add(i as u32));
         self.tlp_probe = newest;
+        self.stats.tlp_probes += 1;
         let _ = now;
     }
 
