@@ -26,11 +26,23 @@ const CHUNK: usize = 64 * 1024;
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("peer") {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        // UDX_BENCH_THREADS=1 runs each peer on a current-thread runtime.
+        let threads: usize = std::env::var("UDX_BENCH_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2);
+        let rt = if threads <= 1 {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        } else {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .enable_all()
+                .build()
+                .unwrap()
+        };
         rt.block_on(peer());
         return;
     }
@@ -53,6 +65,16 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(orchestrate(mib, hash, runs, only));
+}
+
+/// User + system CPU time of this process, milliseconds (Linux `/proc/self/stat`).
+fn cpu_ms() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    ticks * 10 // USER_HZ = 100
 }
 
 fn read_vm_hwm_kib() -> u64 {
@@ -142,7 +164,7 @@ async fn peer() {
     println!(
         "{}",
         json!({"sent": send, "sentSha": sent_sha, "recv": recv, "recvSha": recv_sha, "ms": ms,
-               "maxRssKiB": read_vm_hwm_kib(), "stats": format!("{stats:?}")})
+               "maxRssKiB": read_vm_hwm_kib(), "cpuMs": cpu_ms(), "stats": format!("{stats:?}")})
     );
 }
 

@@ -591,47 +591,62 @@ impl Driver {
         let ids: Vec<u32> = st.endpoint.ids().collect();
         let mut batch: Vec<Outgoing> = Vec::new();
         let mut datagrams = 0;
-        let mut tmp = pool.pop().unwrap_or_default();
         'streams: for &id in &ids {
             loop {
                 if datagrams >= SEND_BATCH {
                     more = true;
                     break 'streams;
                 }
-                let Some(t) = st.endpoint.poll_transmit(id, now, &mut tmp) else {
+                // Append straight into the open train; split the datagram off if it cannot
+                // join it (another destination, a larger size, a full train).
+                let open = batch
+                    .last_mut()
+                    .filter(|o| !o.sealed && o.segments < max_segments);
+                let Some(o) = open else {
+                    let mut buf = pool.pop().unwrap_or_default();
+                    buf.clear();
+                    let Some(t) = st.endpoint.poll_transmit(id, now, &mut buf) else {
+                        pool.push(buf);
+                        break;
+                    };
+                    datagrams += 1;
+                    batch.push(Outgoing {
+                        dest: t.destination,
+                        seg: t.size,
+                        segments: 1,
+                        sealed: false,
+                        buf,
+                    });
+                    continue;
+                };
+                let before = o.buf.len();
+                let Some(t) = st.endpoint.poll_transmit(id, now, &mut o.buf) else {
                     break;
                 };
                 datagrams += 1;
-                let data = tmp.get(..t.size).unwrap_or(&[]);
-                match batch.last_mut() {
-                    Some(o)
-                        if o.dest == t.destination
-                            && !o.sealed
-                            && o.segments < max_segments
-                            && o.buf.len() + t.size <= MAX_GSO_BYTES
-                            && t.size <= o.seg
-                            && t.size > 0 =>
-                    {
-                        o.buf.extend_from_slice(data);
-                        o.segments += 1;
-                        o.sealed = t.size < o.seg;
-                    }
-                    _ => {
-                        let mut buf = pool.pop().unwrap_or_default();
-                        buf.clear();
-                        buf.extend_from_slice(data);
-                        batch.push(Outgoing {
-                            dest: t.destination,
-                            seg: t.size,
-                            segments: 1,
-                            sealed: false,
-                            buf,
-                        });
-                    }
+                if o.dest == t.destination
+                    && t.size <= o.seg
+                    && t.size > 0
+                    && o.buf.len() <= MAX_GSO_BYTES
+                {
+                    o.segments += 1;
+                    o.sealed = t.size < o.seg;
+                } else {
+                    let mut buf = pool.pop().unwrap_or_default();
+                    buf.clear();
+                    buf.extend_from_slice(o.buf.get(before..).unwrap_or(&[]));
+                    o.buf.truncate(before);
+                    o.sealed = true;
+                    batch.push(Outgoing {
+                        dest: t.destination,
+                        seg: t.size,
+                        segments: 1,
+                        sealed: false,
+                        buf,
+                    });
                 }
             }
         }
-        pool.push(tmp);
 
         // 5. events → wakers; drop finished streams whose handle is gone
         let State {

@@ -217,7 +217,9 @@ pub struct Stream {
     seq: u32,
     remote_acked: u32,
     sent: VecDeque<Sent>,
-    send_buf: BytesMut,
+    /// Written, not yet packetised: the application's chunks, sliced without copying.
+    send_queue: VecDeque<Bytes>,
+    send_queued: usize,
     send_buffered: usize,
     write_blocked: bool,
     retransmit: VecDeque<u32>,
@@ -287,7 +289,8 @@ impl Stream {
             closed_at: None,
             close_event_sent: false,
             sent: VecDeque::new(),
-            send_buf: BytesMut::new(),
+            send_queue: VecDeque::new(),
+            send_queued: 0,
             send_buffered: 0,
             write_blocked: false,
             retransmit: VecDeque::new(),
@@ -475,7 +478,8 @@ impl Stream {
         }
         let n = room.min(data.len());
         let chunk = data.get(..n).unwrap_or(data);
-        self.send_buf.extend_from_slice(chunk);
+        self.send_queue.push_back(Bytes::copy_from_slice(chunk));
+        self.send_queued += n;
         self.send_buffered += n;
         Ok(n)
     }
@@ -709,15 +713,27 @@ impl Stream {
 
     // ------------------------------------------------------------------ output
 
-    /// The next datagram to send, written into `buf` (cleared first).
+    /// The next datagram to send, **appended** to `buf` (so a driver can build a GSO train in
+    /// place); it is the last [`Transmit::size`] bytes of `buf`.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
-        buf.clear();
+        let start = buf.len();
+        let t = self.poll_transmit_inner(now, buf);
+        match t {
+            Some(dest) => Some(Transmit::new(dest, buf.len() - start)),
+            None => {
+                buf.truncate(start);
+                None
+            }
+        }
+    }
+
+    fn poll_transmit_inner(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<SocketAddr> {
         let (remote_id, dest) = self.remote?;
         if self.destroy_pending {
             self.destroy_pending = false;
             self.header(flags::DESTROY, remote_id, 0).write(buf);
             self.seq = self.seq.wrapping_add(1);
-            return Some(Transmit::new(dest, buf.len()));
+            return Some(dest);
         }
         if self.closed.is_some() && !self.ack_pending {
             return None;
@@ -726,7 +742,7 @@ impl Stream {
             self.ack_pending = false;
             self.write_ack(remote_id, buf);
             self.check_finished();
-            return Some(Transmit::new(dest, buf.len()));
+            return Some(dest);
         }
         if self.closed.is_some() {
             return None;
@@ -734,17 +750,17 @@ impl Stream {
         if self.heartbeat_pending {
             self.heartbeat_pending = false;
             self.header(flags::HEARTBEAT, remote_id, 0).write(buf);
-            return Some(Transmit::new(dest, buf.len()));
+            return Some(dest);
         }
         if let Some(msg) = self.out_messages.pop_front() {
             self.header(flags::MESSAGE, remote_id, 0).write(buf);
             buf.extend_from_slice(&msg);
-            return Some(Transmit::new(dest, buf.len()));
+            return Some(dest);
         }
         if let Some(seq) = self.tlp_probe.take() {
             // A tail loss probe ignores cwnd and pacing: it exists to elicit an ack.
             if self.resend(now, seq, remote_id, buf, false) {
-                return Some(Transmit::new(dest, buf.len()));
+                return Some(dest);
             }
         }
         self.pacing_wait = None;
@@ -769,7 +785,7 @@ impl Stream {
             }
             self.retransmit.pop_front();
             if self.resend(now, seq, remote_id, buf, true) {
-                return Some(Transmit::new(dest, buf.len()));
+                return Some(dest);
             }
         }
         self.send_new(now, remote_id, dest, buf)
@@ -840,7 +856,8 @@ impl Stream {
         self.tlp_probe = None;
         if reason != CloseReason::Finished {
             self.sent.clear();
-            self.send_buf.clear();
+            self.send_queue.clear();
+            self.send_queued = 0;
             self.send_buffered = 0;
             self.inflight_bytes = 0;
             self.ack_pending = false;
@@ -857,7 +874,7 @@ impl Stream {
 
     fn has_sendable(&self) -> bool {
         self.remote.is_some()
-            && (!self.send_buf.is_empty()
+            && (self.send_queued > 0
                 || !self.retransmit.is_empty()
                 || (self.end_requested && self.end_seq.is_none()))
     }
@@ -958,13 +975,13 @@ impl Stream {
         remote_id: u32,
         dest: SocketAddr,
         buf: &mut Vec<u8>,
-    ) -> Option<Transmit> {
+    ) -> Option<SocketAddr> {
         let want_end = self.end_requested && self.end_seq.is_none();
-        if self.send_buf.is_empty() && !want_end {
+        if self.send_queued == 0 && !want_end {
             return None;
         }
         let mss = self.mtu.mss();
-        let len = self.send_buf.len().min(mss);
+        let len = self.send_queued.min(mss);
         let wire = (len + HEADER_SIZE) as u64;
         if self.inflight_bytes > 0 && self.inflight_bytes + wire > self.cc.window() {
             self.cwnd_limited = true;
@@ -983,7 +1000,7 @@ impl Stream {
         }
         self.cwnd_limited = false;
         let (f, payload) = if len > 0 {
-            (flags::DATA, self.send_buf.split_to(len).freeze())
+            (flags::DATA, self.take_payload(len))
         } else {
             (flags::END, Bytes::new())
         };
@@ -1018,11 +1035,38 @@ impl Stream {
         self.inflight_bytes += s.wire_len();
         self.sent.push_back(s);
         self.stats.packets_sent += 1;
-        self.on_packet_sent(now, buf.len());
+        self.on_packet_sent(now, HEADER_SIZE + usize::from(pad) + len);
         if self.timers[Timer::Tlp as usize].is_none() && !self.tlp_in_flight {
             self.arm_tlp(now);
         }
-        Some(Transmit::new(dest, buf.len()))
+        Some(dest)
+    }
+
+    /// Takes `len` queued bytes: a slice of the front chunk, or a copy across chunks.
+    fn take_payload(&mut self, len: usize) -> Bytes {
+        self.send_queued = self.send_queued.saturating_sub(len);
+        if let Some(front) = self.send_queue.front_mut() {
+            if front.len() > len {
+                return front.split_to(len);
+            }
+            if front.len() == len {
+                return self.send_queue.pop_front().unwrap_or_default();
+            }
+        }
+        let mut out = BytesMut::with_capacity(len);
+        while out.len() < len {
+            let Some(front) = self.send_queue.front_mut() else {
+                break;
+            };
+            let want = len - out.len();
+            if front.len() > want {
+                out.extend_from_slice(&front.split_to(want));
+            } else {
+                out.extend_from_slice(front);
+                self.send_queue.pop_front();
+            }
+        }
+        out.freeze()
     }
 
     /// Re-sends `seq`; `lost` when it had been declared lost (else a TLP of an in-flight one).
@@ -1045,7 +1089,6 @@ impl Stream {
         let mut h = self.header(f, remote_id, 0);
         h.seq = seq;
         self.last_adv_rwnd = h.rwnd;
-        buf.clear();
         h.write(buf);
         buf.extend_from_slice(&payload);
         if let Some(p) = self.sent.get_mut(idx) {
@@ -1057,7 +1100,7 @@ impl Stream {
             }
         }
         self.stats.retransmits += 1;
-        self.on_packet_sent(now, buf.len());
+        self.on_packet_sent(now, HEADER_SIZE + payload.len());
         true
     }
 

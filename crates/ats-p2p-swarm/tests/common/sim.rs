@@ -222,6 +222,7 @@ impl Pair {
         loop {
             let side = if from_a { &mut self.a } else { &mut self.b };
             let id = side.id;
+            self.buf.clear();
             let Some(t) = side.ep.poll_transmit(id, self.now, &mut self.buf) else {
                 break;
             };
