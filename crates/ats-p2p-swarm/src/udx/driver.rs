@@ -97,7 +97,10 @@ struct State {
 #[derive(Debug)]
 struct Shared {
     state: Mutex<State>,
+    /// Wakes the driver (application commands).
     notify: Notify,
+    /// The driver finished a loop turn (for `close`, waiting for the flush).
+    progress: Notify,
 }
 
 impl Shared {
@@ -154,6 +157,7 @@ impl UdxSocket {
                 stopped: false,
             }),
             notify: Notify::new(),
+            progress: Notify::new(),
         });
         let (tx, rx) = mpsc::channel(cfg.event_queue.max(1));
         let cancel = CancellationToken::new();
@@ -214,19 +218,26 @@ impl UdxSocket {
     pub async fn close(mut self) {
         let deadline = tokio::time::Instant::now() + CLOSE_FLUSH_TIMEOUT;
         loop {
+            let progress = self.shared.progress.notified();
+            tokio::pin!(progress);
+            progress.as_mut().enable();
             let flushed = {
                 let mut st = self.shared.lock();
                 let ids: Vec<u32> = st.endpoint.ids().collect();
-                ids.into_iter().all(|id| {
-                    st.endpoint
-                        .stream(id)
-                        .is_none_or(|s| s.is_closed() || s.send_buffered() == 0)
-                })
+                st.stopped
+                    || ids.into_iter().all(|id| {
+                        st.endpoint
+                            .stream(id)
+                            .is_none_or(|s| s.is_closed() || s.send_buffered() == 0)
+                    })
             };
-            if flushed || tokio::time::Instant::now() >= deadline {
+            if flushed {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::select! {
+                () = &mut progress => {}
+                () = tokio::time::sleep_until(deadline) => break,
+            }
         }
         self.stop().await;
     }
@@ -332,8 +343,9 @@ impl AsyncRead for UdxStream {
         match s.read(buf.initialize_unfilled()) {
             Ok(n) => {
                 buf.advance(n);
+                let window_update = s.has_pending_control();
                 drop(st);
-                if n > 0 {
+                if window_update {
                     self.shared.notify.notify_one();
                 }
                 Poll::Ready(Ok(()))
@@ -364,8 +376,13 @@ impl AsyncWrite for UdxStream {
         };
         match s.write(data) {
             Ok(n) => {
+                // The driver only needs a nudge when the queue was empty: otherwise it is
+                // already waiting on an ack, the pacer or the socket, and will come back.
+                let was_empty = s.send_queued() == n;
                 drop(st);
-                self.shared.notify.notify_one();
+                if was_empty {
+                    self.shared.notify.notify_one();
+                }
                 Poll::Ready(Ok(n))
             }
             Err(WriteError::Blocked) => {
@@ -707,6 +724,7 @@ impl Driver {
         }
         queue.extend(it);
         pool.truncate(SEND_BATCH);
+        self.shared.progress.notify_waiters();
         more
     }
 

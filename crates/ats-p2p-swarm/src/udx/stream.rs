@@ -372,6 +372,20 @@ impl Stream {
         self.send_buffered
     }
 
+    /// Bytes written but not yet packetised.
+    pub fn send_queued(&self) -> usize {
+        self.send_queued
+    }
+
+    /// True when a control packet (ACK, window update, DESTROY, HEARTBEAT, MESSAGE) is waiting
+    /// for [`Stream::poll_transmit`].
+    pub fn has_pending_control(&self) -> bool {
+        self.ack_pending
+            || self.destroy_pending
+            || self.heartbeat_pending
+            || !self.out_messages.is_empty()
+    }
+
     /// True when everything written (and the END, if requested) has been acknowledged.
     pub fn is_flushed(&self) -> bool {
         self.send_buffered == 0 && (!self.end_requested || self.end_acked)
