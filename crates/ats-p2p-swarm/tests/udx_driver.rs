@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use ats_p2p_swarm::udx::{SocketEvent, UdxSocket, UdxStream};
-use rand::RngCore;
+use rand::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
@@ -24,7 +24,7 @@ async fn send_random(w: &mut tokio::io::WriteHalf<UdxStream>, n: usize) -> [u8; 
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut left = n;
-    let mut rng = rand::thread_rng();
+    let mut rng = rand::rngs::StdRng::from_entropy();
     while left > 0 {
         let k = left.min(buf.len());
         rng.fill_bytes(&mut buf[..k]);
@@ -170,4 +170,62 @@ async fn bind_uses_exactly_the_given_address() {
     if let Ok(s6) = s6 {
         assert_eq!(s6.local_addr().ip().to_string(), "::1");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_streams_share_one_socket() {
+    timeout(TEST_TIMEOUT, async {
+        let sa = bind().await;
+        let sb = bind().await;
+        const STREAMS: u32 = 8;
+        const N: usize = 1024 * 1024;
+        let mut tasks = Vec::new();
+        for i in 0..STREAMS {
+            let a = sa.create_stream(100 + i).unwrap();
+            let b = sb.create_stream(200 + i).unwrap();
+            a.connect(200 + i, sb.local_addr()).unwrap();
+            b.connect(100 + i, sa.local_addr()).unwrap();
+            tasks.push(tokio::spawn(async move {
+                let (_ar, mut aw) = tokio::io::split(a);
+                let (mut br, _bw) = tokio::io::split(b);
+                let (sent, (n, got)) = tokio::join!(send_random(&mut aw, N), recv_all(&mut br));
+                assert_eq!(n, N);
+                assert_eq!(sent, got);
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn ipv6_loopback_transfer() {
+    let Ok(sa) = UdxSocket::bind("[::1]:0".parse().unwrap()).await else {
+        eprintln!("no IPv6 loopback here; skipping");
+        return;
+    };
+    timeout(TEST_TIMEOUT, async {
+        let sb = UdxSocket::bind("[::1]:0".parse().unwrap()).await.unwrap();
+        let a = sa.create_stream(1).unwrap();
+        let b = sb.create_stream(2).unwrap();
+        a.connect(2, sb.local_addr()).unwrap();
+        b.connect(1, sa.local_addr()).unwrap();
+        let (_ar, mut aw) = tokio::io::split(a);
+        let (mut br, _bw) = tokio::io::split(b);
+        const N: usize = 4 * 1024 * 1024;
+        let (sent, (n, got)) = tokio::join!(send_random(&mut aw, N), recv_all(&mut br));
+        assert_eq!((n, sent), (N, got));
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn duplicate_stream_ids_are_refused() {
+    let s = bind().await;
+    let _a = s.create_stream(5).unwrap();
+    assert!(s.create_stream(5).is_err());
 }

@@ -191,13 +191,22 @@ impl UdxSocket {
         self.events.lock().ok().and_then(|mut g| g.take())
     }
 
-    /// Creates a stream with local id `local_id` (not yet connected).
+    /// Creates a stream with local id `local_id` (not yet connected), configured as the socket.
     pub fn create_stream(&self, local_id: u32) -> Result<UdxStream, EndpointError> {
+        let cfg = self.shared.lock().cfg.clone();
+        self.create_stream_with(local_id, cfg)
+    }
+
+    /// Creates a stream with its own configuration (e.g. a keep-alive or a larger window).
+    pub fn create_stream_with(
+        &self,
+        local_id: u32,
+        cfg: StreamConfig,
+    ) -> Result<UdxStream, EndpointError> {
         let mut st = self.shared.lock();
         if st.stopped {
             return Err(EndpointError::SocketClosed);
         }
-        let cfg = st.cfg.clone();
         st.endpoint.create_stream(local_id, cfg, Instant::now())?;
         st.handles.insert(local_id, Handle::default());
         Ok(UdxStream {
