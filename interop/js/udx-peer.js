@@ -3,11 +3,13 @@
 // Protocol (one JSON object per line):
 //   stdout: {"id": <local stream id>, "port": <udp port>}
 //   stdin:  {"remoteId": n, "remotePort": n, "remoteHost": "127.0.0.1", "send": bytes,
-//            "mode": "connect" | "accept"}
+//            "mode": "connect" | "accept", "message": optional string sent as one UDX MESSAGE,
+//            "keepalive": optional ms for setKeepalive}
 //     "connect": connect at once; "accept": connect from the firewall callback to the address
 //     of the first packet (as hyperdht does after a holepunch).
 //   stdout: {"ready": true}   (once the line above was read)
-//   stdout: {"sent": n, "sentSha": hex, "recv": n, "recvSha": hex, "ms": n, "maxRssKiB": n}
+//   stdout: {"sent": n, "sentSha": hex, "recv": n, "recvSha": hex, "ms": n, "maxRssKiB": n,
+//            "messages": [utf8 strings received as MESSAGE], "error": code or null}
 // Sent bytes are random; both sides' SHA-256 are compared by the caller. With "hash": false
 // (benchmarks) one zero-filled buffer is sent repeatedly and nothing is hashed.
 'use strict'
@@ -41,6 +43,9 @@ let recv = 0
 let sent = 0
 let started = 0
 let connected = false
+let errorCode = null
+const messages = []
+stream.on('message', (buf) => messages.push(buf.toString()))
 
 stream.on('data', (buf) => {
   recv += buf.length
@@ -48,7 +53,7 @@ stream.on('data', (buf) => {
 })
 stream.on('end', () => {})
 stream.on('error', (err) => {
-  process.stderr.write('udx-peer stream error: ' + err.message + '\n')
+  errorCode = err.code || err.message
 })
 stream.on('close', () => {
   const ms = Date.now() - started
@@ -58,7 +63,9 @@ stream.on('close', () => {
     recv,
     recvSha: recvHash.digest('hex'),
     ms,
-    maxRssKiB: Math.round(process.resourceUsage().maxRSS)
+    maxRssKiB: Math.round(process.resourceUsage().maxRSS),
+    messages,
+    error: errorCode
   }
   process.stdout.write(JSON.stringify(out) + '\n')
   socket.close().then(() => process.exit(0))
@@ -68,6 +75,8 @@ function onConnected () {
   if (connected) return
   connected = true
   started = Date.now()
+  if (cfg.keepalive) stream.setKeepalive(cfg.keepalive)
+  if (cfg.message) stream.trySend(Buffer.from(cfg.message))
   pump()
 }
 

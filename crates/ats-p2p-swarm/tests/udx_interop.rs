@@ -73,6 +73,10 @@ impl JsPeer {
         let cfg = serde_json::json!({
             "remoteId": remote_id, "remotePort": remote_port, "send": N, "mode": mode
         });
+        self.configure_with(cfg).await;
+    }
+
+    async fn configure_with(&mut self, cfg: Value) {
         self.stdin
             .write_all(format!("{cfg}\n").as_bytes())
             .await
@@ -168,6 +172,83 @@ async fn js_connects_first_rust_accepts_through_the_firewall_hook() {
         stream.connect(js_id, from).unwrap();
         let (sent, n, got) = exchange(stream).await;
         check(&mut js, sent, n, got).await;
+        sock.close().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn messages_both_ways_and_js_heartbeats_are_answered() {
+    timeout(TEST_TIMEOUT, async {
+        let (mut js, js_id, js_port) = JsPeer::spawn().await;
+        let sock = UdxSocket::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let mut events = sock.take_events().unwrap();
+        let mut stream = sock.create_stream(9).unwrap();
+        let port = sock.local_addr().port();
+        js.configure_with(serde_json::json!({
+            "remoteId": 9, "remotePort": port, "send": 100_000, "mode": "connect",
+            "message": "from-js", "keepalive": 20
+        }))
+        .await;
+        let SocketEvent::Firewall { from, .. } = events.recv().await.unwrap() else {
+            panic!("expected a firewall event");
+        };
+        stream.connect(js_id, from).unwrap();
+        assert_eq!(from.port(), js_port);
+        stream.send_message(b"from-rust").unwrap();
+        let m = timeout(Duration::from_secs(5), stream.recv_message())
+            .await
+            .expect("message from JS")
+            .unwrap();
+        assert_eq!(&m[..], b"from-js");
+        let mut got = Vec::new();
+        stream.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got.len(), 100_000);
+        // JS has ended and is idle: its 20 ms heartbeats must be answered.
+        let before = stream.stats().unwrap().packets_received;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let heartbeats = stream.stats().unwrap().packets_received - before;
+        assert!(heartbeats >= 5, "heartbeats seen: {heartbeats}");
+        stream.write_all(b"bye").await.unwrap();
+        stream.shutdown().await.unwrap();
+        let report = js.line().await;
+        assert_eq!(report["recv"].as_u64(), Some(3));
+        assert_eq!(report["messages"], serde_json::json!(["from-rust"]));
+        assert_eq!(report["error"], Value::Null);
+        sock.close().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn rust_destroy_resets_the_js_stream() {
+    timeout(TEST_TIMEOUT, async {
+        let (mut js, js_id, js_port) = JsPeer::spawn().await;
+        let sock = UdxSocket::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let mut stream = sock.create_stream(11).unwrap();
+        let port = sock.local_addr().port();
+        js.configure_with(serde_json::json!({
+            "remoteId": 11, "remotePort": port, "send": 0, "mode": "accept"
+        }))
+        .await;
+        stream
+            .connect(js_id, format!("127.0.0.1:{js_port}").parse().unwrap())
+            .unwrap();
+        stream.write_all(&[5u8; 1000]).await.unwrap();
+        // Wait until JS acknowledged the bytes, then abort.
+        while stream.stats().unwrap().packets_received == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stream.destroy();
+        let report = js.line().await;
+        assert_eq!(report["recv"].as_u64(), Some(1000));
+        assert_eq!(report["error"], "ECONNRESET");
         sock.close().await;
     })
     .await

@@ -27,6 +27,8 @@ const SEND_BATCH: usize = 256;
 pub const DEFAULT_EVENT_QUEUE: usize = 1024;
 /// Socket buffer size requested from the OS (Linux caps it at `net.core.rmem_max`).
 const SOCKET_BUFFER_BYTES: usize = 8 * 1024 * 1024;
+/// Received MESSAGE datagrams kept per stream handle; more are dropped (they are unreliable).
+const MAX_HANDLE_MESSAGES: usize = 256;
 /// Largest UDP datagram we read.
 const MAX_DATAGRAM: usize = 65_535;
 /// Receive-buffer room per GRO segment (UDX datagrams are at most 1500 bytes, libudx reads 2048).
@@ -83,6 +85,9 @@ pub enum SocketEvent {
 struct Handle {
     read: Option<Waker>,
     write: Option<Waker>,
+    message: Option<Waker>,
+    /// Received MESSAGE datagrams not yet taken (at most [`MAX_HANDLE_MESSAGES`]).
+    messages: std::collections::VecDeque<Bytes>,
     dropped: bool,
 }
 
@@ -309,8 +314,41 @@ impl UdxStream {
 
     /// Takes a received MESSAGE datagram, if one is queued.
     pub fn try_recv_message(&self) -> Option<Bytes> {
-        let mut st = self.shared.lock();
-        st.endpoint.stream(self.id)?.recv_message()
+        self.shared
+            .lock()
+            .handles
+            .get_mut(&self.id)?
+            .messages
+            .pop_front()
+    }
+
+    /// Waits for the next MESSAGE datagram; `Err` once the stream is closed and none is left.
+    pub async fn recv_message(&self) -> Result<Bytes, CloseReason> {
+        std::future::poll_fn(|cx| {
+            let mut st = self.shared.lock();
+            let State {
+                endpoint,
+                handles,
+                stopped,
+                ..
+            } = &mut *st;
+            let Some(h) = handles.get_mut(&self.id) else {
+                return Poll::Ready(Err(CloseReason::Destroyed));
+            };
+            if let Some(m) = h.messages.pop_front() {
+                return Poll::Ready(Ok(m));
+            }
+            let reason = endpoint.stream(self.id).and_then(|s| s.close_reason());
+            match reason {
+                Some(r) => Poll::Ready(Err(r)),
+                None if *stopped => Poll::Ready(Err(CloseReason::Destroyed)),
+                None => {
+                    h.message = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+        .await
     }
 
     /// Aborts the stream (DESTROY).
@@ -534,6 +572,9 @@ impl Driver {
             if let Some(w) = h.write.take() {
                 w.wake();
             }
+            if let Some(w) = h.message.take() {
+                w.wake();
+            }
         }
     }
 
@@ -684,13 +725,22 @@ impl Driver {
             };
             let mut wake_read = false;
             let mut wake_write = false;
+            let mut wake_message = false;
+            let h = handles.entry(id).or_default();
             while let Some(ev) = s.poll_event() {
                 match ev {
-                    Event::Readable | Event::Message(_) => wake_read = true,
+                    Event::Readable => wake_read = true,
+                    Event::Message(m) => {
+                        if h.messages.len() < MAX_HANDLE_MESSAGES {
+                            h.messages.push_back(m);
+                        }
+                        wake_message = true;
+                    }
                     Event::Writable => wake_write = true,
                     Event::Closed(_) => {
                         wake_read = true;
                         wake_write = true;
+                        wake_message = true;
                     }
                 }
             }
@@ -698,7 +748,11 @@ impl Driver {
                 wake_write = true;
             }
             let closed = s.is_drained(now);
-            let h = handles.entry(id).or_default();
+            if wake_message {
+                if let Some(w) = h.message.take() {
+                    w.wake();
+                }
+            }
             if wake_read {
                 if let Some(w) = h.read.take() {
                     w.wake();

@@ -553,11 +553,6 @@ impl Stream {
         Ok(n)
     }
 
-    /// Takes the next received MESSAGE datagram.
-    pub fn recv_message(&mut self) -> Option<Bytes> {
-        self.in_messages.pop_front()
-    }
-
     // ------------------------------------------------------------------ input
 
     /// Handles one packet addressed to this stream (already routed by stream id).
