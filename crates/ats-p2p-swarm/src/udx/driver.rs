@@ -173,7 +173,8 @@ impl UdxSocket {
             cancel: cancel.clone(),
             events: tx,
         };
-        let task = tokio::spawn(driver.run());
+        let span = tracing::debug_span!("udx_socket", local = %local_addr);
+        let task = tokio::spawn(tracing::Instrument::instrument(driver.run(), span));
         tracing::debug!(%local_addr, "udx socket bound");
         Ok(Self {
             shared,
@@ -227,8 +228,8 @@ impl UdxSocket {
         Ok(())
     }
 
-    /// Waits (up to [`CLOSE_FLUSH_TIMEOUT`]) until every stream has its written data
-    /// acknowledged, then stops the driver.
+    /// Waits (up to [`CLOSE_FLUSH_TIMEOUT`]) until every stream has its written data (and its
+    /// END, if shut down) acknowledged, then stops the driver.
     pub async fn close(mut self) {
         let deadline = tokio::time::Instant::now() + CLOSE_FLUSH_TIMEOUT;
         loop {
@@ -242,7 +243,7 @@ impl UdxSocket {
                     || ids.into_iter().all(|id| {
                         st.endpoint
                             .stream(id)
-                            .is_none_or(|s| s.is_closed() || s.send_buffered() == 0)
+                            .is_none_or(|s| s.is_closed() || s.is_flushed())
                     })
             };
             if flushed {

@@ -24,6 +24,28 @@
 //! ```
 //! After any input or application call, drain `poll_transmit` until `None` before sleeping.
 //!
+//! # Behaviour, and where it differs from libudx
+//! - Wire format, sequence/ack/SACK semantics, `data_offset`, MESSAGE, DESTROY, HEARTBEAT, END
+//!   and the firewall hook follow libudx exactly (checked against `udx-native` 1.21.3 in
+//!   `tests/udx_interop.rs`).
+//! - Loss recovery: RFC 6298 RTO (1 s floor, 30 s cap, closed after 6 expiries without
+//!   progress), RACK-style time-based loss detection from ACK/SACK, tail loss probes at 2·srtt.
+//! - Congestion control: NewReno-style (slow start, +1 MSS/RTT, ×0.7 once per recovery
+//!   episode, minimum window on RTO) with pacing at `gain × cwnd / srtt`. libudx uses BBR; the
+//!   two interoperate (congestion control is sender-local). The pacer hands out a next-send
+//!   time and lets a 2 ms burst through at the current rate, so a 1 ms driver timer cannot cap
+//!   throughput.
+//! - ACKs: one per received batch of datagrams (the driver reads up to 256 per turn) rather than
+//!   one per packet; cumulative ack plus up to 50 SACK blocks, as libudx.
+//! - Path MTU: probes from 1200 to 1500 bytes in steps of 32 with `data_offset` padding, like
+//!   libudx; [`StreamConfig::max_mtu`] may raise the ceiling for peers known to read larger
+//!   datagrams (libudx reads into 2048-byte buffers).
+//! - A cleanly finished stream lingers for [`FINISHED_LINGER`] to re-ack the peer's END.
+//! - The driver batches sends with UDP GSO and receives with GRO (`quinn-udp`), falling back to
+//!   one datagram per call where the OS lacks them. Loopback, one stream, 512 MiB, 2 shared
+//!   cores: ~1.4–1.8 GB/s on a current-thread runtime, ~0.6–0.9 GB/s on a two-worker
+//!   multi-thread runtime (`examples/udx-bench.rs`).
+//!
 //! # Design note for the layers above
 //! The DHT RPC and the holepunch probes share the UDP socket with UDX, exactly as in the
 //! JavaScript stack. The DHT will sit on top of the driver through
