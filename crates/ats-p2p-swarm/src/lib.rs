@@ -13,3 +13,4 @@ pub mod hyperdht;
 pub mod keys;
 
 pub use keys::{KeyPair, PublicKey};
+pub mod udx;

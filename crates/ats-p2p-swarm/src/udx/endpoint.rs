@@ -1,0 +1,172 @@
+//! Socket-level demultiplexing: routes datagrams to streams by stream id, hands everything else
+//! (DHT RPC, holepunch probes) back to the caller, and surfaces the firewall hook.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry as MapEntry;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::packet::{Header, Packet};
+use super::stream::{Stream, StreamConfig};
+use super::{EndpointError, Transmit};
+
+/// Largest datagram kept for replay while a stream waits for `connect` (a UDP datagram).
+const MAX_STASHED_DATAGRAM: usize = 65_535;
+
+/// What [`Endpoint::handle_datagram`] did with a datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Routed {
+    /// Processed by the stream with this local id.
+    Stream(u32),
+    /// First packet for a known stream that is not connected yet. The packet is kept; call
+    /// [`Endpoint::connect`] with this address to accept it (it is then replayed), or ignore it.
+    Firewall {
+        /// Local stream id the packet was addressed to.
+        local_id: u32,
+        /// Where it came from.
+        from: SocketAddr,
+    },
+    /// Not a UDX stream packet (short, bad magic/version, unknown or closed id): the caller's,
+    /// e.g. for the DHT RPC sharing the socket.
+    NotUdx,
+    /// A UDX packet for a known stream that was dropped (malformed, or unconnected and already
+    /// reported).
+    Dropped,
+}
+
+#[derive(Debug)]
+struct Entry {
+    stream: Stream,
+    stash: Option<(SocketAddr, Vec<u8>)>,
+}
+
+/// All streams on one UDP socket, sans-io.
+#[derive(Debug, Default)]
+pub struct Endpoint {
+    streams: HashMap<u32, Entry>,
+}
+
+impl Endpoint {
+    /// An endpoint with no streams.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Creates a stream with local id `local_id`.
+    pub fn create_stream(
+        &mut self,
+        local_id: u32,
+        cfg: StreamConfig,
+        now: Instant,
+    ) -> Result<&mut Stream, EndpointError> {
+        match self.streams.entry(local_id) {
+            MapEntry::Occupied(_) => Err(EndpointError::IdInUse(local_id)),
+            MapEntry::Vacant(v) => Ok(&mut v
+                .insert(Entry {
+                    stream: Stream::new(local_id, cfg, now),
+                    stash: None,
+                })
+                .stream),
+        }
+    }
+
+    /// Connects stream `local_id` to the peer's stream `remote_id` at `addr`. A packet held by
+    /// the firewall hook from `addr` is replayed. Returns false if there is no such stream.
+    pub fn connect(
+        &mut self,
+        local_id: u32,
+        remote_id: u32,
+        addr: SocketAddr,
+        now: Instant,
+    ) -> bool {
+        let Some(e) = self.streams.get_mut(&local_id) else {
+            return false;
+        };
+        e.stream.connect(remote_id, addr, now);
+        if let Some((from, bytes)) = e.stash.take() {
+            if from == addr {
+                if let Ok(p) = Packet::parse(&bytes) {
+                    e.stream.handle_packet(now, &p);
+                }
+            }
+        }
+        true
+    }
+
+    /// The stream with local id `id`.
+    pub fn stream(&mut self, id: u32) -> Option<&mut Stream> {
+        self.streams.get_mut(&id).map(|e| &mut e.stream)
+    }
+
+    /// Removes a stream (after it closed, or to forget it).
+    pub fn remove(&mut self, id: u32) -> Option<Stream> {
+        self.streams.remove(&id).map(|e| e.stream)
+    }
+
+    /// Local ids of all streams.
+    pub fn ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.streams.keys().copied()
+    }
+
+    /// Number of streams.
+    pub fn len(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// True when there are no streams.
+    pub fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+    }
+
+    /// Routes one received datagram.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) -> Routed {
+        let Some(h) = Header::decode(bytes) else {
+            return Routed::NotUdx;
+        };
+        let Some(e) = self.streams.get_mut(&h.stream_id) else {
+            return Routed::NotUdx;
+        };
+        if e.stream.is_closed() && e.stream.close_reason() != Some(super::CloseReason::Finished) {
+            return Routed::NotUdx;
+        }
+        if !e.stream.is_connected() {
+            if e.stash.is_some() || bytes.len() > MAX_STASHED_DATAGRAM {
+                return Routed::Dropped;
+            }
+            e.stash = Some((from, bytes.to_vec()));
+            return Routed::Firewall {
+                local_id: h.stream_id,
+                from,
+            };
+        }
+        match Packet::parse(bytes) {
+            Ok(p) => {
+                e.stream.handle_packet(now, &p);
+                Routed::Stream(h.stream_id)
+            }
+            Err(_) => Routed::Dropped,
+        }
+    }
+
+    /// Fires expired timers on every stream.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for e in self.streams.values_mut() {
+            if e.stream.poll_timeout().is_some_and(|t| t <= now) {
+                e.stream.handle_timeout(now);
+            }
+        }
+    }
+
+    /// Earliest timer over all streams.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.streams
+            .values()
+            .filter_map(|e| e.stream.poll_timeout())
+            .min()
+    }
+
+    /// The next datagram of stream `id` (see [`Stream::poll_transmit`]).
+    pub fn poll_transmit(&mut self, id: u32, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        self.streams.get_mut(&id)?.stream.poll_transmit(now, buf)
+    }
+}
