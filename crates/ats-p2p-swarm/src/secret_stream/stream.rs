@@ -35,8 +35,9 @@ const READ_CHUNK: usize = 64 * 1024;
 /// when the raw stream is idle and coalesced into one frame (up to 64 KiB) while it is busy;
 /// call `flush` (or `shutdown`) to be sure everything left. Reads hold at most one frame of
 /// plaintext plus one read chunk. `shutdown` flushes and half-closes the raw stream; the peer
-/// then reads EOF. Keep-alives (every [`KEEP_ALIVE_INTERVAL`] of silence) are sent while the
-/// stream is being polled, and filtered on receive.
+/// then reads EOF. Keep-alives (every [`KEEP_ALIVE_INTERVAL`] of silence) are sent while a read
+/// is pending (the usual state of an idle connection), and filtered on receive. Works split
+/// (`tokio::io::split`) between a reader task and a writer task.
 pub struct SecretStream<S> {
     raw: S,
     core: SecretStreamCore,
@@ -296,10 +297,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for SecretStream<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        // The keep-alive timer lives on the read side: a reader is what waits on an idle stream.
         this.poll_keep_alive(cx)?;
-        // Move queued ciphertext (keep-alives, coalesced writes) without blocking the read.
-        if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
-            return Poll::Ready(Err(e));
+        // Move queued ciphertext (keep-alives, coalesced writes) without blocking the read. A
+        // no-op waker: registering the reader's waker for write readiness would steal the
+        // writer's slot when the stream is split between two tasks.
+        if !this.core.transmit().is_empty() {
+            let mut noop = Context::from_waker(std::task::Waker::noop());
+            if let Poll::Ready(Err(e)) = this.poll_drain(&mut noop) {
+                return Poll::Ready(Err(e));
+            }
         }
         loop {
             if !this.plain.is_empty() {
@@ -355,7 +362,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for SecretStream<S> {
         if data.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        this.poll_keep_alive(cx)?;
         if this.core.transmit().len() >= TX_HIGH_WATER {
             if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
                 return Poll::Ready(Err(e));
@@ -385,9 +391,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for SecretStream<S> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if !this.shutdown {
-            this.poll_keep_alive(cx)?;
-        }
         this.seal_staging()?;
         ready!(this.poll_drain(cx))?;
         Pin::new(&mut this.raw).poll_flush(cx)
