@@ -237,7 +237,7 @@ async fn async_stream_reports_garbage_and_truncation_as_errors() {
         // a pre-made stream whose peer dies inside a frame
         let (hi, hr) = handshakes();
         let (a, b) = tokio::io::duplex(1 << 16);
-        let mut s = SecretStream::from_handshake(a, hi);
+        let mut s = SecretStream::from_handshake(a, hi).await.unwrap();
         let mut peer = SecretStreamCore::from_handshake(hr);
         peer.send(b"complete message", Instant::now()).unwrap();
         peer.send(b"this one is cut", Instant::now()).unwrap();

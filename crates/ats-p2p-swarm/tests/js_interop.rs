@@ -360,7 +360,7 @@ async fn ik_then_from_handshake_both_roles() {
             let sock = TcpStream::connect(format!("127.0.0.1:{port}"))
                 .await
                 .unwrap();
-            let stream = SecretStream::from_handshake(sock, handshake);
+            let stream = SecretStream::from_handshake(sock, handshake).await.unwrap();
             assert_eq!(js.expect("REMOTE ").await, ours.public_key().to_hex());
             assert_eq!(
                 js.expect("HASH ").await,
@@ -401,7 +401,7 @@ async fn ik_then_from_handshake_both_roles() {
             );
             let handshake = hs.into_handshake().unwrap();
             let (sock, _) = listener.accept().await.unwrap();
-            let stream = SecretStream::from_handshake(sock, handshake);
+            let stream = SecretStream::from_handshake(sock, handshake).await.unwrap();
             small_exchange(stream, &mut js, small).await;
         }
     })

@@ -282,8 +282,8 @@ async fn from_ik_handshake() {
         let (hi, hr) = (i.into_handshake().unwrap(), r.into_handshake().unwrap());
         let hash = hi.hash;
         let (a, b) = tokio::io::duplex(1 << 16);
-        let a = SecretStream::from_handshake(a, hi);
-        let b = SecretStream::from_handshake(b, hr);
+        let a = SecretStream::from_handshake(a, hi).await.unwrap();
+        let b = SecretStream::from_handshake(b, hr).await.unwrap();
         assert_eq!(a.handshake_hash(), hash);
         bulk_both_ways(a, b, 1 << 20).await;
         let _ = Pattern::IK;

@@ -116,7 +116,7 @@ impl SecretStreamCore {
 
     /// Sets the largest frame body accepted from the peer (default and cap: 2^24 − 1).
     pub fn set_max_frame_len(&mut self, max: usize) {
-        self.decoder = FrameDecoder::new(max);
+        self.decoder.set_max_len(max);
     }
 
     /// Sends an empty encrypted message whenever nothing was sent for `interval`; the clock
@@ -330,5 +330,87 @@ impl SecretStreamCore {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::noise::Step;
+
+    fn pair() -> (SecretStreamCore, SecretStreamCore) {
+        let ki = KeyPair::from_seed([1; 32]);
+        let kr = KeyPair::from_seed([2; 32]);
+        let mut i =
+            NoiseHandshake::new(NoiseConfig::ik(true, ki, b"", Some(kr.public_key()))).unwrap();
+        let mut r = NoiseHandshake::new(NoiseConfig::ik(false, kr, b"", None)).unwrap();
+        r.read_message(&i.write_message(b"").unwrap()).unwrap();
+        assert!(matches!(r.next_step(), Step::Verdict(_)));
+        r.handle_verdict(true).unwrap();
+        i.read_message(&r.write_message(b"").unwrap()).unwrap();
+        (
+            SecretStreamCore::from_handshake(i.into_handshake().unwrap()),
+            SecretStreamCore::from_handshake(r.into_handshake().unwrap()),
+        )
+    }
+
+    fn deliver(from: &mut SecretStreamCore, to: &mut SecretStreamCore) -> Vec<Vec<u8>> {
+        let mut rx = BytesMut::from(from.transmit());
+        from.consume_transmit(rx.len());
+        let mut got = Vec::new();
+        loop {
+            match to.handle_input(&mut rx).unwrap() {
+                Input::Message(m) => got.push(m.to_vec()),
+                Input::Open => {}
+                Input::NeedMore => return got,
+                Input::Verdict(_) => panic!("unexpected verdict"),
+            }
+        }
+    }
+
+    #[test]
+    fn keep_alive_timing_and_filtering() {
+        let (mut a, mut b) = pair();
+        let t0 = Instant::now();
+        assert_eq!(a.poll_timeout(), None, "off by default");
+        a.set_keep_alive(Some(Duration::from_secs(5)), t0);
+        assert_eq!(a.poll_timeout(), Some(t0 + Duration::from_secs(5)));
+        assert!(deliver(&mut a, &mut b).is_empty()); // the id+header only
+        assert!(b.is_open());
+        a.handle_timeout(t0 + Duration::from_secs(4)).unwrap();
+        assert!(a.transmit().is_empty(), "not due yet");
+        a.send(b"data", t0 + Duration::from_secs(4)).unwrap();
+        a.handle_timeout(t0 + Duration::from_secs(6)).unwrap();
+        assert_eq!(
+            a.transmit().len(),
+            3 + 17 + 4,
+            "sending data postponed the keep-alive"
+        );
+        a.handle_timeout(t0 + Duration::from_secs(9)).unwrap();
+        assert_eq!(a.transmit().len(), 3 + 17 + 4 + 20, "a 20-byte keep-alive");
+        assert_eq!(a.poll_timeout(), Some(t0 + Duration::from_secs(14)));
+        assert_eq!(
+            deliver(&mut a, &mut b),
+            vec![b"data".to_vec()],
+            "keep-alive filtered"
+        );
+        a.set_keep_alive(None, t0);
+        assert_eq!(a.poll_timeout(), None);
+    }
+
+    #[test]
+    fn send_limits() {
+        let (mut a, _) = pair();
+        let now = Instant::now();
+        assert!(matches!(
+            a.send(&vec![0u8; MAX_MESSAGE_LEN + 1], now),
+            Err(SecretStreamError::MessageTooLong(_))
+        ));
+        let mut xx = SecretStreamCore::new_xx(false, KeyPair::from_seed([3; 32])).unwrap();
+        assert!(matches!(
+            xx.send(b"early", now),
+            Err(SecretStreamError::ApiMisuse(_))
+        ));
+        assert!(xx.handle_verdict(true).is_err());
     }
 }

@@ -47,6 +47,11 @@ impl FrameDecoder {
         }
     }
 
+    /// Changes the limit; applies from the next length prefix on.
+    pub fn set_max_len(&mut self, max_len: usize) {
+        self.max_len = max_len.min(MAX_FRAME_LEN);
+    }
+
     /// True between frames (no partial header or body consumed).
     pub fn at_boundary(&self, src: &BytesMut) -> bool {
         self.state == DecodeState::Head && src.is_empty()

@@ -100,12 +100,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecretStream<S> {
     }
 
     /// Pre-made handshake (HyperDHT's IK result): only the two id+header messages travel on
-    /// `raw`. Returns at once; our header is sent on the first poll, the peer's is checked by
-    /// the first read.
-    pub fn from_handshake(raw: S, handshake: Handshake) -> Self {
+    /// `raw`. Writes our id+header and returns without waiting for the peer's, which the first
+    /// read checks (a wrong id or an early EOF is then a read error).
+    pub async fn from_handshake(raw: S, handshake: Handshake) -> Result<Self, SecretStreamError> {
         let mut stream = Self::new(raw, SecretStreamCore::from_handshake(handshake));
+        stream.write_transmit().await?;
         stream.set_keep_alive(Some(KEEP_ALIVE_INTERVAL));
-        stream
+        Ok(stream)
+    }
+
+    /// Caps the frame length accepted from the peer (default and maximum 2^24 − 1, the
+    /// protocol limit; a peer can make us buffer up to this much for one frame).
+    pub fn set_max_frame_len(&mut self, max: usize) {
+        self.core.set_max_frame_len(max);
     }
 
     fn new(raw: S, core: SecretStreamCore) -> Self {
