@@ -309,3 +309,55 @@ async fn eof_inside_the_handshake_is_an_error() {
     .await
     .unwrap();
 }
+
+/// A raw pipe that moves 7 bytes at a time: every frame is split across many reads and writes,
+/// and every write path meets backpressure.
+#[tokio::test]
+async fn tiny_raw_buffer_bulk() {
+    timeout(LIMIT, async {
+        let (a, b) = pair_duplex(7).await;
+        bulk_both_ways(a, b, 300_000).await;
+    })
+    .await
+    .unwrap();
+}
+
+/// Reader and writer halves in separate tasks on a multi-threaded runtime, over TCP with small
+/// socket buffers: the halves must not steal each other's wake-ups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_halves_in_separate_tasks() {
+    timeout(LIMIT, async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (sock, _) = listener.accept().await.unwrap();
+            socket2::SockRef::from(&sock)
+                .set_recv_buffer_size(32 * 1024)
+                .unwrap();
+            SecretStream::accept(sock, KeyPair::generate(), |_: &PublicKey| true)
+                .await
+                .unwrap()
+        });
+        let sock = TcpStream::connect(addr).await.unwrap();
+        socket2::SockRef::from(&sock)
+            .set_send_buffer_size(32 * 1024)
+            .unwrap();
+        let a = SecretStream::connect(sock, KeyPair::generate(), None)
+            .await
+            .unwrap();
+        let b = server.await.unwrap();
+        let len = 8 << 20;
+        let (ar, aw) = tokio::io::split(a);
+        let (br, bw) = tokio::io::split(b);
+        let t1 = tokio::spawn(send_all(aw, len, 1));
+        let t2 = tokio::spawn(send_all(bw, len, 2));
+        let t3 = tokio::spawn(recv_all(br));
+        let t4 = tokio::spawn(recv_all(ar));
+        let (sa, sb) = (t1.await.unwrap(), t2.await.unwrap());
+        let ((na, ha), (nb, hb)) = (t3.await.unwrap(), t4.await.unwrap());
+        assert_eq!((na, nb), (len, len));
+        assert_eq!((sa, sb), (ha, hb));
+    })
+    .await
+    .unwrap();
+}

@@ -7,7 +7,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use super::SecretStreamError;
@@ -47,6 +47,8 @@ pub struct SecretStream<S> {
     keep_alive: Option<Pin<Box<Sleep>>>,
     rx_eof: bool,
     shutdown: bool,
+    /// A writer is parked on the raw stream's write readiness (its waker is registered there).
+    write_parked: bool,
 }
 
 impl<S> std::fmt::Debug for SecretStream<S> {
@@ -125,6 +127,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecretStream<S> {
             keep_alive: None,
             rx_eof: false,
             shutdown: false,
+            write_parked: false,
         }
     }
 
@@ -158,34 +161,60 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecretStream<S> {
         Ok(())
     }
 
+    /// Runs the handshake until the peer's id+header checked out, writing and reading at the
+    /// same time (a raw stream with little buffering must not deadlock two writers).
     async fn drive_handshake(
         &mut self,
         mut firewall: impl FnMut(&PublicKey) -> bool,
     ) -> Result<(), SecretStreamError> {
-        loop {
-            self.write_transmit().await?;
-            match self.core.handle_input(&mut self.rx)? {
-                Input::NeedMore => {
-                    // what handle_input queued (our next Noise message) must go out first
-                    self.write_transmit().await?;
-                    self.rx.reserve(READ_CHUNK);
-                    if self.raw.read_buf(&mut self.rx).await? == 0 {
-                        return Err(SecretStreamError::UnexpectedEof);
+        let mut open = false;
+        std::future::poll_fn(|cx| {
+            loop {
+                let drained = match self.poll_drain(cx) {
+                    Poll::Ready(Ok(())) => true,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                    Poll::Pending => false,
+                };
+                if open {
+                    if !drained {
+                        return Poll::Pending;
                     }
+                    return Pin::new(&mut self.raw).poll_flush(cx).map_err(Into::into);
                 }
-                Input::Verdict(pk) => {
-                    let allow = firewall(&pk);
-                    if !allow {
-                        tracing::debug!(remote = %pk, "key firewall refused the remote key");
+                match self.core.handle_input(&mut self.rx)? {
+                    Input::Verdict(pk) => {
+                        let allow = firewall(&pk);
+                        if !allow {
+                            tracing::debug!(remote = %pk, "key firewall refused the remote key");
+                        }
+                        self.core.handle_verdict(allow)?;
                     }
-                    self.core.handle_verdict(allow)?;
-                }
-                Input::Open => return self.write_transmit().await,
-                Input::Message(_) => {
-                    return Err(SecretStreamError::Internal("message before the header"));
+                    Input::Open => open = true,
+                    Input::Message(_) => {
+                        return Poll::Ready(Err(SecretStreamError::Internal(
+                            "message before the header",
+                        )));
+                    }
+                    Input::NeedMore => {
+                        if !self.core.transmit().is_empty() && drained {
+                            // handle_input queued our next message: write it first
+                            continue;
+                        }
+                        self.rx.reserve(READ_CHUNK);
+                        match ready!(tokio_util::io::poll_read_buf(
+                            Pin::new(&mut self.raw),
+                            cx,
+                            &mut self.rx
+                        )) {
+                            Ok(0) => return Poll::Ready(Err(SecretStreamError::UnexpectedEof)),
+                            Ok(_) => {}
+                            Err(e) => return Poll::Ready(Err(e.into())),
+                        }
+                    }
                 }
             }
-        }
+        })
+        .await
     }
 }
 
@@ -306,10 +335,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for SecretStream<S> {
         let this = self.get_mut();
         // The keep-alive timer lives on the read side: a reader is what waits on an idle stream.
         this.poll_keep_alive(cx)?;
-        // Move queued ciphertext (keep-alives, coalesced writes) without blocking the read. A
-        // no-op waker: registering the reader's waker for write readiness would steal the
-        // writer's slot when the stream is split between two tasks.
-        if !this.core.transmit().is_empty() {
+        // Move queued ciphertext (keep-alives, coalesced writes) without blocking the read, but
+        // never while a writer is parked on the raw stream: a raw stream keeps one write waker,
+        // and ours would replace the writer's when the stream is split between two tasks. The
+        // no-op waker leaves that slot to the next writer.
+        if !this.core.transmit().is_empty() && !this.write_parked {
             let mut noop = Context::from_waker(std::task::Waker::noop());
             if let Poll::Ready(Err(e)) = this.poll_drain(&mut noop) {
                 return Poll::Ready(Err(e));
@@ -363,6 +393,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for SecretStream<S> {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        this.write_parked = false;
         if this.shutdown {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
@@ -375,6 +406,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for SecretStream<S> {
             }
             if this.core.transmit().len() >= TX_HIGH_WATER {
                 // poll_drain saw Pending: the raw writer will wake us.
+                this.write_parked = true;
                 return Poll::Pending;
             }
         }
@@ -398,16 +430,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for SecretStream<S> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        this.write_parked = false;
         this.seal_staging()?;
-        ready!(this.poll_drain(cx))?;
+        let drained = this.poll_drain(cx);
+        this.write_parked = drained.is_pending();
+        ready!(drained)?;
         Pin::new(&mut this.raw).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        this.write_parked = false;
         if !this.shutdown {
             this.seal_staging()?;
-            ready!(this.poll_drain(cx))?;
+            let drained = this.poll_drain(cx);
+            this.write_parked = drained.is_pending();
+            ready!(drained)?;
             this.shutdown = true;
             this.core.set_keep_alive(None, now_std());
             this.keep_alive = None;
