@@ -1,16 +1,25 @@
 //! Hyperswarm transport for ats-p2p: UDX streams, the Noise secret stream and HyperDHT.
 //!
-//! Usable so far: [`keys`] (Ed25519 identities), [`encoding`] (compact-encoding), [`dht`]
-//! (sans-io dht-rpc: codec, routing table, tokens, NAT/firewall detection, queries) and
-//! [`hyperdht`] (HyperDHT records, announce/lookup, handshake/holepunch relaying, mutable and
-//! immutable values, and the tokio driver [`hyperdht::DhtNode`] / [`hyperdht::Bootstrap`]).
-//! The connect/listen roles (Noise IK, holepunching, UDX streams) and the swarm API come next.
+//! - [`keys`]: Ed25519 identity keys.
+//! - [`encoding`]: compact-encoding, as a checked reader and a writer.
+//! - [`udx`]: UDX reliable streams over UDP: a sans-io core and a tokio socket driver.
+//! - [`noise`]: sans-io Noise XX / IK handshakes with Hyperswarm's Ed25519 DH.
+//! - [`secret_stream`]: the Hyperswarm secret stream (framing, secretstream encryption, the
+//!   sans-io core and a tokio `AsyncRead + AsyncWrite` wrapper).
+//! - [`dht`]: sans-io dht-rpc: codec, routing table, tokens, NAT/firewall detection, queries.
+//! - [`hyperdht`]: HyperDHT records, announce/lookup, handshake/holepunch relaying, mutable and
+//!   immutable values, and the tokio driver [`hyperdht::DhtNode`] / [`hyperdht::Bootstrap`].
+//!
+//! The connect/listen roles (Noise IK over the DHT, holepunching, UDX streams) and the swarm API
+//! come next.
 #![forbid(unsafe_code)]
 
 pub mod dht;
 pub mod encoding;
 pub mod hyperdht;
 pub mod keys;
+pub mod noise;
+pub mod secret_stream;
+pub mod udx;
 
 pub use keys::{KeyPair, PublicKey};
-pub mod udx;

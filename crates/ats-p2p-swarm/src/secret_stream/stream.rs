@@ -1,0 +1,455 @@
+//! The tokio driver: [`SecretStream`] over any raw `AsyncRead + AsyncWrite`.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use super::SecretStreamError;
+use super::core::{Input, SecretStreamCore};
+use crate::keys::{KeyPair, PublicKey};
+use crate::noise::{Handshake, NoiseHandshake};
+
+/// Keep-alive interval: an empty encrypted message after this long without sending
+/// (hyperdht's `connectionKeepAlive`).
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_millis(5000);
+/// A stand-alone handshake (three Noise messages and the two headers) must finish within this.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest plaintext we put in one frame: big enough to amortise the per-frame cost, small
+/// enough that a reader holds little and a JS reader gets frames of a sensible size.
+pub const MAX_FRAME_PLAINTEXT: usize = 64 * 1024;
+/// Encrypted bytes we queue ahead of the raw stream before `poll_write` pushes back.
+const TX_HIGH_WATER: usize = 256 * 1024;
+/// Bytes we ask the raw stream for per read.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// An encrypted Hyperswarm secret stream over `S`.
+///
+/// Writes are encrypted and queued at once (no waiting for the peer); backpressure comes only
+/// from the raw writer (at most 256 KiB of ciphertext is queued). Small writes are sent at once
+/// when the raw stream is idle and coalesced into one frame (up to 64 KiB) while it is busy;
+/// call `flush` (or `shutdown`) to be sure everything left. Reads hold at most one frame of
+/// plaintext plus one read chunk. `shutdown` flushes and half-closes the raw stream; the peer
+/// then reads EOF. Keep-alives (every [`KEEP_ALIVE_INTERVAL`] of silence) are sent while a read
+/// is pending (the usual state of an idle connection), and filtered on receive. Works split
+/// (`tokio::io::split`) between a reader task and a writer task.
+pub struct SecretStream<S> {
+    raw: S,
+    core: SecretStreamCore,
+    rx: BytesMut,
+    plain: BytesMut,
+    staging: BytesMut,
+    keep_alive: Option<Pin<Box<Sleep>>>,
+    rx_eof: bool,
+    shutdown: bool,
+    /// A writer is parked on the raw stream's write readiness (its waker is registered there).
+    write_parked: bool,
+}
+
+impl<S> std::fmt::Debug for SecretStream<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretStream")
+            .field("core", &self.core)
+            .field("buffered_plaintext", &self.plain.len())
+            .field("staged", &self.staging.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_std() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> SecretStream<S> {
+    /// Stand-alone initiator: runs Noise XX on `raw`. With `expected_remote`, any other remote
+    /// key is refused before we send message 3 (the responder never gets a session).
+    pub async fn connect(
+        raw: S,
+        keypair: KeyPair,
+        expected_remote: Option<PublicKey>,
+    ) -> Result<Self, SecretStreamError> {
+        let core = SecretStreamCore::new_xx(true, keypair)?;
+        Self::run_handshake(raw, core, move |pk: &PublicKey| {
+            expected_remote.is_none_or(|e| e == *pk)
+        })
+        .await
+    }
+
+    /// Stand-alone responder: runs Noise XX on `raw`; `firewall` decides on the initiator's key
+    /// as soon as it is decrypted (a refused key never gets our header).
+    pub async fn accept(
+        raw: S,
+        keypair: KeyPair,
+        firewall: impl FnMut(&PublicKey) -> bool,
+    ) -> Result<Self, SecretStreamError> {
+        let core = SecretStreamCore::new_xx(false, keypair)?;
+        Self::run_handshake(raw, core, firewall).await
+    }
+
+    /// Stand-alone mode with a caller-built XX handshake (for example fixed keys in tests).
+    pub async fn with_noise(
+        raw: S,
+        noise: NoiseHandshake,
+        firewall: impl FnMut(&PublicKey) -> bool,
+    ) -> Result<Self, SecretStreamError> {
+        let core = SecretStreamCore::from_noise(noise)?;
+        Self::run_handshake(raw, core, firewall).await
+    }
+
+    /// Pre-made handshake (HyperDHT's IK result): only the two id+header messages travel on
+    /// `raw`. Writes our id+header and returns without waiting for the peer's, which the first
+    /// read checks (a wrong id or an early EOF is then a read error).
+    pub async fn from_handshake(raw: S, handshake: Handshake) -> Result<Self, SecretStreamError> {
+        let mut stream = Self::new(raw, SecretStreamCore::from_handshake(handshake));
+        stream.write_transmit().await?;
+        stream.set_keep_alive(Some(KEEP_ALIVE_INTERVAL));
+        Ok(stream)
+    }
+
+    /// Caps the frame length accepted from the peer (default and maximum 2^24 − 1, the
+    /// protocol limit; a peer can make us buffer up to this much for one frame).
+    pub fn set_max_frame_len(&mut self, max: usize) {
+        self.core.set_max_frame_len(max);
+    }
+
+    fn new(raw: S, core: SecretStreamCore) -> Self {
+        Self {
+            raw,
+            core,
+            rx: BytesMut::with_capacity(READ_CHUNK),
+            plain: BytesMut::new(),
+            staging: BytesMut::new(),
+            keep_alive: None,
+            rx_eof: false,
+            shutdown: false,
+            write_parked: false,
+        }
+    }
+
+    async fn run_handshake(
+        raw: S,
+        core: SecretStreamCore,
+        firewall: impl FnMut(&PublicKey) -> bool,
+    ) -> Result<Self, SecretStreamError> {
+        let mut stream = Self::new(raw, core);
+        let result = tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.drive_handshake(firewall))
+            .await
+            .unwrap_or(Err(SecretStreamError::HandshakeTimeout));
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "secret stream handshake failed");
+            // Tell the peer at once rather than letting it time out; errors here change nothing.
+            let _ = tokio::time::timeout(Duration::from_millis(100), stream.raw.shutdown()).await;
+            return Err(e);
+        }
+        stream.set_keep_alive(Some(KEEP_ALIVE_INTERVAL));
+        Ok(stream)
+    }
+
+    async fn write_transmit(&mut self) -> Result<(), SecretStreamError> {
+        if self.core.transmit().is_empty() {
+            return Ok(());
+        }
+        self.raw.write_all(self.core.transmit()).await?;
+        let n = self.core.transmit().len();
+        self.core.consume_transmit(n);
+        self.raw.flush().await?;
+        Ok(())
+    }
+
+    /// Runs the handshake until the peer's id+header checked out, writing and reading at the
+    /// same time (a raw stream with little buffering must not deadlock two writers).
+    async fn drive_handshake(
+        &mut self,
+        mut firewall: impl FnMut(&PublicKey) -> bool,
+    ) -> Result<(), SecretStreamError> {
+        let mut open = false;
+        std::future::poll_fn(|cx| {
+            loop {
+                let drained = match self.poll_drain(cx) {
+                    Poll::Ready(Ok(())) => true,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                    Poll::Pending => false,
+                };
+                if open {
+                    if !drained {
+                        return Poll::Pending;
+                    }
+                    return Pin::new(&mut self.raw).poll_flush(cx).map_err(Into::into);
+                }
+                match self.core.handle_input(&mut self.rx)? {
+                    Input::Verdict(pk) => {
+                        let allow = firewall(&pk);
+                        if !allow {
+                            tracing::debug!(remote = %pk, "key firewall refused the remote key");
+                        }
+                        self.core.handle_verdict(allow)?;
+                    }
+                    Input::Open => open = true,
+                    Input::Message(_) => {
+                        return Poll::Ready(Err(SecretStreamError::Internal(
+                            "message before the header",
+                        )));
+                    }
+                    Input::NeedMore => {
+                        if !self.core.transmit().is_empty() && drained {
+                            // handle_input queued our next message: write it first
+                            continue;
+                        }
+                        self.rx.reserve(READ_CHUNK);
+                        match ready!(tokio_util::io::poll_read_buf(
+                            Pin::new(&mut self.raw),
+                            cx,
+                            &mut self.rx
+                        )) {
+                            Ok(0) => return Poll::Ready(Err(SecretStreamError::UnexpectedEof)),
+                            Ok(_) => {}
+                            Err(e) => return Poll::Ready(Err(e.into())),
+                        }
+                    }
+                }
+            }
+        })
+        .await
+    }
+}
+
+impl<S> SecretStream<S> {
+    /// The peer's static (identity) key.
+    pub fn remote_public_key(&self) -> PublicKey {
+        self.handshake().remote_public_key
+    }
+
+    /// The 64-byte Noise handshake hash (the channel binding).
+    pub fn handshake_hash(&self) -> [u8; 64] {
+        self.handshake().hash
+    }
+
+    /// Whether we were the Noise initiator.
+    pub fn is_initiator(&self) -> bool {
+        self.core.is_initiator()
+    }
+
+    fn handshake(&self) -> &Handshake {
+        // Every constructor returns a stream whose handshake is complete.
+        match self.core.handshake() {
+            Some(h) => h,
+            None => unreachable_handshake(),
+        }
+    }
+
+    /// Sets the keep-alive interval (`None` turns it off). Default [`KEEP_ALIVE_INTERVAL`].
+    pub fn set_keep_alive(&mut self, interval: Option<Duration>) {
+        self.core.set_keep_alive(interval, now_std());
+        self.keep_alive = self
+            .core
+            .poll_timeout()
+            .map(|d| Box::pin(tokio::time::sleep_until(Instant::from_std(d))));
+    }
+
+    /// The raw stream.
+    pub fn get_ref(&self) -> &S {
+        &self.raw
+    }
+
+    /// The sans-io protocol state (for inspection).
+    pub fn core(&self) -> &SecretStreamCore {
+        &self.core
+    }
+
+    fn seal_staging(&mut self) -> io::Result<()> {
+        if self.staging.is_empty() {
+            return Ok(());
+        }
+        self.core.send(&self.staging, now_std())?;
+        self.staging.clear();
+        Ok(())
+    }
+
+    /// Sends a keep-alive when due and re-arms the timer (registering `cx`).
+    fn poll_keep_alive(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        loop {
+            let Some(deadline) = self.core.poll_timeout() else {
+                return Ok(());
+            };
+            let Some(sleep) = self.keep_alive.as_mut() else {
+                return Ok(());
+            };
+            let deadline = Instant::from_std(deadline);
+            if sleep.deadline() > deadline {
+                sleep.as_mut().reset(deadline);
+            }
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                // Staged data is better than an empty message.
+                self.seal_staging()?;
+                self.core.handle_timeout(now.into_std())?;
+            }
+            let next = self.core.poll_timeout().map(Instant::from_std);
+            match (next, self.keep_alive.as_mut()) {
+                (Some(next), Some(sleep)) if next > now => sleep.as_mut().reset(next),
+                (Some(_), Some(_)) => {
+                    return Err(SecretStreamError::Internal("keep-alive clock").into());
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> SecretStream<S> {
+    /// Writes queued ciphertext to the raw stream until it is empty or the raw stream blocks.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.core.transmit().is_empty() {
+            match Pin::new(&mut self.raw).poll_write(cx, self.core.transmit()) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => self.core.consume_transmit(n),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cold]
+fn unreachable_handshake() -> ! {
+    // Constructors only hand out streams with a completed handshake; reaching this is a bug in
+    // this module, never a consequence of peer input.
+    unreachable!("secret stream without a handshake")
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for SecretStream<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        // The keep-alive timer lives on the read side: a reader is what waits on an idle stream.
+        this.poll_keep_alive(cx)?;
+        // Move queued ciphertext (keep-alives, coalesced writes) without blocking the read, but
+        // never while a writer is parked on the raw stream: a raw stream keeps one write waker,
+        // and ours would replace the writer's when the stream is split between two tasks. The
+        // no-op waker leaves that slot to the next writer.
+        if !this.core.transmit().is_empty() && !this.write_parked {
+            let mut noop = Context::from_waker(std::task::Waker::noop());
+            if let Poll::Ready(Err(e)) = this.poll_drain(&mut noop) {
+                return Poll::Ready(Err(e));
+            }
+        }
+        loop {
+            if !this.plain.is_empty() {
+                let n = buf.remaining().min(this.plain.len());
+                buf.put_slice(&this.plain[..n]);
+                this.plain.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            match this.core.handle_input(&mut this.rx)? {
+                Input::Message(m) => this.plain = m,
+                Input::Open => {}
+                Input::Verdict(_) => {
+                    return Poll::Ready(Err(
+                        SecretStreamError::Internal("verdict after open").into()
+                    ));
+                }
+                Input::NeedMore => {
+                    if this.rx_eof {
+                        return if this.core.is_open() && this.core.input_at_boundary(&this.rx) {
+                            Poll::Ready(Ok(()))
+                        } else {
+                            Poll::Ready(Err(SecretStreamError::UnexpectedEof.into()))
+                        };
+                    }
+                    if this.rx.capacity() - this.rx.len() < READ_CHUNK / 4 {
+                        this.rx.reserve(READ_CHUNK);
+                    }
+                    match ready!(tokio_util::io::poll_read_buf(
+                        Pin::new(&mut this.raw),
+                        cx,
+                        &mut this.rx
+                    )) {
+                        Ok(0) => this.rx_eof = true,
+                        Ok(_) => {}
+                        Err(e) => return Poll::Ready(Err(e)),
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for SecretStream<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.write_parked = false;
+        if this.shutdown {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        if data.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        if this.core.transmit().len() >= TX_HIGH_WATER {
+            if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
+                return Poll::Ready(Err(e));
+            }
+            if this.core.transmit().len() >= TX_HIGH_WATER {
+                // poll_drain saw Pending: the raw writer will wake us.
+                this.write_parked = true;
+                return Poll::Pending;
+            }
+        }
+        let n;
+        if this.staging.is_empty() && data.len() >= MAX_FRAME_PLAINTEXT {
+            n = MAX_FRAME_PLAINTEXT;
+            this.core.send(&data[..n], now_std())?;
+        } else {
+            n = data.len().min(MAX_FRAME_PLAINTEXT - this.staging.len());
+            this.staging.extend_from_slice(&data[..n]);
+            // Coalesce only while the raw stream is busy.
+            if this.staging.len() >= MAX_FRAME_PLAINTEXT || this.core.transmit().is_empty() {
+                this.seal_staging()?;
+            }
+        }
+        if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.write_parked = false;
+        this.seal_staging()?;
+        let drained = this.poll_drain(cx);
+        this.write_parked = drained.is_pending();
+        ready!(drained)?;
+        Pin::new(&mut this.raw).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.write_parked = false;
+        if !this.shutdown {
+            this.seal_staging()?;
+            let drained = this.poll_drain(cx);
+            this.write_parked = drained.is_pending();
+            ready!(drained)?;
+            this.shutdown = true;
+            this.core.set_keep_alive(None, now_std());
+            this.keep_alive = None;
+        }
+        Pin::new(&mut this.raw).poll_shutdown(cx)
+    }
+}
