@@ -4,7 +4,8 @@
 //   stdout: {"id": <local stream id>, "port": <udp port>}
 //   stdin:  {"remoteId": n, "remotePort": n, "remoteHost": "127.0.0.1", "send": bytes,
 //            "mode": "connect" | "accept", "message": optional string sent as one UDX MESSAGE,
-//            "keepalive": optional ms for setKeepalive}
+//            "keepalive": optional ms for setKeepalive,
+//            "destroyAfter": optional n: destroy the stream once n bytes were received}
 //     "connect": connect at once; "accept": connect from the firewall callback to the address
 //     of the first packet (as hyperdht does after a holepunch).
 //   stdout: {"ready": true}   (once the line above was read)
@@ -50,6 +51,7 @@ stream.on('message', (buf) => messages.push(buf.toString()))
 stream.on('data', (buf) => {
   recv += buf.length
   if (cfg.hash !== false) recvHash.update(buf)
+  if (cfg.destroyAfter && recv >= cfg.destroyAfter) stream.destroy()
 })
 stream.on('end', () => {})
 stream.on('error', (err) => {

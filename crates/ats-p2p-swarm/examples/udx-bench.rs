@@ -5,6 +5,8 @@
 //! cargo run --release -p ats-p2p-swarm --example udx-bench            # 256 MiB per pair
 //! cargo run --release -p ats-p2p-swarm --example udx-bench -- --mib 1024 --no-hash
 //! ```
+//! `UDX_BENCH_THREADS=1` runs each Rust peer on a current-thread runtime (default: two
+//! workers); `UDX_BENCH_VERBOSE=1` prints each side's report (CPU time, stream counters).
 //! `peer` mode speaks the same stdin/stdout JSON protocol as `interop/js/udx-peer.js`, so the
 //! orchestrator treats Rust and JS peers alike.
 

@@ -229,3 +229,22 @@ async fn duplicate_stream_ids_are_refused() {
     let _a = s.create_stream(5).unwrap();
     assert!(s.create_stream(5).is_err());
 }
+
+#[tokio::test]
+async fn dropping_the_socket_fails_pending_reads() {
+    timeout(TEST_TIMEOUT, async {
+        let sa = bind().await;
+        let mut a = sa.create_stream(1).unwrap();
+        a.connect(2, "127.0.0.1:9".parse().unwrap()).unwrap();
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 8];
+            a.read(&mut buf).await
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(sa);
+        let r = reader.await.unwrap();
+        assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::NotConnected);
+    })
+    .await
+    .expect("test timed out");
+}

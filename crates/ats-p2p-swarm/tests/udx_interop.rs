@@ -254,3 +254,39 @@ async fn rust_destroy_resets_the_js_stream() {
     .await
     .expect("test timed out");
 }
+
+#[tokio::test]
+async fn js_destroy_resets_the_rust_stream() {
+    timeout(TEST_TIMEOUT, async {
+        let (mut js, js_id, js_port) = JsPeer::spawn().await;
+        let sock = UdxSocket::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let mut stream = sock.create_stream(12).unwrap();
+        let port = sock.local_addr().port();
+        js.configure_with(serde_json::json!({
+            "remoteId": 12, "remotePort": port, "send": N, "mode": "accept",
+            "destroyAfter": 1000
+        }))
+        .await;
+        stream
+            .connect(js_id, format!("127.0.0.1:{js_port}").parse().unwrap())
+            .unwrap();
+        stream.write_all(&[5u8; 1000]).await.unwrap();
+        // JS is streaming 64 MiB at us when it destroys: reads drain, then fail with a reset.
+        let mut buf = vec![0u8; 64 * 1024];
+        let err = loop {
+            match stream.read(&mut buf).await {
+                Ok(0) => panic!("clean EOF instead of a reset"),
+                Ok(_) => continue,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+        let report = js.line().await;
+        assert_eq!(report["recv"].as_u64(), Some(1000));
+        sock.close().await;
+    })
+    .await
+    .expect("test timed out");
+}

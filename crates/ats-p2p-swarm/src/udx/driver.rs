@@ -383,7 +383,10 @@ impl AsyncRead for UdxStream {
     ) -> Poll<io::Result<()>> {
         let mut st = self.shared.lock();
         let State {
-            endpoint, handles, ..
+            endpoint,
+            handles,
+            stopped,
+            ..
         } = &mut *st;
         let Some(s) = endpoint.stream(self.id) else {
             return Poll::Ready(Err(CloseReason::Destroyed.into()));
@@ -398,6 +401,7 @@ impl AsyncRead for UdxStream {
                 }
                 Poll::Ready(Ok(()))
             }
+            Err(ReadError::Blocked) if *stopped => Poll::Ready(Err(socket_closed())),
             Err(ReadError::Blocked) => {
                 if let Some(h) = handles.get_mut(&self.id) {
                     h.read = Some(cx.waker().clone());
@@ -417,7 +421,10 @@ impl AsyncWrite for UdxStream {
     ) -> Poll<io::Result<usize>> {
         let mut st = self.shared.lock();
         let State {
-            endpoint, handles, ..
+            endpoint,
+            handles,
+            stopped,
+            ..
         } = &mut *st;
         let Some(s) = endpoint.stream(self.id) else {
             return Poll::Ready(Err(CloseReason::Destroyed.into()));
@@ -433,6 +440,7 @@ impl AsyncWrite for UdxStream {
                 }
                 Poll::Ready(Ok(n))
             }
+            Err(WriteError::Blocked) if *stopped => Poll::Ready(Err(socket_closed())),
             Err(WriteError::Blocked) => {
                 if let Some(h) = handles.get_mut(&self.id) {
                     h.write = Some(cx.waker().clone());
@@ -457,7 +465,10 @@ impl AsyncWrite for UdxStream {
         let shared = self.shared.clone();
         let mut st = shared.lock();
         let State {
-            endpoint, handles, ..
+            endpoint,
+            handles,
+            stopped,
+            ..
         } = &mut *st;
         let Some(s) = endpoint.stream(self.id) else {
             return Poll::Ready(Err(CloseReason::Destroyed.into()));
@@ -478,6 +489,9 @@ impl AsyncWrite for UdxStream {
         }
         if let Some(r) = s.close_reason() {
             return Poll::Ready(Err(r.into()));
+        }
+        if *stopped {
+            return Poll::Ready(Err(socket_closed()));
         }
         if let Some(h) = handles.get_mut(&self.id) {
             h.write = Some(cx.waker().clone());
@@ -500,6 +514,10 @@ impl Drop for UdxStream {
         drop(st);
         self.shared.notify.notify_one();
     }
+}
+
+fn socket_closed() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, EndpointError::SocketClosed)
 }
 
 /// The per-socket task.
