@@ -152,7 +152,7 @@ impl Drop for Handshake {
 }
 
 /// How to start a handshake.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NoiseConfig {
     /// XX or IK.
     pub pattern: Pattern,
@@ -167,6 +167,19 @@ pub struct NoiseConfig {
     pub remote_static: Option<PublicKey>,
     /// Seed of the ephemeral key pair; `None` draws one from the OS (set only for test vectors).
     pub ephemeral_seed: Option<[u8; 32]>,
+}
+
+impl fmt::Debug for NoiseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NoiseConfig")
+            .field("pattern", &self.pattern)
+            .field("initiator", &self.initiator)
+            .field("static_keypair", &self.static_keypair)
+            .field("prologue", &hex::encode(&self.prologue))
+            .field("remote_static", &self.remote_static)
+            .field("ephemeral_seed", &self.ephemeral_seed.map(|_| "<fixed>"))
+            .finish()
+    }
 }
 
 impl NoiseConfig {
