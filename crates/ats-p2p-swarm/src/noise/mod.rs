@@ -22,7 +22,7 @@ use std::fmt;
 
 use zeroize::Zeroize;
 
-pub(crate) use crypto::keyed_blake2b_256;
+pub use crypto::keyed_blake2b_256;
 use crypto::{CipherState, hash2, hkdf2};
 pub use crypto::{DH_LEN, HASH_LEN, TAG_LEN, dh};
 
