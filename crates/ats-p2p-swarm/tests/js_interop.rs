@@ -475,7 +475,10 @@ async fn keep_alives_interoperate() {
         assert_eq!(js.expect("RECV ").await, format!("{len} {expected_sha}"));
         // our keep-alives reached JS: 17-byte empty messages beyond the two data frames
         let raw: usize = js.expect("RAWREAD ").await.parse().unwrap();
-        assert!(raw >= len + 17 * (2 + 3), "only {raw} encrypted bytes: no keep-alives seen");
+        assert!(
+            raw >= len + 17 * (2 + 3),
+            "only {raw} encrypted bytes: no keep-alives seen"
+        );
     })
     .await
     .unwrap();
