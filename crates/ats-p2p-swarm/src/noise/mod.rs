@@ -15,6 +15,26 @@
 //!   gets a session (an IK responder never answers, an XX initiator never sends message 3);
 //! - [`Step::Complete`]: take the result with [`NoiseHandshake::into_handshake`];
 //! - [`Step::Failed`]: give up (every error is final).
+//!
+//! ```
+//! use ats_p2p_swarm::KeyPair;
+//! use ats_p2p_swarm::noise::{NoiseConfig, NoiseHandshake, Step};
+//!
+//! let (client, server) = (KeyPair::generate(), KeyPair::generate());
+//! let client_pk = client.public_key();
+//! let prologue = b"NS_PEER_HANDSHAKE bytes";
+//! let mut c = NoiseHandshake::new(NoiseConfig::ik(true, client, prologue, Some(server.public_key())))?;
+//! let mut s = NoiseHandshake::new(NoiseConfig::ik(false, server, prologue, None))?;
+//! let msg1 = c.write_message(b"client payload")?;
+//! assert_eq!(s.read_message(&msg1)?, b"client payload");
+//! assert!(matches!(s.next_step(), Step::Verdict(k) if k == client_pk));
+//! s.handle_verdict(true)?; // the key firewall's decision, taken before any reply exists
+//! let msg2 = s.write_message(b"server payload")?;
+//! assert_eq!(c.read_message(&msg2)?, b"server payload");
+//! let (hc, hs) = (c.into_handshake()?, s.into_handshake()?);
+//! assert_eq!((hc.tx, hc.hash), (hs.rx, hs.hash));
+//! # Ok::<(), ats_p2p_swarm::noise::NoiseError>(())
+//! ```
 
 mod crypto;
 
