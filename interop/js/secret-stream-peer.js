@@ -2,7 +2,7 @@
 // (crates/ats-p2p-swarm/tests/js_interop.rs).
 //
 //   node secret-stream-peer.js --role initiator|responder [--port P] [--seed HEX]
-//        [--expect HEX] [--bytes N] [--ik --remote HEX]
+//        [--expect HEX] [--bytes N] [--ik --remote HEX] [--keepalive MS] [--idle MS]
 //
 // responder: listens on 127.0.0.1:0 and prints `PORT p`; initiator: connects to --port.
 // --expect: the remote static key we accept. secret-stream 6.9.2 does not check it in XX (the
@@ -11,6 +11,8 @@
 // --ik: pre-made handshake mode (what hyperdht does): run Noise IK with noise-handshake over
 //   stdin/stdout lines (`MSG1 hex` / `MSG2 hex`), prologue NS_PEER_HANDSHAKE, then start
 //   NoiseSecretStream with { handshake } on the TCP socket (only the id+header frames travel).
+// --keepalive: secret-stream keep-alive interval (and filtering of empty messages);
+// --idle: wait this long after connecting before sending.
 // After connecting, sends N random bytes in mixed write sizes, ends, reads to the end, prints
 // `REMOTE hex`, `HASH hex`, `SENT n sha256`, `RECV n sha256`, `DONE`.
 // Failures print `REJECTED hex` or `CLOSED connected=<bool> header=<bool> err=<msg|null>`, exit 2.
@@ -74,6 +76,7 @@ async function ikHandshake () {
 
 function run (socket, handshake) {
   const opts = { keyPair }
+  if (args.keepalive) opts.keepAlive = Number(args.keepalive)
   if (handshake) opts.handshake = handshake
   if (expect) opts.remotePublicKey = expect
   const stream = new NoiseSecretStream(isInitiator, socket, opts)
@@ -90,6 +93,7 @@ function run (socket, handshake) {
     reported = true
     out(`SENT ${sendDone.sent} ${sendDone.sha}`)
     out(`RECV ${received} ${recvHash.digest('hex')}`)
+    out(`RAWREAD ${stream.rawBytesRead}`) // encrypted message bodies, keep-alives included
     out('DONE')
     process.exit(0)
   }
@@ -122,6 +126,7 @@ function run (socket, handshake) {
     connected = true
     out('REMOTE ' + stream.remotePublicKey.toString('hex'))
     out('HASH ' + stream.handshakeHash.toString('hex'))
+    if (args.idle) await new Promise((resolve) => setTimeout(resolve, Number(args.idle)))
     const sendHash = crypto.createHash('sha256')
     const pool = crypto.randomBytes(1 << 20)
     const sizes = [1, 100, 65536, 1 << 20, 3000, 200000, 17]

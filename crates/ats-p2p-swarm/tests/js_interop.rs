@@ -427,3 +427,59 @@ async fn small_exchange(stream: SecretStream<TcpStream>, js: &mut Peer, len: usi
     assert_eq!(sent, format!("{len} {}", hex::encode(Sha256::digest(&got))));
     assert_eq!(js.expect("RECV ").await, format!("{len} {expected_sha}"));
 }
+
+/// Keep-alives both ways during an idle period: JS sends its empty messages every 50 ms and we
+/// ours; each side filters the other's and then the real bytes arrive intact.
+#[tokio::test]
+async fn keep_alives_interoperate() {
+    timeout(LIMIT, async {
+        let len = 100_000usize;
+        let mut js = Peer::spawn(&[
+            "--role",
+            "responder",
+            "--keepalive",
+            "50",
+            "--idle",
+            "400",
+            "--bytes",
+            &len.to_string(),
+        ]);
+        let port = js.expect("PORT ").await;
+        let sock = TcpStream::connect(format!("127.0.0.1:{port}"))
+            .await
+            .unwrap();
+        let mut stream = SecretStream::connect(sock, KeyPair::generate(), None)
+            .await
+            .unwrap();
+        stream.set_keep_alive(Some(Duration::from_millis(50)));
+        let (mut r, mut w) = tokio::io::split(stream);
+        let data = pattern(len, 11);
+        let expected_sha = hex::encode(Sha256::digest(&data));
+        let send = async move {
+            // idle first (our keep-alives flow while the reader is pending), then send
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            w.write_all(&data).await.unwrap();
+            w.shutdown().await.unwrap();
+        };
+        let recv = async move {
+            let mut got = Vec::new();
+            r.read_to_end(&mut got).await.unwrap();
+            got
+        };
+        let ((), got) = tokio::join!(send, recv);
+        assert_eq!(got.len(), len, "JS keep-alives must not show up as data");
+        assert_eq!(
+            js.expect("SENT ").await,
+            format!("{len} {}", hex::encode(Sha256::digest(&got)))
+        );
+        assert_eq!(js.expect("RECV ").await, format!("{len} {expected_sha}"));
+        // our keep-alives reached JS: 17-byte empty messages beyond the two data frames
+        let raw: usize = js.expect("RAWREAD ").await.parse().unwrap();
+        assert!(
+            raw >= len + 17 * (2 + 3),
+            "only {raw} encrypted bytes: no keep-alives seen"
+        );
+    })
+    .await
+    .unwrap();
+}

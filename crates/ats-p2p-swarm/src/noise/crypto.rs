@@ -184,8 +184,9 @@ impl Drop for CipherState {
     }
 }
 
-/// Keyed BLAKE2b-256 (`crypto_generichash(out32, input, key)`), key ≤ 64 bytes.
-pub(crate) fn keyed_blake2b_256(key: &[u8], parts: &[&[u8]]) -> Result<[u8; 32], NoiseError> {
+/// Keyed BLAKE2b-256 over the concatenation of `parts` (libsodium `crypto_generichash(out32,
+/// input, key)`; key ≤ 64 bytes), e.g. stream ids and HyperDHT's holepunch secret.
+pub fn keyed_blake2b_256(key: &[u8], parts: &[&[u8]]) -> Result<[u8; 32], NoiseError> {
     let mut mac =
         Blake2bMac::<blake2::digest::consts::U32>::new_with_salt_and_personal(key, &[], &[])
             .map_err(|_| NoiseError::Internal("BLAKE2b key longer than 64 bytes"))?;

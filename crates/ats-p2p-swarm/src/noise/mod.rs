@@ -15,6 +15,26 @@
 //!   gets a session (an IK responder never answers, an XX initiator never sends message 3);
 //! - [`Step::Complete`]: take the result with [`NoiseHandshake::into_handshake`];
 //! - [`Step::Failed`]: give up (every error is final).
+//!
+//! ```
+//! use ats_p2p_swarm::KeyPair;
+//! use ats_p2p_swarm::noise::{NoiseConfig, NoiseHandshake, Step};
+//!
+//! let (client, server) = (KeyPair::generate(), KeyPair::generate());
+//! let client_pk = client.public_key();
+//! let prologue = b"NS_PEER_HANDSHAKE bytes";
+//! let mut c = NoiseHandshake::new(NoiseConfig::ik(true, client, prologue, Some(server.public_key())))?;
+//! let mut s = NoiseHandshake::new(NoiseConfig::ik(false, server, prologue, None))?;
+//! let msg1 = c.write_message(b"client payload")?;
+//! assert_eq!(s.read_message(&msg1)?, b"client payload");
+//! assert!(matches!(s.next_step(), Step::Verdict(k) if k == client_pk));
+//! s.handle_verdict(true)?; // the key firewall's decision, taken before any reply exists
+//! let msg2 = s.write_message(b"server payload")?;
+//! assert_eq!(c.read_message(&msg2)?, b"server payload");
+//! let (hc, hs) = (c.into_handshake()?, s.into_handshake()?);
+//! assert_eq!((hc.tx, hc.hash), (hs.rx, hs.hash));
+//! # Ok::<(), ats_p2p_swarm::noise::NoiseError>(())
+//! ```
 
 mod crypto;
 
@@ -22,7 +42,7 @@ use std::fmt;
 
 use zeroize::Zeroize;
 
-pub(crate) use crypto::keyed_blake2b_256;
+pub use crypto::keyed_blake2b_256;
 use crypto::{CipherState, hash2, hkdf2};
 pub use crypto::{DH_LEN, HASH_LEN, TAG_LEN, dh};
 
@@ -152,7 +172,7 @@ impl Drop for Handshake {
 }
 
 /// How to start a handshake.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NoiseConfig {
     /// XX or IK.
     pub pattern: Pattern,
@@ -167,6 +187,19 @@ pub struct NoiseConfig {
     pub remote_static: Option<PublicKey>,
     /// Seed of the ephemeral key pair; `None` draws one from the OS (set only for test vectors).
     pub ephemeral_seed: Option<[u8; 32]>,
+}
+
+impl fmt::Debug for NoiseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NoiseConfig")
+            .field("pattern", &self.pattern)
+            .field("initiator", &self.initiator)
+            .field("static_keypair", &self.static_keypair)
+            .field("prologue", &hex::encode(&self.prologue))
+            .field("remote_static", &self.remote_static)
+            .field("ephemeral_seed", &self.ephemeral_seed.map(|_| "<fixed>"))
+            .finish()
+    }
 }
 
 impl NoiseConfig {

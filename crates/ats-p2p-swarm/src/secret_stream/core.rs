@@ -310,7 +310,7 @@ impl SecretStreamCore {
         if !self.can_send() {
             return None;
         }
-        self.last_send.map(|t| t + interval)
+        self.last_send.and_then(|t| t.checked_add(interval))
     }
 
     /// Sends a keep-alive if one is due at `now`.
@@ -322,7 +322,7 @@ impl SecretStreamCore {
             return Ok(());
         }
         match self.last_send {
-            Some(t) if now < t + interval => Ok(()),
+            Some(t) if t.checked_add(interval).is_none_or(|due| now < due) => Ok(()),
             Some(_) => self.send(&[], now),
             None => {
                 // nothing sent since the handshake: start the clock now

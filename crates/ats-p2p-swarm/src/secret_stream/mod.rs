@@ -9,6 +9,29 @@
 //! Layers: [`frame`] (framing), [`cipher`] (encryption, stream ids), [`core`] (the sans-io
 //! protocol), and [`SecretStream`] (the tokio `AsyncRead + AsyncWrite` driver over any raw
 //! `AsyncRead + AsyncWrite`: TCP, an in-memory duplex, or a UDX stream).
+//!
+//! ```no_run
+//! # async fn demo(tcp: tokio::net::TcpStream, udx: tokio::net::TcpStream,
+//! #     me: ats_p2p_swarm::KeyPair, them: ats_p2p_swarm::PublicKey,
+//! #     ik: ats_p2p_swarm::noise::Handshake) -> Result<(), Box<dyn std::error::Error>> {
+//! use ats_p2p_swarm::secret_stream::SecretStream;
+//! use tokio::io::AsyncWriteExt;
+//!
+//! // Stand-alone: Noise XX on the raw stream; any key but `them` is refused mid-handshake.
+//! let mut s = SecretStream::connect(tcp, me.clone(), Some(them)).await?;
+//! s.write_all(b"hello").await?;
+//! s.flush().await?; // writes are queued, not awaited: flush (or shutdown) to push them out
+//! assert_eq!(s.remote_public_key(), them);
+//!
+//! // HyperDHT: the IK handshake ran over the DHT (see `noise`); only the id+header frames
+//! // travel on the raw (UDX) stream.
+//! let s2 = SecretStream::from_handshake(udx, ik).await?;
+//! # let _ = s2; Ok(()) }
+//! ```
+//!
+//! Keep-alives (an empty encrypted message after [`KEEP_ALIVE_INTERVAL`] without sending) are on
+//! by default, as in hyperdht; a JS peer filters them when its own keep-alive is on (hyperdht) and
+//! otherwise sees zero-length `data` events.
 
 pub mod cipher;
 pub mod core;

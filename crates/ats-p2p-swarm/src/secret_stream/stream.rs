@@ -49,6 +49,9 @@ pub struct SecretStream<S> {
     shutdown: bool,
     /// A writer is parked on the raw stream's write readiness (its waker is registered there).
     write_parked: bool,
+    /// Copied from the completed handshake by [`Self::finish_setup`].
+    remote_public_key: PublicKey,
+    handshake_hash: [u8; 64],
 }
 
 impl<S> std::fmt::Debug for SecretStream<S> {
@@ -106,8 +109,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecretStream<S> {
     /// read checks (a wrong id or an early EOF is then a read error).
     pub async fn from_handshake(raw: S, handshake: Handshake) -> Result<Self, SecretStreamError> {
         let mut stream = Self::new(raw, SecretStreamCore::from_handshake(handshake));
+        stream.finish_setup()?;
         stream.write_transmit().await?;
-        stream.set_keep_alive(Some(KEEP_ALIVE_INTERVAL));
         Ok(stream)
     }
 
@@ -128,6 +131,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecretStream<S> {
             rx_eof: false,
             shutdown: false,
             write_parked: false,
+            remote_public_key: PublicKey::from_bytes([0; 32]),
+            handshake_hash: [0; 64],
         }
     }
 
@@ -146,7 +151,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecretStream<S> {
             let _ = tokio::time::timeout(Duration::from_millis(100), stream.raw.shutdown()).await;
             return Err(e);
         }
-        stream.set_keep_alive(Some(KEEP_ALIVE_INTERVAL));
+        stream.finish_setup()?;
         Ok(stream)
     }
 
@@ -221,12 +226,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecretStream<S> {
 impl<S> SecretStream<S> {
     /// The peer's static (identity) key.
     pub fn remote_public_key(&self) -> PublicKey {
-        self.handshake().remote_public_key
+        self.remote_public_key
     }
 
     /// The 64-byte Noise handshake hash (the channel binding).
     pub fn handshake_hash(&self) -> [u8; 64] {
-        self.handshake().hash
+        self.handshake_hash
     }
 
     /// Whether we were the Noise initiator.
@@ -234,12 +239,15 @@ impl<S> SecretStream<S> {
         self.core.is_initiator()
     }
 
-    fn handshake(&self) -> &Handshake {
-        // Every constructor returns a stream whose handshake is complete.
-        match self.core.handshake() {
-            Some(h) => h,
-            None => unreachable_handshake(),
-        }
+    /// Records the handshake's results and starts the keep-alive clock.
+    fn finish_setup(&mut self) -> Result<(), SecretStreamError> {
+        let h = self.core.handshake().ok_or(SecretStreamError::Internal(
+            "stream set up without a handshake",
+        ))?;
+        self.remote_public_key = h.remote_public_key;
+        self.handshake_hash = h.hash;
+        self.set_keep_alive(Some(KEEP_ALIVE_INTERVAL));
+        Ok(())
     }
 
     /// Sets the keep-alive interval (`None` turns it off). Default [`KEEP_ALIVE_INTERVAL`].
@@ -317,13 +325,6 @@ impl<S: AsyncWrite + Unpin> SecretStream<S> {
         }
         Poll::Ready(Ok(()))
     }
-}
-
-#[cold]
-fn unreachable_handshake() -> ! {
-    // Constructors only hand out streams with a completed handshake; reaching this is a bug in
-    // this module, never a consequence of peer input.
-    unreachable!("secret stream without a handshake")
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for SecretStream<S> {
