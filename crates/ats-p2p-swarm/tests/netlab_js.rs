@@ -209,3 +209,80 @@ fn js_peers_fail_clearly_through_random_nats() {
     );
     println!("random NAT: {code} after {:?}", started.elapsed());
 }
+
+/// The lab itself: a panic while it is alive still removes its namespaces and kills processes in
+/// them (also ones the test did not track), and labs of dead processes are cleaned up.
+#[test]
+fn lab_teardown_on_panic_and_stale_cleanup() {
+    let Some(lab) = NetLab::start(NatKind::Consistent) else {
+        return;
+    };
+    let names: Vec<String> = [
+        Node::Public,
+        Node::RouterA,
+        Node::RouterB,
+        Node::HostA,
+        Node::HostB,
+    ]
+    .iter()
+    .map(|n| lab.ns(*n))
+    .collect();
+    let listed = netns_list();
+    assert!(
+        names.iter().all(|n| listed.contains(n)),
+        "lab namespaces missing: {listed:?}"
+    );
+    // A process the test does not track: teardown must still kill it.
+    let mut stray = lab
+        .command(Node::HostA, "sleep")
+        .arg("600")
+        .spawn()
+        .unwrap();
+    let tracked = lab.spawn(Node::Public, "sleep", &["600"]);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let _lab = lab;
+        let _tracked = tracked;
+        panic!("deliberate panic while the lab is up");
+    }));
+    assert!(result.is_err());
+    let listed = netns_list();
+    assert!(
+        names.iter().all(|n| !listed.contains(n)),
+        "left behind: {listed:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stray.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "process inside the lab survived teardown"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // A lab left behind by a process that no longer exists.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = gone.id();
+    gone.wait().unwrap();
+    let stale = format!("{}{dead_pid}-0-pub", netlab::PREFIX);
+    let status = std::process::Command::new("ip")
+        .args(["netns", "add", &stale])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    netlab::cleanup_stale();
+    assert!(
+        !netns_list().contains(&stale),
+        "stale namespace not cleaned up"
+    );
+}
+
+fn netns_list() -> Vec<String> {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}

@@ -120,8 +120,10 @@ impl NetLab {
     /// iptables NAT are not available. Panics (after tearing down) if building fails otherwise.
     pub(crate) fn start(kind: NatKind) -> Option<Self> {
         if let Err(reason) = available() {
-            println!("SKIP: network-namespace NAT lab unavailable: {reason}");
-            eprintln!("SKIP: network-namespace NAT lab unavailable: {reason}");
+            // Straight to the process's stderr: the test harness captures `eprintln!` of passing
+            // tests, and a skip must be visible.
+            let msg = format!("SKIP: network-namespace NAT lab unavailable: {reason}\n");
+            let _ = std::io::stderr().write_all(msg.as_bytes());
             return None;
         }
         cleanup_stale();
