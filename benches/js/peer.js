@@ -50,6 +50,14 @@ function finish(result, code = 0) {
   process.exit(code)
 }
 
+// BENCH_DEBUG=1: log each connection's UDX path (local socket port -> remote address) to stderr.
+function logPath(role, socket) {
+  if (!process.env.BENCH_DEBUG) return
+  const raw = socket.rawStream
+  const local = raw && raw.socket ? raw.socket.address().port : null
+  console.error(`${role}: connection via local port ${local} -> ${raw && raw.remoteHost}:${raw && raw.remotePort}`)
+}
+
 function makeSwarm() {
   const [host, port] = arg('bootstrap').split(':')
   const dht = new DHT({ bootstrap: [{ host, port: Number(port) }], host: '127.0.0.1' })
@@ -107,6 +115,7 @@ async function receive() {
   swarm.on('connection', (socket) => {
     if (started) return socket.destroy()
     started = true
+    logPath('receive', socket)
     const connectedAt = Date.now()
     let meta = null
     let file = null
@@ -129,8 +138,10 @@ async function receive() {
         if (firstDataAt === null) firstDataAt = Date.now()
         received += payload.length
         hash.update(payload)
-        // Copy: the payload may be a view into a buffer the decoder reuses.
-        if (!file.write(Buffer.from(payload))) {
+        // The payload is a view into a buffer nobody reuses (each secret-stream message is a new
+        // buffer), so it is written without a copy. Pausing only delays: udx-native 1.21.3 pushes
+        // received data regardless of backpressure, so a slow disk grows this process's memory.
+        if (!file.write(payload)) {
           socket.pause()
           file.once('drain', () => socket.resume())
         }
@@ -191,6 +202,7 @@ async function send() {
     if (started) return socket.destroy()
     started = true
     attempts++
+    logPath('send', socket)
     const connectedAt = Date.now()
     if (firstConnectAt === null) firstConnectAt = connectedAt
     let firstDataSentAt = null
