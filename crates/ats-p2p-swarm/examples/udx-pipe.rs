@@ -1,27 +1,32 @@
-//! Pipes stdin to a raw UDX stream and the stream to stdout, for manual checks.
+//! Pipes stdin to an encrypted stream (UDX + the Hyperswarm secret stream, Noise XX) and the
+//! stream to stdout, for manual checks.
 //!
 //! ```text
-//! # terminal 1
+//! # terminal 1: the responder; connects to whoever sends to it first
 //! cargo run -p ats-p2p-swarm --example udx-pipe -- --bind 127.0.0.1:5001 --local-id 1 \
-//!     --remote 127.0.0.1:5002 --remote-id 2 > received.bin
-//! # terminal 2
+//!     --remote-id 2 --accept > received.bin
+//! # terminal 2: the initiator
 //! cargo run -p ats-p2p-swarm --example udx-pipe -- --bind 127.0.0.1:5002 --local-id 2 \
 //!     --remote 127.0.0.1:5001 --remote-id 1 < file.bin
 //! ```
-//! UDX has no handshake: both sides name each other's address and stream id. With `--accept`
-//! the stream connects to whichever address sends to it first (the firewall hook), so
-//! `--remote` is not needed. The stream ends when stdin ends and the peer's data is read.
-//! (Issue 4 wants this over the secret stream; that layer lands separately.)
+//! UDX has no handshake: both sides name each other's stream id, and the initiator names the
+//! responder's address. With `--accept` the stream connects to whichever address sends to it
+//! first (the firewall hook). The side with `--accept` is the Noise responder, the other the
+//! initiator. Each side prints its public key; `--remote-key HEX` refuses any other peer key
+//! during the handshake. `--raw` skips the encryption (plain UDX). The stream ends when stdin
+//! ends and the peer's data is read.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
+use ats_p2p_swarm::secret_stream::SecretStream;
 use ats_p2p_swarm::udx::{SocketEvent, UdxSocket};
+use ats_p2p_swarm::{KeyPair, PublicKey};
 use clap::Parser;
 use tokio::io::AsyncWriteExt;
 
 #[derive(Parser, Debug)]
-#[command(about = "stdin → UDX stream → stdout")]
+#[command(about = "stdin → encrypted UDX stream → stdout")]
 struct Args {
     /// Local address to bind (exactly this address).
     #[arg(long)]
@@ -38,6 +43,12 @@ struct Args {
     /// Connect to the source of the first packet instead of --remote.
     #[arg(long)]
     accept: bool,
+    /// Refuse any remote static key but this one (64 hex characters).
+    #[arg(long)]
+    remote_key: Option<PublicKey>,
+    /// Plain UDX, no secret stream.
+    #[arg(long)]
+    raw: bool,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -76,6 +87,35 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     stream.connect(args.remote_id, remote)?;
     eprintln!("udx-pipe: connected to {remote} stream {}", args.remote_id);
+    if args.raw {
+        pipe(stream).await?;
+    } else {
+        let keypair = KeyPair::generate();
+        eprintln!("udx-pipe: our public key {}", keypair.public_key());
+        let expected = args.remote_key;
+        let secure = if args.accept {
+            SecretStream::accept(stream, keypair, move |pk: &PublicKey| {
+                expected.is_none_or(|e| e == *pk)
+            })
+            .await?
+        } else {
+            SecretStream::connect(stream, keypair, expected).await?
+        };
+        eprintln!(
+            "udx-pipe: secret stream open, remote key {}",
+            secure.remote_public_key()
+        );
+        pipe(secure).await?;
+    }
+    sock.close().await;
+    Ok(())
+}
+
+/// Copies stdin to `stream` and `stream` to stdout until both directions end.
+async fn pipe<S>(stream: S) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+{
     let (mut r, mut w) = tokio::io::split(stream);
     let up = async {
         tokio::io::copy(&mut tokio::io::stdin(), &mut w).await?;
@@ -91,7 +131,5 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let (a, b) = tokio::join!(up, down);
     a?;
     b?;
-    drop((r, w));
-    sock.close().await;
     Ok(())
 }
