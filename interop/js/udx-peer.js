@@ -10,12 +10,14 @@
 //     of the first packet (as hyperdht does after a holepunch).
 //   stdout: {"ready": true}   (once the line above was read)
 //   stdout: {"sent": n, "sentSha": hex, "recv": n, "recvSha": hex, "ms": n, "maxRssKiB": n,
-//            "messages": [utf8 strings received as MESSAGE], "error": code or null}
+//            "messages": [utf8 strings received as MESSAGE], "error": code or null,
+//            "publicKey": hex, "remotePublicKey": hex (secure mode only)}
 // Sent bytes are random; both sides' SHA-256 are compared by the caller. With "hash": false
 // (benchmarks) one zero-filled buffer is sent repeatedly and nothing is hashed.
 'use strict'
 
 const UDX = require('udx-native')
+const NoiseSecretStream = require('@hyperswarm/secret-stream')
 const crypto = require('crypto')
 const readline = require('readline')
 
@@ -47,31 +49,39 @@ let connected = false
 let errorCode = null
 const messages = []
 stream.on('message', (buf) => messages.push(buf.toString()))
+// The stream the data goes through: the raw UDX stream, or a secret stream over it.
+let io = stream
 
-stream.on('data', (buf) => {
-  recv += buf.length
-  if (cfg.hash !== false) recvHash.update(buf)
-  if (cfg.destroyAfter && recv >= cfg.destroyAfter) stream.destroy()
-})
-stream.on('end', () => {})
-stream.on('error', (err) => {
-  errorCode = err.code || err.message
-})
-stream.on('close', () => {
-  const ms = Date.now() - started
-  const out = {
-    sent,
-    sentSha: sentHash.digest('hex'),
-    recv,
-    recvSha: recvHash.digest('hex'),
-    ms,
-    maxRssKiB: Math.round(process.resourceUsage().maxRSS),
-    messages,
-    error: errorCode
-  }
-  process.stdout.write(JSON.stringify(out) + '\n')
-  socket.close().then(() => process.exit(0))
-})
+function attach () {
+  io.on('data', (buf) => {
+    recv += buf.length
+    if (cfg.hash !== false) recvHash.update(buf)
+    if (cfg.destroyAfter && recv >= cfg.destroyAfter) io.destroy()
+  })
+  io.on('end', () => {})
+  io.on('error', (err) => {
+    errorCode = err.code || err.message
+  })
+  io.on('close', () => {
+    const ms = Date.now() - started
+    const out = {
+      sent,
+      sentSha: sentHash.digest('hex'),
+      recv,
+      recvSha: recvHash.digest('hex'),
+      ms,
+      maxRssKiB: Math.round(process.resourceUsage().maxRSS),
+      messages,
+      error: errorCode
+    }
+    if (io !== stream) {
+      out.publicKey = io.publicKey ? io.publicKey.toString('hex') : null
+      out.remotePublicKey = io.remotePublicKey ? io.remotePublicKey.toString('hex') : null
+    }
+    process.stdout.write(JSON.stringify(out) + '\n')
+    socket.close().then(() => process.exit(0))
+  })
+}
 
 function onConnected () {
   if (connected) return
@@ -90,18 +100,25 @@ function pump () {
     const buf = cfg.hash === false ? ZEROS.subarray(0, n) : crypto.randomBytes(n)
     if (cfg.hash !== false) sentHash.update(buf)
     sent += n
-    if (!stream.write(buf)) {
-      stream.once('drain', pump)
+    if (!io.write(buf)) {
+      io.once('drain', pump)
       return
     }
   }
-  stream.end()
+  io.end()
 }
 
 const rl = readline.createInterface({ input: process.stdin })
 rl.once('line', (line) => {
   cfg = JSON.parse(line)
   cfg.remoteHost = cfg.remoteHost || '127.0.0.1'
+  if (cfg.secure) {
+    const seed = cfg.secure.seed ? Buffer.from(cfg.secure.seed, 'hex') : undefined
+    io = new NoiseSecretStream(!!cfg.secure.initiator, stream, {
+      keyPair: NoiseSecretStream.keyPair(seed)
+    })
+  }
+  attach()
   process.stdout.write(JSON.stringify({ ready: true }) + '\n')
   if (cfg.mode === 'connect') {
     stream.connect(socket, cfg.remoteId, cfg.remotePort, cfg.remoteHost)

@@ -1,5 +1,6 @@
 //! Interop with the real JavaScript `udx-native` 1.21.3 (interop/js/udx-peer.js): 64 MiB each
-//! way concurrently, SHA-256 checked, with either side connecting first.
+//! way concurrently, SHA-256 checked, with either side connecting first; raw UDX, and the
+//! secret stream (Noise XX) over UDX against `@hyperswarm/secret-stream` 6.9.2 in both roles.
 
 // Helpers outside #[test] fns: a panic there is a failed test too.
 #![allow(clippy::unwrap_used)]
@@ -8,11 +9,13 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use ats_p2p_swarm::udx::{SocketEvent, UdxSocket, UdxStream};
+use ats_p2p_swarm::secret_stream::SecretStream;
+use ats_p2p_swarm::udx::{SocketEvent, UdxSocket};
+use ats_p2p_swarm::{KeyPair, PublicKey};
 use rand::RngCore;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::time::timeout;
 
@@ -85,7 +88,7 @@ impl JsPeer {
     }
 }
 
-async fn exchange(stream: UdxStream) -> ([u8; 32], usize, [u8; 32]) {
+async fn exchange<S: AsyncRead + AsyncWrite>(stream: S) -> ([u8; 32], usize, [u8; 32]) {
     let (mut r, mut w) = tokio::io::split(stream);
     let send = async {
         let mut h = Sha256::new();
@@ -121,7 +124,7 @@ async fn exchange(stream: UdxStream) -> ([u8; 32], usize, [u8; 32]) {
     (sent, n, got)
 }
 
-async fn check(js: &mut JsPeer, sent: [u8; 32], n: usize, got: [u8; 32]) {
+async fn check(js: &mut JsPeer, sent: [u8; 32], n: usize, got: [u8; 32]) -> Value {
     let report = js.line().await;
     assert_eq!(n, N, "rust received everything");
     assert_eq!(
@@ -132,6 +135,82 @@ async fn check(js: &mut JsPeer, sent: [u8; 32], n: usize, got: [u8; 32]) {
     assert_eq!(report["recvSha"].as_str(), Some(hex::encode(sent).as_str()));
     assert_eq!(report["sentSha"].as_str(), Some(hex::encode(got).as_str()));
     let _ = timeout(Duration::from_secs(5), js.child.wait()).await;
+    report
+}
+
+/// The JS peer's key pair seed in the secret-stream tests (its public key is derived the same
+/// way on both sides: Ed25519 from a 32-byte seed).
+const JS_SEED: [u8; 32] = [0x5a; 32];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_stream_over_udx_rust_initiator_js_responder() {
+    timeout(TEST_TIMEOUT, async {
+        let (mut js, js_id, js_port) = JsPeer::spawn().await;
+        let sock = UdxSocket::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let stream = sock.create_stream(0x0bad_cafe).unwrap();
+        js.configure_with(serde_json::json!({
+            "remoteId": 0x0bad_cafe_u32, "remotePort": sock.local_addr().port(), "send": N,
+            "mode": "accept", "secure": { "initiator": false, "seed": hex::encode(JS_SEED) }
+        }))
+        .await;
+        stream
+            .connect(js_id, format!("127.0.0.1:{js_port}").parse().unwrap())
+            .unwrap();
+        let ours = KeyPair::generate();
+        let js_key = KeyPair::from_seed(JS_SEED).public_key();
+        let secure = SecretStream::connect(stream, ours.clone(), Some(js_key))
+            .await
+            .unwrap();
+        assert_eq!(secure.remote_public_key(), js_key);
+        let (sent, n, got) = exchange(secure).await;
+        let report = check(&mut js, sent, n, got).await;
+        assert_eq!(
+            report["remotePublicKey"].as_str(),
+            Some(ours.public_key().to_hex().as_str())
+        );
+        sock.close().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_stream_over_udx_js_initiator_rust_responder() {
+    timeout(TEST_TIMEOUT, async {
+        let (mut js, js_id, js_port) = JsPeer::spawn().await;
+        let sock = UdxSocket::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let mut events = sock.take_events().unwrap();
+        let stream = sock.create_stream(11).unwrap();
+        js.configure_with(serde_json::json!({
+            "remoteId": 11, "remotePort": sock.local_addr().port(), "send": N,
+            "mode": "connect", "secure": { "initiator": true, "seed": hex::encode(JS_SEED) }
+        }))
+        .await;
+        let SocketEvent::Firewall { local_id: 11, from } = events.recv().await.unwrap() else {
+            panic!("expected a firewall event");
+        };
+        assert_eq!(from.port(), js_port);
+        stream.connect(js_id, from).unwrap();
+        let ours = KeyPair::generate();
+        let js_key = KeyPair::from_seed(JS_SEED).public_key();
+        let secure =
+            SecretStream::accept(stream, ours.clone(), move |pk: &PublicKey| *pk == js_key)
+                .await
+                .unwrap();
+        let (sent, n, got) = exchange(secure).await;
+        let report = check(&mut js, sent, n, got).await;
+        assert_eq!(
+            report["remotePublicKey"].as_str(),
+            Some(ours.public_key().to_hex().as_str())
+        );
+        sock.close().await;
+    })
+    .await
+    .expect("test timed out");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
