@@ -1,2 +1,26 @@
 //! ATS signaling for ats-p2p: a typed ATS client and an ATS-compatible hub server.
+//!
+//! - [`Client`]: typed calls for every ATS endpoint the transfer flow needs (health, tasks,
+//!   claims with leases, transitions, messages, stats), with retries where they are safe.
+//! - [`Watch`]: a reconnecting WebSocket subscription with catch-up, as a `Stream` of
+//!   [`TaskEvent`]s.
+//! - [`offer`]: the `file_offer` payload and the accept message.
+//! - `hub` (feature `hub`): the ATS-compatible server on axum and SQLite.
 #![forbid(unsafe_code)]
+
+pub mod client;
+pub mod error;
+#[cfg(feature = "hub")]
+pub mod hub;
+pub mod offer;
+pub mod types;
+pub mod watch;
+
+pub use client::{Client, ClientConfig};
+pub use error::SignalError;
+pub use offer::{AcceptMessage, FileOffer, OfferError, TransferId};
+pub use types::{
+    Actor, EventKind, Health, ListQuery, Message, NewTask, Part, Stats, Task, TaskId, TaskList,
+    TaskStatus, TaskUpdate,
+};
+pub use watch::{EventOrigin, TaskEvent, Watch, WatchConfig};
