@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use ats_p2p_signal::hub::{Hub, HubConfig};
-use ats_p2p_signal::{Actor, Client, ClientConfig, NewTask, TaskStatus};
+use ats_p2p_signal::{Actor, Client, ClientConfig, NewTask, SignalError, TaskStatus};
 use clap::Parser;
 
 /// Lease of each claim: long enough that none expires during the run.
@@ -24,6 +24,9 @@ struct Args {
     /// Create+claim pairs in total.
     #[arg(long, default_value_t = 20_000)]
     pairs: usize,
+    /// Claims sent concurrently for each task, from different clients (exactly one must win).
+    #[arg(long, default_value_t = 1)]
+    racers: usize,
     /// Use this hub instead of starting one in-process.
     #[arg(long)]
     url: Option<String>,
@@ -67,15 +70,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let extra = args.pairs % clients;
     let channel = format!("load-{}", std::process::id());
     println!(
-        "hub_load: {} pairs, {clients} clients, hub {url}, {} cores",
+        "hub_load: {} pairs, {clients} clients, {} claim(s) per task, hub {url}, {} cores",
         args.pairs,
+        args.racers.clamp(1, clients),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    let racers = args.racers.clamp(1, clients);
+    let pool: Vec<Client> = (0..clients)
+        .map(|i| Client::new(ClientConfig::new(&url, Actor::agent(format!("load-{i}")))))
+        .collect::<Result<_, _>>()?;
+    let pool = std::sync::Arc::new(pool);
     let started = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for i in 0..clients {
         let n = per + usize::from(i < extra);
-        let client = Client::new(ClientConfig::new(&url, Actor::agent(format!("load-{i}"))))?;
+        let pool = pool.clone();
+        let client = pool[i].clone();
         let channel = channel.clone();
         set.spawn(async move {
             let mut lat = Vec::with_capacity(n);
@@ -85,9 +95,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 let mut t = NewTask::new(format!("load {i}/{k}"));
                 t.channel = Some(channel.clone());
                 let task = client.create_task(&t).await?;
-                let claimed = client.claim(task.id, Some(LEASE)).await?;
-                if claimed.status != TaskStatus::InProgress {
-                    bail!("task {} not in progress after claim", task.id);
+                let claims = (0..racers).map(|r| {
+                    let c = pool[(i + r) % pool.len()].clone();
+                    async move { c.claim(task.id, Some(LEASE)).await }
+                });
+                let mut winners = 0;
+                for result in futures::future::join_all(claims).await {
+                    match result {
+                        Ok(t) if t.status == TaskStatus::InProgress => winners += 1,
+                        Ok(t) => bail!("task {} is {} after a successful claim", t.id, t.status),
+                        Err(SignalError::ClaimConflict { .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                if winners != 1 {
+                    bail!("task {}: {winners} claims won", task.id);
                 }
                 lat.push(t0.elapsed());
                 ids.push(task.id);

@@ -139,10 +139,9 @@ async fn hub(common: &CommonArgs, args: HubArgs) -> anyhow::Result<Outcome> {
         .await
         .with_context(|| format!("cannot start the hub (database {})", db.display()))?;
     if common.json {
-        println!(
-            "{}",
-            serde_json::json!({ "event": "hub_ready", "ats_url": hub.url() })
-        );
+        // Written by hand to keep the documented key order (`event` first).
+        let url = serde_json::Value::String(hub.url());
+        println!(r#"{{"event":"hub_ready","ats_url":{url}}}"#);
     } else {
         println!("ATS hub listening on {}", hub.url());
         eprintln!(

@@ -62,6 +62,10 @@ fn hub_prints_ready_line_serves_and_stops_on_ctrl_c() {
         panic!("no ready line");
     };
     let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert!(
+        line.starts_with(r#"{"event":"hub_ready","ats_url":"http://"#),
+        "{line}"
+    );
     assert_eq!(v["event"], "hub_ready");
     let url = v["ats_url"].as_str().unwrap();
     let addr = url.strip_prefix("http://").unwrap();

@@ -24,7 +24,7 @@ pub const MAX_PRIORITY: i64 = 10;
 
 /// Formats a timestamp the way ATS does: RFC 3339, UTC, milliseconds, `Z`.
 pub fn format_timestamp(t: &DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// Parses an RFC 3339 timestamp (any offset) into UTC.

@@ -86,7 +86,9 @@ pub struct WatchConfig {
     pub task_types: Vec<String>,
     /// Event names, e.g. `task.created` (OR).
     pub event_types: Vec<String>,
-    /// Report changes since this time; `None`: since the server's clock at start.
+    /// Report changes since this time (the first catch-up lists everything updated after it,
+    /// minus [`CATCH_UP_OVERLAP`]). `None`: the server's clock at start (from `/health`), so
+    /// only changes from about then on; set it earlier to also see older pending offers.
     pub since: Option<DateTime<Utc>>,
     /// Polling period while the WebSocket is unavailable.
     pub poll_interval: Duration,
@@ -587,4 +589,76 @@ impl WatchActor {
 fn frame_type(text: &str) -> Option<String> {
     let v: Value = serde_json::from_str(text).ok()?;
     v.get("type")?.as_str().map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(id: TaskId, secs: i64, status: TaskStatus) -> Task {
+        let t = DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap();
+        serde_json::from_value(json!({
+            "id": id, "status": status.as_str(),
+            "created_at": crate::types::format_timestamp(&t),
+            "updated_at": crate::types::format_timestamp(&t),
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn dedupe_states_and_events() {
+        let mut d = Dedupe::default();
+        assert!(d.fresh_state(&task(1, 0, TaskStatus::Pending)));
+        assert!(
+            !d.fresh_state(&task(1, 0, TaskStatus::Pending)),
+            "same state twice"
+        );
+        assert!(
+            d.fresh_state(&task(1, 0, TaskStatus::InProgress)),
+            "same instant, new status"
+        );
+        assert!(d.fresh_state(&task(1, 5, TaskStatus::Completed)));
+        assert!(
+            !d.fresh_state(&task(1, 3, TaskStatus::InProgress)),
+            "older than delivered"
+        );
+        assert!(d.fresh_state(&task(2, 0, TaskStatus::Pending)));
+        assert!(d.fresh_event(10));
+        assert!(!d.fresh_event(10));
+        for id in 0..i64::try_from(DEDUPE_EVENTS).unwrap() + 10 {
+            d.fresh_event(1000 + id);
+        }
+        assert!(d.events.len() <= DEDUPE_EVENTS);
+        assert!(d.fresh_event(10), "forgotten after eviction");
+        for id in 0..i64::try_from(DEDUPE_TASKS).unwrap() + 5 {
+            d.fresh_state(&task(100 + id, 0, TaskStatus::Pending));
+        }
+        assert!(d.states.len() <= DEDUPE_TASKS && d.state_order.len() <= DEDUPE_TASKS);
+    }
+
+    #[test]
+    fn subscribe_message_has_only_given_filters() {
+        let client = Client::new(crate::ClientConfig::new(
+            "http://127.0.0.1:1",
+            Actor::agent("a"),
+        ))
+        .unwrap();
+        let (tx, _rx) = mpsc::channel(1);
+        let mut actor = WatchActor {
+            client,
+            config: WatchConfig::default(),
+            tx,
+            cancel: CancellationToken::new(),
+            dedupe: Dedupe::default(),
+            floor: None,
+        };
+        let v: Value = serde_json::from_str(&actor.subscribe_message()).unwrap();
+        assert_eq!(v, json!({"type": "subscribe", "id": "ats-p2p-sub-1"}));
+        actor.config.channels = vec!["p2p-transfer".into()];
+        actor.config.event_types = vec!["task.created".into(), "task.claimed".into()];
+        let v: Value = serde_json::from_str(&actor.subscribe_message()).unwrap();
+        assert_eq!(v["channels"], json!(["p2p-transfer"]));
+        assert!(v.get("task_types").is_none());
+        assert_eq!(v["event_types"].as_array().unwrap().len(), 2);
+    }
 }

@@ -105,8 +105,8 @@ pub enum Scope {
     },
 }
 
-/// An event ready to broadcast: the frame text and what subscriptions filter on.
-#[derive(Debug, Clone)]
+/// An event ready to broadcast: the frame and what subscriptions filter on.
+#[derive(Debug)]
 pub struct HubEvent {
     /// Event name.
     pub event_type: String,
@@ -114,8 +114,21 @@ pub struct HubEvent {
     pub channel: String,
     /// The task's type.
     pub task_type: String,
-    /// The JSON text frame.
-    pub frame: String,
+    /// The frame (serialized on first use: with no subscriber it never is).
+    data: EventFrame,
+    text: std::sync::OnceLock<String>,
+}
+
+impl HubEvent {
+    /// The JSON text frame (ats-api.md section 9).
+    pub fn frame(&self) -> &str {
+        self.text.get_or_init(|| {
+            serde_json::to_string(&self.data).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot serialize an event frame");
+                json!({ "type": "error", "error": "event not serializable" }).to_string()
+            })
+        })
+    }
 }
 
 /// A task state change: the task after it, and its events.
@@ -252,7 +265,9 @@ pub fn init(conn: &Connection, now: DateTime<Utc>) -> Result<(), StoreError> {
     // WAL is synced at checkpoints), which keeps claims fast while surviving process crashes.
     let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
     conn.execute_batch(
-        "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;",
+        // temp_store=MEMORY keeps the per-job savepoint journals off the disk.
+        "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;
+         PRAGMA temp_store=MEMORY; PRAGMA cache_size=-16384;",
     )?;
     conn.execute_batch(SCHEMA)?;
     let ts = format_timestamp(&now);
@@ -373,12 +388,12 @@ fn event(
         }),
         task: None,
     };
-    let frame = serde_json::to_string(&frame).map_err(|e| bad(e.to_string()))?;
     Ok(HubEvent {
         event_type: event_type.to_owned(),
         channel: task.channel.clone(),
         task_type: task.task_type.clone(),
-        frame,
+        data: frame,
+        text: std::sync::OnceLock::new(),
     })
 }
 
@@ -1279,7 +1294,7 @@ mod tests {
         assert_eq!(t.payload, json!({}));
         assert_eq!(t.source_id.as_deref(), Some("a"));
         assert_eq!(ch.events.len(), 1);
-        assert!(ch.events[0].frame.contains("\"task.created\""));
+        assert!(ch.events[0].frame().contains("\"task.created\""));
         for b in [
             json!({}),
             json!({"title": ""}),
@@ -1347,7 +1362,7 @@ mod tests {
         assert_eq!(ch.len(), 1);
         assert_eq!(ch[0].task.status, TaskStatus::Pending);
         assert!(ch[0].task.assignee_id.is_none() && ch[0].task.lease_expires.is_none());
-        assert!(ch[0].events[0].frame.contains("task.lease_expired"));
+        assert!(ch[0].events[0].frame().contains("task.lease_expired"));
         assert!(matches!(
             claim(&c, &s, id, &HubActor::default(), &Map::new(), now),
             Err(StoreError::BadRequest(_))
@@ -1539,7 +1554,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.parts[0].part_type, "text");
-        assert!(ev[0].frame.contains("task.message"));
+        assert!(ev[0].frame().contains("task.message"));
         assert_eq!(list_messages(&c, &s, id).unwrap(), vec![m]);
         for b in [
             json!({}),

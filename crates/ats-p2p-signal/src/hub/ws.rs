@@ -145,7 +145,7 @@ async fn session(mut socket: WebSocket, st: AppState, actor_id: String) {
                     Err(RecvError::Closed) => break,
                 };
                 if filter.as_ref().is_some_and(|f| f.matches(&ev))
-                    && socket.send(Message::Text(ev.frame.clone())).await.is_err()
+                    && socket.send(Message::Text(ev.frame().to_owned())).await.is_err()
                 {
                     break;
                 }
