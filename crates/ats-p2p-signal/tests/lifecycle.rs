@@ -227,13 +227,13 @@ async fn lease_expires_back_to_pending_with_event() {
             .await
             .unwrap();
         let held = b
-            .claim(task.id, Some(Duration::from_millis(600)))
+            .claim(task.id, Some(Duration::from_millis(1500)))
             .await
             .unwrap();
         // the holder renews; someone else is refused while the lease runs
         tokio::time::sleep(Duration::from_millis(300)).await;
         let renewed = b
-            .renew_claim(task.id, Duration::from_millis(600))
+            .renew_claim(task.id, Duration::from_millis(1500))
             .await
             .unwrap();
         assert!(renewed.lease_expires > held.lease_expires);
