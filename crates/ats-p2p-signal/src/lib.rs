@@ -6,6 +6,28 @@
 //!   [`TaskEvent`]s.
 //! - [`offer`]: the `file_offer` payload and the accept message.
 //! - `hub` (feature `hub`): the ATS-compatible server on axum and SQLite.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), ats_p2p_signal::SignalError> {
+//! use ats_p2p_signal::{Actor, Client, ClientConfig, EventKind, FileOffer, WatchConfig};
+//! use futures::StreamExt;
+//!
+//! let receiver = Client::new(ClientConfig::new("http://127.0.0.1:8787", Actor::agent("agent-b")))?;
+//! let mut watch = receiver.watch(WatchConfig {
+//!     channels: vec!["p2p-transfer".into()],
+//!     task_types: vec!["file_offer".into()],
+//!     ..WatchConfig::default()
+//! });
+//! while let Some(ev) = watch.next().await {
+//!     if ev.kind == EventKind::Created {
+//!         match FileOffer::from_task(&ev.task) {
+//!             Ok(_offer) => { receiver.claim(ev.task.id, None).await?; /* post the accept */ }
+//!             Err(e) => { receiver.reject(ev.task.id, Some(&e.to_string())).await?; }
+//!         }
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
 
 pub mod client;
