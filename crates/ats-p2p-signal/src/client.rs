@@ -410,8 +410,7 @@ impl Client {
         })
     }
 
-    /// Sends with the given retry policy. Returns the JSON body (`Null` when empty) and whether
-    /// an earlier attempt may have reached the server.
+    /// Sends with the given retry policy. Returns the JSON body (`Null` when empty).
     async fn send(
         &self,
         method: Method,
@@ -419,13 +418,12 @@ impl Client {
         query: &[(&str, String)],
         body: Option<&Value>,
         retry: Retry,
-    ) -> Result<(Value, bool), SignalError> {
+    ) -> Result<Value, SignalError> {
         let mut attempt = 0u32;
-        let mut repeated = false;
         loop {
             let result = self.attempt(&method, &url, query, body).await;
             let err = match result {
-                Ok(v) => return Ok((v, repeated)),
+                Ok(v) => return Ok(v),
                 Err(e) => e,
             };
             let may_retry = match retry {
@@ -434,9 +432,6 @@ impl Client {
             };
             if !may_retry || attempt >= self.inner.max_retries {
                 return Err(err);
-            }
-            if !matches!(err, SignalError::Connect { .. }) {
-                repeated = true;
             }
             let delay = backoff_delay(attempt, RETRY_BASE_DELAY, RETRY_MAX_DELAY);
             tracing::debug!(%url, %err, ?delay, attempt, "retrying ATS request");
@@ -448,14 +443,14 @@ impl Client {
     /// `GET /health`.
     pub async fn health(&self) -> Result<Health, SignalError> {
         let url = join(&self.inner.base, &["health"]);
-        let (v, _) = self.send(Method::GET, url, &[], None, Retry::Safe).await?;
+        let v = self.send(Method::GET, url, &[], None, Retry::Safe).await?;
         decode("health", v)
     }
 
     /// `GET /tasks/stats` (never project-scoped).
     pub async fn stats(&self) -> Result<Stats, SignalError> {
         let url = join(&self.inner.base, &["tasks", "stats"]);
-        let (v, _) = self.send(Method::GET, url, &[], None, Retry::Safe).await?;
+        let v = self.send(Method::GET, url, &[], None, Retry::Safe).await?;
         decode("stats", unwrap_envelope(v, "stats"))
     }
 
@@ -466,7 +461,7 @@ impl Client {
             reason: e.to_string(),
         })?;
         let url = self.task_url(&[]);
-        let (v, _) = self
+        let v = self
             .send(Method::POST, url, &[], Some(&body), Retry::ConnectOnly)
             .await?;
         decode_task(v)
@@ -475,7 +470,7 @@ impl Client {
     /// `GET /tasks/{id}`.
     pub async fn get_task(&self, id: TaskId) -> Result<Task, SignalError> {
         let url = self.task_url(&[&id.to_string()]);
-        let (v, _) = self.send(Method::GET, url, &[], None, Retry::Safe).await?;
+        let v = self.send(Method::GET, url, &[], None, Retry::Safe).await?;
         decode_task(v)
     }
 
@@ -483,7 +478,7 @@ impl Client {
     pub async fn list_tasks(&self, query: &ListQuery) -> Result<TaskList, SignalError> {
         let url = self.task_url(&[]);
         let pairs = query.to_pairs();
-        let (v, _) = self
+        let v = self
             .send(Method::GET, url, &pairs, None, Retry::Safe)
             .await?;
         decode_task_list(v)
@@ -496,7 +491,7 @@ impl Client {
             reason: e.to_string(),
         })?;
         let url = self.task_url(&[&id.to_string()]);
-        let (v, _) = self
+        let v = self
             .send(Method::PATCH, url, &[], Some(&body), Retry::Safe)
             .await?;
         self.task_or_get(id, v).await
@@ -545,7 +540,7 @@ impl Client {
             None => json!({}),
         };
         let url = self.task_url(&[&id.to_string(), "claim"]);
-        let (v, _) = self
+        let v = self
             .send(Method::POST, url, &[], Some(&body), Retry::ConnectOnly)
             .await?;
         self.task_or_get(id, v).await
@@ -642,7 +637,7 @@ impl Client {
     pub async fn post_message(&self, id: TaskId, parts: Vec<Part>) -> Result<Message, SignalError> {
         let body = json!({ "parts": parts });
         let url = self.task_url(&[&id.to_string(), "messages"]);
-        let (v, _) = self
+        let v = self
             .send(Method::POST, url, &[], Some(&body), Retry::ConnectOnly)
             .await?;
         decode("message", unwrap_envelope(v, "message"))
@@ -656,7 +651,7 @@ impl Client {
     /// `GET /tasks/{id}/messages`, oldest first.
     pub async fn list_messages(&self, id: TaskId) -> Result<Vec<Message>, SignalError> {
         let url = self.task_url(&[&id.to_string(), "messages"]);
-        let (v, _) = self.send(Method::GET, url, &[], None, Retry::Safe).await?;
+        let v = self.send(Method::GET, url, &[], None, Retry::Safe).await?;
         match v {
             Value::Null => Ok(Vec::new()),
             v => decode("message list", unwrap_envelope(v, "messages")),
