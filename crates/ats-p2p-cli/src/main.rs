@@ -1,6 +1,156 @@
 //! The `ats-p2p` command-line tool.
+//!
+//! stdout carries results only (one JSON object per line with `--json`); logs go to stderr.
+//! Exit status: 0 on success, 1 on error, 130 after Ctrl-C (once everything closed cleanly).
 
-fn main() {
-    eprintln!("ats-p2p: no commands yet");
-    std::process::exit(2);
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+
+/// Exit status after Ctrl-C (128 + SIGINT), as shells expect.
+const EXIT_INTERRUPTED: u8 = 130;
+
+/// Send files peer to peer between AI agents, signaled through ATS.
+#[derive(Debug, Parser)]
+#[command(name = "ats-p2p", version, about)]
+struct Cli {
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Flags shared by every subcommand.
+#[derive(Debug, Args)]
+struct CommonArgs {
+    /// More logging on stderr (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Machine-readable output: one JSON object per line on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run an ATS-compatible hub (REST + WebSocket, SQLite) on this machine.
+    #[cfg(feature = "hub")]
+    Hub(HubArgs),
+}
+
+/// `ats-p2p hub`.
+#[cfg(feature = "hub")]
+#[derive(Debug, Args)]
+struct HubArgs {
+    /// Address to listen on; port 0 picks a free port. Loopback by default: binding another
+    /// interface exposes an unauthenticated service.
+    #[arg(long, default_value = ats_p2p_signal::hub::DEFAULT_LISTEN, env = "ATS_P2P_HUB_LISTEN")]
+    listen: std::net::SocketAddr,
+    /// SQLite database file [default: <data dir>/ats-p2p/hub.sqlite, e.g.
+    /// ~/.local/share/ats-p2p/hub.sqlite on Linux].
+    #[arg(long, env = "ATS_P2P_HUB_DB")]
+    db: Option<PathBuf>,
+}
+
+/// How a command ended without error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Done,
+    Interrupted,
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.common.verbose);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(Outcome::Done) => ExitCode::SUCCESS,
+        Ok(Outcome::Interrupted) => ExitCode::from(EXIT_INTERRUPTED),
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    match cli.command {
+        #[cfg(feature = "hub")]
+        Command::Hub(args) => hub(&cli.common, args).await,
+    }
+}
+
+/// Resolves when the process is asked to stop: `Interrupted` on Ctrl-C (SIGINT), `Done` on
+/// SIGTERM.
+async fn stop_signal() -> anyhow::Result<Outcome> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => { r.context("cannot listen for Ctrl-C")?; Ok(Outcome::Interrupted) }
+            _ = term.recv() => Ok(Outcome::Done),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c()
+            .await
+            .context("cannot listen for Ctrl-C")?;
+        Ok(Outcome::Interrupted)
+    }
+}
+
+#[cfg(feature = "hub")]
+async fn hub(common: &CommonArgs, args: HubArgs) -> anyhow::Result<Outcome> {
+    use ats_p2p_signal::hub::{Hub, HubConfig};
+
+    let db = match args.db {
+        Some(p) => p,
+        None => dirs::data_dir()
+            .context("no data directory for this user; pass --db PATH")?
+            .join("ats-p2p")
+            .join("hub.sqlite"),
+    };
+    let hub = Hub::bind(HubConfig::new(args.listen, db.clone()))
+        .await
+        .with_context(|| format!("cannot start the hub (database {})", db.display()))?;
+    if common.json {
+        // Written by hand to keep the documented key order (`event` first).
+        let url = serde_json::Value::String(hub.url());
+        println!(r#"{{"event":"hub_ready","ats_url":{url}}}"#);
+    } else {
+        println!("ATS hub listening on {}", hub.url());
+        eprintln!(
+            "database: {}\npoint nodes at it with --ats-url {}; stop with Ctrl-C",
+            db.display(),
+            hub.url()
+        );
+    }
+    let outcome = stop_signal().await?;
+    hub.shutdown().await;
+    Ok(outcome)
 }

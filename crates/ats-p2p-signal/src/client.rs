@@ -1,0 +1,757 @@
+//! The typed ATS HTTP client.
+//!
+//! One [`Client`] per actor: it sends the `X-Actor-*` identity headers and
+//! `Content-Type: application/json` on every request, scopes task routes to an organization and
+//! project when asked, decodes tolerantly (wrapped or bare objects, unknown fields ignored), and
+//! reports precisely (the server's own `error` text, the HTTP status).
+//!
+//! Retries: reads (`GET`) and `PATCH` are repeated on connection errors, timeouts and 5xx with
+//! exponential backoff. State transitions (`complete`, `fail`, ...) are repeated too, and a
+//! repeat that meets "already in the target state" counts as success. `create`, `claim` and
+//! `post_message` are repeated only when the connection could not be opened at all (the request
+//! never reached the server), so a claim is never retried blindly.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use url::Url;
+
+use crate::error::SignalError;
+use crate::types::{
+    Actor, Health, ListQuery, Message, NewTask, Part, Stats, Task, TaskId, TaskList, TaskStatus,
+    TaskUpdate,
+};
+
+/// The public ATS service, the default base URL of the `ats` CLI.
+pub const DEFAULT_ATS_URL: &str = "https://ats.difflab.ai";
+
+/// Organization used when only a project is given (ATS default).
+pub const DEFAULT_ORG: &str = "default";
+
+/// Project used when only an organization is given (ATS default).
+pub const DEFAULT_PROJECT: &str = "main";
+
+/// Whole-request timeout: ATS calls are small; anything slower is a stuck server.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// TCP/TLS connect timeout, shorter so an unreachable server is noticed quickly.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Repeats of a request that is safe to repeat (so up to 1 + this many attempts).
+pub const DEFAULT_MAX_RETRIES: u32 = 3;
+
+/// First retry delay; doubled on every attempt.
+pub const RETRY_BASE_DELAY: Duration = Duration::from_millis(100);
+
+/// Longest retry delay.
+pub const RETRY_MAX_DELAY: Duration = Duration::from_secs(2);
+
+/// Largest response body we read: task lists are paged, so 16 MiB is generous.
+pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Longest excerpt of a non-JSON error body quoted in [`SignalError::Http`].
+const ERROR_EXCERPT_CHARS: usize = 200;
+
+/// Default lease of a claim when none is given (the ATS default).
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
+
+/// How to reach ATS and who we are.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Base URL, e.g. `http://127.0.0.1:8787` (a trailing slash is ignored).
+    pub base_url: String,
+    /// Organization slug; with `project`, switches task routes to the scoped form.
+    pub org: Option<String>,
+    /// Project slug.
+    pub project: Option<String>,
+    /// Our identity.
+    pub actor: Actor,
+    /// Timeout of one attempt of one request.
+    pub request_timeout: Duration,
+    /// Repeats for requests that are safe to repeat.
+    pub max_retries: u32,
+}
+
+impl ClientConfig {
+    /// A config with default timeouts and no org/project scoping.
+    pub fn new(base_url: impl Into<String>, actor: Actor) -> Self {
+        Self {
+            base_url: base_url.into(),
+            org: None,
+            project: None,
+            actor,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_retries: DEFAULT_MAX_RETRIES,
+        }
+    }
+
+    /// Scopes task routes to `/orgs/{org}/projects/{project}`.
+    pub fn with_scope(mut self, org: impl Into<String>, project: impl Into<String>) -> Self {
+        self.org = Some(org.into());
+        self.project = Some(project.into());
+        self
+    }
+}
+
+/// When a failed attempt may be repeated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Connection errors, timeouts and 5xx (reads, PATCH, transitions).
+    Safe,
+    /// Only when the connection could not be opened: the server never saw the request.
+    ConnectOnly,
+}
+
+/// A cheap-to-clone handle to an ATS server, for one actor.
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    http: reqwest::Client,
+    base: Url,
+    /// Path segments prepended to task routes (`orgs/{org}/projects/{project}`), maybe empty.
+    scope: Vec<String>,
+    actor: Actor,
+    max_retries: u32,
+}
+
+/// Encodes a header value as Latin-1, as the ATS client's runtime does.
+fn latin1_header(name: &'static str, value: &str) -> Result<HeaderValue, SignalError> {
+    let mut bytes = Vec::with_capacity(value.len());
+    for c in value.chars() {
+        let code = u32::from(c);
+        let byte = u8::try_from(code).map_err(|_| SignalError::InvalidHeader {
+            name,
+            reason: format!("character {c:?} is outside Latin-1"),
+        })?;
+        bytes.push(byte);
+    }
+    HeaderValue::from_bytes(&bytes).map_err(|e| SignalError::InvalidHeader {
+        name,
+        reason: e.to_string(),
+    })
+}
+
+/// Parses and normalizes a base URL (trailing slashes removed).
+pub(crate) fn parse_base_url(base_url: &str) -> Result<Url, SignalError> {
+    let trimmed = base_url.trim().trim_end_matches('/');
+    let url = Url::parse(trimmed).map_err(|e| SignalError::InvalidUrl {
+        url: base_url.to_owned(),
+        reason: e.to_string(),
+    })?;
+    match url.scheme() {
+        "http" | "https" => Ok(url),
+        other => Err(SignalError::InvalidUrl {
+            url: base_url.to_owned(),
+            reason: format!("scheme {other:?} is not http or https"),
+        }),
+    }
+}
+
+/// `base` with `segments` appended to its path.
+fn join(base: &Url, segments: &[&str]) -> Url {
+    let mut url = base.clone();
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty();
+        path.extend(segments);
+    }
+    url
+}
+
+/// Delay before retry number `attempt` (0-based), with up to 25 % random jitter.
+pub(crate) fn backoff_delay(attempt: u32, base: Duration, max: Duration) -> Duration {
+    let factor = 1u32.checked_shl(attempt.min(16)).unwrap_or(u32::MAX);
+    let d = base.saturating_mul(factor).min(max);
+    let jitter_ms = u64::try_from(d.as_millis() / 4).unwrap_or(0);
+    let extra = if jitter_ms > 0 {
+        rand::Rng::gen_range(&mut rand::thread_rng(), 0..=jitter_ms)
+    } else {
+        0
+    };
+    d.saturating_add(Duration::from_millis(extra))
+}
+
+/// The message of an error answer: `error`, else `message`, else an excerpt, else `HTTP <status>`.
+fn error_message(status: StatusCode, body: &[u8]) -> String {
+    if let Ok(v) = serde_json::from_slice::<Value>(body) {
+        for key in ["error", "message"] {
+            match v.get(key) {
+                Some(Value::String(s)) if !s.is_empty() => return s.clone(),
+                Some(Value::Object(o)) => {
+                    if let Some(Value::String(s)) = o.get("message") {
+                        return s.clone();
+                    }
+                    return Value::Object(o.clone()).to_string();
+                }
+                _ => {}
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        format!("HTTP {}", status.as_u16())
+    } else {
+        text.chars().take(ERROR_EXCERPT_CHARS).collect()
+    }
+}
+
+fn decode<T: DeserializeOwned>(what: &'static str, v: Value) -> Result<T, SignalError> {
+    serde_json::from_value(v).map_err(|e| SignalError::Decode {
+        what,
+        reason: e.to_string(),
+    })
+}
+
+/// Takes `key` out of an envelope object, or returns the value itself (bare form).
+fn unwrap_envelope(mut v: Value, key: &str) -> Value {
+    if let Some(obj) = v.as_object_mut() {
+        if let Some(inner) = obj.remove(key) {
+            if inner.is_object() || inner.is_array() {
+                return inner;
+            }
+            obj.insert(key.to_owned(), inner);
+        }
+    }
+    v
+}
+
+/// Decodes one task, wrapped as `{"task": ...}` or bare.
+pub(crate) fn decode_task(v: Value) -> Result<Task, SignalError> {
+    decode("task", unwrap_envelope(v, "task"))
+}
+
+/// Decodes a task list, wrapped as `{"tasks": [...], "count": N}` or a bare array.
+pub(crate) fn decode_task_list(v: Value) -> Result<TaskList, SignalError> {
+    let (tasks, count) = match v {
+        Value::Array(a) => (a, None),
+        Value::Object(mut o) => {
+            let count = o.get("count").and_then(Value::as_u64);
+            match o.remove("tasks") {
+                Some(Value::Array(a)) => (a, count),
+                Some(Value::Null) | None => (Vec::new(), count),
+                Some(_) => {
+                    return Err(SignalError::Decode {
+                        what: "task list",
+                        reason: "`tasks` is not an array".to_owned(),
+                    });
+                }
+            }
+        }
+        _ => {
+            return Err(SignalError::Decode {
+                what: "task list",
+                reason: "neither an array nor an object".to_owned(),
+            });
+        }
+    };
+    let tasks: Vec<Task> = decode("task list", Value::Array(tasks))?;
+    let len = u64::try_from(tasks.len()).unwrap_or(u64::MAX);
+    let count = match count {
+        Some(c) if c > 0 => c,
+        _ => len,
+    };
+    Ok(TaskList { tasks, count })
+}
+
+impl Client {
+    /// Builds a client (no request is made).
+    pub fn new(config: ClientConfig) -> Result<Self, SignalError> {
+        let base = parse_base_url(&config.base_url)?;
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let identity = [
+            ("X-Actor-Type", &config.actor.actor_type),
+            ("X-Actor-ID", &config.actor.id),
+            ("X-Actor-Name", &config.actor.name),
+        ];
+        for (name, value) in identity {
+            headers.insert(
+                HeaderName::from_static(match name {
+                    "X-Actor-Type" => "x-actor-type",
+                    "X-Actor-ID" => "x-actor-id",
+                    _ => "x-actor-name",
+                }),
+                latin1_header(name, value)?,
+            );
+        }
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .timeout(config.request_timeout)
+            .connect_timeout(CONNECT_TIMEOUT.min(config.request_timeout))
+            .build()
+            .map_err(|e| SignalError::InvalidUrl {
+                url: config.base_url.clone(),
+                reason: format!("cannot build HTTP client: {e}"),
+            })?;
+        let scope = if config.org.is_some() || config.project.is_some() {
+            vec![
+                "orgs".to_owned(),
+                config.org.clone().unwrap_or_else(|| DEFAULT_ORG.to_owned()),
+                "projects".to_owned(),
+                config
+                    .project
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_PROJECT.to_owned()),
+            ]
+        } else {
+            Vec::new()
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                base,
+                scope,
+                actor: config.actor,
+                max_retries: config.max_retries,
+            }),
+        })
+    }
+
+    /// Our identity.
+    pub fn actor(&self) -> &Actor {
+        &self.inner.actor
+    }
+
+    /// The normalized base URL (no trailing slash).
+    pub fn base_url(&self) -> &Url {
+        &self.inner.base
+    }
+
+    /// The WebSocket URL for `watch`: `ws(s)://.../ws?actor_type=..&actor_id=..&actor_name=..`.
+    pub fn ws_url(&self) -> Url {
+        let mut url = join(&self.inner.base, &["ws"]);
+        let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
+        // Both schemes are "special" in the URL standard, so this cannot fail.
+        let _ = url.set_scheme(scheme);
+        url.query_pairs_mut()
+            .append_pair("actor_type", &self.inner.actor.actor_type)
+            .append_pair("actor_id", &self.inner.actor.id)
+            .append_pair("actor_name", &self.inner.actor.name);
+        url
+    }
+
+    fn task_url(&self, rest: &[&str]) -> Url {
+        let mut segs: Vec<&str> = self.inner.scope.iter().map(String::as_str).collect();
+        segs.push("tasks");
+        segs.extend_from_slice(rest);
+        join(&self.inner.base, &segs)
+    }
+
+    /// One attempt: send, read the capped body, map errors.
+    async fn attempt(
+        &self,
+        method: &Method,
+        url: &Url,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<Value, SignalError> {
+        let mut req = self.inner.http.request(method.clone(), url.clone());
+        if !query.is_empty() {
+            req = req.query(query);
+        }
+        if let Some(body) = body {
+            req = req.body(body.to_string());
+        }
+        let map_err = |e: reqwest::Error| {
+            if e.is_timeout() {
+                SignalError::Timeout {
+                    url: url.to_string(),
+                }
+            } else if e.is_connect() {
+                SignalError::Connect {
+                    url: url.to_string(),
+                    source: e,
+                }
+            } else {
+                SignalError::Transport {
+                    url: url.to_string(),
+                    source: e,
+                }
+            }
+        };
+        let mut resp = req.send().await.map_err(map_err)?;
+        let status = resp.status();
+        if let Some(len) = resp.content_length() {
+            if usize::try_from(len).map_or(true, |l| l > MAX_RESPONSE_BYTES) {
+                return Err(SignalError::ResponseTooLarge {
+                    limit: MAX_RESPONSE_BYTES,
+                });
+            }
+        }
+        let mut buf = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(map_err)? {
+            if buf.len().saturating_add(chunk.len()) > MAX_RESPONSE_BYTES {
+                return Err(SignalError::ResponseTooLarge {
+                    limit: MAX_RESPONSE_BYTES,
+                });
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        if !status.is_success() {
+            return Err(SignalError::Http {
+                status: status.as_u16(),
+                message: error_message(status, &buf),
+            });
+        }
+        if buf.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&buf).map_err(|e| SignalError::Decode {
+            what: "response body",
+            reason: e.to_string(),
+        })
+    }
+
+    /// Sends with the given retry policy. Returns the JSON body (`Null` when empty).
+    async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        retry: Retry,
+    ) -> Result<Value, SignalError> {
+        let mut attempt = 0u32;
+        loop {
+            let result = self.attempt(&method, &url, query, body).await;
+            let err = match result {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            let may_retry = match retry {
+                Retry::Safe => err.is_transient(),
+                Retry::ConnectOnly => matches!(err, SignalError::Connect { .. }),
+            };
+            if !may_retry || attempt >= self.inner.max_retries {
+                return Err(err);
+            }
+            let delay = backoff_delay(attempt, RETRY_BASE_DELAY, RETRY_MAX_DELAY);
+            tracing::debug!(%url, %err, ?delay, attempt, "retrying ATS request");
+            tokio::time::sleep(delay).await;
+            attempt = attempt.saturating_add(1);
+        }
+    }
+
+    /// `GET /health`.
+    pub async fn health(&self) -> Result<Health, SignalError> {
+        let url = join(&self.inner.base, &["health"]);
+        let v = self.send(Method::GET, url, &[], None, Retry::Safe).await?;
+        decode("health", v)
+    }
+
+    /// `GET /tasks/stats` (never project-scoped).
+    pub async fn stats(&self) -> Result<Stats, SignalError> {
+        let url = join(&self.inner.base, &["tasks", "stats"]);
+        let v = self.send(Method::GET, url, &[], None, Retry::Safe).await?;
+        decode("stats", unwrap_envelope(v, "stats"))
+    }
+
+    /// `POST /tasks`: creates a task (retried only if the server was never reached).
+    pub async fn create_task(&self, task: &NewTask) -> Result<Task, SignalError> {
+        let body = serde_json::to_value(task).map_err(|e| SignalError::Decode {
+            what: "new task",
+            reason: e.to_string(),
+        })?;
+        let url = self.task_url(&[]);
+        let v = self
+            .send(Method::POST, url, &[], Some(&body), Retry::ConnectOnly)
+            .await?;
+        decode_task(v)
+    }
+
+    /// `GET /tasks/{id}`.
+    pub async fn get_task(&self, id: TaskId) -> Result<Task, SignalError> {
+        let url = self.task_url(&[&id.to_string()]);
+        let v = self.send(Method::GET, url, &[], None, Retry::Safe).await?;
+        decode_task(v)
+    }
+
+    /// `GET /tasks` with filters. Unlike the `ats` CLI, no status filter is added.
+    pub async fn list_tasks(&self, query: &ListQuery) -> Result<TaskList, SignalError> {
+        let url = self.task_url(&[]);
+        let pairs = query.to_pairs();
+        let v = self
+            .send(Method::GET, url, &pairs, None, Retry::Safe)
+            .await?;
+        decode_task_list(v)
+    }
+
+    /// `PATCH /tasks/{id}`.
+    pub async fn update_task(&self, id: TaskId, update: &TaskUpdate) -> Result<Task, SignalError> {
+        let body = serde_json::to_value(update).map_err(|e| SignalError::Decode {
+            what: "task update",
+            reason: e.to_string(),
+        })?;
+        let url = self.task_url(&[&id.to_string()]);
+        let v = self
+            .send(Method::PATCH, url, &[], Some(&body), Retry::Safe)
+            .await?;
+        self.task_or_get(id, v).await
+    }
+
+    /// `POST /tasks/{id}/claim` with a lease (`None`: the server default, 60 s).
+    ///
+    /// A 409 (held by someone else, or not pending) is [`SignalError::ClaimConflict`]. Never
+    /// repeated once the request may have reached the server.
+    pub async fn claim(&self, id: TaskId, lease: Option<Duration>) -> Result<Task, SignalError> {
+        self.claim_inner(id, lease).await.map_err(|e| match e {
+            SignalError::Http {
+                status: 409,
+                message,
+            } => SignalError::ClaimConflict {
+                task_id: id,
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Renews our own claim (a claim by the current assignee extends its lease).
+    ///
+    /// A 409 means the lease lapsed and the task moved on: [`SignalError::ClaimLost`].
+    pub async fn renew_claim(&self, id: TaskId, lease: Duration) -> Result<Task, SignalError> {
+        self.claim_inner(id, Some(lease))
+            .await
+            .map_err(|e| match e {
+                SignalError::Http {
+                    status: 409,
+                    message,
+                } => SignalError::ClaimLost {
+                    task_id: id,
+                    message,
+                },
+                other => other,
+            })
+    }
+
+    async fn claim_inner(&self, id: TaskId, lease: Option<Duration>) -> Result<Task, SignalError> {
+        let body = match lease {
+            Some(l) => {
+                json!({ "lease_duration": u64::try_from(l.as_millis()).unwrap_or(u64::MAX) })
+            }
+            None => json!({}),
+        };
+        let url = self.task_url(&[&id.to_string(), "claim"]);
+        let v = self
+            .send(Method::POST, url, &[], Some(&body), Retry::ConnectOnly)
+            .await?;
+        self.task_or_get(id, v).await
+    }
+
+    /// `POST /tasks/{id}/complete` with outputs (stored as given).
+    pub async fn complete(&self, id: TaskId, outputs: Vec<Value>) -> Result<Task, SignalError> {
+        let body = json!({ "outputs": outputs });
+        self.transition(id, "complete", Some(body), TaskStatus::Completed)
+            .await
+    }
+
+    /// `POST /tasks/{id}/fail` with an optional reason.
+    pub async fn fail(&self, id: TaskId, reason: Option<&str>) -> Result<Task, SignalError> {
+        self.transition(id, "fail", Some(reason_body(reason)), TaskStatus::Failed)
+            .await
+    }
+
+    /// `POST /tasks/{id}/reject` with an optional reason.
+    pub async fn reject(&self, id: TaskId, reason: Option<&str>) -> Result<Task, SignalError> {
+        self.transition(
+            id,
+            "reject",
+            Some(reason_body(reason)),
+            TaskStatus::Rejected,
+        )
+        .await
+    }
+
+    /// `POST /tasks/{id}/cancel` (sent without a body, like the `ats` CLI).
+    pub async fn cancel(&self, id: TaskId) -> Result<Task, SignalError> {
+        self.transition(id, "cancel", None, TaskStatus::Cancelled)
+            .await
+    }
+
+    /// `POST /tasks/{id}/reopen` with an optional reason.
+    pub async fn reopen(&self, id: TaskId, reason: Option<&str>) -> Result<Task, SignalError> {
+        self.transition(id, "reopen", Some(reason_body(reason)), TaskStatus::Pending)
+            .await
+    }
+
+    /// A state transition; a repeated attempt that meets 409 succeeds if the task is already in
+    /// `target` (the first attempt went through but its answer was lost).
+    async fn transition(
+        &self,
+        id: TaskId,
+        action: &str,
+        body: Option<Value>,
+        target: TaskStatus,
+    ) -> Result<Task, SignalError> {
+        let url = self.task_url(&[&id.to_string(), action]);
+        let mut attempt = 0u32;
+        let mut repeated = false;
+        loop {
+            match self.attempt(&Method::POST, &url, &[], body.as_ref()).await {
+                Ok(v) => return self.task_or_get(id, v).await,
+                Err(SignalError::Http {
+                    status: 409,
+                    message,
+                }) if repeated => {
+                    let task = self.get_task(id).await?;
+                    if task.status == target {
+                        return Ok(task);
+                    }
+                    return Err(SignalError::Http {
+                        status: 409,
+                        message,
+                    });
+                }
+                Err(e) if e.is_transient() && attempt < self.inner.max_retries => {
+                    // A refused connection never reached the server; anything else may have.
+                    if !matches!(e, SignalError::Connect { .. }) {
+                        repeated = true;
+                    }
+                    let delay = backoff_delay(attempt, RETRY_BASE_DELAY, RETRY_MAX_DELAY);
+                    tracing::debug!(%url, %e, ?delay, "retrying ATS transition");
+                    tokio::time::sleep(delay).await;
+                    attempt = attempt.saturating_add(1);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The task in an answer, or a fresh `GET` when the server answered something else.
+    async fn task_or_get(&self, id: TaskId, v: Value) -> Result<Task, SignalError> {
+        match decode_task(v) {
+            Ok(t) => Ok(t),
+            Err(_) => self.get_task(id).await,
+        }
+    }
+
+    /// `POST /tasks/{id}/messages` with the given parts.
+    pub async fn post_message(&self, id: TaskId, parts: Vec<Part>) -> Result<Message, SignalError> {
+        let body = json!({ "parts": parts });
+        let url = self.task_url(&[&id.to_string(), "messages"]);
+        let v = self
+            .send(Method::POST, url, &[], Some(&body), Retry::ConnectOnly)
+            .await?;
+        decode("message", unwrap_envelope(v, "message"))
+    }
+
+    /// Posts one `text` part, as `ats message add` does.
+    pub async fn post_text(&self, id: TaskId, text: &str) -> Result<Message, SignalError> {
+        self.post_message(id, vec![Part::text(text)]).await
+    }
+
+    /// `GET /tasks/{id}/messages`, oldest first.
+    pub async fn list_messages(&self, id: TaskId) -> Result<Vec<Message>, SignalError> {
+        let url = self.task_url(&[&id.to_string(), "messages"]);
+        let v = self.send(Method::GET, url, &[], None, Retry::Safe).await?;
+        match v {
+            Value::Null => Ok(Vec::new()),
+            v => decode("message list", unwrap_envelope(v, "messages")),
+        }
+    }
+}
+
+fn reason_body(reason: Option<&str>) -> Value {
+    match reason {
+        Some(r) => json!({ "reason": r }),
+        None => json!({}),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_url_trailing_slash_and_scope() {
+        let c =
+            Client::new(ClientConfig::new("http://h:1/", Actor::agent("a")).with_scope("o", "p"))
+                .unwrap();
+        assert_eq!(
+            c.task_url(&["7", "claim"]).as_str(),
+            "http://h:1/orgs/o/projects/p/tasks/7/claim"
+        );
+        let c = Client::new(ClientConfig::new("http://h:1/api//", Actor::agent("a"))).unwrap();
+        assert_eq!(c.task_url(&[]).as_str(), "http://h:1/api/tasks");
+        assert_eq!(
+            c.ws_url().as_str(),
+            "ws://h:1/api/ws?actor_type=agent&actor_id=a&actor_name=a"
+        );
+        let mut cfg = ClientConfig::new("https://h", Actor::agent("x y"));
+        cfg.project = Some("p".into());
+        let c = Client::new(cfg).unwrap();
+        assert_eq!(
+            c.task_url(&[]).as_str(),
+            "https://h/orgs/default/projects/p/tasks"
+        );
+        assert!(c.ws_url().as_str().starts_with("wss://h/ws?"));
+        assert!(c.ws_url().as_str().contains("actor_name=x+y"));
+    }
+
+    #[test]
+    fn bad_urls_and_headers_are_refused() {
+        assert!(matches!(
+            Client::new(ClientConfig::new("ftp://x", Actor::agent("a"))),
+            Err(SignalError::InvalidUrl { .. })
+        ));
+        assert!(matches!(
+            Client::new(ClientConfig::new("not a url", Actor::agent("a"))),
+            Err(SignalError::InvalidUrl { .. })
+        ));
+        let mut actor = Actor::agent("a");
+        actor.name = "check ✓".into();
+        assert!(matches!(
+            Client::new(ClientConfig::new("http://x", actor)),
+            Err(SignalError::InvalidHeader { .. })
+        ));
+        let mut actor = Actor::agent("a");
+        actor.name = "Zoë".into();
+        assert!(Client::new(ClientConfig::new("http://x", actor)).is_ok());
+    }
+
+    #[test]
+    fn error_message_prefers_server_text() {
+        let s = StatusCode::CONFLICT;
+        assert_eq!(
+            error_message(s, br#"{"error":"task is completed"}"#),
+            "task is completed"
+        );
+        assert_eq!(error_message(s, br#"{"message":"nope"}"#), "nope");
+        assert_eq!(error_message(s, b""), "HTTP 409");
+        assert_eq!(error_message(s, b"plain text"), "plain text");
+    }
+
+    #[test]
+    fn envelopes_wrapped_or_bare() {
+        let task = json!({"id": "7", "title": "t", "status": "pending", "created_at": "2026-01-01T00:00:00Z",
+            "updated_at": "2026-01-01T00:00:00.5+01:00", "extra": 1, "outputs": null});
+        let a = decode_task(json!({ "task": task.clone() })).unwrap();
+        let b = decode_task(task.clone()).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.id, 7);
+        assert_eq!(a.task_type, "task");
+        assert!(a.outputs.is_empty());
+        let l = decode_task_list(json!([task.clone()])).unwrap();
+        assert_eq!(l.count, 1);
+        let l = decode_task_list(json!({"tasks": [task.clone(), task], "count": 9})).unwrap();
+        assert_eq!((l.tasks.len(), l.count), (2, 9));
+        assert!(decode_task(json!({"id": 1})).is_err());
+    }
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let b = Duration::from_millis(100);
+        let m = Duration::from_secs(2);
+        assert!(backoff_delay(0, b, m) >= b);
+        assert!(backoff_delay(3, b, m) >= Duration::from_millis(800));
+        assert!(backoff_delay(40, b, m) <= m + m / 4);
+    }
+}

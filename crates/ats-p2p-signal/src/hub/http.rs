@@ -1,0 +1,513 @@
+//! HTTP routes of the hub: thin handlers that parse, call a `store` function on the database
+//! thread, and answer JSON (every response, including errors, 404 and 405).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router, middleware};
+use chrono::Utc;
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::db::Db;
+use super::store::{self, Action, HubActor, HubEvent, Scope, StoreError};
+use crate::types::{TaskId, format_timestamp};
+
+/// Largest request body: tasks and messages are small JSON documents.
+pub(crate) const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Longest excerpt of a framework error body carried into the JSON error.
+const MAX_ERROR_EXCERPT: usize = 4096;
+
+/// Shared state of all handlers.
+#[derive(Debug, Clone)]
+pub(crate) struct AppState {
+    pub(crate) db: Db,
+    pub(crate) events: broadcast::Sender<Arc<HubEvent>>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) ws_tasks: TaskTracker,
+}
+
+/// A JSON error answer: `{"error": "..."}`.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        let status = match &e {
+            StoreError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            StoreError::NotFound(_) => StatusCode::NOT_FOUND,
+            StoreError::Conflict(_) => StatusCode::CONFLICT,
+            StoreError::Db(_) | StoreError::Commit(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            StoreError::Closed => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        if status.is_server_error() {
+            tracing::warn!(error = %e, "hub request failed");
+        }
+        Self::new(status, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn ok(status: StatusCode, v: Value) -> ApiResult {
+    Ok((status, Json(v)).into_response())
+}
+
+/// Reads a header as Latin-1 text (what the `ats` CLI's runtime sends).
+fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+    let v = headers.get(name)?;
+    let s: String = v.as_bytes().iter().map(|&b| char::from(b)).collect();
+    let s = s.trim().to_owned();
+    (!s.is_empty()).then_some(s)
+}
+
+fn actor(headers: &HeaderMap) -> HubActor {
+    HubActor {
+        actor_type: header_text(headers, "x-actor-type"),
+        id: header_text(headers, "x-actor-id"),
+        name: header_text(headers, "x-actor-name"),
+    }
+}
+
+type Params = Option<Path<HashMap<String, String>>>;
+
+fn scope(params: &Params) -> Scope {
+    match params {
+        Some(Path(p)) => match (p.get("org"), p.get("project")) {
+            (Some(org), Some(project)) => Scope::Named {
+                org: org.clone(),
+                project: project.clone(),
+            },
+            _ => Scope::Default,
+        },
+        None => Scope::Default,
+    }
+}
+
+fn param(params: &Params, key: &str) -> String {
+    params
+        .as_ref()
+        .and_then(|Path(p)| p.get(key).cloned())
+        .unwrap_or_default()
+}
+
+/// The task id of the path: decimal, else 404.
+fn task_id(params: &Params) -> Result<TaskId, ApiError> {
+    let raw = param(params, "id");
+    raw.parse::<TaskId>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("task {raw:?} not found")))
+}
+
+fn query_map(q: Option<String>) -> HashMap<String, String> {
+    url::form_urlencoded::parse(q.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect()
+}
+
+async fn health() -> ApiResult {
+    ok(
+        StatusCode::OK,
+        json!({ "status": "ok", "timestamp": format_timestamp(&Utc::now()) }),
+    )
+}
+
+async fn stats(State(st): State<AppState>) -> ApiResult {
+    let now = Utc::now();
+    let s = st
+        .db
+        .call(move |c| Ok((store::stats(c, now)?, vec![])))
+        .await?;
+    ok(StatusCode::OK, json!(s))
+}
+
+async fn create_task(
+    State(st): State<AppState>,
+    params: Params,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let scope = scope(&params);
+    let actor = actor(&headers);
+    let body = store::parse_body(&body)?;
+    let now = Utc::now();
+    let task = st
+        .db
+        .call(move |c| {
+            let ch = store::create_task(c, &scope, &actor, &body, now)?;
+            Ok((ch.task, ch.events))
+        })
+        .await?;
+    ok(StatusCode::CREATED, json!({ "task": task }))
+}
+
+async fn list_tasks(
+    State(st): State<AppState>,
+    params: Params,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let scope = scope(&params);
+    let q = query_map(q);
+    let (tasks, count) = st
+        .db
+        .call(move |c| Ok((store::list_tasks(c, &scope, &q)?, vec![])))
+        .await?;
+    ok(StatusCode::OK, json!({ "tasks": tasks, "count": count }))
+}
+
+async fn get_task(State(st): State<AppState>, params: Params) -> ApiResult {
+    let scope = scope(&params);
+    let id = task_id(&params)?;
+    let task = st
+        .db
+        .call(move |c| Ok((store::get_task(c, &scope, id)?, vec![])))
+        .await?;
+    ok(StatusCode::OK, json!({ "task": task }))
+}
+
+async fn update_task(
+    State(st): State<AppState>,
+    params: Params,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let scope = scope(&params);
+    let id = task_id(&params)?;
+    let actor = actor(&headers);
+    let body = store::parse_body(&body)?;
+    let now = Utc::now();
+    let task = st
+        .db
+        .call(move |c| {
+            let ch = store::update_task(c, &scope, id, &actor, &body, now)?;
+            Ok((ch.task, ch.events))
+        })
+        .await?;
+    ok(StatusCode::OK, json!({ "task": task }))
+}
+
+async fn claim(
+    State(st): State<AppState>,
+    params: Params,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let scope = scope(&params);
+    let id = task_id(&params)?;
+    let actor = actor(&headers);
+    let body = store::parse_body(&body)?;
+    let now = Utc::now();
+    let task = st
+        .db
+        .call(move |c| {
+            let ch = store::claim(c, &scope, id, &actor, &body, now)?;
+            Ok((ch.task, ch.events))
+        })
+        .await?;
+    ok(StatusCode::OK, json!({ "task": task }))
+}
+
+async fn transition(
+    st: AppState,
+    params: Params,
+    headers: HeaderMap,
+    body: Bytes,
+    action: Action,
+) -> ApiResult {
+    let scope = scope(&params);
+    let id = task_id(&params)?;
+    let actor = actor(&headers);
+    let body = store::parse_body(&body)?;
+    let now = Utc::now();
+    let task = st
+        .db
+        .call(move |c| {
+            let ch = store::transition(c, &scope, id, action, &actor, &body, now)?;
+            Ok((ch.task, ch.events))
+        })
+        .await?;
+    ok(StatusCode::OK, json!({ "task": task }))
+}
+
+macro_rules! transition_handler {
+    ($name:ident, $action:expr) => {
+        async fn $name(
+            State(st): State<AppState>,
+            params: Params,
+            headers: HeaderMap,
+            body: Bytes,
+        ) -> ApiResult {
+            transition(st, params, headers, body, $action).await
+        }
+    };
+}
+
+transition_handler!(complete, Action::Complete);
+transition_handler!(fail, Action::Fail);
+transition_handler!(reject, Action::Reject);
+transition_handler!(cancel, Action::Cancel);
+transition_handler!(reopen, Action::Reopen);
+
+async fn post_message(
+    State(st): State<AppState>,
+    params: Params,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let scope = scope(&params);
+    let id = task_id(&params)?;
+    let actor = actor(&headers);
+    let body = store::parse_body(&body)?;
+    let now = Utc::now();
+    let msg = st
+        .db
+        .call(move |c| store::post_message(c, &scope, id, &actor, &body, now))
+        .await?;
+    ok(StatusCode::CREATED, json!({ "message": msg }))
+}
+
+async fn list_messages(State(st): State<AppState>, params: Params) -> ApiResult {
+    let scope = scope(&params);
+    let id = task_id(&params)?;
+    let msgs = st
+        .db
+        .call(move |c| Ok((store::list_messages(c, &scope, id)?, vec![])))
+        .await?;
+    ok(StatusCode::OK, json!({ "messages": msgs }))
+}
+
+async fn list_orgs(State(st): State<AppState>) -> ApiResult {
+    let orgs = st.db.call(|c| Ok((store::list_orgs(c)?, vec![]))).await?;
+    ok(StatusCode::OK, json!({ "organizations": orgs }))
+}
+
+async fn create_org(State(st): State<AppState>, body: Bytes) -> ApiResult {
+    let body = store::parse_body(&body)?;
+    let now = Utc::now();
+    let org = st
+        .db
+        .call(move |c| Ok((store::create_org(c, &body, now)?, vec![])))
+        .await?;
+    ok(StatusCode::CREATED, json!({ "organization": org }))
+}
+
+async fn get_org(State(st): State<AppState>, params: Params) -> ApiResult {
+    let org = param(&params, "org");
+    let org = st
+        .db
+        .call(move |c| Ok((store::get_org(c, &org)?, vec![])))
+        .await?;
+    ok(StatusCode::OK, json!({ "organization": org }))
+}
+
+async fn update_org(State(st): State<AppState>, params: Params, body: Bytes) -> ApiResult {
+    let org = param(&params, "org");
+    let body = store::parse_body(&body)?;
+    let now = Utc::now();
+    let org = st
+        .db
+        .call(move |c| Ok((store::update_org(c, &org, &body, now)?, vec![])))
+        .await?;
+    ok(StatusCode::OK, json!({ "organization": org }))
+}
+
+async fn list_projects(State(st): State<AppState>, params: Params) -> ApiResult {
+    let org = param(&params, "org");
+    let projects = st
+        .db
+        .call(move |c| Ok((store::list_projects(c, &org)?, vec![])))
+        .await?;
+    ok(StatusCode::OK, json!({ "projects": projects }))
+}
+
+async fn create_project(State(st): State<AppState>, params: Params, body: Bytes) -> ApiResult {
+    let org = param(&params, "org");
+    let body = store::parse_body(&body)?;
+    let now = Utc::now();
+    let p = st
+        .db
+        .call(move |c| Ok((store::create_project(c, &org, &body, now)?, vec![])))
+        .await?;
+    ok(StatusCode::CREATED, json!({ "project": p }))
+}
+
+async fn get_project(State(st): State<AppState>, params: Params) -> ApiResult {
+    let org = param(&params, "org");
+    let project = param(&params, "project");
+    let p = st
+        .db
+        .call(move |c| Ok((store::get_project(c, &org, &project)?, vec![])))
+        .await?;
+    ok(StatusCode::OK, json!({ "project": p }))
+}
+
+async fn update_project(State(st): State<AppState>, params: Params, body: Bytes) -> ApiResult {
+    let org = param(&params, "org");
+    let project = param(&params, "project");
+    let body = store::parse_body(&body)?;
+    let now = Utc::now();
+    let p = st
+        .db
+        .call(move |c| {
+            Ok((
+                store::update_project(c, &org, &project, &body, now)?,
+                vec![],
+            ))
+        })
+        .await?;
+    ok(StatusCode::OK, json!({ "project": p }))
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no route for {}", uri.path()),
+    )
+}
+
+/// Task routes, mounted unscoped and under `/orgs/{org}/projects/{project}`.
+fn task_routes(prefix: &str) -> Router<AppState> {
+    Router::new()
+        .route(
+            &format!("{prefix}/tasks"),
+            get(list_tasks).post(create_task),
+        )
+        .route(
+            &format!("{prefix}/tasks/:id"),
+            get(get_task).patch(update_task),
+        )
+        .route(&format!("{prefix}/tasks/:id/claim"), post(claim))
+        .route(&format!("{prefix}/tasks/:id/complete"), post(complete))
+        .route(&format!("{prefix}/tasks/:id/fail"), post(fail))
+        .route(&format!("{prefix}/tasks/:id/reject"), post(reject))
+        .route(&format!("{prefix}/tasks/:id/cancel"), post(cancel))
+        .route(&format!("{prefix}/tasks/:id/reopen"), post(reopen))
+        .route(
+            &format!("{prefix}/tasks/:id/messages"),
+            get(list_messages).post(post_message),
+        )
+}
+
+/// The whole application: path normalization outside, JSON errors everywhere.
+pub(crate) fn app(state: AppState) -> Router {
+    let inner = Router::new()
+        .route("/health", get(health))
+        // Static segments win over `:id` in axum's router, so this is matched first.
+        .route("/tasks/stats", get(stats))
+        .merge(task_routes(""))
+        .merge(task_routes("/orgs/:org/projects/:project"))
+        .route("/orgs", get(list_orgs).post(create_org))
+        .route("/orgs/:org", get(get_org).patch(update_org))
+        .route(
+            "/orgs/:org/projects",
+            get(list_projects).post(create_project),
+        )
+        .route(
+            "/orgs/:org/projects/:project",
+            get(get_project).patch(update_project),
+        )
+        .route("/ws", get(super::ws::upgrade))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state);
+    Router::new()
+        .fallback_service(inner)
+        .layer(middleware::map_response(json_errors))
+        .layer(middleware::map_request(normalize_path))
+}
+
+/// Collapses repeated slashes (`//tasks` from a base URL with a trailing slash) and drops a
+/// trailing slash.
+async fn normalize_path(mut req: Request) -> Request {
+    let uri = req.uri();
+    let path = uri.path();
+    if !path.contains("//") && (path.len() <= 1 || !path.ends_with('/')) {
+        return req;
+    }
+    let mut clean = String::with_capacity(path.len());
+    for c in path.chars() {
+        if c == '/' && clean.ends_with('/') {
+            continue;
+        }
+        clean.push(c);
+    }
+    if clean.len() > 1 && clean.ends_with('/') {
+        clean.pop();
+    }
+    if let Some(q) = uri.query() {
+        clean.push('?');
+        clean.push_str(q);
+    }
+    let mut parts = uri.clone().into_parts();
+    if let Ok(pq) = clean.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(new) = Uri::from_parts(parts) {
+            *req.uri_mut() = new;
+        }
+    }
+    req
+}
+
+/// Turns any non-JSON error answer of the framework (405, 413, rejected upgrade, ...) into
+/// `{"error": "..."}` with the same status and headers.
+async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = match axum::body::to_bytes(body, MAX_ERROR_EXCERPT).await {
+        Ok(b) => String::from_utf8_lossy(&b).trim().to_owned(),
+        Err(_) => String::new(),
+    };
+    let message = if text.is_empty() {
+        match status {
+            StatusCode::METHOD_NOT_ALLOWED => "method not allowed for this route".to_owned(),
+            s => s.canonical_reason().unwrap_or("error").to_owned(),
+        }
+    } else {
+        text
+    };
+    let body = json!({ "error": message }).to_string();
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(body))
+}
