@@ -97,7 +97,7 @@ fn parse_header(src: &[u8]) -> Result<Option<(FrameType, usize)>, FrameError> {
     let Some(&type_byte) = src.first() else {
         return Ok(None);
     };
-    let ty = FrameType::from_u8(type_byte).ok_or(FrameError::UnknownType(type_byte))?;
+    let ty = FrameType::try_from(type_byte)?;
     let Some(len_bytes) = src.get(1..HEADER_LEN) else {
         return Ok(None);
     };

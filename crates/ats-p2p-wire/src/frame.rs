@@ -83,6 +83,22 @@ impl FrameType {
     }
 }
 
+impl TryFrom<u8> for FrameType {
+    type Error = crate::FrameError;
+
+    /// The type for a wire byte; [`FrameError::UnknownType`](crate::FrameError::UnknownType)
+    /// otherwise.
+    fn try_from(byte: u8) -> Result<Self, crate::FrameError> {
+        Self::from_u8(byte).ok_or(crate::FrameError::UnknownType(byte))
+    }
+}
+
+impl From<FrameType> for u8 {
+    fn from(ty: FrameType) -> Self {
+        ty.to_u8()
+    }
+}
+
 impl fmt::Display for FrameType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -232,9 +248,12 @@ mod tests {
     #[test]
     fn type_bytes_round_trip() {
         for byte in 0..=u8::MAX {
-            match FrameType::from_u8(byte) {
-                Some(ty) => assert_eq!(ty.to_u8(), byte),
-                None => assert!(byte == 0 || byte > 6),
+            match FrameType::try_from(byte) {
+                Ok(ty) => assert_eq!(u8::from(ty), byte),
+                Err(err) => {
+                    assert!(byte == 0 || byte > 6);
+                    assert_eq!(err, crate::FrameError::UnknownType(byte));
+                }
             }
         }
     }

@@ -135,6 +135,8 @@ pub struct Receiver {
     state: State,
     idle_deadline: Option<Instant>,
     overall_deadline: Option<Instant>,
+    /// DATA bytes accepted (also kept after a failure, for reporting).
+    received: u64,
     /// At most one frame is ever sent: ACK, NACK or ERROR.
     out: Option<Frame>,
     events: VecDeque<ReceiverEvent>,
@@ -150,6 +152,7 @@ impl Receiver {
             offer,
             config,
             state: State::ExpectMeta,
+            received: 0,
             out: None,
             events: VecDeque::new(),
         };
@@ -168,13 +171,8 @@ impl Receiver {
     }
 
     /// DATA bytes accepted so far.
-    pub fn bytes_received(&self) -> u64 {
-        match &self.state {
-            State::ExpectMeta => 0,
-            State::ExpectData { received, .. } => *received,
-            State::ExpectCommit | State::Done => self.offer.size,
-            State::Failed => 0,
-        }
+    pub const fn bytes_received(&self) -> u64 {
+        self.received
     }
 
     /// `true` once the transfer completed or failed.
@@ -241,6 +239,7 @@ impl Receiver {
                     .ok_or(TransferError::Oversize {
                         size: self.offer.size,
                     })?;
+                self.received = total;
                 if !data.is_empty() {
                     hasher.update(&data);
                     self.events.push_back(ReceiverEvent::Write {

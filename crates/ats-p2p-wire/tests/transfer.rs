@@ -11,6 +11,8 @@ use ats_p2p_wire::{
     SenderEvent, TransferError, encode_parts,
 };
 use bytes::{Buf, Bytes, BytesMut};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, RngSeed};
 
 const MIB: u64 = 1 << 20;
 
@@ -224,6 +226,20 @@ fn round_trip_odd_sizes_and_chunkings() {
     round_trip(10_000, 1000);
 }
 
+proptest! {
+    #![proptest_config(Config {
+        cases: 24,
+        rng_seed: RngSeed::Fixed(0x5eed_0003),
+        failure_persistence: None,
+        ..Config::default()
+    })]
+
+    #[test]
+    fn round_trip_any_size_and_chunking(size in 0usize..300_000, chunk in 1usize..200_000) {
+        round_trip(size, chunk.max(size / 64).max(1));
+    }
+}
+
 #[test]
 fn ack_carries_size_and_hash() {
     let data = file(5);
@@ -366,7 +382,9 @@ fn receiver_lying_size_done_too_early() {
     let mut t = Rx::new(10);
     t.feed(Frame::Meta(t.meta.clone()));
     t.feed(t.data(0..5));
+    assert_eq!(t.rx.bytes_received(), 5);
     let ev = t.feed(Frame::Done);
+    assert_eq!(t.rx.bytes_received(), 5, "kept after the failure");
     assert_eq!(
         Rx::failure(&ev),
         Some(&TransferError::SizeMismatch {
