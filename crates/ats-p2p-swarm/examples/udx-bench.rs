@@ -4,7 +4,10 @@
 //! ```text
 //! cargo run --release -p ats-p2p-swarm --example udx-bench            # 256 MiB per pair
 //! cargo run --release -p ats-p2p-swarm --example udx-bench -- --mib 1024 --no-hash
+//! cargo run --release -p ats-p2p-swarm --example udx-bench -- --secure   # encrypted streams
 //! ```
+//! `--secure` runs the Hyperswarm secret stream (Noise XX, then secretstream encryption) over
+//! each UDX stream: ours on the Rust peers, `@hyperswarm/secret-stream` on the JS peers.
 //! `UDX_BENCH_THREADS=1` runs each Rust peer on a current-thread runtime (default: two
 //! workers); `UDX_BENCH_VERBOSE=1` prints each side's report (CPU time, stream counters).
 //! `peer` mode speaks the same stdin/stdout JSON protocol as `interop/js/udx-peer.js`, so the
@@ -16,11 +19,13 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Instant;
 
+use ats_p2p_swarm::KeyPair;
+use ats_p2p_swarm::secret_stream::SecretStream;
 use ats_p2p_swarm::udx::{SocketEvent, UdxSocket};
 use rand::RngCore;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 const CHUNK: usize = 64 * 1024;
@@ -52,6 +57,7 @@ fn main() {
     let mut hash = true;
     let mut runs = 1;
     let mut only: Option<String> = None;
+    let mut secure = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -59,6 +65,7 @@ fn main() {
             "--no-hash" => hash = false,
             "--runs" => runs = it.next().unwrap().parse().unwrap(),
             "--only" => only = it.next().cloned(),
+            "--secure" => secure = true,
             other => panic!("unknown argument {other}"),
         }
     }
@@ -66,7 +73,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(orchestrate(mib, hash, runs, only));
+    rt.block_on(orchestrate(mib, hash, runs, only, secure));
 }
 
 /// User + system CPU time of this process, milliseconds (Linux `/proc/self/stat`).
@@ -124,6 +131,40 @@ async fn peer() {
         }
     }
     let started = Instant::now();
+    let (stats, (sent_sha, recv, recv_sha)) = match cfg["secure"]["initiator"].as_bool() {
+        None => {
+            let (stream, out) = transfer(stream, send, hash).await;
+            let stats = format!("{:?}", stream.stats());
+            drop(stream);
+            (stats, out)
+        }
+        Some(initiator) => {
+            let kp = KeyPair::generate();
+            let secure = if initiator {
+                SecretStream::connect(stream, kp, None).await.unwrap()
+            } else {
+                SecretStream::accept(stream, kp, |_: &_| true).await.unwrap()
+            };
+            let (secure, out) = transfer(secure, send, hash).await;
+            drop(secure);
+            ("secret stream".to_string(), out)
+        }
+    };
+    let ms = started.elapsed().as_millis() as u64;
+    sock.close().await;
+    println!(
+        "{}",
+        json!({"sent": send, "sentSha": sent_sha, "recv": recv, "recvSha": recv_sha, "ms": ms,
+               "maxRssKiB": read_vm_hwm_kib(), "cpuMs": cpu_ms(), "stats": stats})
+    );
+}
+
+/// Sends `send` bytes (random and hashed, or zeros) while reading the peer's data to the end.
+async fn transfer<S: AsyncRead + AsyncWrite>(
+    stream: S,
+    send: usize,
+    hash: bool,
+) -> (S, (String, u64, String)) {
     let (mut r, mut w) = tokio::io::split(stream);
     let writer = async {
         let mut h = Sha256::new();
@@ -158,16 +199,7 @@ async fn peer() {
         (n, hex::encode(h.finalize()))
     };
     let (sent_sha, (recv, recv_sha)) = tokio::join!(writer, reader);
-    let ms = started.elapsed().as_millis() as u64;
-    let stream = r.unsplit(w);
-    let stats = stream.stats();
-    drop(stream);
-    sock.close().await;
-    println!(
-        "{}",
-        json!({"sent": send, "sentSha": sent_sha, "recv": recv, "recvSha": recv_sha, "ms": ms,
-               "maxRssKiB": read_vm_hwm_kib(), "cpuMs": cpu_ms(), "stats": format!("{stats:?}")})
-    );
+    (r.unsplit(w), (sent_sha, recv, recv_sha))
 }
 
 struct Proc {
@@ -221,15 +253,28 @@ impl Proc {
     }
 }
 
-async fn pair(sender: &str, receiver: &str, bytes: u64, hash: bool) -> (f64, u64, u64) {
+async fn pair(
+    sender: &str,
+    receiver: &str,
+    bytes: u64,
+    hash: bool,
+    secure: bool,
+) -> (f64, u64, u64) {
     let mut s = Proc::spawn(sender).await;
     let mut r = Proc::spawn(receiver).await;
     let sh = s.line().await;
     let rh = r.line().await;
-    r.send(json!({"remoteId": sh["id"], "remotePort": sh["port"], "send": 0, "mode": "accept", "hash": hash}))
+    let (s_secure, r_secure) = if secure {
+        (json!({"initiator": true}), json!({"initiator": false}))
+    } else {
+        (Value::Null, Value::Null)
+    };
+    r.send(json!({"remoteId": sh["id"], "remotePort": sh["port"], "send": 0, "mode": "accept",
+                  "hash": hash, "secure": r_secure}))
         .await;
     assert_eq!(r.line().await["ready"], true);
-    s.send(json!({"remoteId": rh["id"], "remotePort": rh["port"], "send": bytes, "mode": "connect", "hash": hash}))
+    s.send(json!({"remoteId": rh["id"], "remotePort": rh["port"], "send": bytes, "mode": "connect",
+                  "hash": hash, "secure": s_secure}))
         .await;
     assert_eq!(s.line().await["ready"], true);
     let sr = s.line().await;
@@ -252,10 +297,11 @@ async fn pair(sender: &str, receiver: &str, bytes: u64, hash: bool) -> (f64, u64
     )
 }
 
-async fn orchestrate(mib: usize, hash: bool, runs: usize, only: Option<String>) {
+async fn orchestrate(mib: usize, hash: bool, runs: usize, only: Option<String>, secure: bool) {
     let bytes = (mib * 1024 * 1024) as u64;
     println!(
-        "UDX one stream over loopback, {mib} MiB, SHA-256 {}",
+        "UDX one {} stream over loopback, {mib} MiB, SHA-256 {}",
+        if secure { "encrypted (secret stream)" } else { "raw" },
         if hash { "checked" } else { "off" }
     );
     println!(
@@ -274,7 +320,7 @@ async fn orchestrate(mib: usize, hash: bool, runs: usize, only: Option<String>) 
             continue;
         }
         for _ in 0..runs {
-            let (mbps, srss, rrss) = pair(a, b, bytes, hash).await;
+            let (mbps, srss, rrss) = pair(a, b, bytes, hash, secure).await;
             println!(
                 "{name:<14} {mbps:>10.1} {:>16.1} {:>18.1}",
                 srss as f64 / 1024.0,
