@@ -160,7 +160,7 @@ async fn peer() {
 }
 
 /// Sends `send` bytes (random and hashed, or zeros) while reading the peer's data to the end.
-async fn transfer<S: AsyncRead + AsyncWrite>(
+async fn transfer<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     send: usize,
     hash: bool,
