@@ -143,7 +143,9 @@ async fn peer() {
             let secure = if initiator {
                 SecretStream::connect(stream, kp, None).await.unwrap()
             } else {
-                SecretStream::accept(stream, kp, |_: &_| true).await.unwrap()
+                SecretStream::accept(stream, kp, |_: &_| true)
+                    .await
+                    .unwrap()
             };
             let (secure, out) = transfer(secure, send, hash).await;
             drop(secure);
@@ -269,13 +271,17 @@ async fn pair(
     } else {
         (Value::Null, Value::Null)
     };
-    r.send(json!({"remoteId": sh["id"], "remotePort": sh["port"], "send": 0, "mode": "accept",
-                  "hash": hash, "secure": r_secure}))
-        .await;
+    r.send(
+        json!({"remoteId": sh["id"], "remotePort": sh["port"], "send": 0, "mode": "accept",
+                  "hash": hash, "secure": r_secure}),
+    )
+    .await;
     assert_eq!(r.line().await["ready"], true);
-    s.send(json!({"remoteId": rh["id"], "remotePort": rh["port"], "send": bytes, "mode": "connect",
-                  "hash": hash, "secure": s_secure}))
-        .await;
+    s.send(
+        json!({"remoteId": rh["id"], "remotePort": rh["port"], "send": bytes, "mode": "connect",
+                  "hash": hash, "secure": s_secure}),
+    )
+    .await;
     assert_eq!(s.line().await["ready"], true);
     let sr = s.line().await;
     let rr = r.line().await;
@@ -301,7 +307,11 @@ async fn orchestrate(mib: usize, hash: bool, runs: usize, only: Option<String>, 
     let bytes = (mib * 1024 * 1024) as u64;
     println!(
         "UDX one {} stream over loopback, {mib} MiB, SHA-256 {}",
-        if secure { "encrypted (secret stream)" } else { "raw" },
+        if secure {
+            "encrypted (secret stream)"
+        } else {
+            "raw"
+        },
         if hash { "checked" } else { "off" }
     );
     println!(

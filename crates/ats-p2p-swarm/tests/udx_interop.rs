@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use ats_p2p_swarm::secret_stream::SecretStream;
-use ats_p2p_swarm::udx::{SocketEvent, UdxSocket};
+use ats_p2p_swarm::udx::{SocketEvent, UdxSocket, UdxStream};
 use ats_p2p_swarm::{KeyPair, PublicKey};
 use rand::RngCore;
 use serde_json::Value;
@@ -72,13 +72,6 @@ impl JsPeer {
         serde_json::from_str(&l).unwrap()
     }
 
-    async fn configure(&mut self, remote_id: u32, remote_port: u16, mode: &str) {
-        let cfg = serde_json::json!({
-            "remoteId": remote_id, "remotePort": remote_port, "send": N, "mode": mode
-        });
-        self.configure_with(cfg).await;
-    }
-
     async fn configure_with(&mut self, cfg: Value) {
         self.stdin
             .write_all(format!("{cfg}\n").as_bytes())
@@ -138,123 +131,110 @@ async fn check(js: &mut JsPeer, sent: [u8; 32], n: usize, got: [u8; 32]) -> Valu
     report
 }
 
+/// Which side sends the first packet; the other connects through its firewall hook.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum First {
+    Rust,
+    Js,
+}
+
+/// Starts a JS peer configured with `cfg` (its remote id, port and mode are filled in here) and
+/// returns it with our socket and a UDX stream connected to it, `first` sending first.
+async fn connected_pair(first: First, mut cfg: Value) -> (JsPeer, UdxSocket, UdxStream) {
+    const LOCAL_ID: u32 = 0x1234_5678;
+    let (mut js, js_id, js_port) = JsPeer::spawn().await;
+    let sock = UdxSocket::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let mut events = sock.take_events().unwrap();
+    let stream = sock.create_stream(LOCAL_ID).unwrap();
+    cfg["remoteId"] = LOCAL_ID.into();
+    cfg["remotePort"] = sock.local_addr().port().into();
+    cfg["mode"] = match first {
+        First::Rust => "accept",
+        First::Js => "connect",
+    }
+    .into();
+    js.configure_with(cfg).await;
+    let remote = match first {
+        First::Rust => format!("127.0.0.1:{js_port}").parse().unwrap(),
+        First::Js => {
+            let SocketEvent::Firewall { local_id, from } = events.recv().await.unwrap() else {
+                panic!("expected a firewall event");
+            };
+            assert_eq!(local_id, LOCAL_ID);
+            assert_eq!(from.port(), js_port);
+            from
+        }
+    };
+    stream.connect(js_id, remote).unwrap();
+    (js, sock, stream)
+}
+
+/// 64 MiB each way over a raw UDX stream.
+async fn raw_exchange(first: First) {
+    let (mut js, sock, stream) = connected_pair(first, serde_json::json!({ "send": N })).await;
+    let (sent, n, got) = exchange(stream).await;
+    check(&mut js, sent, n, got).await;
+    sock.close().await;
+}
+
 /// The JS peer's key pair seed in the secret-stream tests (its public key is derived the same
 /// way on both sides: Ed25519 from a 32-byte seed).
 const JS_SEED: [u8; 32] = [0x5a; 32];
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn secret_stream_over_udx_rust_initiator_js_responder() {
-    timeout(TEST_TIMEOUT, async {
-        let (mut js, js_id, js_port) = JsPeer::spawn().await;
-        let sock = UdxSocket::bind("127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
-        let stream = sock.create_stream(0x0bad_cafe).unwrap();
-        js.configure_with(serde_json::json!({
-            "remoteId": 0x0bad_cafe_u32, "remotePort": sock.local_addr().port(), "send": N,
-            "mode": "accept", "secure": { "initiator": false, "seed": hex::encode(JS_SEED) }
-        }))
-        .await;
-        stream
-            .connect(js_id, format!("127.0.0.1:{js_port}").parse().unwrap())
-            .unwrap();
-        let ours = KeyPair::generate();
-        let js_key = KeyPair::from_seed(JS_SEED).public_key();
-        let secure = SecretStream::connect(stream, ours.clone(), Some(js_key))
-            .await
-            .unwrap();
-        assert_eq!(secure.remote_public_key(), js_key);
-        let (sent, n, got) = exchange(secure).await;
-        let report = check(&mut js, sent, n, got).await;
-        assert_eq!(
-            report["remotePublicKey"].as_str(),
-            Some(ours.public_key().to_hex().as_str())
-        );
-        sock.close().await;
-    })
-    .await
-    .expect("test timed out");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn secret_stream_over_udx_js_initiator_rust_responder() {
-    timeout(TEST_TIMEOUT, async {
-        let (mut js, js_id, js_port) = JsPeer::spawn().await;
-        let sock = UdxSocket::bind("127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
-        let mut events = sock.take_events().unwrap();
-        let stream = sock.create_stream(11).unwrap();
-        js.configure_with(serde_json::json!({
-            "remoteId": 11, "remotePort": sock.local_addr().port(), "send": N,
-            "mode": "connect", "secure": { "initiator": true, "seed": hex::encode(JS_SEED) }
-        }))
-        .await;
-        let SocketEvent::Firewall { local_id: 11, from } = events.recv().await.unwrap() else {
-            panic!("expected a firewall event");
-        };
-        assert_eq!(from.port(), js_port);
-        stream.connect(js_id, from).unwrap();
-        let ours = KeyPair::generate();
-        let js_key = KeyPair::from_seed(JS_SEED).public_key();
-        let secure =
-            SecretStream::accept(stream, ours.clone(), move |pk: &PublicKey| *pk == js_key)
-                .await
-                .unwrap();
-        let (sent, n, got) = exchange(secure).await;
-        let report = check(&mut js, sent, n, got).await;
-        assert_eq!(
-            report["remotePublicKey"].as_str(),
-            Some(ours.public_key().to_hex().as_str())
-        );
-        sock.close().await;
-    })
-    .await
-    .expect("test timed out");
+/// 64 MiB each way through the secret stream (Noise XX) over UDX; the side that sends the first
+/// UDX packet is also the Noise initiator, as in hyperdht.
+async fn secret_exchange(first: First) {
+    let js_initiates = first == First::Js;
+    let cfg = serde_json::json!({
+        "send": N, "secure": { "initiator": js_initiates, "seed": hex::encode(JS_SEED) }
+    });
+    let (mut js, sock, stream) = connected_pair(first, cfg).await;
+    let ours = KeyPair::generate();
+    let js_key = KeyPair::from_seed(JS_SEED).public_key();
+    let secure = if js_initiates {
+        SecretStream::accept(stream, ours.clone(), move |pk: &PublicKey| *pk == js_key).await
+    } else {
+        SecretStream::connect(stream, ours.clone(), Some(js_key)).await
+    }
+    .unwrap();
+    assert_eq!(secure.remote_public_key(), js_key);
+    let (sent, n, got) = exchange(secure).await;
+    let report = check(&mut js, sent, n, got).await;
+    assert_eq!(
+        report["remotePublicKey"].as_str(),
+        Some(ours.public_key().to_hex().as_str())
+    );
+    sock.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_connects_first_js_accepts_through_its_firewall() {
-    timeout(TEST_TIMEOUT, async {
-        let (mut js, js_id, js_port) = JsPeer::spawn().await;
-        let sock = UdxSocket::bind("127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
-        let stream = sock.create_stream(0x1234_5678).unwrap();
-        js.configure(0x1234_5678, sock.local_addr().port(), "accept")
-            .await;
-        stream
-            .connect(js_id, format!("127.0.0.1:{js_port}").parse().unwrap())
-            .unwrap();
-        let (sent, n, got) = exchange(stream).await;
-        check(&mut js, sent, n, got).await;
-        sock.close().await;
-    })
-    .await
-    .expect("test timed out");
+    timeout(TEST_TIMEOUT, raw_exchange(First::Rust))
+        .await
+        .expect("test timed out");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn js_connects_first_rust_accepts_through_the_firewall_hook() {
-    timeout(TEST_TIMEOUT, async {
-        let (mut js, js_id, js_port) = JsPeer::spawn().await;
-        let sock = UdxSocket::bind("127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
-        let mut events = sock.take_events().unwrap();
-        let stream = sock.create_stream(7).unwrap();
-        js.configure(7, sock.local_addr().port(), "connect").await;
-        let SocketEvent::Firewall { local_id: 7, from } = events.recv().await.unwrap() else {
-            panic!("expected a firewall event");
-        };
-        assert_eq!(from.port(), js_port);
-        stream.connect(js_id, from).unwrap();
-        let (sent, n, got) = exchange(stream).await;
-        check(&mut js, sent, n, got).await;
-        sock.close().await;
-    })
-    .await
-    .expect("test timed out");
+    timeout(TEST_TIMEOUT, raw_exchange(First::Js))
+        .await
+        .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_stream_over_udx_rust_initiator_js_responder() {
+    timeout(TEST_TIMEOUT, secret_exchange(First::Rust))
+        .await
+        .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_stream_over_udx_js_initiator_rust_responder() {
+    timeout(TEST_TIMEOUT, secret_exchange(First::Js))
+        .await
+        .expect("test timed out");
 }
 
 #[tokio::test]
