@@ -3,6 +3,7 @@
 //! side (lookup, announce, unannounce, find_peer) as a sans-io [`HyperNode`], plus a tokio
 //! driver ([`DhtNode`], [`Bootstrap`]).
 
+pub mod connect;
 pub mod crypto;
 mod driver;
 pub mod messages;
@@ -10,6 +11,7 @@ pub mod mutable;
 mod node;
 pub mod store;
 
+pub use connect::{ConnectError, Connection, Firewall, HyperDht, Server, UdxDatagrams};
 pub use driver::{Bootstrap, DatagramSocket, DhtConfig, DhtError, DhtNode, NodeInfo, ServerEvent};
 pub use node::{
     HyperEvent, HyperNode, LookupResult, MAX_HYPER_EVENTS, MAX_LOOKUP_RESULTS, MAX_OPS, OpId,

@@ -228,6 +228,16 @@ impl UdxSocket {
         Ok(())
     }
 
+    /// Polls sending a raw datagram (not UDX) from this socket (for a datagram adapter).
+    pub fn poll_send_to(
+        &self,
+        cx: &mut Context<'_>,
+        data: &[u8],
+        addr: SocketAddr,
+    ) -> Poll<io::Result<usize>> {
+        self.socket.poll_send_to(cx, data, addr)
+    }
+
     /// Waits (up to [`CLOSE_FLUSH_TIMEOUT`]) until every stream has its written data (and its
     /// END, if shut down) acknowledged, then stops the driver.
     pub async fn close(mut self) {
