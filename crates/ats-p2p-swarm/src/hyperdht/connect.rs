@@ -15,9 +15,14 @@
 //!   server's advertised addresses and its relay-observed address (§3.8 step 3: the address that
 //!   answers first wins, so one host ends on 127.0.0.1), then the secret stream as initiator.
 //!
-//! Not implemented yet: the holepunch rounds (PEER_HOLEPUNCH probe/punch) — when no address
-//! answers the PING race, `connect` fails with [`ConnectError::NoPath`] within
-//! [`PATH_TIMEOUT`]; a firewalled server therefore is only reachable on a shared network.
+//! - Holepunch (consistent NATs, Rust ↔ Rust): a firewalled server puts a slot id in its payload;
+//!   when the PING race fails the client sends PEER_HOLEPUNCH through the handshake's relay from
+//!   its main socket, both sides send 1-byte probes to the other's relay-observed address every
+//!   [`PUNCH_INTERVAL`], and the client connects once a server probe arrives. Otherwise
+//!   `connect` fails with [`ConnectError::NoPath`] after [`PUNCH_DURATION`] (random NATs).
+//!   Not implemented: the random-NAT strategies (birthday sockets), separate pool sockets,
+//!   blind relays; a JS client reaching a firewalled Rust server gets no holepunch relays in
+//!   the payload, so it only tries the direct path.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -30,14 +35,16 @@ use std::time::{Duration, Instant};
 use futures::future::{FutureExt, select_all};
 use rand::RngCore;
 use tokio::io::ReadBuf;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, trace};
 
-use super::crypto::ns;
+use super::crypto::{holepunch_secret, ns, secretbox_open, secretbox_seal};
 use super::driver::{DatagramSocket, DhtConfig, DhtError, DhtNode, ServerEvent};
-use super::messages::{Handshake, Mode, NoisePayload, UdxInfo};
+use super::messages::{
+    Handshake, Holepunch, HolepunchInfo, HolepunchPayload, Mode, NoisePayload, UdxInfo,
+};
 use super::{commands, error_codes, firewall};
-use crate::dht::{IncomingRequest, UserRequest, hash};
+use crate::dht::{Id, IncomingRequest, SocketKind, UserRequest, hash};
 use crate::keys::{KeyPair, PublicKey};
 use crate::noise::{NoiseConfig, NoiseError, NoiseHandshake, Step};
 use crate::secret_stream::{SecretStream, SecretStreamError};
@@ -67,6 +74,16 @@ const MAX_HANDSHAKES: usize = 1024;
 const ACCEPT_QUEUE: usize = 16;
 /// Most streams waiting for their first packet at once (per node).
 const MAX_PENDING_STREAMS: usize = 1024;
+/// Probe notifications buffered per subscriber (older ones are dropped; one is enough).
+const PROBE_QUEUE: usize = 64;
+/// How long the LAN/same-host PING race may take when holepunching is the fallback.
+const LAN_PING_TIMEOUT: Duration = Duration::from_secs(2);
+/// Interval between holepunch probes (JS: every second for consistent NATs).
+pub const PUNCH_INTERVAL: Duration = Duration::from_secs(1);
+/// How long both sides punch before giving up (JS: 10 s).
+pub const PUNCH_DURATION: Duration = Duration::from_secs(10);
+/// Holepunch sessions a server keeps at once (slot ids); older ones are dropped.
+const MAX_PUNCH_SESSIONS: usize = 256;
 /// Noise payload version.
 const PAYLOAD_VERSION: u64 = 1;
 
@@ -113,6 +130,7 @@ pub struct UdxDatagrams {
     socket: Arc<UdxSocket>,
     events: Mutex<mpsc::Receiver<SocketEvent>>,
     waiters: Waiters,
+    probes: broadcast::Sender<SocketAddr>,
 }
 
 impl fmt::Debug for UdxDatagrams {
@@ -124,7 +142,11 @@ impl fmt::Debug for UdxDatagrams {
 }
 
 impl UdxDatagrams {
-    fn new(socket: Arc<UdxSocket>, waiters: Waiters) -> io::Result<Self> {
+    fn new(
+        socket: Arc<UdxSocket>,
+        waiters: Waiters,
+        probes: broadcast::Sender<SocketAddr>,
+    ) -> io::Result<Self> {
         let events = socket
             .take_events()
             .ok_or_else(|| io::Error::other("udx socket events already taken"))?;
@@ -132,6 +154,7 @@ impl UdxDatagrams {
             socket,
             events: Mutex::new(events),
             waiters,
+            probes,
         })
     }
 }
@@ -148,6 +171,10 @@ impl DatagramSocket for UdxDatagrams {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(None) => {
                     return Poll::Ready(Err(io::Error::other("udx socket closed")));
+                }
+                Poll::Ready(Some(SocketEvent::Datagram { from, data })) if data.len() == 1 => {
+                    // A holepunch probe (§3.8): not RPC; tell whoever is punching.
+                    let _ = self.probes.send(from);
                 }
                 Poll::Ready(Some(SocketEvent::Datagram { from, data })) => {
                     let n = data.len().min(buf.remaining());
@@ -195,6 +222,7 @@ pub struct HyperDht {
     client: Arc<UdxSocket>,
     waiters: Waiters,
     host: std::net::Ipv4Addr,
+    probes: broadcast::Sender<SocketAddr>,
 }
 
 fn v4(a: SocketAddr) -> Option<SocketAddrV4> {
@@ -216,8 +244,9 @@ impl HyperDht {
         let server = Arc::new(UdxSocket::bind(SocketAddrV4::new(host, config.port).into()).await?);
         let client = Arc::new(UdxSocket::bind(SocketAddrV4::new(host, 0).into()).await?);
         let waiters: Waiters = Arc::default();
-        let s = UdxDatagrams::new(server.clone(), waiters.clone())?;
-        let c = UdxDatagrams::new(client.clone(), waiters.clone())?;
+        let (probes, _) = broadcast::channel(PROBE_QUEUE);
+        let s = UdxDatagrams::new(server.clone(), waiters.clone(), probes.clone())?;
+        let c = UdxDatagrams::new(client.clone(), waiters.clone(), probes.clone())?;
         let node = DhtNode::with_sockets(config, Arc::new(s), Arc::new(c))?;
         Ok(Self {
             node: Arc::new(node),
@@ -225,6 +254,7 @@ impl HyperDht {
             client,
             waiters,
             host,
+            probes,
         })
     }
 
@@ -386,6 +416,7 @@ impl HyperDht {
         let server_address = hs.peer_address.unwrap_or(reply.from);
         let remote_payload = noise.read_message(&hs.noise)?;
         let handshake = noise.into_handshake()?;
+        let secret = holepunch_secret(&handshake.hash);
         let rp = NoisePayload::decode(&remote_payload).map_err(|_| ConnectError::Payload(0))?;
         if rp.version != PAYLOAD_VERSION || rp.error != error_codes::NONE {
             return Err(ConnectError::Payload(rp.error));
@@ -401,14 +432,36 @@ impl HyperDht {
                 candidates.push(*a);
             }
         }
-        let addr = self.race_ping(&candidates).await?;
+        // Holepunching is the fallback when the server is firewalled and was reached via a relay.
+        let punch = rp
+            .holepunch
+            .as_ref()
+            .map(|h| h.id)
+            .filter(|_| rp.firewall != firewall::OPEN && hs.peer_address.is_some());
+        let ping_timeout = if punch.is_some() {
+            LAN_PING_TIMEOUT
+        } else {
+            PATH_TIMEOUT
+        };
+        let addr = match (self.race_ping(&candidates, ping_timeout).await, punch) {
+            (Ok(a), _) => a,
+            (Err(_), Some(id)) => {
+                self.holepunch(reply.from, server_address, target, id, &secret)
+                    .await?
+            }
+            (Err(e), None) => return Err(e),
+        };
         debug!(%addr, remote_id, elapsed_ms = started.elapsed().as_millis(), "direct path");
         raw.connect(remote_id, SocketAddr::V4(addr))?;
         Ok(SecretStream::from_handshake(raw, handshake).await?)
     }
 
     /// dht-rpc PING to every candidate; the first to answer is the path (§3.8 step 3).
-    async fn race_ping(&self, candidates: &[SocketAddrV4]) -> Result<SocketAddrV4, ConnectError> {
+    async fn race_ping(
+        &self,
+        candidates: &[SocketAddrV4],
+        limit: Duration,
+    ) -> Result<SocketAddrV4, ConnectError> {
         let pings = candidates.iter().map(|c| {
             let node = self.node.clone();
             let to = *c;
@@ -427,10 +480,87 @@ impl HyperDht {
             }
             .boxed()
         });
-        tokio::time::timeout(PATH_TIMEOUT, first_some(pings.collect()))
+        tokio::time::timeout(limit, first_some(pings.collect()))
             .await
             .map_err(|_| ConnectError::NoPath)?
             .ok_or(ConnectError::NoPath)
+    }
+
+    /// Client side of a consistent-NAT holepunch (§3.8): PEER_HOLEPUNCH through `relay`, then
+    /// 1-byte probes to the server's relay-observed address from our main socket until one of
+    /// the server's probes arrives (both NAT mappings are open) or [`PUNCH_DURATION`] passes.
+    async fn holepunch(
+        &self,
+        relay: SocketAddrV4,
+        server: SocketAddrV4,
+        target: Id,
+        id: u64,
+        secret: &Id,
+    ) -> Result<SocketAddrV4, ConnectError> {
+        let mut probes = self.probes.subscribe();
+        let payload = HolepunchPayload {
+            firewall: firewall::CONSISTENT,
+            punching: true,
+            remote_address: Some(server),
+            ..HolepunchPayload::default()
+        };
+        let mut nonce = [0u8; 24];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let value = Holepunch {
+            mode: Mode::FromClient,
+            id,
+            payload: secretbox_seal(secret, &nonce, &payload.encode()),
+            peer_address: Some(server),
+        }
+        .encode();
+        let req = UserRequest {
+            to: relay,
+            token: None,
+            internal: false,
+            command: commands::PEER_HOLEPUNCH,
+            target: Some(target),
+            value: Some(value),
+            // From the main socket: the relay tells the server this socket's NAT mapping.
+            socket: Some(SocketKind::Server),
+            retries: None,
+        };
+        let node = self.node.clone();
+        let ask = tokio::spawn(async move { node.request(req).await });
+        let deadline = tokio::time::Instant::now() + PUNCH_DURATION;
+        let mut tick = tokio::time::interval(PUNCH_INTERVAL);
+        let result = loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(e) = self.server.send_to(SocketAddr::V4(server), &[0]).await {
+                        debug!(error = %e, "probe send failed");
+                    }
+                }
+                p = probes.recv() => match p {
+                    Ok(SocketAddr::V4(from)) if from == server => break Ok(server),
+                    Err(broadcast::error::RecvError::Closed) => break Err(ConnectError::NoPath),
+                    _ => {}
+                },
+                () = tokio::time::sleep_until(deadline) => break Err(ConnectError::NoPath),
+            }
+        };
+        ask.abort();
+        debug!(%server, ok = result.is_ok(), "holepunch finished");
+        result
+    }
+
+    /// Sends a probe to `to` every [`PUNCH_INTERVAL`] for [`PUNCH_DURATION`] (server side).
+    fn spawn_prober(self: &Arc<Self>, to: SocketAddrV4) {
+        let dht = self.clone();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + PUNCH_DURATION;
+            let mut tick = tokio::time::interval(PUNCH_INTERVAL);
+            while tokio::time::Instant::now() < deadline {
+                tick.tick().await;
+                if let Err(e) = dht.server.send_to(SocketAddr::V4(to), &[0]).await {
+                    debug!(error = %e, "probe send failed");
+                }
+            }
+        });
     }
 
     /// Stops the node and closes its sockets.
@@ -501,6 +631,13 @@ struct Seen {
     msg2: Option<Vec<u8>>,
 }
 
+/// A firewalled server's holepunch slot (the `id` in its Noise payload).
+struct PunchSession {
+    at: Instant,
+    secret: Id,
+    punching: bool,
+}
+
 async fn run_server(
     dht: Arc<HyperDht>,
     key_pair: KeyPair,
@@ -510,6 +647,8 @@ async fn run_server(
 ) {
     let target = hash(key_pair.public_key().as_bytes());
     let mut seen: HashMap<Vec<u8>, Seen> = HashMap::new();
+    let mut sessions: HashMap<u64, PunchSession> = HashMap::new();
+    let mut next_slot: u64 = 0;
     let mut announce = tokio::time::interval_at(
         tokio::time::Instant::now() + REANNOUNCE_INTERVAL,
         REANNOUNCE_INTERVAL,
@@ -524,11 +663,15 @@ async fn run_server(
             }
             ev = events.recv() => {
                 let Some(ev) = ev else { break };
-                let ServerEvent::Handshake { req, handshake } = ev else {
-                    trace!("holepunch request ignored (holepunching not implemented)");
-                    continue;
-                };
                 let now = Instant::now();
+                sessions.retain(|_, p| now.duration_since(p.at) < SERVER_CONNECT_TIMEOUT + PUNCH_DURATION);
+                let (req, handshake) = match ev {
+                    ServerEvent::Handshake { req, handshake } => (req, handshake),
+                    ServerEvent::Holepunch { req, holepunch } => {
+                        on_holepunch(&dht, &mut sessions, req, holepunch).await;
+                        continue;
+                    }
+                };
                 seen.retain(|_, s| now.duration_since(s.at) < HANDSHAKE_CLEAR_WAIT);
                 if let Some(s) = seen.get(&handshake.noise) {
                     if let Some(m) = &s.msg2 {
@@ -540,8 +683,20 @@ async fn run_server(
                     continue;
                 }
                 let key = handshake.noise.clone();
-                let msg2 = match respond(&dht, &key_pair, &firewall, req, handshake, &accepted).await {
-                    Ok(m) => m,
+                let slot = next_slot;
+                next_slot = next_slot.wrapping_add(1);
+                let msg2 = match respond(&dht, &key_pair, &firewall, req, handshake, &accepted, slot).await {
+                    Ok((m, secret)) => {
+                        if let Some(secret) = secret {
+                            if sessions.len() >= MAX_PUNCH_SESSIONS {
+                                if let Some(oldest) = sessions.iter().min_by_key(|(_, p)| p.at).map(|(k, _)| *k) {
+                                    sessions.remove(&oldest);
+                                }
+                            }
+                            sessions.insert(slot, PunchSession { at: now, secret, punching: false });
+                        }
+                        m
+                    }
                     Err(e) => {
                         debug!(error = %e, "handshake failed");
                         None
@@ -553,7 +708,49 @@ async fn run_server(
     }
 }
 
-/// Runs the responder side of one handshake; returns msg2 (None when refused).
+/// Answers a relayed PEER_HOLEPUNCH for one of our slots and starts probing the client.
+async fn on_holepunch(
+    dht: &Arc<HyperDht>,
+    sessions: &mut HashMap<u64, PunchSession>,
+    req: IncomingRequest,
+    holepunch: Holepunch,
+) {
+    let Some(session) = sessions.get_mut(&holepunch.id) else {
+        trace!(id = holepunch.id, "holepunch for an unknown slot");
+        return;
+    };
+    let Ok(plain) = secretbox_open(&session.secret, &holepunch.payload) else {
+        debug!("holepunch payload does not authenticate");
+        return;
+    };
+    let Ok(remote) = HolepunchPayload::decode(&plain) else {
+        return;
+    };
+    // The relay tells us the client's address as it saw it (its NAT mapping).
+    let Some(client) = holepunch.peer_address else {
+        return;
+    };
+    if !session.punching {
+        session.punching = true;
+        dht.spawn_prober(client);
+    }
+    let reply = HolepunchPayload {
+        firewall: firewall::CONSISTENT,
+        round: remote.round,
+        punching: true,
+        remote_address: Some(client),
+        ..HolepunchPayload::default()
+    };
+    let mut nonce = [0u8; 24];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    let sealed = secretbox_seal(&session.secret, &nonce, &reply.encode());
+    if let Err(e) = dht.node.answer_holepunch(req, holepunch, sealed).await {
+        debug!(error = %e, "holepunch answer failed");
+    }
+}
+
+/// Runs the responder side of one handshake; returns msg2 (None when refused) and, for a
+/// firewalled server, the holepunch secret of the slot `slot`.
 async fn respond(
     dht: &Arc<HyperDht>,
     key_pair: &KeyPair,
@@ -561,7 +758,8 @@ async fn respond(
     req: IncomingRequest,
     handshake: Handshake,
     accepted: &mpsc::Sender<Connection>,
-) -> Result<Option<Vec<u8>>, ConnectError> {
+    slot: u64,
+) -> Result<(Option<Vec<u8>>, Option<Id>), ConnectError> {
     let prologue = ns::peer_handshake();
     let mut noise = NoiseHandshake::new(NoiseConfig::ik(false, key_pair.clone(), &prologue, None))?;
     let client_payload = noise.read_message(&handshake.noise)?;
@@ -570,7 +768,7 @@ async fn respond(
         noise.handle_verdict(allow)?;
         if !allow {
             debug!(remote = %pk.to_hex(), "firewall refused key");
-            return Ok(None);
+            return Ok((None, None));
         }
     }
     let cp = NoisePayload::decode(&client_payload).map_err(|_| ConnectError::Payload(0))?;
@@ -582,13 +780,21 @@ async fn respond(
     } else if remote_id.is_none() {
         payload.error = error_codes::ABORTED;
     }
+    let punch = payload.firewall != firewall::OPEN;
+    if punch {
+        payload.holepunch = Some(HolepunchInfo {
+            id: slot,
+            relays: Vec::new(),
+        });
+    }
     let msg2 = noise.write_message(&payload.encode())?;
     let hs = noise.into_handshake()?;
+    let secret = punch.then(|| holepunch_secret(&hs.hash));
     let Some(remote_id) = remote_id.filter(|_| payload.error == error_codes::NONE) else {
         dht.node
             .answer_handshake(req, handshake, msg2.clone())
             .await?;
-        return Ok(Some(msg2));
+        return Ok((Some(msg2), None));
     };
     // Register for the first packet before answering, so it cannot be missed.
     let first = dht.wait_first_packet(raw.local_id());
@@ -618,7 +824,7 @@ async fn respond(
             }
         });
     }
-    Ok(Some(msg2))
+    Ok((Some(msg2), secret))
 }
 
 fn start_responder(

@@ -297,6 +297,15 @@ impl UdxStream {
         self.id
     }
 
+    /// The peer's address, once connected.
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        let mut st = self.shared.lock();
+        st.endpoint
+            .stream(self.id)
+            .and_then(|s| s.remote())
+            .map(|(_, a)| a)
+    }
+
     /// Connects to the peer's stream `remote_id` at `addr`.
     pub fn connect(&self, remote_id: u32, addr: SocketAddr) -> Result<(), EndpointError> {
         let mut st = self.shared.lock();
