@@ -1,7 +1,8 @@
 //! HyperDHT (npm `hyperdht` 6.34) on top of [`crate::dht`]: command numbers, namespaces, message
 //! codecs, the node side (records, router forwards, handshake/holepunch relaying) and the client
 //! side (lookup, announce, unannounce, find_peer) as a sans-io [`HyperNode`], plus a tokio
-//! driver ([`DhtNode`], [`Bootstrap`]).
+//! driver ([`DhtNode`], [`Bootstrap`]). [`HyperDht`] (module [`connect`]) runs the DHT on UDX
+//! sockets and connects / listens by key.
 
 pub mod connect;
 pub mod crypto;
