@@ -44,11 +44,16 @@ where
     let (mut r, mut w) = tokio::io::split(s);
     let writer = tokio::spawn(async move {
         w.write_all(&send).await.unwrap();
-        w.flush().await.unwrap();
+        // END, acknowledged: everything we wrote reached the peer.
+        w.shutdown().await.unwrap();
         w
     });
     let mut got = vec![0u8; PAYLOAD];
     r.read_exact(&mut got).await.unwrap();
+    // Then the peer's END: dropping now closes cleanly (no DESTROY racing the peer's reads).
+    let mut rest = Vec::new();
+    r.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty(), "{} bytes more than sent", rest.len());
     let _w = writer.await.unwrap();
     Sha256::digest(&got).into()
 }
