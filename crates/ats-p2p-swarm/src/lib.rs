@@ -10,8 +10,9 @@
 //! - [`hyperdht`]: HyperDHT records, announce/lookup, handshake/holepunch relaying, mutable and
 //!   immutable values, and the tokio driver [`hyperdht::DhtNode`] / [`hyperdht::Bootstrap`].
 //!
-//! The connect/listen roles (Noise IK over the DHT, holepunching, UDX streams) and the swarm API
-//! come next.
+//!   [`hyperdht::HyperDht`] connects and listens by key (Noise IK over the DHT, key firewall,
+//!   UDX streams on the DHT's own sockets).
+//! - [`swarm`]: the Hyperswarm-style API: topics, connection dedup, an allowlist firewall.
 #![forbid(unsafe_code)]
 
 pub mod dht;
@@ -20,6 +21,7 @@ pub mod hyperdht;
 pub mod keys;
 pub mod noise;
 pub mod secret_stream;
+pub mod swarm;
 pub mod udx;
 
 pub use keys::{KeyPair, PublicKey};

@@ -634,11 +634,11 @@ async fn run(
                     }
                     Command::AnswerHandshake(a) => {
                         let (req, hs, noise) = *a;
-                        node.answer_handshake(&req, &hs, noise, None);
+                        node.answer_handshake(&req, &hs, noise, Some(SocketKind::Server));
                     }
                     Command::AnswerHolepunch(a) => {
                         let (req, hp, payload) = *a;
-                        node.answer_holepunch(&req, &hp, payload, None);
+                        node.answer_holepunch(&req, &hp, payload, Some(SocketKind::Server));
                     }
                     Command::Op(op, reply) => {
                         let started = match *op {

@@ -1,8 +1,10 @@
 //! HyperDHT (npm `hyperdht` 6.34) on top of [`crate::dht`]: command numbers, namespaces, message
 //! codecs, the node side (records, router forwards, handshake/holepunch relaying) and the client
 //! side (lookup, announce, unannounce, find_peer) as a sans-io [`HyperNode`], plus a tokio
-//! driver ([`DhtNode`], [`Bootstrap`]).
+//! driver ([`DhtNode`], [`Bootstrap`]). [`HyperDht`] (module [`connect`]) runs the DHT on UDX
+//! sockets and connects / listens by key.
 
+pub mod connect;
 pub mod crypto;
 mod driver;
 pub mod messages;
@@ -10,6 +12,7 @@ pub mod mutable;
 mod node;
 pub mod store;
 
+pub use connect::{ConnectError, Connection, Firewall, HyperDht, Server, UdxDatagrams};
 pub use driver::{Bootstrap, DatagramSocket, DhtConfig, DhtError, DhtNode, NodeInfo, ServerEvent};
 pub use node::{
     HyperEvent, HyperNode, LookupResult, MAX_HYPER_EVENTS, MAX_LOOKUP_RESULTS, MAX_OPS, OpId,

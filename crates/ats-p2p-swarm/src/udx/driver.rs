@@ -228,6 +228,16 @@ impl UdxSocket {
         Ok(())
     }
 
+    /// Polls sending a raw datagram (not UDX) from this socket (for a datagram adapter).
+    pub fn poll_send_to(
+        &self,
+        cx: &mut Context<'_>,
+        data: &[u8],
+        addr: SocketAddr,
+    ) -> Poll<io::Result<usize>> {
+        self.socket.poll_send_to(cx, data, addr)
+    }
+
     /// Waits (up to [`CLOSE_FLUSH_TIMEOUT`]) until every stream has its written data (and its
     /// END, if shut down) acknowledged, then stops the driver.
     pub async fn close(mut self) {
@@ -285,6 +295,15 @@ impl UdxStream {
     /// Our stream id.
     pub fn local_id(&self) -> u32 {
         self.id
+    }
+
+    /// The peer's address, once connected.
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        let mut st = self.shared.lock();
+        st.endpoint
+            .stream(self.id)
+            .and_then(|s| s.remote())
+            .map(|(_, a)| a)
     }
 
     /// Connects to the peer's stream `remote_id` at `addr`.
