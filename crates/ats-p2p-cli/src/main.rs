@@ -35,7 +35,8 @@ struct CommonArgs {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run an ATS-compatible hub (REST + WebSocket, SQLite) on this machine.
+    /// Run an ATS-compatible hub (REST + WebSocket, SQLite) and a HyperDHT bootstrap node on
+    /// this machine: everything two nodes need to find each other without the internet.
     #[cfg(feature = "hub")]
     Hub(HubArgs),
 }
@@ -52,7 +53,18 @@ struct HubArgs {
     /// ~/.local/share/ats-p2p/hub.sqlite on Linux].
     #[arg(long, env = "ATS_P2P_HUB_DB")]
     db: Option<PathBuf>,
+    /// Address of the HyperDHT bootstrap node started beside the hub (IPv4; port 0 picks a free
+    /// port). Nodes use it with --bootstrap; npm `hyperdht` accepts it as a bootstrap too.
+    #[arg(long, default_value = DEFAULT_BOOTSTRAP_LISTEN, env = "ATS_P2P_BOOTSTRAP_LISTEN")]
+    bootstrap_listen: std::net::SocketAddrV4,
+    /// Run the hub without the DHT bootstrap node.
+    #[arg(long)]
+    no_bootstrap: bool,
 }
+
+/// Where the hub's DHT bootstrap node listens by default: loopback, on HyperDHT's usual port.
+#[cfg(feature = "hub")]
+const DEFAULT_BOOTSTRAP_LISTEN: &str = "127.0.0.1:49737";
 
 /// How a command ended without error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,29 +115,66 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     }
 }
 
-/// Resolves when the process is asked to stop: `Interrupted` on Ctrl-C (SIGINT), `Done` on
-/// SIGTERM.
-async fn stop_signal() -> anyhow::Result<Outcome> {
+/// Writes `lines` and a newline to stdout in one write. A reader that went away (a closed pipe)
+/// is not an error worth dying for: a server keeps serving, unlike `println!`, which panics.
+fn say(lines: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = out
+        .write_all(format!("{lines}\n").as_bytes())
+        .and_then(|()| out.flush());
+}
+
+/// Listeners for the signals that stop a long-running command: installed before the command
+/// announces that it is ready, so a signal sent right after the ready line is never lost (the
+/// default action would kill the process without a clean shutdown).
+struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => { r.context("cannot listen for Ctrl-C")?; Ok(Outcome::Interrupted) }
-            _ = term.recv() => Ok(Outcome::Done),
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Installs the listeners now.
+    fn install() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                interrupt: signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?,
+                terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Self {})
         }
     }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c()
-            .await
-            .context("cannot listen for Ctrl-C")?;
-        Ok(Outcome::Interrupted)
+
+    /// Resolves when the process is asked to stop: `Interrupted` on Ctrl-C (SIGINT), `Done` on
+    /// SIGTERM.
+    async fn wait(mut self) -> anyhow::Result<Outcome> {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.interrupt.recv() => Ok(Outcome::Interrupted),
+                _ = self.terminate.recv() => Ok(Outcome::Done),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c()
+                .await
+                .context("cannot listen for Ctrl-C")?;
+            Ok(Outcome::Interrupted)
+        }
     }
 }
 
 #[cfg(feature = "hub")]
 async fn hub(common: &CommonArgs, args: HubArgs) -> anyhow::Result<Outcome> {
+    use ats_p2p::swarm::hyperdht::Bootstrap;
     use ats_p2p_signal::hub::{Hub, HubConfig};
 
     let db = match args.db {
@@ -135,22 +184,55 @@ async fn hub(common: &CommonArgs, args: HubArgs) -> anyhow::Result<Outcome> {
             .join("ats-p2p")
             .join("hub.sqlite"),
     };
+    let stop = StopSignals::install()?;
     let hub = Hub::bind(HubConfig::new(args.listen, db.clone()))
         .await
         .with_context(|| format!("cannot start the hub (database {})", db.display()))?;
+    let bootstrap = if args.no_bootstrap {
+        None
+    } else {
+        match Bootstrap::spawn(args.bootstrap_listen).await {
+            Ok(b) => Some(b),
+            Err(e) => {
+                hub.shutdown().await;
+                return Err(e).with_context(|| {
+                    format!(
+                        "cannot start the DHT bootstrap node on {} (pass --bootstrap-listen \
+                         HOST:0 for a free port, or --no-bootstrap)",
+                        args.bootstrap_listen
+                    )
+                });
+            }
+        }
+    };
+    let bootstrap_addr = bootstrap.as_ref().map(|b| b.addr().to_string());
     if common.json {
         // Written by hand to keep the documented key order (`event` first).
         let url = serde_json::Value::String(hub.url());
-        println!(r#"{{"event":"hub_ready","ats_url":{url}}}"#);
+        let boot = serde_json::to_string(&bootstrap_addr)?;
+        say(&format!(
+            r#"{{"event":"hub_ready","ats_url":{url},"bootstrap":{boot}}}"#
+        ));
     } else {
-        println!("ATS hub listening on {}", hub.url());
+        let mut ready = format!("ATS hub listening on {}", hub.url());
+        if let Some(addr) = &bootstrap_addr {
+            ready.push_str(&format!("\nDHT bootstrap node on {addr}"));
+        }
+        say(&ready);
         eprintln!(
-            "database: {}\npoint nodes at it with --ats-url {}; stop with Ctrl-C",
+            "database: {}\npoint nodes at it with --ats-url {}{}; stop with Ctrl-C",
             db.display(),
-            hub.url()
+            hub.url(),
+            bootstrap_addr
+                .as_ref()
+                .map(|a| format!(" --bootstrap {a}"))
+                .unwrap_or_default()
         );
     }
-    let outcome = stop_signal().await?;
+    let outcome = stop.wait().await?;
+    if let Some(b) = bootstrap {
+        b.destroy().await;
+    }
     hub.shutdown().await;
     Ok(outcome)
 }

@@ -43,7 +43,8 @@ fn hub_prints_ready_line_serves_and_stops_on_ctrl_c() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("sub").join("hub.sqlite");
     let mut child = Command::new(env!("CARGO_BIN_EXE_ats-p2p"))
-        .args(["hub", "--listen", "127.0.0.1:0", "--json", "--db"])
+        .args(["hub", "--listen", "127.0.0.1:0", "--json"])
+        .args(["--bootstrap-listen", "127.0.0.1:0", "--db"])
         .arg(&db)
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
@@ -73,6 +74,10 @@ fn hub_prints_ready_line_serves_and_stops_on_ctrl_c() {
         addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"),
         "{url}"
     );
+
+    let boot: std::net::SocketAddrV4 = v["bootstrap"].as_str().unwrap().parse().unwrap();
+    assert!(boot.ip().is_loopback() && boot.port() != 0, "{line}");
+    assert_dht_ping_answered(boot);
 
     let health = http_get(addr, "/health");
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
@@ -110,7 +115,8 @@ fn hub_plain_output_and_bad_listen_address() {
     assert!(out.stdout.is_empty());
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_ats-p2p"))
-        .args(["hub", "--listen", "127.0.0.1:0", "--db"])
+        .args(["hub", "--listen", "127.0.0.1:0"])
+        .args(["--bootstrap-listen", "127.0.0.1:0", "--db"])
         .arg(dir.path().join("h.sqlite"))
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
@@ -136,4 +142,24 @@ fn hub_plain_output_and_bad_listen_address() {
         .unwrap();
     assert!(sent.success());
     assert_eq!(wait_exit(&mut child).code(), Some(0));
+}
+
+/// Sends a dht-rpc PING (`03` request, flags `04` internal, tid, the 6-byte "to" address, command
+/// 0) to the hub's bootstrap node and expects a response (`13`) with the same transaction id.
+fn assert_dht_ping_answered(boot: std::net::SocketAddrV4) {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut ping = vec![0x03, 0x04, 0x34, 0x12];
+    ping.extend_from_slice(&boot.ip().octets());
+    ping.extend_from_slice(&boot.port().to_le_bytes());
+    ping.push(0x00);
+    sock.send_to(&ping, boot).unwrap();
+    let mut buf = [0u8; 1500];
+    let (n, from) = sock
+        .recv_from(&mut buf)
+        .expect("the bootstrap node answers a PING");
+    assert_eq!(from, std::net::SocketAddr::V4(boot));
+    assert!(n >= 4, "short reply {:?}", &buf[..n]);
+    assert_eq!(buf[0], 0x13, "a dht-rpc response");
+    assert_eq!(&buf[2..4], &[0x34, 0x12], "same transaction id");
 }
