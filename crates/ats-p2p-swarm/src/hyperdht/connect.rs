@@ -18,7 +18,9 @@
 //! - Holepunch (consistent NATs): a firewalled server puts `holepunch: {id, relays}` in its
 //!   payload (the relays are the nodes its self-announce was stored on, each with the server's
 //!   address as that node saw it, as hyperdht's announcer reports them, so JS clients punch too).
-//!   When the PING race fails the Rust client sends PEER_HOLEPUNCH through the handshake's relay
+//!   When the relay sees client and server on different hosts (different NATs) the Rust client
+//!   holepunches at once; on one host/NAT it first waits for the PING race (`LAN_PING_TIMEOUT`),
+//!   as hyperdht's LAN shortcut. To punch it sends PEER_HOLEPUNCH through the handshake's relay
 //!   from its main socket; the server answers every PEER_HOLEPUNCH round with `punching`, its
 //!   relay-observed address and a token (echoing the client's), and both sides send 1-byte
 //!   probes to the other's relay-observed address every [`PUNCH_INTERVAL`]; the client connects
@@ -447,18 +449,22 @@ impl HyperDht {
             .as_ref()
             .map(|h| h.id)
             .filter(|_| rp.firewall != firewall::OPEN && hs.peer_address.is_some());
-        let ping_timeout = if punch.is_some() {
-            LAN_PING_TIMEOUT
-        } else {
-            PATH_TIMEOUT
-        };
-        let addr = match (self.race_ping(&candidates, ping_timeout).await, punch) {
-            (Ok(a), _) => a,
-            (Err(_), Some(id)) => {
+        // As hyperdht: the LAN shortcut is only worth waiting for when both peers look the same
+        // from the relay (same host or same NAT); behind different NATs holepunch at once.
+        let same_network = reply.to.ip() == server_address.ip();
+        let addr = match punch {
+            Some(id) if !same_network => {
                 self.holepunch(reply.from, server_address, target, id, &secret)
                     .await?
             }
-            (Err(e), None) => return Err(e),
+            Some(id) => match self.race_ping(&candidates, LAN_PING_TIMEOUT).await {
+                Ok(a) => a,
+                Err(_) => {
+                    self.holepunch(reply.from, server_address, target, id, &secret)
+                        .await?
+                }
+            },
+            None => self.race_ping(&candidates, PATH_TIMEOUT).await?,
         };
         debug!(%addr, remote_id, elapsed_ms = started.elapsed().as_millis(), "direct path");
         raw.connect(remote_id, SocketAddr::V4(addr))?;
