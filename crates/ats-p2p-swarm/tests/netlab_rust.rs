@@ -99,8 +99,23 @@ fn peer(lab: &NetLab, node: Node, role: &str, bootstrap: &str) -> LabProcess {
     )
 }
 
+/// Which implementation the client behind NAT A runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientImp {
+    Rust,
+    Js,
+}
+
 /// (dht, server, client, lab): the lab is last so the processes are dropped before it.
 fn run(kind: NatKind) -> Option<(LabProcess, LabProcess, LabProcess, NetLab)> {
+    run_with(kind, ClientImp::Rust)
+}
+
+/// As [`run`], with the client behind NAT A in `client` (the server is always Rust, NAT B).
+fn run_with(
+    kind: NatKind,
+    client: ClientImp,
+) -> Option<(LabProcess, LabProcess, LabProcess, NetLab)> {
     js_dir();
     let lab = NetLab::start(kind)?;
     let (dht, bootstrap) = start_dht(&lab);
@@ -110,8 +125,71 @@ fn run(kind: NatKind) -> Option<(LabProcess, LabProcess, LabProcess, NetLab)> {
         listening["firewalled"], true,
         "server behind NAT must be firewalled: {listening}"
     );
-    let client = peer(&lab, Node::HostA, "client", &bootstrap);
+    let client = match client {
+        ClientImp::Rust => peer(&lab, Node::HostA, "client", &bootstrap),
+        ClientImp::Js => {
+            let script = js_dir().join("netlab-peer.js").display().to_string();
+            let key = KeyPair::from_seed(SERVER_SEED).public_key().to_hex();
+            let bytes = TRANSFER_BYTES.to_string();
+            let timeout_ms = CLIENT_DONE.as_millis().to_string();
+            lab.spawn(
+                Node::HostA,
+                "node",
+                &[
+                    &script,
+                    "client",
+                    "--bootstrap",
+                    &bootstrap,
+                    "--key",
+                    &key,
+                    "--bytes",
+                    &bytes,
+                    "--timeout-ms",
+                    &timeout_ms,
+                ],
+            )
+        }
+    };
     Some((dht, server, client, lab))
+}
+
+/// A JS client behind NAT A holepunches to a firewalled Rust server behind NAT B: the Rust
+/// server's Noise payload carries `holepunch: {id, relays}` and it answers the JS punch rounds.
+#[test]
+fn js_client_holepunches_to_rust_server_through_consistent_nats() {
+    let Some((_dht, mut server, mut client, _lab)) = run_with(NatKind::Consistent, ClientImp::Js)
+    else {
+        return;
+    };
+    let started = Instant::now();
+    let connected = json_line(&client.wait_for(CLIENT_DONE, |l| {
+        is_event(l, "connected") || is_event(l, "error")
+    }));
+    assert_eq!(
+        connected["event"], "connected",
+        "JS client failed: {connected}"
+    );
+    // `done` means the server's hash of what it received matched the client's.
+    let done =
+        json_line(&client.wait_for(CLIENT_DONE, |l| is_event(l, "done") || is_event(l, "error")));
+    assert_eq!(done["event"], "done", "transfer failed: {done}");
+    let received = json_line(&server.wait_for(CLIENT_DONE, |l| is_event(l, "received")));
+    assert_eq!(received["sha256"], done["sha256"], "hashes differ");
+    assert_eq!(
+        received["remote"]
+            .as_str()
+            .unwrap()
+            .split(':')
+            .next()
+            .unwrap(),
+        Node::RouterA.addr().to_string(),
+        "server's stream must come from router A's public address: {received}"
+    );
+    println!(
+        "js client -> rust server, consistent NAT: connect {} ms, total {:?}",
+        connected["connectMs"],
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -207,8 +285,12 @@ fn netlab_rust_peer() {
             let mut got = vec![0u8; TRANSFER_BYTES];
             conn.read_exact(&mut got).await.unwrap();
             let remote = conn.get_ref().remote_addr().map(|a| a.to_string());
+            let sha = Sha256::digest(&got);
             emit(json!({"event":"received","bytes":TRANSFER_BYTES,
-                "sha256":hex::encode(Sha256::digest(&got)),"remote":remote}));
+                "sha256":hex::encode(sha),"remote":remote}));
+            // The hash back, then END (what the JS lab client checks).
+            conn.write_all(&sha).await.unwrap();
+            conn.shutdown().await.unwrap();
             tokio::time::sleep(Duration::from_secs(30)).await;
         } else {
             let ckp = KeyPair::generate();

@@ -15,14 +15,18 @@
 //!   server's advertised addresses and its relay-observed address (§3.8 step 3: the address that
 //!   answers first wins, so one host ends on 127.0.0.1), then the secret stream as initiator.
 //!
-//! - Holepunch (consistent NATs, Rust ↔ Rust): a firewalled server puts a slot id in its payload;
-//!   when the PING race fails the client sends PEER_HOLEPUNCH through the handshake's relay from
-//!   its main socket, both sides send 1-byte probes to the other's relay-observed address every
-//!   [`PUNCH_INTERVAL`], and the client connects once a server probe arrives. Otherwise
-//!   `connect` fails with [`ConnectError::NoPath`] after [`PUNCH_DURATION`] (random NATs).
-//!   Not implemented: the random-NAT strategies (birthday sockets), separate pool sockets,
-//!   blind relays; a JS client reaching a firewalled Rust server gets no holepunch relays in
-//!   the payload, so it only tries the direct path.
+//! - Holepunch (consistent NATs): a firewalled server puts `holepunch: {id, relays}` in its
+//!   payload (the relays are the nodes its self-announce was stored on, each with the server's
+//!   address as that node saw it, as hyperdht's announcer reports them, so JS clients punch too).
+//!   When the relay sees client and server on different hosts (different NATs) the Rust client
+//!   holepunches at once; on one host/NAT it first waits for the PING race (`LAN_PING_TIMEOUT`),
+//!   as hyperdht's LAN shortcut. To punch it sends PEER_HOLEPUNCH through the handshake's relay
+//!   from its main socket; the server answers every PEER_HOLEPUNCH round with `punching`, its
+//!   relay-observed address and a token (echoing the client's), and both sides send 1-byte
+//!   probes to the other's relay-observed address every [`PUNCH_INTERVAL`]; the client connects
+//!   once a server probe arrives. Otherwise `connect` fails with [`ConnectError::NoPath`] after
+//!   [`PUNCH_DURATION`] (random NATs). Not implemented: the random-NAT strategies (birthday
+//!   sockets), separate pool sockets, blind relays, verifying the echoed token.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -41,7 +45,7 @@ use tracing::{debug, trace};
 use super::crypto::{holepunch_secret, ns, secretbox_open, secretbox_seal};
 use super::driver::{DatagramSocket, DhtConfig, DhtError, DhtNode, ServerEvent};
 use super::messages::{
-    Handshake, Holepunch, HolepunchInfo, HolepunchPayload, Mode, NoisePayload, UdxInfo,
+    Handshake, Holepunch, HolepunchInfo, HolepunchPayload, Mode, NoisePayload, RelayInfo, UdxInfo,
 };
 use super::{commands, error_codes, firewall};
 use crate::dht::{Id, IncomingRequest, SocketKind, UserRequest, hash};
@@ -78,6 +82,9 @@ const MAX_PENDING_STREAMS: usize = 1024;
 const PROBE_QUEUE: usize = 64;
 /// How long the LAN/same-host PING race may take when holepunching is the fallback.
 const LAN_PING_TIMEOUT: Duration = Duration::from_secs(2);
+/// Holepunch relays offered in a Noise payload (JS offers all of its announce relays, ≤ 20; a
+/// few keep msg2 small and the client uses one).
+pub const MAX_PAYLOAD_RELAYS: usize = 8;
 /// Interval between holepunch probes (JS: every second for consistent NATs).
 pub const PUNCH_INTERVAL: Duration = Duration::from_secs(1);
 /// How long both sides punch before giving up (JS: 10 s).
@@ -335,12 +342,16 @@ impl HyperDht {
         self.node.bootstrapped().await?;
         // Like JS `listen()`: resolve once the first self-announce finished.
         let target = hash(pk.as_bytes());
-        let relays = self.node.announce(target, &key_pair, Vec::new()).await?;
-        debug!(relays, "listening");
+        let relays = self
+            .node
+            .announce_relays(target, &key_pair, Vec::new())
+            .await?;
+        debug!(relays = relays.len(), "listening");
         let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
         let dht = self.clone();
         let kp = key_pair.clone();
-        let task = tokio::spawn(async move { run_server(dht, kp, firewall, events, tx).await });
+        let task =
+            tokio::spawn(async move { run_server(dht, kp, firewall, relays, events, tx).await });
         Ok(Server {
             dht: self.clone(),
             public_key: pk,
@@ -438,18 +449,22 @@ impl HyperDht {
             .as_ref()
             .map(|h| h.id)
             .filter(|_| rp.firewall != firewall::OPEN && hs.peer_address.is_some());
-        let ping_timeout = if punch.is_some() {
-            LAN_PING_TIMEOUT
-        } else {
-            PATH_TIMEOUT
-        };
-        let addr = match (self.race_ping(&candidates, ping_timeout).await, punch) {
-            (Ok(a), _) => a,
-            (Err(_), Some(id)) => {
+        // As hyperdht: the LAN shortcut is only worth waiting for when both peers look the same
+        // from the relay (same host or same NAT); behind different NATs holepunch at once.
+        let same_network = reply.to.ip() == server_address.ip();
+        let addr = match punch {
+            Some(id) if !same_network => {
                 self.holepunch(reply.from, server_address, target, id, &secret)
                     .await?
             }
-            (Err(e), None) => return Err(e),
+            Some(id) => match self.race_ping(&candidates, LAN_PING_TIMEOUT).await {
+                Ok(a) => a,
+                Err(_) => {
+                    self.holepunch(reply.from, server_address, target, id, &secret)
+                        .await?
+                }
+            },
+            None => self.race_ping(&candidates, PATH_TIMEOUT).await?,
         };
         debug!(%addr, remote_id, elapsed_ms = started.elapsed().as_millis(), "direct path");
         raw.connect(remote_id, SocketAddr::V4(addr))?;
@@ -642,9 +657,13 @@ async fn run_server(
     dht: Arc<HyperDht>,
     key_pair: KeyPair,
     firewall: Firewall,
+    mut relays: Vec<RelayInfo>,
     mut events: mpsc::Receiver<ServerEvent>,
     accepted: mpsc::Sender<Connection>,
 ) {
+    // Keys the holepunch tokens (JS `SecurePayload.token`: a hash of the peer's host).
+    let mut token_secret = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut token_secret);
     let target = hash(key_pair.public_key().as_bytes());
     let mut seen: HashMap<Vec<u8>, Seen> = HashMap::new();
     let mut sessions: HashMap<u64, PunchSession> = HashMap::new();
@@ -656,8 +675,11 @@ async fn run_server(
     loop {
         tokio::select! {
             _ = announce.tick() => {
-                match dht.node.announce(target, &key_pair, Vec::new()).await {
-                    Ok(n) => debug!(accepted = n, "self-announced"),
+                match dht.node.announce_relays(target, &key_pair, Vec::new()).await {
+                    Ok(r) => {
+                        debug!(accepted = r.len(), "self-announced");
+                        relays = r;
+                    }
                     Err(e) => debug!(error = %e, "self-announce failed"),
                 }
             }
@@ -668,7 +690,7 @@ async fn run_server(
                 let (req, handshake) = match ev {
                     ServerEvent::Handshake { req, handshake } => (req, handshake),
                     ServerEvent::Holepunch { req, holepunch } => {
-                        on_holepunch(&dht, &mut sessions, req, holepunch).await;
+                        on_holepunch(&dht, &mut sessions, &relays, &token_secret, req, holepunch).await;
                         continue;
                     }
                 };
@@ -685,7 +707,7 @@ async fn run_server(
                 let key = handshake.noise.clone();
                 let slot = next_slot;
                 next_slot = next_slot.wrapping_add(1);
-                let msg2 = match respond(&dht, &key_pair, &firewall, req, handshake, &accepted, slot).await {
+                let msg2 = match respond(&dht, &key_pair, &firewall, &relays, req, handshake, &accepted, slot).await {
                     Ok((m, secret)) => {
                         if let Some(secret) = secret {
                             if sessions.len() >= MAX_PUNCH_SESSIONS {
@@ -712,6 +734,8 @@ async fn run_server(
 async fn on_holepunch(
     dht: &Arc<HyperDht>,
     sessions: &mut HashMap<u64, PunchSession>,
+    relays: &[RelayInfo],
+    token_secret: &[u8; 32],
     req: IncomingRequest,
     holepunch: Holepunch,
 ) {
@@ -734,11 +758,23 @@ async fn on_holepunch(
         session.punching = true;
         dht.spawn_prober(client);
     }
+    // Our address as the forwarding relay saw it (where a JS client punches to), else as any
+    // relay saw it; and a token for the client to echo, as JS servers send.
+    let ours = relays
+        .iter()
+        .find(|r| r.relay_address == req.from)
+        .or_else(|| relays.first())
+        .map(|r| vec![r.peer_address]);
+    let mut keyed = token_secret.to_vec();
+    keyed.extend_from_slice(client.ip().to_string().as_bytes());
     let reply = HolepunchPayload {
         firewall: firewall::CONSISTENT,
         round: remote.round,
         punching: true,
+        addresses: ours,
         remote_address: Some(client),
+        token: Some(hash(&keyed)),
+        remote_token: remote.token,
         ..HolepunchPayload::default()
     };
     let mut nonce = [0u8; 24];
@@ -751,10 +787,12 @@ async fn on_holepunch(
 
 /// Runs the responder side of one handshake; returns msg2 (None when refused) and, for a
 /// firewalled server, the holepunch secret of the slot `slot`.
+#[allow(clippy::too_many_arguments)] // the server loop's state, passed by reference
 async fn respond(
     dht: &Arc<HyperDht>,
     key_pair: &KeyPair,
     firewall: &Firewall,
+    relays: &[RelayInfo],
     req: IncomingRequest,
     handshake: Handshake,
     accepted: &mpsc::Sender<Connection>,
@@ -782,9 +820,11 @@ async fn respond(
     }
     let punch = payload.firewall != firewall::OPEN;
     if punch {
+        // As hyperdht: the nodes we announced to, each with our address as it saw us; a JS
+        // client only holepunches when this list is non-empty.
         payload.holepunch = Some(HolepunchInfo {
             id: slot,
-            relays: Vec::new(),
+            relays: relays.iter().take(MAX_PAYLOAD_RELAYS).copied().collect(),
         });
     }
     let msg2 = noise.write_message(&payload.encode())?;

@@ -15,7 +15,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, trace};
 
-use super::messages::{Handshake, Holepunch};
+use super::messages::{Handshake, Holepunch, RelayInfo};
 use super::mutable::MutableValue;
 use super::node::{HyperEvent, HyperNode, LookupResult, OpId, OpResult, RelayStats};
 use crate::dht::{
@@ -337,11 +337,25 @@ impl DhtNode {
         key_pair: &KeyPair,
         relay_addresses: Vec<SocketAddrV4>,
     ) -> Result<usize, DhtError> {
+        Ok(self
+            .announce_relays(topic, key_pair, relay_addresses)
+            .await?
+            .len())
+    }
+
+    /// Announces `key_pair` on `topic`; returns the nodes that stored it, each with our address
+    /// as that node saw us (what a firewalled server offers clients as holepunch relays).
+    pub async fn announce_relays(
+        &self,
+        topic: Id,
+        key_pair: &KeyPair,
+        relay_addresses: Vec<SocketAddrV4>,
+    ) -> Result<Vec<RelayInfo>, DhtError> {
         match self
             .op(OpCmd::Announce(topic, key_pair.clone(), relay_addresses))
             .await?
         {
-            OpResult::Announced { accepted, .. } => Ok(accepted),
+            OpResult::Announced { relays, .. } => Ok(relays),
             _ => Err(DhtError::Closed),
         }
     }

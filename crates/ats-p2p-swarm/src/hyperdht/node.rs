@@ -7,7 +7,7 @@ use std::time::Instant;
 use tracing::trace;
 
 use super::crypto::{ns, sign_announce, verify_announce};
-use super::messages::{Announce, Handshake, Holepunch, LookupReply, Mode, PeerRecord};
+use super::messages::{Announce, Handshake, Holepunch, LookupReply, Mode, PeerRecord, RelayInfo};
 use super::mutable::{MutableValue, PutError, ValueStore, encode_mutable_put};
 use super::store::{LOOKUP_RECORDS, MAX_RELAY_ADDRESSES_STORED, Store};
 use super::{commands, error_codes};
@@ -53,6 +53,9 @@ pub enum OpResult {
         accepted: usize,
         /// The closest nodes asked.
         closest: Vec<SocketAddrV4>,
+        /// The nodes that accepted, each with our address as it saw us (JS `announcer.relays`:
+        /// a firewalled server hands these to clients as holepunch relays).
+        relays: Vec<RelayInfo>,
     },
     /// A FIND_NODE walk's closest replies.
     Closest(Vec<QueryReply>),
@@ -123,6 +126,7 @@ struct Op {
     commits_pending: usize,
     accepted: usize,
     closest: Vec<SocketAddrV4>,
+    relays: Vec<RelayInfo>,
 }
 
 /// The sans-io HyperDHT node. Calling contract as [`Node`]: after any input, drain
@@ -276,11 +280,17 @@ impl HyperNode {
                     error,
                 } => self.on_query_done(now, query, closest, error),
                 Event::Response { request, reply } => match self.by_request.remove(&request) {
-                    Some(op) => self.on_commit(op, reply.error == 0),
+                    Some(op) => {
+                        let relay = (reply.error == 0).then_some(RelayInfo {
+                            relay_address: reply.from,
+                            peer_address: reply.to,
+                        });
+                        self.on_commit(op, relay)
+                    }
                     None => self.push(HyperEvent::Dht(Event::Response { request, reply })),
                 },
                 Event::RequestFailed { request, error } => match self.by_request.remove(&request) {
-                    Some(op) => self.on_commit(op, false),
+                    Some(op) => self.on_commit(op, None),
                     None => self.push(HyperEvent::Dht(Event::RequestFailed { request, error })),
                 },
                 Event::Bootstrapped => self.push(HyperEvent::Bootstrapped),
@@ -328,6 +338,7 @@ impl HyperNode {
                 commits_pending: 0,
                 accepted: 0,
                 closest: Vec::new(),
+                relays: Vec::new(),
             },
         );
         self.by_query.insert(q, id);
@@ -614,13 +625,15 @@ impl HyperNode {
         self.push(HyperEvent::OpDone { op: op_id, result });
     }
 
-    fn on_commit(&mut self, op_id: OpId, ok: bool) {
+    /// One commit answered: `relay` is the accepting node and our address as it saw us.
+    fn on_commit(&mut self, op_id: OpId, relay: Option<RelayInfo>) {
         let Some(op) = self.ops.get_mut(&op_id) else {
             return;
         };
         op.commits_pending = op.commits_pending.saturating_sub(1);
-        if ok {
+        if let Some(relay) = relay {
             op.accepted += 1;
+            op.relays.push(relay);
         }
         if op.commits_pending > 0 {
             return;
@@ -629,6 +642,7 @@ impl HyperNode {
             OpResult::Announced {
                 accepted: op.accepted,
                 closest: std::mem::take(&mut op.closest),
+                relays: std::mem::take(&mut op.relays),
             }
         } else {
             OpResult::Failed(RequestError::TooFewNodes)
