@@ -123,8 +123,13 @@ where
                         }
                     }
                     Err(e) => {
-                        sender.fail_local(e.to_string());
-                        local_err = Some(StreamSendError::Io(e));
+                        // A receiver that refused sends NACK and closes: its reason may be
+                        // waiting unread. Prefer it to the broken pipe.
+                        read_last_words(&mut sender, &mut decoder, &mut inbuf, &mut rd).await;
+                        if !sender.is_finished() {
+                            sender.fail_local(e.to_string());
+                            local_err = Some(StreamSendError::Io(e));
+                        }
                     }
                 }
             }
@@ -172,6 +177,32 @@ fn feed(sender: &mut Sender, decoder: &mut FrameDecoder, inbuf: &mut BytesMut) {
         if sender.is_finished() {
             break;
         }
+    }
+}
+
+/// After a failed write: reads what the peer sent before it went away (at most until the
+/// stream ends, errors, or [`FAREWELL_TIMEOUT`]), so its NACK or ERROR becomes the reason.
+async fn read_last_words<R: AsyncRead + Unpin>(
+    sender: &mut Sender,
+    decoder: &mut FrameDecoder,
+    inbuf: &mut BytesMut,
+    rd: &mut R,
+) {
+    let work = async {
+        loop {
+            feed(sender, decoder, inbuf);
+            if sender.is_finished() {
+                return;
+            }
+            // `inbuf` never holds more than one partial frame (the decoder caps lengths).
+            match rd.read_buf(inbuf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    if tokio::time::timeout(FAREWELL_TIMEOUT, work).await.is_err() {
+        tracing::debug!("no reason from the peer after a failed write");
     }
 }
 
