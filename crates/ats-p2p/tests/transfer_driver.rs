@@ -351,3 +351,88 @@ async fn silent_receiver_times_the_sender_out() {
     ));
     assert_eq!(err.kind(), FailureKind::TimedOut);
 }
+
+#[tokio::test]
+async fn many_tiny_data_frames_in_one_read_are_all_written() {
+    // 20 000 one-byte DATA frames arrive in large reads; the driver must act on each frame's
+    // events before feeding the next (the receiver caps its pending events).
+    let dir = tempfile::tempdir().unwrap();
+    let save = dir.path().join("in");
+    let data: Vec<u8> = (0..20_000u32).map(|i| i as u8).collect();
+    let meta = Meta {
+        name: "tiny".into(),
+        size: data.len() as u64,
+        hash: FileHash::of(&data),
+    };
+    let mut wire = Vec::new();
+    let mut push = |frame: &Frame| {
+        let mut f = encode_parts(frame).unwrap();
+        while bytes::Buf::has_remaining(&f) {
+            let chunk = bytes::Buf::chunk(&f).to_vec();
+            bytes::Buf::advance(&mut f, chunk.len());
+            wire.extend_from_slice(&chunk);
+        }
+    };
+    push(&Frame::Meta(meta.clone()));
+    for b in &data {
+        push(&Frame::Data(vec![*b].into()));
+    }
+    push(&Frame::Done);
+    let (mut a, b) = tokio::io::duplex(1024 * 1024);
+    let peer = async move {
+        a.write_all(&wire).await.unwrap();
+        let mut answer = Vec::new();
+        a.read_to_end(&mut answer).await.unwrap();
+        answer
+    };
+    let (answer, received) = tokio::time::timeout(TEST_TIMEOUT, async {
+        tokio::join!(
+            peer,
+            receive_stream(
+                b,
+                &save,
+                ID,
+                meta.clone(),
+                ReceiverConfig::new(1 << 30),
+                |_, _| {}
+            ),
+        )
+    })
+    .await
+    .unwrap();
+    let received = received.unwrap();
+    assert_eq!(std::fs::read(&received.path).unwrap(), data);
+    assert_eq!(answer.first(), Some(&0x04), "expected an ACK frame");
+}
+
+#[tokio::test]
+async fn hostile_name_stays_inside_the_save_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, data) = random_file(dir.path(), "h", 1000, 8);
+    let meta = Meta {
+        name: "../../escape.txt".into(),
+        size: data.len() as u64,
+        hash: FileHash::of(&data),
+    };
+    let save = dir.path().join("a").join("b").join("in");
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let (sent, received) = tokio::time::timeout(TEST_TIMEOUT, async {
+        tokio::join!(
+            send_stream(a, &src, meta.clone(), SenderConfig::default(), |_, _| {}),
+            receive_stream(
+                b,
+                &save,
+                ID,
+                meta.clone(),
+                ReceiverConfig::new(1 << 30),
+                |_, _| {}
+            ),
+        )
+    })
+    .await
+    .unwrap();
+    sent.unwrap();
+    assert_eq!(received.unwrap().path, save.join("escape.txt"));
+    assert!(!dir.path().join("a").join("escape.txt").exists());
+    assert_eq!(entries(&save), vec!["escape.txt".to_string()]);
+}
