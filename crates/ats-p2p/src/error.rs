@@ -8,6 +8,8 @@
 use std::io;
 use std::path::PathBuf;
 
+use crate::events::FailureKind;
+
 /// Receiving a file into the save directory failed ([`IncomingFile`](crate::save::IncomingFile),
 /// [`available_space`](crate::save::available_space)).
 #[derive(Debug, thiserror::Error)]
@@ -292,4 +294,100 @@ pub enum IdentityError {
         /// Its permission bits.
         mode: u32,
     },
+}
+
+/// Streaming a file to a peer failed ([`send_stream`](crate::transfer::send_stream)).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamSendError {
+    /// The file to send could not be opened.
+    #[error("cannot open {path}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// Reading the file failed part way, or it is shorter than announced (it changed).
+    #[error("cannot read {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why (`UnexpectedEof` when the file shrank).
+        source: io::Error,
+    },
+    /// The transfer failed: refused by the peer, a protocol error, or a timeout.
+    #[error("transfer failed")]
+    Transfer(#[source] ats_p2p_wire::TransferError),
+    /// Reading from or writing to the peer's stream failed.
+    #[error("stream to the peer failed")]
+    Io(#[source] io::Error),
+}
+
+impl StreamSendError {
+    /// The failure class (for events and exit codes).
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            Self::Open { .. } | Self::Read { .. } => FailureKind::Io,
+            Self::Transfer(e) => transfer_kind(e),
+            Self::Io(_) => FailureKind::Network,
+        }
+    }
+}
+
+/// Receiving a file from a peer failed ([`receive_stream`](crate::transfer::receive_stream)).
+/// The temporary file is gone by the time this is returned.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamReceiveError {
+    /// Creating, writing or committing the file failed.
+    #[error("cannot store the received file")]
+    Save(#[source] SaveError),
+    /// The transfer failed: a protocol error, a hash or size mismatch, or a timeout.
+    #[error("transfer failed")]
+    Transfer(#[source] ats_p2p_wire::TransferError),
+    /// Reading from or writing to the peer's stream failed.
+    #[error("stream from the peer failed")]
+    Io(#[source] io::Error),
+    /// The blocking writer task ended without an answer (it panicked).
+    #[error("the file writer task stopped unexpectedly")]
+    WriterStopped,
+}
+
+impl StreamReceiveError {
+    /// The failure class (for events and exit codes).
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            Self::Save(_) | Self::WriterStopped => FailureKind::Io,
+            Self::Transfer(e) => transfer_kind(e),
+            Self::Io(_) => FailureKind::Network,
+        }
+    }
+}
+
+/// The failure class of a wire-level transfer error.
+fn transfer_kind(e: &ats_p2p_wire::TransferError) -> FailureKind {
+    use ats_p2p_wire::TransferError as T;
+    match e {
+        T::TooLarge { .. } | T::Nack(_) => FailureKind::Rejected,
+        T::Oversize { .. } | T::SizeMismatch { .. } | T::HashMismatch { .. } => {
+            FailureKind::Verification
+        }
+        T::Closed { .. } => FailureKind::Network,
+        T::TimedOut { .. } => FailureKind::TimedOut,
+        T::Local(_) => FailureKind::Io,
+        _ => FailureKind::Protocol,
+    }
+}
+
+/// `err` and its sources joined with `": "`: the one-line reason a task is failed with.
+pub fn reason_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut next = err.source();
+    while let Some(e) = next {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        next = e.source();
+    }
+    out
 }

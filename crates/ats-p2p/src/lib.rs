@@ -20,6 +20,8 @@
 //! - [`hashing`]: streaming SHA-256 of a file with progress, off the async runtime.
 //! - [`topic`]: the transfer's swarm topic.
 //! - [`events`]: the events a node emits, serialisable as NDJSON.
+//! - [`transfer`]: the driver that runs the wire state machines over any async byte stream,
+//!   reading the file in chunks and writing received bytes off the runtime.
 //! - [`error`]: one error enum per operation.
 //!
 //! File-system work here is blocking by design; async callers run it on
@@ -52,6 +54,7 @@ pub mod names;
 pub mod policy;
 pub mod save;
 pub mod topic;
+pub mod transfer;
 
 pub use ats_p2p_signal as signal;
 pub use ats_p2p_swarm as swarm;

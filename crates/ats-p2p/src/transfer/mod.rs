@@ -1,0 +1,76 @@
+//! The transfer driver: runs the wire [`Sender`](ats_p2p_wire::Sender) and
+//! [`Receiver`](ats_p2p_wire::Receiver) state machines over any reliable byte stream
+//! (`AsyncRead + AsyncWrite`): a swarm connection in production, `tokio::io::duplex` or TCP in
+//! tests.
+//!
+//! - [`send_stream`] reads the file in chunks of [`FILE_READ_CHUNK`] bytes (never the whole
+//!   file), and reads the peer while it writes, so an early NACK stops the transfer at once.
+//! - [`receive_stream`] hands DATA to a blocking writer thread that owns the
+//!   [`IncomingFile`](crate::save::IncomingFile), over a channel of [`WRITE_QUEUE_DEPTH`]
+//!   chunks: when the disk is slower than the network, the driver stops reading the stream and
+//!   the transport's flow control slows the sender. On `Verified` the writer fsyncs and renames
+//!   the file, and only then is ACK sent. On every failure the temporary file is removed before
+//!   the error is returned.
+//!
+//! Both report progress through a callback `(bytes, total)`, called at most once per frame.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use ats_p2p::transfer::{receive_stream, send_stream};
+//! use ats_p2p::wire::{FileHash, Meta, ReceiverConfig, SenderConfig};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let src = dir.path().join("hello.txt");
+//! std::fs::write(&src, b"hello, peer")?;
+//! let meta = Meta { name: "hello.txt".into(), size: 11, hash: FileHash::of(b"hello, peer") };
+//! let save_dir = dir.path().join("incoming");
+//!
+//! let (a, b) = tokio::io::duplex(64 * 1024);
+//! let id = "5f0c5f0c5f0c5f0c5f0c5f0c5f0c5f0c";
+//! let (sent, received) = tokio::join!(
+//!     send_stream(a, &src, meta.clone(), SenderConfig::default(), |_, _| {}),
+//!     receive_stream(b, &save_dir, id, meta, ReceiverConfig::new(1 << 20), |_, _| {}),
+//! );
+//! sent?;
+//! let received = received?;
+//! assert_eq!(std::fs::read(&received.path)?, b"hello, peer");
+//! # Ok(()) }
+//! ```
+
+mod receive;
+mod send;
+
+use std::time::Duration;
+
+pub use receive::{Received, receive_stream};
+pub use send::{Sent, send_stream};
+
+/// Bytes read from the file per step: a few DATA frames' worth, so reads are large but the
+/// memory held per transfer stays small.
+pub const FILE_READ_CHUNK: usize = 256 * 1024;
+
+/// Bytes asked for per read from the peer's stream.
+pub const STREAM_READ_BUF: usize = 64 * 1024;
+
+/// DATA payloads (at most 64 KiB each) queued for the blocking writer: enough to keep the disk
+/// busy while the next frames arrive, small enough that a slow disk pushes back on the network
+/// within about half a MiB.
+pub const WRITE_QUEUE_DEPTH: usize = 8;
+
+/// Longest wait to deliver the last frame (ERROR, NACK) after a failure: the peer may be gone,
+/// and the reason is best effort.
+pub const FAREWELL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Converts the state machine's next deadline into a tokio instant.
+fn tokio_deadline(deadline: Option<std::time::Instant>) -> Option<tokio::time::Instant> {
+    deadline.map(tokio::time::Instant::from_std)
+}
+
+/// Sleeps until `deadline`, or forever when there is none.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,315 @@
+//! The receiving driver.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use ats_p2p_wire::{
+    FileHash, Frame, FrameDecoder, Meta, Receiver, ReceiverConfig, ReceiverEvent, encode_parts,
+};
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::{FAREWELL_TIMEOUT, STREAM_READ_BUF, WRITE_QUEUE_DEPTH, sleep_until, tokio_deadline};
+use crate::error::{SaveError, StreamReceiveError};
+use crate::save::IncomingFile;
+
+/// A file received, verified and moved into place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// Where the file is now (a free name in the save directory).
+    pub path: PathBuf,
+    /// Its size.
+    pub size: u64,
+    /// Its verified SHA-256.
+    pub hash: FileHash,
+}
+
+/// What the driver asks of the blocking writer.
+#[derive(Debug)]
+enum WriteCmd {
+    /// Write these bytes at this offset.
+    Write { offset: u64, data: Bytes },
+    /// Every byte is verified: fsync and move into place, answer with the final path.
+    Commit(oneshot::Sender<Result<PathBuf, SaveError>>),
+}
+
+/// Receives the accepted `offer` from `stream` into `save_dir` (created if missing), under the
+/// offered name reduced to a safe file name and never overwriting an existing file.
+/// `transfer_id_hex` (32 hex) names the temporary file. `on_progress(bytes, total)` is called
+/// as DATA arrives.
+///
+/// ACK is sent only after the file is fsynced and renamed. On any failure the peer gets NACK
+/// or ERROR with the reason where possible, the temporary file is removed, and the error is
+/// returned. If the ACK itself cannot be delivered after the file was stored, the file stays
+/// and this returns `Ok` (the sender will report the failure).
+pub async fn receive_stream<S>(
+    stream: S,
+    save_dir: &Path,
+    transfer_id_hex: &str,
+    offer: Meta,
+    config: ReceiverConfig,
+    mut on_progress: impl FnMut(u64, u64) + Send,
+) -> Result<Received, StreamReceiveError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut receiver = Receiver::new(offer.clone(), config, Instant::now());
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    if receiver.is_finished() {
+        // Refused before any file exists (too large): just tell the peer.
+        return Err(fail_without_file(&mut receiver, &mut wr).await);
+    }
+
+    let incoming = {
+        let (dir, id, name, size) = (
+            save_dir.to_path_buf(),
+            transfer_id_hex.to_owned(),
+            offer.name.clone(),
+            offer.size,
+        );
+        tokio::task::spawn_blocking(move || {
+            IncomingFile::create(&dir, &id, &name).map(|f| f.with_size_limit(size))
+        })
+        .await
+    };
+    let incoming = match incoming {
+        Ok(Ok(file)) => file,
+        Ok(Err(e)) => {
+            receiver.fail_local(format!("receiver cannot store the file: {e}"));
+            fail_without_file(&mut receiver, &mut wr).await;
+            return Err(StreamReceiveError::Save(e));
+        }
+        Err(_) => {
+            receiver.fail_local("receiver cannot store the file");
+            fail_without_file(&mut receiver, &mut wr).await;
+            return Err(StreamReceiveError::WriterStopped);
+        }
+    };
+    let (tx, rx) = mpsc::channel(WRITE_QUEUE_DEPTH);
+    let writer = Writer {
+        tx: Some(tx),
+        handle: Some(tokio::task::spawn_blocking(move || {
+            write_loop(incoming, rx)
+        })),
+    };
+    let result = drive(&mut receiver, writer, &mut rd, &mut wr, &mut on_progress).await;
+    if let Err(e) = wr.shutdown().await {
+        tracing::debug!(error = %e, "shutdown at the end of a receive failed");
+    }
+    result
+}
+
+/// The blocking writer: its queue and its thread.
+#[derive(Debug)]
+struct Writer {
+    tx: Option<mpsc::Sender<WriteCmd>>,
+    handle: Option<JoinHandle<Result<(), SaveError>>>,
+}
+
+impl Writer {
+    /// Queues a command; on failure, the writer's own error (it stopped).
+    async fn send(&mut self, cmd: WriteCmd) -> Result<(), StreamReceiveError> {
+        let sent = match &self.tx {
+            Some(tx) => tx.send(cmd).await.is_ok(),
+            None => false,
+        };
+        if sent {
+            Ok(())
+        } else {
+            Err(self
+                .finish()
+                .await
+                .err()
+                .unwrap_or(StreamReceiveError::WriterStopped))
+        }
+    }
+
+    /// Closes the queue and waits for the thread: without a commit, it removes the temporary
+    /// file before this returns.
+    async fn finish(&mut self) -> Result<(), StreamReceiveError> {
+        self.tx = None;
+        match self.handle.take() {
+            Some(handle) => match handle.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(StreamReceiveError::Save(e)),
+                Err(_) => Err(StreamReceiveError::WriterStopped),
+            },
+            None => Ok(()),
+        }
+    }
+}
+
+/// Runs on a blocking thread: writes queued chunks in order; commits on request. Returning
+/// (or panicking) without a commit drops the file, which removes the temporary file.
+fn write_loop(mut file: IncomingFile, mut rx: mpsc::Receiver<WriteCmd>) -> Result<(), SaveError> {
+    while let Some(cmd) = rx.blocking_recv() {
+        match cmd {
+            WriteCmd::Write { offset, data } => file.write_at(offset, &data)?,
+            WriteCmd::Commit(reply) => {
+                // The driver keeps the reply receiver until it gets an answer.
+                let _ = reply.send(file.commit());
+                return Ok(());
+            }
+        }
+    }
+    file.abort()
+}
+
+async fn drive<R, W>(
+    receiver: &mut Receiver,
+    mut writer: Writer,
+    rd: &mut R,
+    wr: &mut W,
+    on_progress: &mut (impl FnMut(u64, u64) + Send),
+) -> Result<Received, StreamReceiveError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut decoder = FrameDecoder::new();
+    let mut inbuf = BytesMut::with_capacity(STREAM_READ_BUF);
+    let mut local_err: Option<StreamReceiveError> = None;
+    let mut stored: Option<PathBuf> = None;
+    let mut eof = false;
+    loop {
+        // The only frames a receiver sends are its last (ACK, NACK, ERROR).
+        let mut last = Vec::new();
+        while let Some(frame) = receiver.poll_frame() {
+            last.push(frame);
+        }
+        while let Some(event) = receiver.poll_event() {
+            match event {
+                ReceiverEvent::Write { offset, data } => {
+                    if let Err(e) = writer.send(WriteCmd::Write { offset, data }).await {
+                        receiver.fail_local(format!("receiver cannot store the file: {e}"));
+                        local_err = Some(e);
+                    }
+                }
+                ReceiverEvent::Progress { bytes, total } => on_progress(bytes, total),
+                ReceiverEvent::Verified { .. } => match commit(&mut writer).await {
+                    Ok(path) => {
+                        stored = Some(path);
+                        if let Err(e) = receiver.file_committed() {
+                            tracing::warn!(error = %e, "file_committed refused");
+                        }
+                    }
+                    Err(e) => {
+                        receiver.fail_local(format!("receiver cannot store the file: {e}"));
+                        local_err = Some(e);
+                    }
+                },
+                ReceiverEvent::Completed { size, hash } => {
+                    collect_frames(receiver, &mut last);
+                    send_last(wr, last).await;
+                    return match stored.take() {
+                        Some(path) => Ok(Received { path, size, hash }),
+                        None => Err(StreamReceiveError::WriterStopped),
+                    };
+                }
+                ReceiverEvent::Failed(err) => {
+                    // Remove the temporary file before reporting.
+                    if let Err(e) = writer.finish().await {
+                        tracing::warn!(error = %e, "writer failed while aborting");
+                    }
+                    collect_frames(receiver, &mut last);
+                    send_last(wr, last).await;
+                    return Err(local_err
+                        .take()
+                        .unwrap_or(StreamReceiveError::Transfer(err)));
+                }
+                _ => {}
+            }
+        }
+        // Frames queued without a final event yet (none today): send them now.
+        if !last.is_empty() {
+            send_last(wr, last).await;
+        }
+        // One frame at a time, acting on its events before the next (the receiver's contract).
+        match decoder.decode(&mut inbuf) {
+            Ok(Some(frame)) => {
+                receiver.handle_frame(Instant::now(), frame);
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                receiver.handle_decode_error(e);
+                continue;
+            }
+        }
+        if eof {
+            receiver.handle_closed();
+            continue;
+        }
+        let deadline = tokio_deadline(receiver.poll_timeout());
+        tokio::select! {
+            r = rd.read_buf(&mut inbuf) => match r {
+                Ok(0) => eof = true,
+                Ok(_) => {}
+                Err(e) => {
+                    receiver.fail_local(format!("stream error: {e}"));
+                    local_err = Some(StreamReceiveError::Io(e));
+                }
+            },
+            () = sleep_until(deadline) => receiver.handle_timeout(Instant::now()),
+        }
+    }
+}
+
+fn collect_frames(receiver: &mut Receiver, last: &mut Vec<Frame>) {
+    while let Some(frame) = receiver.poll_frame() {
+        last.push(frame);
+    }
+}
+
+/// Asks the writer to commit and waits for the final path.
+async fn commit(writer: &mut Writer) -> Result<PathBuf, StreamReceiveError> {
+    let (reply, answer) = oneshot::channel();
+    writer.send(WriteCmd::Commit(reply)).await?;
+    let result = answer.await;
+    // The thread has ended (it returns after a commit).
+    let joined = writer.finish().await;
+    match result {
+        Ok(Ok(path)) => Ok(path),
+        Ok(Err(e)) => Err(StreamReceiveError::Save(e)),
+        Err(_) => Err(joined.err().unwrap_or(StreamReceiveError::WriterStopped)),
+    }
+}
+
+/// Refuses before a file exists: sends the queued NACK or ERROR and returns the error.
+async fn fail_without_file<W: AsyncWrite + Unpin>(
+    receiver: &mut Receiver,
+    wr: &mut W,
+) -> StreamReceiveError {
+    let mut last = Vec::new();
+    collect_frames(receiver, &mut last);
+    send_last(wr, last).await;
+    let mut err = StreamReceiveError::WriterStopped;
+    while let Some(event) = receiver.poll_event() {
+        if let ReceiverEvent::Failed(e) = event {
+            err = StreamReceiveError::Transfer(e);
+        }
+    }
+    if let Err(e) = wr.shutdown().await {
+        tracing::debug!(error = %e, "shutdown after refusal failed");
+    }
+    err
+}
+
+/// Writes the receiver's last frames, best effort within [`FAREWELL_TIMEOUT`].
+async fn send_last<W: AsyncWrite + Unpin>(wr: &mut W, frames: Vec<Frame>) {
+    let work = async {
+        for frame in frames {
+            if let Ok(mut encoded) = encode_parts(&frame) {
+                wr.write_all_buf(&mut encoded).await?;
+            }
+        }
+        wr.flush().await
+    };
+    match tokio::time::timeout(FAREWELL_TIMEOUT, work).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "could not deliver the last frame"),
+        Err(_) => tracing::debug!("timed out delivering the last frame"),
+    }
+}

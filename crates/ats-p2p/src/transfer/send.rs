@@ -1,0 +1,232 @@
+//! The sending driver.
+
+use std::io;
+use std::path::Path;
+use std::time::Instant;
+
+use ats_p2p_wire::{
+    EncodedFrame, FrameDecoder, Meta, Sender, SenderConfig, SenderEvent, encode_parts,
+};
+use bytes::{Bytes, BytesMut};
+use tokio::fs::File;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::{FAREWELL_TIMEOUT, FILE_READ_CHUNK, STREAM_READ_BUF, sleep_until, tokio_deadline};
+use crate::error::StreamSendError;
+
+/// A file delivered and acknowledged by the peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    /// Bytes sent.
+    pub bytes: u64,
+    /// The receiver's ACK payload (JSON `{"size","hash"}` from our receiver, or empty).
+    pub ack: Bytes,
+}
+
+/// Sends the file at `path`, described by `meta` (its size and SHA-256, computed beforehand),
+/// over `stream`, and waits for the peer's ACK. `on_progress(bytes, total)` is called as DATA
+/// leaves. The stream is shut down for writing at the end, on success and on failure.
+///
+/// If the file is shorter than `meta.size` (it changed since it was hashed), the peer gets
+/// ERROR and this returns [`StreamSendError::Read`]; bytes beyond `meta.size` are not sent.
+pub async fn send_stream<S>(
+    stream: S,
+    path: &Path,
+    meta: Meta,
+    config: SenderConfig,
+    mut on_progress: impl FnMut(u64, u64) + Send,
+) -> Result<Sent, StreamSendError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut file = File::open(path)
+        .await
+        .map_err(|source| StreamSendError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let mut sender =
+        Sender::new(meta, config, Instant::now()).map_err(StreamSendError::Transfer)?;
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let mut decoder = FrameDecoder::new();
+    let mut inbuf = BytesMut::with_capacity(STREAM_READ_BUF);
+    let mut out: Option<EncodedFrame> = None;
+    let mut local_err: Option<StreamSendError> = None;
+    let mut sent_bytes = 0u64;
+
+    loop {
+        while let Some(event) = sender.poll_event() {
+            match event {
+                SenderEvent::Progress { bytes, total } => {
+                    sent_bytes = bytes;
+                    on_progress(bytes, total);
+                }
+                SenderEvent::Completed { ack } => {
+                    if let Err(e) = wr.shutdown().await {
+                        tracing::debug!(error = %e, "shutdown after ACK failed");
+                    }
+                    return Ok(Sent {
+                        bytes: sent_bytes,
+                        ack,
+                    });
+                }
+                SenderEvent::Failed(err) => {
+                    farewell(&mut sender, out.take(), &mut wr).await;
+                    return Err(local_err.take().unwrap_or(StreamSendError::Transfer(err)));
+                }
+                _ => {}
+            }
+        }
+        if out.is_none() {
+            out = match sender.poll_frame().map(|f| encode_parts(&f)).transpose() {
+                Ok(frame) => frame,
+                Err(e) => {
+                    // Frames built by the state machine always fit; treat it as a local failure.
+                    sender.fail_local(format!("cannot encode frame: {e}"));
+                    continue;
+                }
+            };
+        }
+        if out.is_none() && sender.wants_data() && sender.remaining() > 0 {
+            let want = usize::try_from(sender.remaining())
+                .unwrap_or(usize::MAX)
+                .min(FILE_READ_CHUNK);
+            let mut chunk = vec![0u8; want];
+            match file.read_exact(&mut chunk).await {
+                Ok(_) => {
+                    if let Err(e) = sender.send_chunk(Instant::now(), Bytes::from(chunk)) {
+                        sender.fail_local(e.to_string());
+                    }
+                }
+                Err(source) => {
+                    sender.fail_local(format!("cannot read the file: {source}"));
+                    local_err = Some(StreamSendError::Read {
+                        path: path.to_path_buf(),
+                        source,
+                    });
+                }
+            }
+            continue;
+        }
+        let deadline = tokio_deadline(sender.poll_timeout());
+        tokio::select! {
+            r = write_some(&mut wr, &mut out) => {
+                match r {
+                    Ok(0) => {
+                        let e = io::Error::new(io::ErrorKind::WriteZero, "peer stream closed for writing");
+                        sender.fail_local(e.to_string());
+                        local_err = Some(StreamSendError::Io(e));
+                    }
+                    Ok(_) => {
+                        if out.as_ref().is_some_and(|f| !bytes::Buf::has_remaining(f)) {
+                            out = None;
+                        }
+                    }
+                    Err(e) => {
+                        // A receiver that refused sends NACK and closes: its reason may be
+                        // waiting unread. Prefer it to the broken pipe.
+                        read_last_words(&mut sender, &mut decoder, &mut inbuf, &mut rd).await;
+                        if !sender.is_finished() {
+                            sender.fail_local(e.to_string());
+                            local_err = Some(StreamSendError::Io(e));
+                        }
+                    }
+                }
+            }
+            r = rd.read_buf(&mut inbuf) => {
+                match r {
+                    Ok(0) => {
+                        // Take whatever complete frames arrived before the end (a NACK).
+                        feed(&mut sender, &mut decoder, &mut inbuf);
+                        sender.handle_closed();
+                    }
+                    Ok(_) => feed(&mut sender, &mut decoder, &mut inbuf),
+                    Err(e) => {
+                        sender.fail_local(e.to_string());
+                        local_err = Some(StreamSendError::Io(e));
+                    }
+                }
+            }
+            () = sleep_until(deadline) => sender.handle_timeout(Instant::now()),
+        }
+    }
+}
+
+/// Writes some of the frame in flight; never finishes when there is none.
+async fn write_some<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    out: &mut Option<EncodedFrame>,
+) -> io::Result<usize> {
+    match out {
+        Some(frame) => wr.write_buf(frame).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Decodes every complete frame in `inbuf` into the sender.
+fn feed(sender: &mut Sender, decoder: &mut FrameDecoder, inbuf: &mut BytesMut) {
+    loop {
+        match decoder.decode(inbuf) {
+            Ok(Some(frame)) => sender.handle_frame(Instant::now(), frame),
+            Ok(None) => break,
+            Err(e) => {
+                sender.handle_decode_error(e);
+                break;
+            }
+        }
+        if sender.is_finished() {
+            break;
+        }
+    }
+}
+
+/// After a failed write: reads what the peer sent before it went away (at most until the
+/// stream ends, errors, or [`FAREWELL_TIMEOUT`]), so its NACK or ERROR becomes the reason.
+async fn read_last_words<R: AsyncRead + Unpin>(
+    sender: &mut Sender,
+    decoder: &mut FrameDecoder,
+    inbuf: &mut BytesMut,
+    rd: &mut R,
+) {
+    let work = async {
+        loop {
+            feed(sender, decoder, inbuf);
+            if sender.is_finished() {
+                return;
+            }
+            // `inbuf` never holds more than one partial frame (the decoder caps lengths).
+            match rd.read_buf(inbuf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    if tokio::time::timeout(FAREWELL_TIMEOUT, work).await.is_err() {
+        tracing::debug!("no reason from the peer after a failed write");
+    }
+}
+
+/// After a failure: finish the frame in flight, send the queued ERROR if any, shut down; all
+/// within [`FAREWELL_TIMEOUT`].
+async fn farewell<W: AsyncWrite + Unpin>(
+    sender: &mut Sender,
+    pending: Option<EncodedFrame>,
+    wr: &mut W,
+) {
+    let work = async {
+        if let Some(mut frame) = pending {
+            wr.write_all_buf(&mut frame).await?;
+        }
+        while let Some(frame) = sender.poll_frame() {
+            if let Ok(mut frame) = encode_parts(&frame) {
+                wr.write_all_buf(&mut frame).await?;
+            }
+        }
+        wr.shutdown().await
+    };
+    match tokio::time::timeout(FAREWELL_TIMEOUT, work).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "could not deliver the last frame"),
+        Err(_) => tracing::debug!("timed out delivering the last frame"),
+    }
+}
