@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ats_p2p::error::{StreamReceiveError, StreamSendError};
 use ats_p2p::events::FailureKind;
-use ats_p2p::transfer::{receive_stream, send_stream};
+use ats_p2p::transfer::{Received, Sent, receive_stream, send_stream};
 use ats_p2p::wire::{
     FileHash, Frame, Meta, ReceiverConfig, SenderConfig, TransferError, encode_parts,
 };
@@ -16,6 +16,36 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(20);
 const ID: &str = "00112233445566778899aabbccddeeff";
+
+/// Sends `src` announced as `meta` to a receiver saving into `save`, over an in-memory pipe of
+/// `pipe` bytes, without progress callbacks; both sides' results, within the test timeout.
+async fn over_duplex(
+    src: &Path,
+    save: &Path,
+    meta: &Meta,
+    max_size: u64,
+    pipe: usize,
+) -> (
+    Result<Sent, StreamSendError>,
+    Result<Received, StreamReceiveError>,
+) {
+    let (a, b) = tokio::io::duplex(pipe);
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        tokio::join!(
+            send_stream(a, src, meta.clone(), SenderConfig::default(), |_, _| {}),
+            receive_stream(
+                b,
+                save,
+                ID,
+                meta.clone(),
+                ReceiverConfig::new(max_size),
+                |_, _| {}
+            ),
+        )
+    })
+    .await
+    .unwrap()
+}
 
 fn random_file(dir: &Path, name: &str, len: usize, seed: u64) -> (std::path::PathBuf, Vec<u8>) {
     let mut data = vec![0u8; len];
@@ -134,22 +164,7 @@ async fn empty_file() {
         hash: FileHash::of(b""),
     };
     let save = dir.path().join("in");
-    let (a, b) = tokio::io::duplex(1024);
-    let (sent, received) = tokio::time::timeout(TEST_TIMEOUT, async {
-        tokio::join!(
-            send_stream(a, &src, meta.clone(), SenderConfig::default(), |_, _| {}),
-            receive_stream(
-                b,
-                &save,
-                ID,
-                meta.clone(),
-                ReceiverConfig::new(10),
-                |_, _| {}
-            ),
-        )
-    })
-    .await
-    .unwrap();
+    let (sent, received) = over_duplex(&src, &save, &meta, 10, 1024).await;
     assert_eq!(sent.unwrap().bytes, 0);
     assert_eq!(std::fs::read(received.unwrap().path).unwrap(), b"");
 }
@@ -212,22 +227,7 @@ async fn hash_mismatch_is_nacked_and_leaves_nothing() {
         hash: FileHash::of(b"something else"),
     };
     let save = dir.path().join("in");
-    let (a, b) = tokio::io::duplex(64 * 1024);
-    let (sent, received) = tokio::time::timeout(TEST_TIMEOUT, async {
-        tokio::join!(
-            send_stream(a, &src, meta.clone(), SenderConfig::default(), |_, _| {}),
-            receive_stream(
-                b,
-                &save,
-                ID,
-                meta.clone(),
-                ReceiverConfig::new(1 << 30),
-                |_, _| {}
-            ),
-        )
-    })
-    .await
-    .unwrap();
+    let (sent, received) = over_duplex(&src, &save, &meta, 1 << 30, 64 * 1024).await;
     let rerr = received.unwrap_err();
     assert!(matches!(
         rerr,
@@ -291,22 +291,7 @@ async fn file_shorter_than_announced_fails_the_sender_with_a_read_error() {
         hash: FileHash::of(&data),
     };
     let save = dir.path().join("in");
-    let (a, b) = tokio::io::duplex(64 * 1024);
-    let (sent, received) = tokio::time::timeout(TEST_TIMEOUT, async {
-        tokio::join!(
-            send_stream(a, &src, meta.clone(), SenderConfig::default(), |_, _| {}),
-            receive_stream(
-                b,
-                &save,
-                ID,
-                meta.clone(),
-                ReceiverConfig::new(1 << 30),
-                |_, _| {}
-            ),
-        )
-    })
-    .await
-    .unwrap();
+    let (sent, received) = over_duplex(&src, &save, &meta, 1 << 30, 64 * 1024).await;
     let serr = sent.unwrap_err();
     assert!(matches!(serr, StreamSendError::Read { .. }), "{serr:?}");
     assert_eq!(serr.kind(), FailureKind::Io);
@@ -415,22 +400,7 @@ async fn hostile_name_stays_inside_the_save_directory() {
         hash: FileHash::of(&data),
     };
     let save = dir.path().join("a").join("b").join("in");
-    let (a, b) = tokio::io::duplex(64 * 1024);
-    let (sent, received) = tokio::time::timeout(TEST_TIMEOUT, async {
-        tokio::join!(
-            send_stream(a, &src, meta.clone(), SenderConfig::default(), |_, _| {}),
-            receive_stream(
-                b,
-                &save,
-                ID,
-                meta.clone(),
-                ReceiverConfig::new(1 << 30),
-                |_, _| {}
-            ),
-        )
-    })
-    .await
-    .unwrap();
+    let (sent, received) = over_duplex(&src, &save, &meta, 1 << 30, 64 * 1024).await;
     sent.unwrap();
     assert_eq!(received.unwrap().path, save.join("escape.txt"));
     assert!(!dir.path().join("a").join("escape.txt").exists());
