@@ -192,12 +192,28 @@ async fn get_task(State(st): State<AppState>, params: Params) -> ApiResult {
     ok(StatusCode::OK, json!({ "task": task }))
 }
 
-async fn update_task(
-    State(st): State<AppState>,
+/// The shape shared by every request that changes one task (update, claim, the transitions):
+/// scope, id, actor and JSON body from the request, `op` on the database thread, the task after
+/// the change in the response (its events are broadcast by the database thread).
+async fn change_task<F>(
+    st: AppState,
     params: Params,
     headers: HeaderMap,
     body: Bytes,
-) -> ApiResult {
+    op: F,
+) -> ApiResult
+where
+    F: FnOnce(
+            &rusqlite::Connection,
+            &Scope,
+            TaskId,
+            &HubActor,
+            &serde_json::Map<String, Value>,
+            chrono::DateTime<Utc>,
+        ) -> Result<store::Change, StoreError>
+        + Send
+        + 'static,
+{
     let scope = scope(&params);
     let id = task_id(&params)?;
     let actor = actor(&headers);
@@ -206,11 +222,20 @@ async fn update_task(
     let task = st
         .db
         .call(move |c| {
-            let ch = store::update_task(c, &scope, id, &actor, &body, now)?;
+            let ch = op(c, &scope, id, &actor, &body, now)?;
             Ok((ch.task, ch.events))
         })
         .await?;
     ok(StatusCode::OK, json!({ "task": task }))
+}
+
+async fn update_task(
+    State(st): State<AppState>,
+    params: Params,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    change_task(st, params, headers, body, store::update_task).await
 }
 
 async fn claim(
@@ -219,19 +244,7 @@ async fn claim(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
-    let scope = scope(&params);
-    let id = task_id(&params)?;
-    let actor = actor(&headers);
-    let body = store::parse_body(&body)?;
-    let now = Utc::now();
-    let task = st
-        .db
-        .call(move |c| {
-            let ch = store::claim(c, &scope, id, &actor, &body, now)?;
-            Ok((ch.task, ch.events))
-        })
-        .await?;
-    ok(StatusCode::OK, json!({ "task": task }))
+    change_task(st, params, headers, body, store::claim).await
 }
 
 async fn transition(
@@ -241,19 +254,16 @@ async fn transition(
     body: Bytes,
     action: Action,
 ) -> ApiResult {
-    let scope = scope(&params);
-    let id = task_id(&params)?;
-    let actor = actor(&headers);
-    let body = store::parse_body(&body)?;
-    let now = Utc::now();
-    let task = st
-        .db
-        .call(move |c| {
-            let ch = store::transition(c, &scope, id, action, &actor, &body, now)?;
-            Ok((ch.task, ch.events))
-        })
-        .await?;
-    ok(StatusCode::OK, json!({ "task": task }))
+    change_task(
+        st,
+        params,
+        headers,
+        body,
+        move |c, scope, id, actor, body, now| {
+            store::transition(c, scope, id, action, actor, body, now)
+        },
+    )
+    .await
 }
 
 macro_rules! transition_handler {
