@@ -1,1 +1,107 @@
-//! Shared helpers for the ats-p2p benchmarks.
+//! Shared helpers for the ats-p2p benchmarks: sizes, test files, SHA-256 of files, and resource
+//! usage (peak RSS, CPU seconds) of a process and of its waited-for children.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use nix::sys::resource::{UsageWho, getrusage};
+use rand::{RngCore, SeedableRng};
+use sha2::{Digest, Sha256};
+
+/// Buffer for generating and hashing files: large reads and writes, small memory.
+const FILE_BUF: usize = 1 << 20;
+
+/// Parses a size like `1GiB`, `256MiB`, `64KiB`, `1G`, `10M` or a plain byte count.
+pub fn parse_size(s: &str) -> anyhow::Result<u64> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().with_context(|| format!("bad size {s:?}"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" | "kb" => 1 << 10,
+        "m" | "mib" | "mb" => 1 << 20,
+        "g" | "gib" | "gb" => 1 << 30,
+        other => bail!("unknown size unit {other:?} in {s:?}"),
+    };
+    n.checked_mul(mult).context("size overflows u64")
+}
+
+/// Writes `size` pseudo-random bytes (seeded) to `path` and returns their SHA-256.
+pub fn make_file(path: &Path, size: u64, seed: u64) -> io::Result<[u8; 32]> {
+    let mut out = BufWriter::with_capacity(FILE_BUF, File::create(path)?);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; FILE_BUF];
+    let mut left = size;
+    while left > 0 {
+        let n = usize::try_from(left.min(FILE_BUF as u64)).unwrap_or(FILE_BUF);
+        let chunk = &mut buf[..n];
+        rng.fill_bytes(chunk);
+        hasher.update(&*chunk);
+        out.write_all(chunk)?;
+        left -= n as u64;
+    }
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    Ok(hasher.finalize().into())
+}
+
+/// SHA-256 of the file at `path`.
+pub fn sha256_file(path: &Path) -> io::Result<[u8; 32]> {
+    let mut f = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; FILE_BUF];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().into())
+}
+
+/// Peak resident memory and CPU time (user + system).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage {
+    /// Peak resident set size, bytes.
+    pub max_rss: u64,
+    /// User + system CPU seconds.
+    pub cpu_s: f64,
+}
+
+fn usage(who: UsageWho) -> Usage {
+    match getrusage(who) {
+        Ok(u) => {
+            let tv = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+            Usage {
+                max_rss: u64::try_from(u.max_rss()).unwrap_or(0).saturating_mul(1024),
+                cpu_s: tv(u.user_time()) + tv(u.system_time()),
+            }
+        }
+        Err(_) => Usage::default(),
+    }
+}
+
+/// This process's usage so far.
+pub fn self_usage() -> Usage {
+    usage(UsageWho::RUSAGE_SELF)
+}
+
+/// Usage of the children this process has waited for (peak RSS is the largest child's).
+pub fn children_usage() -> Usage {
+    usage(UsageWho::RUSAGE_CHILDREN)
+}
+
+/// Megabytes (10^6 bytes) per second.
+pub fn mb_per_s(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / 1e6 / d.as_secs_f64().max(1e-9)
+}
+
+/// Bytes as MiB with one decimal.
+pub fn mib(bytes: u64) -> String {
+    format!("{:.1}", bytes as f64 / (1 << 20) as f64)
+}
