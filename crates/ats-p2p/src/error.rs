@@ -573,6 +573,15 @@ pub enum SendError {
     /// The transfer over the swarm failed.
     #[error("transfer failed")]
     Stream(#[source] StreamSendError),
+    /// The receiver refused the bytes, and indeed the file no longer matches the offered
+    /// SHA-256: it changed after it was hashed.
+    #[error("{path} changed after it was offered; the receiver refused it")]
+    FileChanged {
+        /// The file.
+        path: PathBuf,
+        /// The receiver's refusal.
+        source: StreamSendError,
+    },
     /// The node is shutting down.
     #[error("the node is shutting down")]
     Cancelled,
@@ -590,6 +599,7 @@ impl SendError {
             Self::TaskCancelled | Self::Cancelled => FailureKind::Cancelled,
             Self::NoAnswer(_) | Self::NoConnection(_) => FailureKind::TimedOut,
             Self::Stream(e) => e.kind(),
+            Self::FileChanged { .. } => FailureKind::Verification,
         }
     }
 
@@ -609,6 +619,7 @@ impl SendError {
             Self::KnownKeys(_) => "known_keys_failed",
             Self::Swarm(_) => "swarm_failed",
             Self::Stream(e) => e.code(),
+            Self::FileChanged { .. } => "file_changed",
             Self::Cancelled => "cancelled",
         }
     }

@@ -336,3 +336,58 @@ async fn concurrent_transfers_both_ways_between_the_same_pair() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_that_do_not_match_the_offer_are_refused_and_nothing_is_kept() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let lab = Lab::start().await;
+        let a = lab.node("agent-a").await;
+        let b = lab.node("agent-b").await;
+        let src = lab.file("contract.txt", 200_000, 7);
+        let save = lab.save_dir("incoming");
+        let mut inbox = b.watch(CHANNEL, None);
+
+        let receive = async {
+            let offer = loop {
+                if let Incoming::Offer(o) = inbox.next().await.unwrap() {
+                    break o;
+                }
+            };
+            // The sender's file changes after it was hashed and offered: same size, other bytes.
+            let mut data = std::fs::read(&src).unwrap();
+            data[100_000] ^= 0xff;
+            std::fs::write(&src, &data).unwrap();
+            offer.accept(&save).await
+        };
+        let (sent, received) = tokio::join!(a.send(&src, "agent-b", CHANNEL, |_| {}), receive);
+        let err = received.unwrap_err();
+        assert_eq!(err.kind(), FailureKind::Verification, "{err:?}");
+        assert_eq!(err.code(), "hash_mismatch");
+        let err = sent.unwrap_err();
+        assert!(matches!(err, SendError::FileChanged { .. }), "{err:?}");
+        assert_eq!(err.kind(), FailureKind::Verification);
+        assert!(
+            listing(&save).is_empty(),
+            "no file and no temp file: {:?}",
+            listing(&save)
+        );
+
+        let list = a.client().list_tasks(&ListQuery::default()).await.unwrap();
+        let task = &list.tasks[0];
+        assert_eq!(task.status, TaskStatus::Failed);
+        assert!(
+            task.reason
+                .as_deref()
+                .unwrap_or("")
+                .contains("SHA-256 mismatch"),
+            "{task:?}"
+        );
+
+        drop(inbox);
+        a.destroy().await;
+        b.destroy().await;
+        lab.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
