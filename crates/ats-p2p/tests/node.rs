@@ -391,3 +391,29 @@ async fn bytes_that_do_not_match_the_offer_are_refused_and_nothing_is_kept() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroy_cancels_an_offer_whose_send_was_abandoned() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let lab = Lab::start().await;
+        let a = lab.node("agent-a").await;
+        let src = lab.file("later.txt", 10, 8);
+        let mut offered = false;
+        // Like Ctrl-C: the send is dropped while it waits for an answer.
+        let abandoned = tokio::time::timeout(
+            Duration::from_millis(800),
+            a.send(&src, "agent-b", CHANNEL, |e| {
+                offered |= e.name() == "offer_sent"
+            }),
+        )
+        .await;
+        assert!(abandoned.is_err() && offered);
+        let client = a.client().clone();
+        a.destroy().await;
+        let list = client.list_tasks(&ListQuery::default()).await.unwrap();
+        assert_eq!(list.tasks[0].status, TaskStatus::Cancelled);
+        lab.shutdown().await;
+    })
+    .await
+    .unwrap();
+}

@@ -41,18 +41,6 @@ pub struct SendReport {
     pub duration_ms: u64,
 }
 
-/// Removes the offer from the node's open offers when the send ends.
-struct OpenOffer<'a> {
-    shared: &'a Shared,
-    task: TaskId,
-}
-
-impl Drop for OpenOffer<'_> {
-    fn drop(&mut self) {
-        locked(&self.shared.open_offers).remove(&self.task);
-    }
-}
-
 /// See [`Node::send`](super::Node::send).
 pub(super) async fn send(
     shared: &Arc<Shared>,
@@ -112,11 +100,9 @@ pub(super) async fn send(
             doing: "creating the offer",
             source,
         })?;
+    // Until it is answered, the offer is the node's to cancel at `destroy` (also when this
+    // future is dropped half way, as on Ctrl-C).
     locked(&shared.open_offers).insert(task.id);
-    let _open = OpenOffer {
-        shared,
-        task: task.id,
-    };
     on_event(&Event::OfferSent {
         transfer_id: transfer_id.clone(),
         task_id: task.id.to_string(),
@@ -128,6 +114,7 @@ pub(super) async fn send(
 
     let result = deliver(shared, path, &offer, &task, &mut watch, &mut on_event).await;
     drop(watch);
+    locked(&shared.open_offers).remove(&task.id);
     match result {
         Ok(report) => {
             on_event(&Event::TransferComplete {
