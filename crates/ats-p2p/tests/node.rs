@@ -417,3 +417,57 @@ async fn destroy_cancels_an_offer_whose_send_was_abandoned() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_survives_a_hub_restart_while_the_offer_waits() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let lab = Lab::start().await;
+        let addr = lab.hub.local_addr();
+        let db = lab.dir.path().join("hub.sqlite");
+        let a = lab.node("agent-a").await;
+        let b = lab.node("agent-b").await;
+        let src = lab.file("survivor.bin", 300_000, 9);
+        let save = lab.save_dir("incoming");
+        let Lab { hub, boot, dir } = lab;
+
+        let offered = AtomicBool::new(false);
+        let hub = {
+            let send = a.send(&src, "agent-b", CHANNEL, |e| {
+                if e.name() == "offer_sent" {
+                    offered.store(true, Ordering::SeqCst);
+                }
+            });
+            tokio::pin!(send);
+            // Let the offer go out, then restart the hub on the same address and database.
+            let offer_out = async {
+                while !offered.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            };
+            tokio::select! {
+                r = &mut send => panic!("send ended early: {r:?}"),
+                () = offer_out => {}
+            }
+            hub.shutdown().await;
+            let hub = Hub::bind(HubConfig::new(addr, db)).await.unwrap();
+
+            let mut inbox = b.watch(CHANNEL, Some(save.clone()));
+            let (sent, events) = tokio::join!(&mut send, terminal_events(&mut inbox, 1));
+            let report = sent.unwrap();
+            assert_eq!(
+                events.last().map(Event::name),
+                Some("transfer_complete"),
+                "{events:?}"
+            );
+            assert_eq!(sha256_hex(&save.join("survivor.bin")), report.file_hash);
+            hub
+        };
+
+        a.destroy().await;
+        b.destroy().await;
+        Lab { hub, boot, dir }.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
