@@ -471,3 +471,31 @@ async fn a_transfer_survives_a_hub_restart_while_the_offer_waits() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_bound_to_all_interfaces_meet_through_a_loopback_bootstrap() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let lab = Lab::start().await;
+        let node = |actor: &str| {
+            let mut c = lab.config(actor);
+            c.host = Ipv4Addr::UNSPECIFIED; // the CLI's default
+            Node::start(c)
+        };
+        let a = node("agent-a").await.unwrap();
+        let b = node("agent-b").await.unwrap();
+        let src = lab.file("wide.bin", 200_000, 10);
+        let save = lab.save_dir("incoming");
+        let mut inbox = b.watch(CHANNEL, Some(save.clone()));
+        let (sent, events) = tokio::join!(
+            a.send(&src, "agent-b", CHANNEL, |_| {}),
+            terminal_events(&mut inbox, 1)
+        );
+        assert_eq!(sent.unwrap().file_hash, sha256_hex(&src), "{events:?}");
+        drop(inbox);
+        a.destroy().await;
+        b.destroy().await;
+        lab.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
