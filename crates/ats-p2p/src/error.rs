@@ -647,6 +647,10 @@ pub enum ReceiveError {
     /// The sender did not appear on the transfer's topic or could not be reached in time.
     #[error("cannot reach the sender within {0:?}")]
     NoConnection(std::time::Duration),
+    /// The task was closed (for example cancelled by the sender, who refused our claim) while
+    /// we waited for the sender.
+    #[error("the offer's task was closed ({0}) before the sender connected")]
+    SenderGaveUp(String),
     /// Remembering the sender's key failed.
     #[error("cannot save remembered keys")]
     KnownKeys(#[source] KnownKeysError),
@@ -664,6 +668,7 @@ impl ReceiveError {
         match self {
             Self::Refused(_) | Self::Claim(_) => FailureKind::Rejected,
             Self::Signal { .. } | Self::NoConnection(_) => FailureKind::Network,
+            Self::SenderGaveUp(_) => FailureKind::Rejected,
             Self::KnownKeys(_) => FailureKind::Io,
             Self::Stream(e) => e.kind(),
             Self::Cancelled => FailureKind::Cancelled,
@@ -677,6 +682,7 @@ impl ReceiveError {
             Self::Claim(_) => "claim_conflict",
             Self::Signal { .. } => "ats_unreachable",
             Self::NoConnection(_) => "no_connection",
+            Self::SenderGaveUp(_) => "sender_gave_up",
             Self::KnownKeys(_) => "known_keys_failed",
             Self::Stream(e) => e.code(),
             Self::Cancelled => "cancelled",

@@ -499,3 +499,41 @@ async fn nodes_bound_to_all_interfaces_meet_through_a_loopback_bootstrap() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_pinning_another_key_refuses_the_claim_and_the_receiver_stops_waiting() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let lab = Lab::start().await;
+        let mut a_cfg = lab.config("agent-a");
+        a_cfg.allow = Allowlist::parse([format!("agent-b={}", "ab".repeat(32))]).unwrap();
+        let a = Node::start(a_cfg).await.unwrap();
+        let b = lab.node("agent-b").await;
+        let src = lab.file("secret.txt", 1000, 11);
+        let save = lab.save_dir("incoming");
+        let mut inbox = b.watch(CHANNEL, Some(save.clone()));
+        let started = std::time::Instant::now();
+        let (sent, events) = tokio::join!(
+            a.send(&src, "agent-b", CHANNEL, |_| {}),
+            terminal_events(&mut inbox, 1)
+        );
+        let err = sent.unwrap_err();
+        assert_eq!(
+            (err.kind(), err.code()),
+            (FailureKind::Rejected, "key_mismatch"),
+            "{err:?}"
+        );
+        let Some(Event::TransferFailed { code, .. }) = events.last() else {
+            panic!("{events:?}")
+        };
+        assert_eq!(code, "sender_gave_up");
+        // Well before the 20 s timeout: the receiver noticed the cancelled task.
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(listing(&save).is_empty());
+        drop(inbox);
+        a.destroy().await;
+        b.destroy().await;
+        lab.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
