@@ -127,13 +127,18 @@ async fn child(role: Role) -> anyhow::Result<()> {
             };
             let dht = Arc::new(HyperDht::bind(DhtConfig::new(LOCAL, vec![bootstrap])).await?);
             let firewall: Firewall = Arc::new(|_| true);
-            let mut server = dht.listen(KeyPair::from_seed(SENDER_SEED), firewall).await?;
+            let mut server = dht
+                .listen(KeyPair::from_seed(SENDER_SEED), firewall)
+                .await?;
             emit(json!({"event": "listening"}));
             let mut conn = server.accept().await.context("server stopped")?;
             let started = Instant::now();
-            let sent = send_stream(&mut conn, &file, meta, SenderConfig::default(), |_, _| {}).await?;
+            let sent =
+                send_stream(&mut conn, &file, meta, SenderConfig::default(), |_, _| {}).await?;
             let secs = started.elapsed().as_secs_f64();
-            emit(json!({"event": "done", "bytes": sent.bytes, "secs": secs, "usage": usage_json(self_usage())}));
+            emit(
+                json!({"event": "done", "bytes": sent.bytes, "secs": secs, "usage": usage_json(self_usage())}),
+            );
             eprintln!("sender stream: {:?}", conn.get_ref().stats());
             server.close().await;
         }
@@ -197,7 +202,15 @@ fn spawn_child(profile: Option<&str>, side: &str, args: &[String]) -> anyhow::Re
     let exe = std::env::current_exe()?;
     let mut cmd = if profile == Some(side) {
         let mut c = Command::new("perf");
-        c.args(["record", "-F", "1999", "-g", "-o", &format!("perf-{side}.data"), "--"]);
+        c.args([
+            "record",
+            "-F",
+            "1999",
+            "-g",
+            "-o",
+            &format!("perf-{side}.data"),
+            "--",
+        ]);
         c.arg(exe);
         c
     } else {
@@ -322,7 +335,14 @@ async fn orchestrate(args: Args) -> anyhow::Result<()> {
     for run in 1..=args.runs {
         let r = tokio::time::timeout(
             RUN_TIMEOUT,
-            one_run(boot.addr(), &src, size, &hash, &save, args.profile.as_deref()),
+            one_run(
+                boot.addr(),
+                &src,
+                size,
+                &hash,
+                &save,
+                args.profile.as_deref(),
+            ),
         )
         .await
         .context("run timed out")??;

@@ -361,3 +361,65 @@ async fn split_halves_in_separate_tasks() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn vectored_writes_arrive_in_order_and_seal_header_with_payload() {
+    use ats_p2p_swarm::secret_stream::{MAX_FRAME_PLAINTEXT, VECTORED_SLACK};
+    use std::io::IoSlice;
+    timeout(LIMIT, async {
+        let (mut a, mut b) = pair_duplex(1 << 20).await;
+        // A 5-byte header and a full payload (one message), a tiny pair (coalesced), and an
+        // oversized pair (split at the cap).
+        let header = [9u8; 5];
+        let payload: Vec<u8> = (0..MAX_FRAME_PLAINTEXT).map(pattern_byte).collect();
+        let big: Vec<u8> = (0..3 * MAX_FRAME_PLAINTEXT)
+            .map(|i| pattern_byte(i + 7))
+            .collect();
+        let mut expected = Vec::new();
+        let writes: Vec<Vec<&[u8]>> = vec![
+            vec![&header, &payload],
+            vec![b"ab", b"cd"],
+            vec![&header, &big],
+            vec![&[], &payload[..100]],
+        ];
+        let writer = async {
+            for parts in &writes {
+                let mut done = 0usize;
+                let total: usize = parts.iter().map(|p| p.len()).sum();
+                while done < total {
+                    // Rebuild the slices past what was written.
+                    let mut skip = done;
+                    let mut slices = Vec::new();
+                    for p in parts {
+                        if skip >= p.len() {
+                            skip -= p.len();
+                            continue;
+                        }
+                        slices.push(IoSlice::new(&p[skip..]));
+                        skip = 0;
+                    }
+                    let n = a.write_vectored(&slices).await.unwrap();
+                    assert!(n > 0);
+                    assert!(n <= MAX_FRAME_PLAINTEXT + VECTORED_SLACK);
+                    done += n;
+                }
+            }
+            a.shutdown().await.unwrap();
+        };
+        for parts in &writes {
+            for p in parts {
+                expected.extend_from_slice(p);
+            }
+        }
+        let reader = async {
+            let mut got = Vec::new();
+            b.read_to_end(&mut got).await.unwrap();
+            got
+        };
+        let ((), got) = tokio::join!(writer, reader);
+        assert_eq!(got.len(), expected.len());
+        assert!(got == expected, "bytes differ");
+    })
+    .await
+    .unwrap();
+}

@@ -60,6 +60,13 @@ pub enum ReceiverEvent {
         /// The announced size.
         total: u64,
     },
+    /// Only with [`Receiver::with_external_hash`]: every byte arrived and the size matches.
+    /// Finish hashing the written bytes (in offset order) and pass the SHA-256 to
+    /// [`Receiver::handle_hash`], or call [`Receiver::fail_local`] if that fails.
+    HashNeeded {
+        /// The file size.
+        size: u64,
+    },
     /// Every byte arrived and matches size and hash. Make the file durable (fsync, rename),
     /// then call [`Receiver::file_committed`], or [`Receiver::fail_local`] if that fails.
     Verified {
@@ -85,8 +92,14 @@ pub enum ReceiverEvent {
 enum State {
     /// Waiting for META.
     ExpectMeta,
-    /// Waiting for DATA or DONE; `received` bytes so far, hashed by `hasher`.
-    ExpectData { received: u64, hasher: Sha256 },
+    /// Waiting for DATA or DONE; `received` bytes so far, hashed by `hasher` (none when the
+    /// caller hashes).
+    ExpectData {
+        received: u64,
+        hasher: Option<Sha256>,
+    },
+    /// Every byte arrived; waiting for the caller's hash of them.
+    ExpectHash,
     /// Verified; waiting for the caller to commit the file.
     ExpectCommit,
     /// ACK queued.
@@ -100,6 +113,7 @@ impl State {
         match self {
             Self::ExpectMeta => "META",
             Self::ExpectData { .. } => "DATA or DONE",
+            Self::ExpectHash => "the local hash",
             Self::ExpectCommit => "the local file commit",
             Self::Done | Self::Failed => "nothing",
         }
@@ -140,9 +154,23 @@ pub struct Receiver {
     /// At most one frame is ever sent: ACK, NACK or ERROR.
     out: Option<Frame>,
     events: VecDeque<ReceiverEvent>,
+    /// The caller hashes the written bytes ([`Self::with_external_hash`]).
+    external_hash: bool,
 }
 
 impl Receiver {
+    /// The caller hashes the written bytes itself (for example on the thread that writes the
+    /// file, in parallel with decryption): instead of hashing DATA, the receiver asks for the
+    /// hash with [`ReceiverEvent::HashNeeded`] after DONE and verifies it in
+    /// [`Self::handle_hash`] before `Verified`. Call before the first frame.
+    #[must_use]
+    pub fn with_external_hash(mut self) -> Self {
+        if matches!(self.state, State::ExpectMeta) {
+            self.external_hash = true;
+        }
+        self
+    }
+
     /// A receiver for the accepted `offer`, starting at `now`. An offer above
     /// `config.max_size` fails at once with a queued NACK.
     pub fn new(offer: Meta, config: ReceiverConfig, now: Instant) -> Self {
@@ -155,6 +183,7 @@ impl Receiver {
             received: 0,
             out: None,
             events: VecDeque::new(),
+            external_hash: false,
         };
         if receiver.offer.size > receiver.config.max_size {
             receiver.fail(TransferError::TooLarge {
@@ -214,7 +243,7 @@ impl Receiver {
                 self.check_meta(&meta)?;
                 Ok(State::ExpectData {
                     received: 0,
-                    hasher: Sha256::new(),
+                    hasher: (!self.external_hash).then(Sha256::new),
                 })
             }
             (
@@ -241,7 +270,9 @@ impl Receiver {
                     })?;
                 self.received = total;
                 if !data.is_empty() {
-                    hasher.update(&data);
+                    if let Some(h) = hasher.as_mut() {
+                        h.update(&data);
+                    }
                     self.events.push_back(ReceiverEvent::Write {
                         offset: received,
                         data,
@@ -263,17 +294,13 @@ impl Receiver {
                         received,
                     });
                 }
+                let Some(hasher) = hasher else {
+                    self.events
+                        .push_back(ReceiverEvent::HashNeeded { size: received });
+                    return Ok(State::ExpectHash);
+                };
                 let actual = FileHash(hasher.finalize().into());
-                if actual != self.offer.hash {
-                    return Err(TransferError::HashMismatch {
-                        expected: self.offer.hash,
-                        actual,
-                    });
-                }
-                self.events.push_back(ReceiverEvent::Verified {
-                    size: received,
-                    hash: actual,
-                });
+                self.check_hash(actual)?;
                 Ok(State::ExpectCommit)
             }
             (state, frame) => Err(TransferError::UnexpectedFrame {
@@ -281,6 +308,21 @@ impl Receiver {
                 got: frame.frame_type(),
             }),
         }
+    }
+
+    /// Compares the hash of what arrived with the offer's; queues `Verified` when they match.
+    fn check_hash(&mut self, actual: FileHash) -> Result<(), TransferError> {
+        if actual != self.offer.hash {
+            return Err(TransferError::HashMismatch {
+                expected: self.offer.hash,
+                actual,
+            });
+        }
+        self.events.push_back(ReceiverEvent::Verified {
+            size: self.offer.size,
+            hash: actual,
+        });
+        Ok(())
     }
 
     fn check_meta(&self, meta: &Meta) -> Result<(), TransferError> {
@@ -321,6 +363,22 @@ impl Receiver {
         let waiting_for = self.state.expects();
         self.fail(TransferError::TimedOut { waiting_for });
         true
+    }
+
+    /// With [`Self::with_external_hash`]: the SHA-256 of every byte written, asked for by
+    /// [`ReceiverEvent::HashNeeded`]. A match queues `Verified`; a mismatch fails the transfer
+    /// (NACK). Outside that state returns [`TransferError::ApiMisuse`] and changes nothing.
+    pub fn handle_hash(&mut self, actual: FileHash) -> Result<(), TransferError> {
+        if !matches!(self.state, State::ExpectHash) {
+            return Err(TransferError::ApiMisuse(
+                "handle_hash is only valid after HashNeeded",
+            ));
+        }
+        match self.check_hash(actual) {
+            Ok(()) => self.state = State::ExpectCommit,
+            Err(err) => self.enter_failed(err),
+        }
+        Ok(())
     }
 
     /// The application made the verified file durable (fsync, rename): queue ACK.
@@ -379,7 +437,7 @@ impl Receiver {
             State::ExpectMeta | State::ExpectData { .. } => {
                 earliest(self.idle_deadline, self.overall_deadline)
             }
-            State::ExpectCommit => self.overall_deadline,
+            State::ExpectHash | State::ExpectCommit => self.overall_deadline,
             State::Done | State::Failed => None,
         }
     }

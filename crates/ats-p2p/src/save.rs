@@ -225,6 +225,11 @@ impl IncomingFile {
         self
     }
 
+    /// The limit set by [`Self::with_size_limit`].
+    pub fn size_limit(&self) -> Option<u64> {
+        self.limit
+    }
+
     /// Writes `data` at `offset` (positioned write; the file grows as needed).
     pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), SaveError> {
         let overflow = || SaveError::OffsetOverflow {
@@ -329,13 +334,13 @@ impl IncomingFile {
 }
 
 #[cfg(unix)]
-fn write_all_at(file: &File, data: &[u8], offset: u64) -> io::Result<()> {
+pub(crate) fn write_all_at(file: &File, data: &[u8], offset: u64) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
     file.write_all_at(data, offset)
 }
 
 #[cfg(not(unix))]
-fn write_all_at(file: &File, data: &[u8], offset: u64) -> io::Result<()> {
+pub(crate) fn write_all_at(file: &File, data: &[u8], offset: u64) -> io::Result<()> {
     use std::io::{Seek, SeekFrom, Write};
     let mut f = file;
     f.seek(SeekFrom::Start(offset))?;

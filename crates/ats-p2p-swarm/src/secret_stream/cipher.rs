@@ -112,17 +112,33 @@ impl Encryptor {
         plaintext: &[u8],
         out: &mut BytesMut,
     ) -> Result<(), SecretStreamError> {
-        let body_len = plaintext
-            .len()
+        self.encrypt_frame_parts(&[plaintext], out)
+    }
+
+    /// Like [`Self::encrypt_frame`] for a message given in parts (for example a frame header
+    /// and its payload): one frame whose plaintext is the parts concatenated, copied once into
+    /// `out` and encrypted there in place.
+    pub fn encrypt_frame_parts(
+        &mut self,
+        parts: &[&[u8]],
+        out: &mut BytesMut,
+    ) -> Result<(), SecretStreamError> {
+        let len = parts
+            .iter()
+            .try_fold(0usize, |acc, p| acc.checked_add(p.len()))
+            .ok_or(SecretStreamError::MessageTooLong(usize::MAX))?;
+        let body_len = len
             .checked_add(ABYTES)
-            .ok_or(SecretStreamError::MessageTooLong(plaintext.len()))?;
+            .ok_or(SecretStreamError::MessageTooLong(len))?;
         if body_len > super::frame::MAX_FRAME_LEN {
-            return Err(SecretStreamError::MessageTooLong(plaintext.len()));
+            return Err(SecretStreamError::MessageTooLong(len));
         }
         out.reserve(3 + body_len);
         put_len(out, body_len)?;
         let start = out.len();
-        out.extend_from_slice(plaintext);
+        for part in parts {
+            out.extend_from_slice(part);
+        }
         let mut tail = Tail { buf: out, start };
         self.push
             .push(&mut tail, &[], Tag::Message)

@@ -288,6 +288,12 @@ impl SecretStreamCore {
 
     /// Queues one encrypted message (at most [`MAX_MESSAGE_LEN`] bytes; empty = keep-alive).
     pub fn send(&mut self, plaintext: &[u8], now: Instant) -> Result<(), SecretStreamError> {
+        self.send_parts(&[plaintext], now)
+    }
+
+    /// Encrypts one message given in parts (concatenated) into the transmit buffer: a frame
+    /// header and its payload become one encrypted message without first being joined.
+    pub fn send_parts(&mut self, parts: &[&[u8]], now: Instant) -> Result<(), SecretStreamError> {
         if matches!(self.phase, Phase::Failed) {
             return Err(SecretStreamError::Failed);
         }
@@ -296,10 +302,13 @@ impl SecretStreamCore {
                 "send before the handshake completed",
             ));
         };
-        if plaintext.len() > MAX_MESSAGE_LEN {
-            return Err(SecretStreamError::MessageTooLong(plaintext.len()));
+        let len = parts
+            .iter()
+            .fold(0usize, |acc, p| acc.saturating_add(p.len()));
+        if len > MAX_MESSAGE_LEN {
+            return Err(SecretStreamError::MessageTooLong(len));
         }
-        enc.encrypt_frame(plaintext, &mut self.transmit)?;
+        enc.encrypt_frame_parts(parts, &mut self.transmit)?;
         self.last_send = Some(now);
         Ok(())
     }

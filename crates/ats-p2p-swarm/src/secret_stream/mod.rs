@@ -42,7 +42,9 @@ use std::io;
 
 pub use self::core::{Input, MAX_MESSAGE_LEN, SecretStreamCore};
 pub use cipher::stream_id;
-pub use stream::{HANDSHAKE_TIMEOUT, KEEP_ALIVE_INTERVAL, MAX_FRAME_PLAINTEXT, SecretStream};
+pub use stream::{
+    HANDSHAKE_TIMEOUT, KEEP_ALIVE_INTERVAL, MAX_FRAME_PLAINTEXT, SecretStream, VECTORED_SLACK,
+};
 
 use crate::noise::NoiseError;
 

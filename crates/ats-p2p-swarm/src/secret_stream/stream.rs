@@ -23,6 +23,14 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest plaintext we put in one frame: big enough to amortise the per-frame cost, small
 /// enough that a reader holds little and a JS reader gets frames of a sensible size.
 pub const MAX_FRAME_PLAINTEXT: usize = 64 * 1024;
+/// Extra plaintext a vectored write may put in one frame beyond [`MAX_FRAME_PLAINTEXT`], so an
+/// application frame header and a 64 KiB payload travel as one message.
+pub const VECTORED_SLACK: usize = 64;
+/// Vectored writes smaller than this are coalesced like plain writes (copied into the staging
+/// buffer); larger ones are encrypted straight from the caller's slices.
+const VECTORED_DIRECT_MIN: usize = 4 * 1024;
+/// Slices of one vectored write taken into one message.
+const MAX_VECTORED_PARTS: usize = 4;
 /// Encrypted bytes we queue ahead of the raw stream before `poll_write` pushes back.
 const TX_HIGH_WATER: usize = 256 * 1024;
 /// Bytes we ask the raw stream for per read.
@@ -313,6 +321,22 @@ impl<S> SecretStream<S> {
 }
 
 impl<S: AsyncWrite + Unpin> SecretStream<S> {
+    /// Ready when fewer than [`TX_HIGH_WATER`] encrypted bytes wait for the raw stream (after
+    /// trying to drain them); otherwise parks the writer on the raw stream.
+    fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.core.transmit().len() >= TX_HIGH_WATER {
+            if let Poll::Ready(Err(e)) = self.poll_drain(cx) {
+                return Poll::Ready(Err(e));
+            }
+            if self.core.transmit().len() >= TX_HIGH_WATER {
+                // poll_drain saw Pending: the raw writer will wake us.
+                self.write_parked = true;
+                return Poll::Pending;
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
     /// Writes queued ciphertext to the raw stream until it is empty or the raw stream blocks.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.core.transmit().is_empty() {
@@ -401,16 +425,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for SecretStream<S> {
         if data.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        if this.core.transmit().len() >= TX_HIGH_WATER {
-            if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
-                return Poll::Ready(Err(e));
-            }
-            if this.core.transmit().len() >= TX_HIGH_WATER {
-                // poll_drain saw Pending: the raw writer will wake us.
-                this.write_parked = true;
-                return Poll::Pending;
-            }
-        }
+        ready!(this.poll_room(cx))?;
         let n;
         if this.staging.is_empty() && data.len() >= MAX_FRAME_PLAINTEXT {
             n = MAX_FRAME_PLAINTEXT;
@@ -427,6 +442,64 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for SecretStream<S> {
             return Poll::Ready(Err(e));
         }
         Poll::Ready(Ok(n))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.write_parked = false;
+        if this.shutdown {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        let total = bufs
+            .iter()
+            .fold(0usize, |acc, b| acc.saturating_add(b.len()));
+        if total == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        ready!(this.poll_room(cx))?;
+        let mut n = 0;
+        if this.staging.is_empty() && total >= VECTORED_DIRECT_MIN {
+            // One message straight from the slices: no staging copy.
+            let cap = MAX_FRAME_PLAINTEXT + VECTORED_SLACK;
+            let mut parts: [&[u8]; MAX_VECTORED_PARTS] = [&[]; MAX_VECTORED_PARTS];
+            let mut k = 0;
+            for b in bufs.iter().filter(|b| !b.is_empty()) {
+                if k == MAX_VECTORED_PARTS || n == cap {
+                    break;
+                }
+                let take = b.len().min(cap - n);
+                parts[k] = &b[..take];
+                k += 1;
+                n += take;
+            }
+            this.core.send_parts(&parts[..k], now_std())?;
+        } else {
+            let room = MAX_FRAME_PLAINTEXT - this.staging.len();
+            for b in bufs {
+                let take = b.len().min(room - n);
+                this.staging.extend_from_slice(&b[..take]);
+                n += take;
+                if n == room {
+                    break;
+                }
+            }
+            // Coalesce only while the raw stream is busy.
+            if this.staging.len() >= MAX_FRAME_PLAINTEXT || this.core.transmit().is_empty() {
+                this.seal_staging()?;
+            }
+        }
+        if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

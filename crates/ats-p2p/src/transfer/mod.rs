@@ -38,6 +38,7 @@
 //! # Ok(()) }
 //! ```
 
+mod direct;
 mod receive;
 mod send;
 
@@ -49,6 +50,10 @@ pub use send::{Sent, send_stream};
 /// Bytes read from the file per step: a few DATA frames' worth, so reads are large but the
 /// memory held per transfer stays small.
 pub const FILE_READ_CHUNK: usize = 256 * 1024;
+
+/// File chunks the blocking reader may read ahead of the network (memory: this many times
+/// [`FILE_READ_CHUNK`], plus the chunk being sent).
+pub const FILE_READ_AHEAD: usize = 4;
 
 /// Bytes asked for per read from the peer's stream.
 pub const STREAM_READ_BUF: usize = 64 * 1024;

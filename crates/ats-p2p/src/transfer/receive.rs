@@ -7,10 +7,12 @@ use ats_p2p_wire::{
     FileHash, Frame, FrameDecoder, Meta, Receiver, ReceiverConfig, ReceiverEvent, encode_parts,
 };
 use bytes::{Bytes, BytesMut};
+use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::direct::DirectWriter;
 use super::{FAREWELL_TIMEOUT, STREAM_READ_BUF, WRITE_QUEUE_DEPTH, sleep_until, tokio_deadline};
 use crate::error::{SaveError, StreamReceiveError};
 use crate::save::IncomingFile;
@@ -29,8 +31,10 @@ pub struct Received {
 /// What the driver asks of the blocking writer.
 #[derive(Debug)]
 enum WriteCmd {
-    /// Write these bytes at this offset.
+    /// Write these bytes at this offset (and hash them: writes come in offset order).
     Write { offset: u64, data: Bytes },
+    /// Every byte was queued: write what is buffered, answer with the SHA-256 of all bytes.
+    Finish(oneshot::Sender<Result<FileHash, SaveError>>),
     /// Every byte is verified: fsync and move into place, answer with the final path.
     Commit(oneshot::Sender<Result<PathBuf, SaveError>>),
 }
@@ -55,7 +59,8 @@ pub async fn receive_stream<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut receiver = Receiver::new(offer.clone(), config, Instant::now());
+    // The writer thread hashes what it writes, in parallel with decryption on this task.
+    let mut receiver = Receiver::new(offer.clone(), config, Instant::now()).with_external_hash();
     let (mut rd, mut wr) = tokio::io::split(stream);
     if receiver.is_finished() {
         // Refused before any file exists (too large): just tell the peer.
@@ -95,8 +100,11 @@ where
         })),
     };
     let result = drive(&mut receiver, writer, &mut rd, &mut wr, &mut on_progress).await;
-    if let Err(e) = wr.shutdown().await {
-        tracing::debug!(error = %e, "shutdown at the end of a receive failed");
+    // Bounded: a sender that vanished after our last frame never acknowledges our end.
+    match tokio::time::timeout(FAREWELL_TIMEOUT, wr.shutdown()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "shutdown at the end of a receive failed"),
+        Err(_) => tracing::debug!("the sender did not acknowledge the end of the stream"),
     }
     result
 }
@@ -141,12 +149,45 @@ impl Writer {
     }
 }
 
-/// Runs on a blocking thread: writes queued chunks in order; commits on request. Returning
-/// (or panicking) without a commit drops the file, which removes the temporary file.
+/// Runs on a blocking thread: hashes and writes queued chunks in order (direct I/O where the
+/// file system allows), answers `Finish` with the hash, commits on request. Returning (or
+/// panicking) without a commit drops the file, which removes the temporary file.
 fn write_loop(mut file: IncomingFile, mut rx: mpsc::Receiver<WriteCmd>) -> Result<(), SaveError> {
+    let mut hasher = Sha256::new();
+    let mut direct = DirectWriter::open(&file);
+    if direct.is_none() {
+        tracing::debug!("direct I/O not available: writing through the page cache");
+    }
     while let Some(cmd) = rx.blocking_recv() {
         match cmd {
-            WriteCmd::Write { offset, data } => file.write_at(offset, &data)?,
+            WriteCmd::Write { offset, data } => {
+                hasher.update(&data);
+                match direct.as_mut() {
+                    Some(d) if d.next_offset() == offset => {
+                        check_limit(&file, offset, data.len())?;
+                        d.write(&data).map_err(|e| {
+                            SaveError::from_write(file.temp_path().to_path_buf(), e)
+                        })?;
+                    }
+                    Some(_) => {
+                        return Err(SaveError::from_write(
+                            file.temp_path().to_path_buf(),
+                            std::io::Error::other("DATA out of order"),
+                        ));
+                    }
+                    None => file.write_at(offset, &data)?,
+                }
+            }
+            WriteCmd::Finish(reply) => {
+                let flushed = match direct.as_mut() {
+                    Some(d) => d.finish(&mut file),
+                    None => Ok(()),
+                };
+                let hash = FileHash(std::mem::take(&mut hasher).finalize().into());
+                direct = None;
+                // The driver keeps the reply receiver until it gets an answer.
+                let _ = reply.send(flushed.map(|()| hash));
+            }
             WriteCmd::Commit(reply) => {
                 // The driver keeps the reply receiver until it gets an answer.
                 let _ = reply.send(file.commit());
@@ -154,7 +195,20 @@ fn write_loop(mut file: IncomingFile, mut rx: mpsc::Receiver<WriteCmd>) -> Resul
             }
         }
     }
+    drop(direct);
     file.abort()
+}
+
+/// The size limit of [`IncomingFile::with_size_limit`], for bytes that bypass `write_at`.
+fn check_limit(file: &IncomingFile, offset: u64, len: usize) -> Result<(), SaveError> {
+    let end = u64::try_from(len)
+        .ok()
+        .and_then(|l| offset.checked_add(l))
+        .ok_or(SaveError::OffsetOverflow { offset, len })?;
+    match file.size_limit() {
+        Some(limit) if end > limit => Err(SaveError::SizeLimit { end, limit }),
+        _ => Ok(()),
+    }
 }
 
 async fn drive<R, W>(
@@ -188,6 +242,17 @@ where
                     }
                 }
                 ReceiverEvent::Progress { bytes, total } => on_progress(bytes, total),
+                ReceiverEvent::HashNeeded { .. } => match finish(&mut writer).await {
+                    Ok(hash) => {
+                        if let Err(e) = receiver.handle_hash(hash) {
+                            tracing::warn!(error = %e, "handle_hash refused");
+                        }
+                    }
+                    Err(e) => {
+                        receiver.fail_local(format!("receiver cannot store the file: {e}"));
+                        local_err = Some(e);
+                    }
+                },
                 ReceiverEvent::Verified { .. } => match commit(&mut writer).await {
                     Ok(path) => {
                         stored = Some(path);
@@ -260,6 +325,21 @@ where
 fn collect_frames(receiver: &mut Receiver, last: &mut Vec<Frame>) {
     while let Some(frame) = receiver.poll_frame() {
         last.push(frame);
+    }
+}
+
+/// Asks the writer to write everything out and waits for the hash of all bytes.
+async fn finish(writer: &mut Writer) -> Result<FileHash, StreamReceiveError> {
+    let (reply, answer) = oneshot::channel();
+    writer.send(WriteCmd::Finish(reply)).await?;
+    match answer.await {
+        Ok(Ok(hash)) => Ok(hash),
+        Ok(Err(e)) => Err(StreamReceiveError::Save(e)),
+        Err(_) => Err(writer
+            .finish()
+            .await
+            .err()
+            .unwrap_or(StreamReceiveError::WriterStopped)),
     }
 }
 

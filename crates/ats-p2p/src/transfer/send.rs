@@ -1,17 +1,20 @@
 //! The sending driver.
 
-use std::io;
+use std::io::{self, IoSlice, Read as _};
 use std::path::Path;
 use std::time::Instant;
 
 use ats_p2p_wire::{
     EncodedFrame, FrameDecoder, Meta, Sender, SenderConfig, SenderEvent, encode_parts,
 };
-use bytes::{Bytes, BytesMut};
-use tokio::fs::File;
+use bytes::{Buf as _, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
 
-use super::{FAREWELL_TIMEOUT, FILE_READ_CHUNK, STREAM_READ_BUF, sleep_until, tokio_deadline};
+use super::{
+    FAREWELL_TIMEOUT, FILE_READ_AHEAD, FILE_READ_CHUNK, STREAM_READ_BUF, sleep_until,
+    tokio_deadline,
+};
 use crate::error::StreamSendError;
 
 /// A file delivered and acknowledged by the peer.
@@ -39,12 +42,16 @@ pub async fn send_stream<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut file = File::open(path)
-        .await
-        .map_err(|source| StreamSendError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    let file = std::fs::File::open(path).map_err(|source| StreamSendError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    // A blocking reader thread reads ahead (bounded): file reads overlap encryption and
+    // sending, and each chunk is read once, straight into the buffer that is sent.
+    let (chunks_tx, mut chunks) = mpsc::channel(FILE_READ_AHEAD);
+    let total = meta.size;
+    let reader = tokio::task::spawn_blocking(move || read_loop(file, total, &chunks_tx));
+    let _stop_reader = AbortOnDrop(reader);
     let mut sender =
         Sender::new(meta, config, Instant::now()).map_err(StreamSendError::Transfer)?;
     let (mut rd, mut wr) = tokio::io::split(stream);
@@ -62,9 +69,7 @@ where
                     on_progress(bytes, total);
                 }
                 SenderEvent::Completed { ack } => {
-                    if let Err(e) = wr.shutdown().await {
-                        tracing::debug!(error = %e, "shutdown after ACK failed");
-                    }
+                    close_after_ack(&mut wr, &mut rd).await;
                     return Ok(Sent {
                         bytes: sent_bytes,
                         ack,
@@ -88,17 +93,21 @@ where
             };
         }
         if out.is_none() && sender.wants_data() && sender.remaining() > 0 {
-            let want = usize::try_from(sender.remaining())
-                .unwrap_or(usize::MAX)
-                .min(FILE_READ_CHUNK);
-            let mut chunk = vec![0u8; want];
-            match file.read_exact(&mut chunk).await {
-                Ok(_) => {
-                    if let Err(e) = sender.send_chunk(Instant::now(), Bytes::from(chunk)) {
+            match chunks.recv().await {
+                Some(Ok(chunk)) => {
+                    if let Err(e) = sender.send_chunk(Instant::now(), chunk) {
                         sender.fail_local(e.to_string());
                     }
                 }
-                Err(source) => {
+                Some(Err(source)) => {
+                    sender.fail_local(format!("cannot read the file: {source}"));
+                    local_err = Some(StreamSendError::Read {
+                        path: path.to_path_buf(),
+                        source,
+                    });
+                }
+                None => {
+                    let source = io::Error::other("the file reader stopped");
                     sender.fail_local(format!("cannot read the file: {source}"));
                     local_err = Some(StreamSendError::Read {
                         path: path.to_path_buf(),
@@ -152,14 +161,86 @@ where
     }
 }
 
-/// Writes some of the frame in flight; never finishes when there is none.
+/// After ACK: ends our side and reads the receiver's end, within [`FAREWELL_TIMEOUT`]. Waiting
+/// for the peer's end (it shuts down right after ACK) lets both transports finish cleanly: a
+/// sender that vanished at once would leave the receiver retransmitting its end until it gives
+/// up.
+async fn close_after_ack<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(wr: &mut W, rd: &mut R) {
+    let work = async {
+        if let Err(e) = wr.shutdown().await {
+            tracing::debug!(error = %e, "shutdown after ACK failed");
+        }
+        let mut sink = [0u8; 512];
+        // Anything after ACK is ignored; stop at the end of the stream or an error.
+        while let Ok(n) = rd.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    if tokio::time::timeout(FAREWELL_TIMEOUT, work).await.is_err() {
+        tracing::debug!("the receiver did not end its stream after ACK");
+    }
+}
+
+/// Writes some of the frame in flight (header and payload in one vectored write, so a stream
+/// that encrypts per write seals them as one message without joining them first); never
+/// finishes when there is none.
 async fn write_some<W: AsyncWrite + Unpin>(
     wr: &mut W,
     out: &mut Option<EncodedFrame>,
 ) -> io::Result<usize> {
     match out {
-        Some(frame) => wr.write_buf(frame).await,
+        Some(frame) => {
+            let n = {
+                let mut slices = [IoSlice::new(&[]); 2];
+                let k = frame.chunks_vectored(&mut slices);
+                wr.write_vectored(slices.get(..k).unwrap_or(&[])).await?
+            };
+            frame.advance(n.min(frame.remaining()));
+            Ok(n)
+        }
         None => std::future::pending().await,
+    }
+}
+
+/// Aborts the blocking reader when the transfer ends early (it then stops at its next send).
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs on a blocking thread: reads `total` bytes of `file` in chunks of [`FILE_READ_CHUNK`]
+/// and queues them; a short file or a read error ends with the error. Stops when the driver
+/// drops the queue.
+fn read_loop(mut file: std::fs::File, total: u64, tx: &mpsc::Sender<io::Result<Bytes>>) {
+    // Chunks are split off one buffer; once the sent chunks are dropped, `reserve` reuses it.
+    let ring = FILE_READ_CHUNK.saturating_mul(FILE_READ_AHEAD.saturating_add(2));
+    let mut buf = BytesMut::with_capacity(ring);
+    let mut left = total;
+    while left > 0 {
+        let want = usize::try_from(left)
+            .unwrap_or(usize::MAX)
+            .min(FILE_READ_CHUNK);
+        if buf.capacity() < want {
+            buf.reserve(ring);
+        }
+        buf.resize(want, 0);
+        let item = match file.read_exact(&mut buf) {
+            Ok(()) => {
+                left = left.saturating_sub(u64::try_from(want).unwrap_or(u64::MAX));
+                Ok(buf.split().freeze())
+            }
+            Err(e) => Err(e),
+        };
+        let failed = item.is_err();
+        if tx.blocking_send(item).is_err() || failed {
+            return;
+        }
     }
 }
 
