@@ -138,6 +138,16 @@ impl Output {
 
     /// Shows one node event: its JSON line, or a human rendering.
     pub(crate) fn event(&mut self, event: &Event) {
+        self.event_from("", event);
+    }
+
+    /// [`event`](Self::event), with human lines prefixed by `who` (the demo's two nodes).
+    pub(crate) fn event_from(&mut self, who: &str, event: &Event) {
+        let tag = if who.is_empty() {
+            String::new()
+        } else {
+            format!("{who}: ")
+        };
         if self.json {
             match event.to_json_line() {
                 Ok(line) => say(&line),
@@ -154,7 +164,7 @@ impl Output {
                 recipient_id,
                 ..
             } => self.result(&format!(
-                "offered {file_name} ({}) to {recipient_id}: transfer {transfer_id}, task {task_id}",
+                "{tag}offered {file_name} ({}) to {recipient_id}: transfer {transfer_id}, task {task_id}",
                 human_size(*file_size)
             )),
             Event::File {
@@ -167,7 +177,7 @@ impl Output {
                 sender_key,
             } => {
                 self.result(&format!(
-                    "offer from {sender_id}: {file_name:?} ({}), transfer {transfer_id}, task {task_id}",
+                    "{tag}offer from {sender_id}: {file_name:?} ({}), transfer {transfer_id}, task {task_id}",
                     human_size(*file_size)
                 ));
                 self.note(&format!("  sha256 {file_hash}\n  sender key {sender_key}"));
@@ -189,7 +199,7 @@ impl Output {
                     bar.set_message(what);
                 } else {
                     self.note(&format!(
-                        "connected: {what} ({})",
+                        "{tag}connected: {what} ({})",
                         human_size(*file_size)
                     ));
                 }
@@ -214,7 +224,7 @@ impl Output {
                     Direction::Receive => "received",
                 };
                 self.result(&format!(
-                    "{verb} {file_path} ({}) in {} at {}, sha256 {file_hash}",
+                    "{tag}{verb} {file_path} ({}) in {} at {}, sha256 {file_hash}",
                     human_size(*bytes),
                     human_ms(*duration_ms),
                     human_rate(*bytes, *duration_ms)
@@ -231,7 +241,7 @@ impl Output {
                 // The sender's failure is the command's error, printed once by `main`.
                 if *direction == Direction::Receive {
                     self.result(&format!(
-                        "transfer {transfer_id} failed ({code}): {reason}"
+                        "{tag}transfer {transfer_id} failed ({code}): {reason}"
                     ));
                 }
             }
