@@ -51,8 +51,10 @@ pub enum FailureKind {
     Network,
     /// A local file-system problem (disk full, permissions).
     Io,
-    /// The transfer was cancelled locally (node closed, Ctrl-C).
+    /// The transfer was cancelled locally (node closed, Ctrl-C) or its task was cancelled.
     Cancelled,
+    /// The caller's input was unusable (not a file, invalid actor id).
+    Usage,
 }
 
 /// An event a node emits.
@@ -301,6 +303,7 @@ mod tests {
             (FailureKind::Network, "network"),
             (FailureKind::Io, "io"),
             (FailureKind::Cancelled, "cancelled"),
+            (FailureKind::Usage, "usage"),
         ];
         for (k, s) in kinds {
             assert_eq!(serde_json::to_value(k).unwrap(), json!(s));

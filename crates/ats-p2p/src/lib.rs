@@ -1,15 +1,59 @@
 //! ats-p2p: peer-to-peer file transfer between AI agents, signaled through ATS.
 //!
-//! # What the node will be
+//! # The node
 //!
-//! A `Node` (built with an ATS URL, an actor id, allowed peers, limits, bootstrap nodes and a key
-//! pair) that **sends** a file by offering it as an ATS task and streaming it over a Hyperswarm
-//! connection to whoever the recipient announces, and **watches** a channel for offers, accepting
-//! or rejecting them by policy. It composes [`wire`] (frames and transfer state machines),
-//! [`swarm`] (HyperDHT, UDX, Noise secret stream) and [`signal`] (the ATS client); those layers
-//! are still being built, so the node itself is not here yet.
+//! A [`Node`] (built from a [`NodeConfig`]: ATS URL, actor id, allowed peers, limits, bootstrap
+//! nodes, key pair) **sends** a file by offering it as an ATS task and streaming it over a
+//! Hyperswarm connection to the key the recipient announces ([`Node::send`]), and **watches** a
+//! channel for offers, accepting or rejecting them by policy ([`Node::watch`]). It composes
+//! [`wire`] (frames and transfer state machines), [`swarm`] (HyperDHT, UDX, Noise secret stream)
+//! and [`signal`] (the ATS client). See [`node`] for the flow of one transfer.
 //!
-//! # What exists now: the node's foundations
+//! ```
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use ats_p2p::signal::hub::{Hub, HubConfig};
+//! use ats_p2p::swarm::hyperdht::Bootstrap;
+//! use ats_p2p::{Incoming, Node, NodeConfig, events::Event, identity::KeySource};
+//! use futures::StreamExt;
+//!
+//! // A local hub and DHT bootstrap node: no internet needed.
+//! let dir = tempfile::tempdir()?;
+//! let db = dir.path().join("hub.sqlite");
+//! let hub = Hub::bind(HubConfig::new("127.0.0.1:0".parse()?, db)).await?;
+//! let boot = Bootstrap::spawn("127.0.0.1:0".parse()?).await?;
+//! let config = |actor: &str| {
+//!     let mut c = NodeConfig::new(actor);
+//!     c.ats_url = hub.url();
+//!     c.bootstrap = vec![boot.addr().to_string()];
+//!     c.host = std::net::Ipv4Addr::LOCALHOST;
+//!     c.key_source = KeySource::Ephemeral;
+//!     c.known_keys_path = None;
+//!     c
+//! };
+//! let alice = Node::start(config("agent-a")).await?;
+//! let bob = Node::start(config("agent-b")).await?;
+//!
+//! // Bob accepts offers into a directory; Alice sends and returns after Bob's ACK.
+//! let mut inbox = bob.watch("p2p-transfer", Some(dir.path().join("incoming")));
+//! let src = dir.path().join("hello.txt");
+//! std::fs::write(&src, b"hello, bob")?;
+//! let sent = alice.send(&src, "agent-b", "p2p-transfer", |_event| {}).await?;
+//! while let Some(Incoming::Event(event)) = inbox.next().await {
+//!     if let Event::TransferComplete { file_path, .. } = event {
+//!         assert_eq!(std::fs::read(file_path)?, b"hello, bob");
+//!         break;
+//!     }
+//! }
+//! println!("{} sent as transfer {}", sent.file_name, sent.transfer_id);
+//! # drop(inbox);
+//! # alice.destroy().await;
+//! # bob.destroy().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # The parts it is made of
 //!
 //! - [`names`]: a file name from the network reduced to one safe path component.
 //! - [`save`]: receiving into a hidden temporary file, fsync, and a move to a free name that never
@@ -51,10 +95,13 @@ mod fsutil;
 pub mod hashing;
 pub mod identity;
 pub mod names;
+pub mod node;
 pub mod policy;
 pub mod save;
 pub mod topic;
 pub mod transfer;
+
+pub use node::{Inbox, Incoming, Node, NodeConfig, PendingOffer, ReceiveReport, SendReport};
 
 pub use ats_p2p_signal as signal;
 pub use ats_p2p_swarm as swarm;

@@ -1,0 +1,347 @@
+//! The node: one agent's identity, its ATS client and its swarm endpoint, composing the layers
+//! into [`Node::send`] and [`Node::watch`].
+//!
+//! The flow of one transfer (see `docs/protocol.md` and the design notes):
+//!
+//! 1. The sender hashes the file (streaming), creates a `file_offer` task on the channel, and
+//!    waits for the named recipient to claim it and post an accept message with its key.
+//! 2. The sender checks the claim ([`SendPolicy`](crate::policy::SendPolicy)), opens its firewall
+//!    for exactly that key, and announces itself on the transfer's topic.
+//! 3. The receiver, which claimed the task after its own policy check
+//!    ([`ReceivePolicy`](crate::policy::ReceivePolicy)), looks the topic up, connects to the
+//!    sender's key only, and receives the file into a temporary file that is renamed into place
+//!    after the SHA-256 matched; then it ACKs and completes the task with the hash.
+//!
+//! Every failure ends the task on ATS with a reason: the sender cancels an offer nobody took,
+//! the receiver rejects an offer its policy refuses and fails a transfer that broke.
+
+mod receive;
+mod send;
+mod transport;
+
+use std::collections::{HashMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use ats_p2p_signal::{Actor, Client, ClientConfig, TaskId};
+use ats_p2p_swarm::PublicKey;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::error::NodeError;
+use crate::events::Event;
+use crate::identity::KeySource;
+use crate::policy::{Allowlist, KnownKeys, PeerPolicy, ReceivePolicy, validate_actor_id};
+
+pub use receive::{Inbox, Incoming, PendingOffer, ReceiveReport};
+pub use send::SendReport;
+
+use transport::Transport;
+
+/// The public ATS server.
+pub const DEFAULT_ATS_URL: &str = "https://ats.difflab.ai";
+/// The actor id a node uses unless told otherwise.
+pub const DEFAULT_ACTOR_ID: &str = "p2p-node";
+/// The channel offers go to unless told otherwise.
+pub const DEFAULT_CHANNEL: &str = ats_p2p_signal::offer::DEFAULT_OFFER_CHANNEL;
+/// How long to wait for a claim, an accept, a connection (and the receiver's lease).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+/// The public HyperDHT bootstrap nodes (the JavaScript stack's defaults).
+pub const PUBLIC_BOOTSTRAP: &[&str] = &[
+    "node1.hyperdht.org:49737",
+    "node2.hyperdht.org:49737",
+    "node3.hyperdht.org:49737",
+];
+/// Longest wait for the DHT to answer at start: long enough for a slow network, short enough
+/// that a wrong bootstrap address is reported instead of hanging.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Fewest milliseconds between two progress events of one transfer.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
+
+/// How a [`Node`] is set up.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Base URL of the ATS server (or our hub).
+    pub ats_url: String,
+    /// This agent's ATS actor id.
+    pub actor_id: String,
+    /// Who may send to us and whom we send to (empty: anyone, by remembered key).
+    pub allow: Allowlist,
+    /// Accept a key that differs from the one remembered for an actor id.
+    pub accept_changed_keys: bool,
+    /// Largest file we accept; `None` for no limit.
+    pub max_size: Option<u64>,
+    /// Wait for a claim, an accept or a connection; also the receiver's claim lease.
+    pub timeout: Duration,
+    /// DHT bootstrap nodes as `host:port`; empty means [`PUBLIC_BOOTSTRAP`].
+    pub bootstrap: Vec<String>,
+    /// Where the key pair comes from.
+    pub key_source: KeySource,
+    /// The remembered-keys file; `None` keeps them in memory for this run.
+    pub known_keys_path: Option<PathBuf>,
+    /// Address the UDP socket binds to.
+    pub host: Ipv4Addr,
+}
+
+impl NodeConfig {
+    /// Defaults: the public ATS and DHT, a persistent key in the default key store (ephemeral
+    /// when there is no home directory), remembered keys in the default file, anyone allowed,
+    /// no size limit, [`DEFAULT_TIMEOUT`], bound on all interfaces.
+    pub fn new(actor_id: impl Into<String>) -> Self {
+        let key_source = crate::identity::KeyStore::default_dir()
+            .map_or(KeySource::Ephemeral, |d| {
+                KeySource::Persistent(crate::identity::KeyStore::new(d))
+            });
+        Self {
+            ats_url: DEFAULT_ATS_URL.to_owned(),
+            actor_id: actor_id.into(),
+            allow: Allowlist::default(),
+            accept_changed_keys: false,
+            max_size: None,
+            timeout: DEFAULT_TIMEOUT,
+            bootstrap: Vec::new(),
+            key_source,
+            known_keys_path: KnownKeys::default_path(),
+            host: Ipv4Addr::UNSPECIFIED,
+        }
+    }
+}
+
+/// What every part of a node shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: NodeConfig,
+    pub(crate) client: Client,
+    pub(crate) transport: Transport,
+    pub(crate) known: Mutex<KnownKeys>,
+    /// One lock per sender key: a receiver handles one transfer per sender at a time, so the
+    /// sender can tell which transfer an inbound connection is for.
+    pub(crate) peer_locks: Mutex<HashMap<PublicKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// Our offers nobody answered yet (cancelled by `destroy`).
+    pub(crate) open_offers: Mutex<HashSet<TaskId>>,
+    /// Cancelled by `destroy`.
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// Locks a std mutex, ignoring poisoning (the data stays consistent: every critical section is
+/// a single insert or remove).
+pub(crate) fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    /// The receive policy from the config.
+    pub(crate) fn receive_policy(&self) -> ReceivePolicy {
+        ReceivePolicy {
+            peer: self.peer_policy(),
+            max_size: self.config.max_size,
+            ..ReceivePolicy::default()
+        }
+    }
+
+    /// The peer policy from the config.
+    pub(crate) fn peer_policy(&self) -> PeerPolicy {
+        PeerPolicy {
+            allowlist: self.config.allow.clone(),
+            accept_changed_keys: self.config.accept_changed_keys,
+        }
+    }
+
+    /// The lock that serialises transfers with the peer holding `key`.
+    pub(crate) fn peer_lock(&self, key: PublicKey) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = locked(&self.peer_locks);
+        locks.retain(|_, l| Arc::strong_count(l) > 1);
+        locks.entry(key).or_default().clone()
+    }
+}
+
+/// One agent on the network: sends files, watches for offers.
+#[derive(Debug)]
+pub struct Node {
+    shared: Arc<Shared>,
+}
+
+impl Node {
+    /// Loads the key pair, resolves the bootstrap nodes, joins the DHT and listens. Does not
+    /// contact ATS yet.
+    pub async fn start(config: NodeConfig) -> Result<Self, NodeError> {
+        validate_actor_id(&config.actor_id).map_err(|source| NodeError::ActorId {
+            actor: config.actor_id.clone(),
+            source,
+        })?;
+        let key_pair = config
+            .key_source
+            .key_pair(&config.actor_id)
+            .map_err(NodeError::Identity)?;
+        let known = match &config.known_keys_path {
+            Some(path) => KnownKeys::load(path.clone()).map_err(NodeError::KnownKeys)?,
+            None => KnownKeys::in_memory(),
+        };
+        let client = Client::new(ClientConfig::new(
+            config.ats_url.clone(),
+            Actor::agent(config.actor_id.clone()),
+        ))
+        .map_err(NodeError::Signal)?;
+        let given: Vec<String> = if config.bootstrap.is_empty() {
+            PUBLIC_BOOTSTRAP.iter().map(|s| (*s).to_owned()).collect()
+        } else {
+            config.bootstrap.clone()
+        };
+        let bootstrap = resolve_bootstrap(&given).await;
+        if bootstrap.is_empty() {
+            return Err(NodeError::NoBootstrap { given });
+        }
+        let transport = tokio::time::timeout(
+            START_TIMEOUT,
+            Transport::start(config.host, bootstrap, key_pair),
+        )
+        .await
+        .map_err(|_| NodeError::StartTimeout {
+            bootstrap: given.clone(),
+            waited: START_TIMEOUT,
+        })??;
+        debug!(actor = %config.actor_id, key = %transport.public_key().to_hex(), "node started");
+        Ok(Self {
+            shared: Arc::new(Shared {
+                config,
+                client,
+                transport,
+                known: Mutex::new(known),
+                peer_locks: Mutex::default(),
+                open_offers: Mutex::default(),
+                shutdown: CancellationToken::new(),
+            }),
+        })
+    }
+
+    /// This node's swarm public key (what offers and accepts announce).
+    pub fn public_key(&self) -> PublicKey {
+        self.shared.transport.public_key()
+    }
+
+    /// This node's actor id.
+    pub fn actor_id(&self) -> &str {
+        &self.shared.config.actor_id
+    }
+
+    /// The node's configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.shared.config
+    }
+
+    /// The ATS client, acting as this node's actor id.
+    pub fn client(&self) -> &Client {
+        &self.shared.client
+    }
+
+    /// Sends the file at `path` to `recipient` through an offer on `channel`; returns after the
+    /// receiver's ACK (the file is on its disk, verified). Events go to `on_event` as they
+    /// happen: `offer_sent`, `transfer_start`, `progress` (throttled), then `transfer_complete`
+    /// or `transfer_failed`.
+    pub async fn send(
+        &self,
+        path: impl AsRef<std::path::Path>,
+        recipient: &str,
+        channel: &str,
+        on_event: impl FnMut(&Event) + Send,
+    ) -> Result<SendReport, crate::error::SendError> {
+        send::send(&self.shared, path.as_ref(), recipient, channel, on_event).await
+    }
+
+    /// Watches `channel` for offers addressed to this actor id. With `save_dir`, offers that
+    /// pass the policy are accepted and received automatically; without, they come out as
+    /// [`Incoming::Offer`] for the caller to [`accept`](PendingOffer::accept) or
+    /// [`reject`](PendingOffer::reject). Offers the policy refuses are always rejected on ATS
+    /// with the reason. Dropping the [`Inbox`] stops watching.
+    pub fn watch(&self, channel: &str, save_dir: Option<PathBuf>) -> Inbox {
+        receive::watch(self.shared.clone(), channel, save_dir)
+    }
+
+    /// Cancels this node's unanswered offers, stops its transfers (their tasks are failed or
+    /// cancelled with a reason) and closes its DHT node.
+    pub async fn destroy(self) {
+        self.shared.shutdown.cancel();
+        let offers: Vec<TaskId> = locked(&self.shared.open_offers).drain().collect();
+        for id in offers {
+            if let Err(e) = self.shared.client.cancel(id).await {
+                debug!(task = id, error = %e, "cancel at destroy failed");
+            }
+        }
+        // Give transfers a moment to write their reasons to ATS before the swarm goes away.
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        let mut shared = self.shared;
+        loop {
+            match Arc::try_unwrap(shared) {
+                Ok(s) => {
+                    s.transport.shutdown().await;
+                    return;
+                }
+                Err(back) if Instant::now() < deadline => {
+                    shared = back;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(_) => {
+                    debug!("transfers still running at destroy; leaving the DHT node to them");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Longest wait in [`Node::destroy`] for running transfers to report their end to ATS.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// Resolves `host:port` strings to IPv4 socket addresses (names through the system resolver);
+/// unusable entries are skipped with a log line.
+async fn resolve_bootstrap(given: &[String]) -> Vec<SocketAddrV4> {
+    let mut out = Vec::new();
+    for entry in given {
+        match tokio::net::lookup_host(entry.as_str()).await {
+            Ok(addrs) => {
+                for a in addrs {
+                    if let std::net::SocketAddr::V4(v4) = a {
+                        if !out.contains(&v4) {
+                            out.push(v4);
+                        }
+                    }
+                }
+            }
+            Err(e) => debug!(bootstrap = %entry, error = %e, "cannot resolve bootstrap node"),
+        }
+    }
+    out
+}
+
+/// Limits progress events to one per [`PROGRESS_INTERVAL`], plus the last one.
+#[derive(Debug)]
+pub(crate) struct ProgressThrottle {
+    last: Option<Instant>,
+}
+
+impl ProgressThrottle {
+    /// A throttle that lets the first report through.
+    pub(crate) fn new() -> Self {
+        Self { last: None }
+    }
+
+    /// True when a progress event for `bytes` of `total` should be emitted now.
+    pub(crate) fn ready(&mut self, bytes: u64, total: u64) -> bool {
+        let now = Instant::now();
+        let due = bytes >= total
+            || self
+                .last
+                .is_none_or(|t| now.duration_since(t) >= PROGRESS_INTERVAL);
+        if due {
+            self.last = Some(now);
+        }
+        due
+    }
+}
+
+/// Milliseconds in `d`, saturating.
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

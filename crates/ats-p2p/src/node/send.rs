@@ -1,0 +1,428 @@
+//! The sender's side of a transfer: hash, offer, wait for the recipient's claim and accept,
+//! admit exactly its key, stream the file, wait for ACK.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ats_p2p_signal::offer::OFFER_TASK_TYPE;
+use ats_p2p_signal::{
+    AcceptMessage, EventKind, FileOffer, Message, Task, TaskEvent, TaskId, TaskStatus, TransferId,
+    Watch, WatchConfig,
+};
+use ats_p2p_wire::{FileHash, Meta, SenderConfig};
+use futures::StreamExt;
+use tokio::time::Instant as Deadline;
+use tracing::debug;
+
+use super::{ProgressThrottle, Shared, locked, millis};
+use crate::error::{KnownKeysError, SendError};
+use crate::events::{Direction, Event};
+use crate::hashing::sha256_file_async;
+use crate::names::sanitize_file_name;
+use crate::policy::{ClaimFacts, PeerApproval, validate_actor_id};
+use crate::topic::transfer_topic;
+use crate::transfer::send_stream;
+
+/// A file delivered: the receiver verified it and ACKed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendReport {
+    /// The transfer id (32 hex).
+    pub transfer_id: String,
+    /// The ATS task that carried the offer.
+    pub task_id: String,
+    /// The name offered.
+    pub file_name: String,
+    /// SHA-256 of the file, 64 hex.
+    pub file_hash: String,
+    /// Bytes sent.
+    pub bytes: u64,
+    /// From the connection to the ACK, in milliseconds.
+    pub duration_ms: u64,
+}
+
+/// Removes the offer from the node's open offers when the send ends.
+struct OpenOffer<'a> {
+    shared: &'a Shared,
+    task: TaskId,
+}
+
+impl Drop for OpenOffer<'_> {
+    fn drop(&mut self) {
+        locked(&self.shared.open_offers).remove(&self.task);
+    }
+}
+
+/// See [`Node::send`](super::Node::send).
+pub(super) async fn send(
+    shared: &Arc<Shared>,
+    path: &Path,
+    recipient: &str,
+    channel: &str,
+    mut on_event: impl FnMut(&Event) + Send,
+) -> Result<SendReport, SendError> {
+    validate_actor_id(recipient).map_err(|source| SendError::InvalidRecipient {
+        recipient: recipient.to_owned(),
+        source,
+    })?;
+    let not_a_file = |source| SendError::NotAFile {
+        path: path.to_path_buf(),
+        source,
+    };
+    let stat = tokio::fs::metadata(path)
+        .await
+        .map_err(|e| not_a_file(Some(e)))?;
+    if !stat.is_file() {
+        return Err(not_a_file(None));
+    }
+    let file_name = sanitize_file_name(
+        &path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    );
+    let digest = sha256_file_async(path.to_path_buf(), |_, _| {})
+        .await
+        .map_err(|source| SendError::Hash {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let offer = FileOffer {
+        transfer_id: TransferId::random(),
+        filename: file_name,
+        size: digest.bytes,
+        sha256: digest.sha256,
+        sender_id: shared.config.actor_id.clone(),
+        recipient_id: recipient.to_owned(),
+        sender_key: *shared.transport.public_key().as_bytes(),
+    };
+    let transfer_id = offer.transfer_id.to_string();
+
+    // Watch before creating, so no claim can slip by.
+    let mut watch = shared.client.watch(WatchConfig {
+        channels: vec![channel.to_owned()],
+        task_types: vec![OFFER_TASK_TYPE.to_owned()],
+        ..WatchConfig::default()
+    });
+    let task = shared
+        .client
+        .create_task(&offer.to_new_task(Some(channel)))
+        .await
+        .map_err(|source| SendError::Signal {
+            doing: "creating the offer",
+            source,
+        })?;
+    locked(&shared.open_offers).insert(task.id);
+    let _open = OpenOffer {
+        shared,
+        task: task.id,
+    };
+    on_event(&Event::OfferSent {
+        transfer_id: transfer_id.clone(),
+        task_id: task.id.to_string(),
+        file_name: offer.filename.clone(),
+        file_size: offer.size,
+        file_hash: digest.sha256_hex(),
+        recipient_id: recipient.to_owned(),
+    });
+
+    let result = deliver(shared, path, &offer, &task, &mut watch, &mut on_event).await;
+    drop(watch);
+    match result {
+        Ok(report) => {
+            on_event(&Event::TransferComplete {
+                transfer_id,
+                direction: Direction::Send,
+                file_path: path.display().to_string(),
+                file_hash: report.file_hash.clone(),
+                bytes: report.bytes,
+                duration_ms: report.duration_ms,
+            });
+            Ok(report)
+        }
+        Err(e) => {
+            end_task_after_failure(shared, task.id).await;
+            on_event(&Event::TransferFailed {
+                transfer_id,
+                direction: Direction::Send,
+                kind: e.kind(),
+                code: e.code().to_owned(),
+                reason: crate::error::reason_chain(&e),
+            });
+            Err(e)
+        }
+    }
+}
+
+/// After a failed send, cancels the task unless the receiver already ended it: ATS must show
+/// how every transfer ended.
+async fn end_task_after_failure(shared: &Shared, id: TaskId) {
+    let open = match shared.client.get_task(id).await {
+        Ok(t) => !t.status.is_terminal(),
+        Err(e) => {
+            debug!(task = id, error = %e, "cannot read the task after a failed send");
+            true
+        }
+    };
+    if open {
+        if let Err(e) = shared.client.cancel(id).await {
+            debug!(task = id, error = %e, "cannot cancel the task after a failed send");
+        }
+    }
+}
+
+/// Waits for the accept, admits the receiver, streams the file.
+async fn deliver(
+    shared: &Arc<Shared>,
+    path: &Path,
+    offer: &FileOffer,
+    task: &Task,
+    watch: &mut Watch,
+    on_event: &mut (impl FnMut(&Event) + Send),
+) -> Result<SendReport, SendError> {
+    let timeout = shared.config.timeout;
+    let approval = tokio::select! {
+        r = await_accept(shared, watch, offer, task) => r?,
+        () = tokio::time::sleep(timeout) => return Err(SendError::NoAnswer(timeout)),
+        () = shared.shutdown.cancelled() => return Err(SendError::Cancelled),
+    };
+    locked(&shared.open_offers).remove(&task.id);
+    remember_key(shared.clone(), offer.recipient_id.clone(), approval).await?;
+
+    let mut expected = shared.transport.expect(approval.key);
+    let topic = transfer_topic(offer.transfer_id.as_bytes());
+    shared
+        .transport
+        .announce(topic)
+        .await
+        .map_err(SendError::Swarm)?;
+    let deadline = Deadline::now() + timeout;
+    let conn = tokio::select! {
+        c = expected.connection(deadline) => c.ok_or(SendError::NoConnection(timeout)),
+        e = task_ended(watch, task.id) => Err(e),
+        () = shared.shutdown.cancelled() => Err(SendError::Cancelled),
+    };
+    shared.transport.unannounce(topic);
+    let conn = conn?;
+    drop(expected);
+
+    let transfer_id = offer.transfer_id.to_string();
+    on_event(&Event::TransferStart {
+        transfer_id: transfer_id.clone(),
+        direction: Direction::Send,
+        peer_id: offer.recipient_id.clone(),
+        file_name: offer.filename.clone(),
+        file_size: offer.size,
+    });
+    let meta = Meta {
+        name: offer.filename.clone(),
+        size: offer.size,
+        hash: FileHash(offer.sha256),
+    };
+    let started = Instant::now();
+    let mut throttle = ProgressThrottle::new();
+    let progress = |bytes, total| {
+        if throttle.ready(bytes, total) {
+            on_event(&Event::Progress {
+                transfer_id: transfer_id.clone(),
+                direction: Direction::Send,
+                bytes,
+                total,
+            });
+        }
+    };
+    let sent = tokio::select! {
+        r = send_stream(conn, path, meta, SenderConfig::default(), progress) => {
+            r.map_err(SendError::Stream)?
+        }
+        () = shared.shutdown.cancelled() => return Err(SendError::Cancelled),
+    };
+    Ok(SendReport {
+        transfer_id,
+        task_id: task.id.to_string(),
+        file_name: offer.filename.clone(),
+        file_hash: hex::encode(offer.sha256),
+        bytes: sent.bytes,
+        duration_ms: millis(started.elapsed()),
+    })
+}
+
+/// Follows our task until the named recipient claimed it and posted an accept that our policy
+/// approves; returns the approval (its key is the only one admitted).
+async fn await_accept(
+    shared: &Shared,
+    watch: &mut Watch,
+    offer: &FileOffer,
+    task: &Task,
+) -> Result<PeerApproval, SendError> {
+    // The task may have changed before the watch was connected: start from its current state.
+    let mut current = Some(TaskEvent {
+        kind: EventKind::Updated,
+        task: task.clone(),
+        message: None,
+        actor: None,
+        event_id: None,
+        origin: ats_p2p_signal::EventOrigin::CatchUp,
+    });
+    loop {
+        let ev = match current.take() {
+            Some(ev) => ev,
+            None => match watch.next().await {
+                Some(ev) => ev,
+                None => return Err(SendError::Cancelled),
+            },
+        };
+        if ev.task.id != task.id {
+            continue;
+        }
+        if let Some(e) = ended(&ev.task) {
+            return Err(e);
+        }
+        if ev.task.status != TaskStatus::InProgress {
+            continue;
+        }
+        let claimer = ev.task.assignee_id.clone().unwrap_or_default();
+        if claimer != offer.recipient_id {
+            // Refused before any key is looked at: someone else took the offer.
+            let facts = claim_facts(offer, &claimer, None);
+            return shared
+                .send_policy_decision(&facts)
+                .map_err(SendError::Claim);
+        }
+        let accept = match (&ev.kind, &ev.message) {
+            (EventKind::Message, Some(m)) => accept_from(m, &claimer),
+            (EventKind::Message, None) | (_, _) => {
+                let messages = shared
+                    .client
+                    .list_messages(task.id)
+                    .await
+                    .map_err(|source| SendError::Signal {
+                        doing: "reading the accept message",
+                        source,
+                    })?;
+                messages.iter().rev().find_map(|m| accept_from(m, &claimer))
+            }
+        };
+        let Some(accept) = accept else {
+            continue;
+        };
+        let facts = claim_facts(offer, &claimer, Some(&accept));
+        return shared
+            .send_policy_decision(&facts)
+            .map_err(SendError::Claim);
+    }
+}
+
+/// The accept in `message`, if the claimer wrote it for this transfer. An accept for another
+/// transfer id is still returned, so the policy names the mismatch.
+fn accept_from(message: &Message, claimer: &str) -> Option<AcceptMessage> {
+    if message.actor_id.as_deref() != Some(claimer) {
+        return None;
+    }
+    AcceptMessage::from_message(message).ok()
+}
+
+/// Owned inputs of [`ClaimFacts`].
+struct OwnedClaim {
+    transfer_id: String,
+    recipient_id: String,
+    claimer_id: String,
+    accept_transfer_id: String,
+    receiver_key: String,
+}
+
+fn claim_facts(offer: &FileOffer, claimer: &str, accept: Option<&AcceptMessage>) -> OwnedClaim {
+    OwnedClaim {
+        transfer_id: offer.transfer_id.to_string(),
+        recipient_id: offer.recipient_id.clone(),
+        claimer_id: claimer.to_owned(),
+        accept_transfer_id: accept.map_or_else(
+            || offer.transfer_id.to_string(),
+            |a| a.transfer_id.to_string(),
+        ),
+        receiver_key: accept
+            .map(|a| hex::encode(a.receiver_key))
+            .unwrap_or_default(),
+    }
+}
+
+impl Shared {
+    fn send_policy_decision(
+        &self,
+        c: &OwnedClaim,
+    ) -> Result<PeerApproval, crate::policy::ClaimRejection> {
+        let policy = crate::policy::SendPolicy {
+            peer: self.peer_policy(),
+        };
+        let known = locked(&self.known);
+        policy.decide_claim(
+            &known,
+            &ClaimFacts {
+                transfer_id: &c.transfer_id,
+                recipient_id: &c.recipient_id,
+                claimer_id: &c.claimer_id,
+                accept_transfer_id: &c.accept_transfer_id,
+                receiver_key: &c.receiver_key,
+            },
+        )
+    }
+}
+
+/// The error for a task that ended on ATS, or `None` while it is open.
+fn ended(task: &Task) -> Option<SendError> {
+    let reason = || {
+        task.reason
+            .clone()
+            .unwrap_or_else(|| "no reason given".to_owned())
+    };
+    match task.status {
+        TaskStatus::Rejected => Some(SendError::Declined { reason: reason() }),
+        TaskStatus::Failed => Some(SendError::FailedByReceiver { reason: reason() }),
+        TaskStatus::Cancelled => Some(SendError::TaskCancelled),
+        TaskStatus::Completed => Some(SendError::FailedByReceiver {
+            reason: "the task was completed before the file was sent".to_owned(),
+        }),
+        _ => None,
+    }
+}
+
+/// Resolves when our task ends on ATS (the receiver gave up while we waited for it).
+async fn task_ended(watch: &mut Watch, id: TaskId) -> SendError {
+    while let Some(ev) = watch.next().await {
+        if ev.task.id == id {
+            if let Some(e) = ended(&ev.task) {
+                return e;
+            }
+        }
+    }
+    std::future::pending().await
+}
+
+/// Remembers `actor`'s approved key (trust on first use), off the async runtime.
+pub(super) async fn remember_key(
+    shared: Arc<Shared>,
+    actor: String,
+    approval: PeerApproval,
+) -> Result<(), SendError> {
+    remember_key_blocking(shared, actor, approval)
+        .await
+        .map_err(SendError::KnownKeys)
+}
+
+/// [`remember_key`] with the store's own error.
+pub(super) async fn remember_key_blocking(
+    shared: Arc<Shared>,
+    actor: String,
+    approval: PeerApproval,
+) -> Result<(), KnownKeysError> {
+    let task = tokio::task::spawn_blocking(move || {
+        let mut known = locked(&shared.known);
+        match known.apply(&actor, &approval) {
+            Ok(true) => known.save(),
+            Ok(false) => Ok(()),
+            // The actor id passed the policy, so it is valid; nothing to remember otherwise.
+            Err(_) => Ok(()),
+        }
+    });
+    task.await.unwrap_or(Ok(()))
+}
