@@ -62,6 +62,7 @@ impl Exit {
             FailureKind::Verification => Self::Verification,
             FailureKind::Network => Self::Network,
             FailureKind::Cancelled => Self::Interrupted,
+            FailureKind::Usage => Self::Usage,
             // Protocol, Io and kinds added later: "other error".
             _ => Self::Error,
         }
@@ -157,6 +158,7 @@ mod tests {
         assert_eq!(Exit::from_kind(FailureKind::Protocol).code(), 1);
         assert_eq!(Exit::from_kind(FailureKind::Io).code(), 1);
         assert_eq!(Exit::from_kind(FailureKind::Cancelled).code(), 130);
+        assert_eq!(Exit::from_kind(FailureKind::Usage).code(), 2);
     }
 
     #[test]

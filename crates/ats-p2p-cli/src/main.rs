@@ -8,10 +8,7 @@
 
 mod args;
 mod cmd;
-// Until send/listen/demo use them (they wait for the node library).
-#[allow(dead_code)]
 mod exit;
-#[allow(dead_code)]
 mod output;
 mod signals;
 
@@ -71,17 +68,9 @@ async fn run(cli: Cli) -> Result<Exit, Failure> {
         Command::Status(args) => cmd::status::run(&out, args).await,
         #[cfg(feature = "hub")]
         Command::Hub(args) => cmd::hub::run(&out, args).await,
-        Command::Send(_) | Command::Listen(_) => {
-            let _ = &mut out;
-            Err(Failure::new(
-                Exit::Error,
-                anyhow::anyhow!("not available yet: waiting for the node library"),
-            ))
-        }
+        Command::Send(args) => cmd::send::run(&mut out, args).await,
+        Command::Listen(args) => cmd::listen::run(&mut out, args).await,
         #[cfg(feature = "hub")]
-        Command::Demo(_) => Err(Failure::new(
-            Exit::Error,
-            anyhow::anyhow!("not available yet: waiting for the node library"),
-        )),
+        Command::Demo(args) => cmd::demo::run(&mut out, args).await,
     }
 }

@@ -68,6 +68,14 @@ fn short(id: &str) -> &str {
     id.get(..8).unwrap_or(id)
 }
 
+/// Which side of which transfer a view shows: one process may hold both sides (the demo).
+fn view_key(transfer_id: &str, direction: Direction) -> String {
+    match direction {
+        Direction::Send => format!("{} send", short(transfer_id)),
+        Direction::Receive => format!("{} receive", short(transfer_id)),
+    }
+}
+
 /// How one transfer is being shown.
 #[derive(Debug)]
 struct View {
@@ -180,7 +188,9 @@ impl Output {
                     "{tag}offer from {sender_id}: {file_name:?} ({}), transfer {transfer_id}, task {task_id}",
                     human_size(*file_size)
                 ));
-                self.note(&format!("  sha256 {file_hash}\n  sender key {sender_key}"));
+                self.note(&format!(
+                    "{tag}  sha256 {file_hash}, sender key {sender_key}"
+                ));
             }
             Event::TransferStart {
                 transfer_id,
@@ -193,7 +203,7 @@ impl Output {
                     Direction::Send => format!("sending {file_name} to {peer_id}"),
                     Direction::Receive => format!("receiving {file_name} from {peer_id}"),
                 };
-                if let Some(bar) = self.bar(transfer_id, *file_size) {
+                if let Some(bar) = self.bar(&view_key(transfer_id, *direction), *file_size) {
                     bar.reset();
                     bar.set_length(*file_size);
                     bar.set_message(what);
@@ -206,10 +216,10 @@ impl Output {
             }
             Event::Progress {
                 transfer_id,
+                direction,
                 bytes,
                 total,
-                ..
-            } => self.progress(transfer_id, *bytes, *total),
+            } => self.progress(&view_key(transfer_id, *direction), *bytes, *total),
             Event::TransferComplete {
                 transfer_id,
                 direction,
@@ -218,7 +228,7 @@ impl Output {
                 bytes,
                 duration_ms,
             } => {
-                self.finish(transfer_id);
+                self.finish(&view_key(transfer_id, *direction));
                 let verb = match direction {
                     Direction::Send => "sent",
                     Direction::Receive => "received",
@@ -237,7 +247,7 @@ impl Output {
                 reason,
                 ..
             } => {
-                self.finish(transfer_id);
+                self.finish(&view_key(transfer_id, *direction));
                 // The sender's failure is the command's error, printed once by `main`.
                 if *direction == Direction::Receive {
                     self.result(&format!(
@@ -257,9 +267,9 @@ impl Output {
     }
 
     /// The bar of a transfer, created on first use (None without bars or beyond [`MAX_VIEWS`]).
-    fn bar(&mut self, transfer_id: &str, total: u64) -> Option<ProgressBar> {
+    fn bar(&mut self, key: &str, total: u64) -> Option<ProgressBar> {
         let bars = self.bars.as_ref()?;
-        if let Some(v) = self.views.get(transfer_id) {
+        if let Some(v) = self.views.get(key) {
             return v.bar.clone();
         }
         if self.views.len() >= MAX_VIEWS {
@@ -269,9 +279,9 @@ impl Output {
         if let Ok(style) = ProgressStyle::with_template(BAR_TEMPLATE) {
             bar.set_style(style.progress_chars("=> "));
         }
-        bar.set_message(format!("{} hashing", short(transfer_id)));
+        bar.set_message(key.to_owned());
         self.views.insert(
-            transfer_id.to_owned(),
+            key.to_owned(),
             View {
                 bar: Some(bar.clone()),
                 last_line: None,
@@ -280,21 +290,21 @@ impl Output {
         Some(bar)
     }
 
-    fn progress(&mut self, transfer_id: &str, bytes: u64, total: u64) {
+    fn progress(&mut self, key: &str, bytes: u64, total: u64) {
         if self.quiet {
             return;
         }
-        if let Some(bar) = self.bar(transfer_id, total) {
+        if let Some(bar) = self.bar(key, total) {
             bar.set_length(total);
             bar.set_position(bytes);
             return;
         }
         // Plain lines, at most one per interval (and the last one).
-        if self.views.len() >= MAX_VIEWS && !self.views.contains_key(transfer_id) {
+        if self.views.len() >= MAX_VIEWS && !self.views.contains_key(key) {
             return;
         }
         let now = Instant::now();
-        let view = self.views.entry(transfer_id.to_owned()).or_insert(View {
+        let view = self.views.entry(key.to_owned()).or_insert(View {
             bar: None,
             last_line: None,
         });
@@ -308,8 +318,7 @@ impl Output {
                 .checked_div(u128::from(total))
                 .unwrap_or(100);
             say_err(&format!(
-                "{}: {pct}% ({} of {})",
-                short(transfer_id),
+                "{key}: {pct}% ({} of {})",
                 human_size(bytes),
                 human_size(total)
             ));
@@ -317,8 +326,8 @@ impl Output {
     }
 
     /// Removes a transfer's bar (if any).
-    fn finish(&mut self, transfer_id: &str) {
-        if let Some(view) = self.views.remove(transfer_id) {
+    fn finish(&mut self, key: &str) {
+        if let Some(view) = self.views.remove(key) {
             if let Some(bar) = view.bar {
                 bar.finish_and_clear();
                 if let Some(bars) = &self.bars {

@@ -61,7 +61,12 @@ fn generate(path: &Path, size: u64) -> std::io::Result<()> {
 }
 
 /// A node of the demo: ephemeral key, remembered keys in memory, loopback only.
-fn demo_config(actor: &str, ats_url: &str, bootstrap: SocketAddrV4, timeout: Duration) -> NodeConfig {
+fn demo_config(
+    actor: &str,
+    ats_url: &str,
+    bootstrap: SocketAddrV4,
+    timeout: Duration,
+) -> NodeConfig {
     let mut c = NodeConfig::new(actor);
     c.ats_url = ats_url.to_owned();
     c.bootstrap = vec![bootstrap.to_string()];
@@ -101,14 +106,22 @@ pub(crate) async fn run(out: &mut Output, args: DemoArgs) -> Result<Exit, Failur
     result
 }
 
-async fn with_hub(out: &mut Output, args: &DemoArgs, root: &Path, hub: &Hub) -> Result<Exit, Failure> {
+async fn with_hub(
+    out: &mut Output,
+    args: &DemoArgs,
+    root: &Path,
+    hub: &Hub,
+) -> Result<Exit, Failure> {
     let ats_url = hub.url();
     let boot = Bootstrap::spawn(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
         .await
         .context("cannot start the DHT bootstrap node")?;
     step(
         out,
-        &format!("ATS hub at {ats_url}, DHT bootstrap node at {}", boot.addr()),
+        &format!(
+            "ATS hub at {ats_url}, DHT bootstrap node at {}",
+            boot.addr()
+        ),
         json!({"event": "hub_ready", "ats_url": ats_url, "bootstrap": boot.addr().to_string()}),
     );
     let result = with_bootstrap(out, args, root, &ats_url, boot.addr()).await;
@@ -144,7 +157,11 @@ async fn with_bootstrap(
     for n in [&a, &b] {
         step(
             out,
-            &format!("node {} up, public key {}", n.actor_id(), n.public_key().to_hex()),
+            &format!(
+                "node {} up, public key {}",
+                n.actor_id(),
+                n.public_key().to_hex()
+            ),
             json!({"event": "node_ready", "transfer_id": null, "actor_id": n.actor_id(),
                    "public_key": n.public_key().to_hex()}),
         );
@@ -162,7 +179,7 @@ async fn transfer(
     a: &Node,
     b: &Node,
 ) -> Result<Exit, Failure> {
-    let source = root.join(format!("demo-{}.bin", args.size));
+    let source = root.join("demo.bin");
     let save_dir = root.join("incoming");
     let size = args.size;
     let gen_path = source.clone();
@@ -244,9 +261,13 @@ async fn transfer(
                 Incoming::Offer(p) => {
                     let _ = p.reject("the demo accepts automatically").await;
                 }
+                other => tracing::debug!(?other, "inbox item not handled"),
             }
         }
-        Err(Failure::new(Exit::Network, anyhow!("the watch on ATS ended")))
+        Err(Failure::new(
+            Exit::Network,
+            anyhow!("the watch on ATS ended"),
+        ))
     };
     let bound = args.timeout.saturating_add(TRANSFER_GRACE);
     let (sent, received) = tokio::time::timeout(bound, async { tokio::join!(sending, receiving) })
@@ -262,7 +283,11 @@ async fn transfer(
     let Ok(out) = out.into_inner() else {
         return Err(anyhow!("output lock poisoned").into());
     };
-    match a.client().get_task(report.task_id.parse().unwrap_or_default()).await {
+    match a
+        .client()
+        .get_task(report.task_id.parse().unwrap_or_default())
+        .await
+    {
         Ok(task) => step(
             out,
             &format!(

@@ -82,6 +82,7 @@ pub(crate) async fn run(out: &mut Output, args: ListenArgs) -> Result<Exit, Fail
                         out.warn(&format!("cannot reject the offer: {e}"));
                     }
                 }
+                Some(other) => tracing::debug!(?other, "inbox item not handled"),
             },
             s = stop.wait() => break Ok(stop_exit(s)),
         }

@@ -1,6 +1,7 @@
 //! `ats-p2p send`: offer a file and stream it once the recipient accepts.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::anyhow;
 use ats_p2p::events::{Direction, Event, FailureKind};
@@ -10,6 +11,10 @@ use crate::cmd::node;
 use crate::exit::{Exit, Failure};
 use crate::output::Output;
 use crate::signals::StopSignals;
+
+/// Longest wait to cancel the offer's task after Ctrl-C: ATS should show how the transfer
+/// ended, but a stuck server must not keep the process alive.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Sends the file; the exit status is the transfer's result (see `--help`).
 pub(crate) async fn run(out: &mut Output, args: SendArgs) -> Result<Exit, Failure> {
@@ -28,17 +33,22 @@ pub(crate) async fn run(out: &mut Output, args: SendArgs) -> Result<Exit, Failur
             format!(" --channel {channel}")
         },
     );
-    // The transfer id, once the offer exists (for the cancelled event on Ctrl-C).
-    let offered: Arc<Mutex<Option<String>>> = Arc::default();
+    // The transfer and task ids, once the offer exists (to cancel it on Ctrl-C).
+    let offered: Arc<Mutex<Option<(String, String)>>> = Arc::default();
     let result = {
         let offered = Arc::clone(&offered);
         let out = &mut *out;
         let on_event = move |e: &Event| {
             out.event(e);
-            if let Event::OfferSent { transfer_id, .. } = e {
+            if let Event::OfferSent {
+                transfer_id,
+                task_id,
+                ..
+            } = e
+            {
                 out.note(&hint);
                 if let Ok(mut o) = offered.lock() {
-                    *o = Some(transfer_id.clone());
+                    *o = Some((transfer_id.clone(), task_id.clone()));
                 }
             }
         };
@@ -48,7 +58,15 @@ pub(crate) async fn run(out: &mut Output, args: SendArgs) -> Result<Exit, Failur
             s = stop.wait() => Err(s),
         }
     };
-    // Cancels the offer if it is still unanswered, leaves the swarm.
+    let offered = offered.lock().ok().and_then(|mut o| o.take());
+    if result.is_err() {
+        // Interrupted: the send was dropped mid-way, so end its task here (destroy only
+        // cancels offers whose send is still running).
+        if let Some(task) = offered.as_ref().and_then(|(_, t)| t.parse().ok()) {
+            cancel_task(out, &node, task).await;
+        }
+    }
+    // Leaves the swarm (and cancels anything still open).
     node.destroy().await;
     match result {
         Ok(Ok(_report)) => Ok(Exit::Success),
@@ -57,8 +75,7 @@ pub(crate) async fn run(out: &mut Output, args: SendArgs) -> Result<Exit, Failur
             anyhow::Error::new(e).context(format!("sending {} failed", args.path.display())),
         )),
         Err(s) => {
-            let transfer_id = offered.lock().ok().and_then(|mut o| o.take());
-            if let Some(transfer_id) = transfer_id {
+            if let Some((transfer_id, _)) = offered {
                 out.event(&Event::TransferFailed {
                     transfer_id,
                     direction: Direction::Send,
@@ -74,5 +91,26 @@ pub(crate) async fn run(out: &mut Output, args: SendArgs) -> Result<Exit, Failur
                 anyhow!("interrupted; the offer was cancelled"),
             ))
         }
+    }
+}
+
+/// Cancels the offer's task unless it already ended.
+async fn cancel_task(out: &Output, node: &ats_p2p::Node, task: i64) {
+    let client = node.client();
+    let cancel = async {
+        let open = client
+            .get_task(task)
+            .await
+            .map_or(true, |t| !t.status.is_terminal());
+        if open {
+            client.cancel(task).await.map(|_| ())
+        } else {
+            Ok(())
+        }
+    };
+    match tokio::time::timeout(CANCEL_TIMEOUT, cancel).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => out.warn(&format!("cannot cancel task {task}: {e}")),
+        Err(_) => out.warn(&format!("cancelling task {task} timed out")),
     }
 }
