@@ -450,4 +450,81 @@ fn hostile_file_names_stay_inside_the_save_dir() {
     // Nothing escaped: the box holds only the save directory, the net dir no `evil`.
     assert_eq!(dir_names(save.parent().unwrap()), ["incoming"]);
     assert!(!dir_names(net.path()).iter().any(|n| n.contains("evil")));
+    // The forged offer was refused with a reason, not left hanging.
+    let v = net.wait_status(&evil.transfer_id.to_string(), "rejected");
+    assert!(!v["reason"].as_str().unwrap_or_default().is_empty(), "{v}");
+}
+
+#[test]
+fn sender_refuses_a_recipient_whose_key_does_not_match_its_pin() {
+    let net = Net::start();
+    let src = subdir(net.path(), "src");
+    let save = net.path().join("incoming");
+    let file = random_file(&src, "a.txt", 4096);
+    let wrong = format!("agent-b={}", "6b".repeat(32));
+
+    let mut rx = net.listen("agent-b", &save, &[]);
+    let mut tx = net.send("agent-a", &file, "agent-b", &["--allow", &wrong]);
+    let (code, err) = exit_code(&mut tx, net.deadline);
+    assert_eq!(code, 3, "sender refuses the claim; stderr: {err}");
+    let failed = event(&tx, "transfer_failed");
+    assert_eq!(failed["kind"], "rejected", "{failed}");
+    assert_eq!(failed["code"], "key_mismatch", "{failed}");
+    assert!(!events(&tx).iter().any(|e| e == "transfer_start"));
+    net.wait_status(failed["transfer_id"].as_str().unwrap(), "cancelled");
+    // Nothing reached the listener's disk; it stops cleanly.
+    rx.signal("-INT");
+    assert_eq!(exit_code(&mut rx, net.deadline).0, 130);
+    assert!(!events(&rx).iter().any(|e| e == "transfer_complete"));
+    assert!(dir_names(&save).is_empty(), "{:?}", dir_names(&save));
+    assert_ndjson(&tx);
+}
+
+#[test]
+fn unreachable_ats_exits_6() {
+    let net = Net::start();
+    let src = subdir(net.path(), "src");
+    let file = random_file(&src, "a.txt", 100);
+    let mut c = ats_p2p(net.path());
+    c.args(["send", "--json", "--host", "127.0.0.1", "--ephemeral"])
+        .args(["--bootstrap", &net.hub.bootstrap])
+        .args(["--ats-url", "http://127.0.0.1:1", "--to", "agent-b"])
+        .arg(&file);
+    let mut tx = Proc::spawn("send", c);
+    let (code, err) = exit_code(&mut tx, net.deadline);
+    assert_eq!(code, 6, "stderr: {err}");
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+}
+
+#[test]
+fn demo_moves_a_file_and_verifies_it() {
+    let home = tempfile::tempdir().unwrap();
+    let deadline = Instant::now() + TEST_TIMEOUT;
+    let mut c = ats_p2p(home.path());
+    c.args(["demo", "--size", "3MiB", "--json", "--timeout", "20000"]);
+    let mut demo = Proc::spawn("demo", c);
+    let (code, err) = exit_code(&mut demo, deadline);
+    assert_eq!(code, 0, "stderr: {err}");
+    let names = events(&demo);
+    for e in [
+        "hub_ready",
+        "node_ready",
+        "file_generated",
+        "offer_sent",
+        "file",
+        "transfer_start",
+        "transfer_complete",
+        "task_status",
+        "demo_complete",
+    ] {
+        assert!(names.iter().any(|n| n == e), "{e} in {names:?}");
+    }
+    let done = event(&demo, "demo_complete");
+    assert_eq!(done["verified"], true);
+    assert_eq!(done["file_hash"], done["source_hash"]);
+    assert_eq!(event(&demo, "task_status")["state"], "completed");
+    for line in &demo.seen {
+        let v: Value = serde_json::from_str(line).unwrap();
+        assert!(v["event"].is_string(), "{line}");
+    }
 }

@@ -38,9 +38,15 @@ async fn find_transfer(client: &Client, channel: &str, transfer_id: &str) -> Res
         .list_tasks(&query)
         .await
         .map_err(|e| Failure::signal(e, "cannot list offers on ATS"))?;
+    // Compared on the raw payload, so a malformed offer (say, a hostile file name) is found too.
     list.tasks
         .into_iter()
-        .find(|t| FileOffer::from_task(t).is_ok_and(|o| o.transfer_id.to_string() == transfer_id))
+        .find(|t| {
+            t.payload
+                .get("transfer_id")
+                .and_then(Value::as_str)
+                .is_some_and(|id| id.eq_ignore_ascii_case(transfer_id))
+        })
         .ok_or_else(|| {
             Failure::new(
                 Exit::Error,
@@ -49,26 +55,30 @@ async fn find_transfer(client: &Client, channel: &str, transfer_id: &str) -> Res
         })
 }
 
-/// What `status` shows, as one JSON object (stable field names).
+/// What `status` shows, as one JSON object (stable field names). Offer fields come from the
+/// payload as stored, so a malformed offer still shows what it claimed (`offer_error` says what
+/// is wrong with it).
 pub(crate) fn task_summary(task: &Task) -> Value {
-    let offer = FileOffer::from_task(task).ok();
+    let p = &task.payload;
+    let text = |k: &str| p.get(k).and_then(Value::as_str).map(str::to_owned);
     json!({
         "task_id": task.id,
-        "transfer_id": offer.as_ref().map(|o| o.transfer_id.to_string()),
+        "transfer_id": text("transfer_id"),
         "state": task.status.as_str(),
         "channel": task.channel,
-        "sender_id": offer.as_ref().map(|o| o.sender_id.clone()).or_else(|| task.source_id.clone()),
-        "recipient_id": offer.as_ref().map(|o| o.recipient_id.clone()),
+        "sender_id": text("sender_id").or_else(|| task.source_id.clone()),
+        "recipient_id": text("recipient_id"),
         "assignee_id": task.assignee_id,
-        "file_name": offer.as_ref().map(|o| o.filename.clone()),
-        "file_size": offer.as_ref().map(|o| o.size),
-        "file_hash": offer.as_ref().map(|o| hex::encode(o.sha256)),
-        "sender_key": offer.as_ref().map(|o| hex::encode(o.sender_key)),
+        "file_name": text("filename"),
+        "file_size": p.get("size").and_then(Value::as_u64),
+        "file_hash": text("sha256"),
+        "sender_key": text("sender_key"),
         "created_at": format_timestamp(&task.created_at),
         "updated_at": format_timestamp(&task.updated_at),
         "reason": task.reason,
         "outputs": task.outputs,
         "title": task.title,
+        "offer_error": FileOffer::from_task(task).err().map(|e| e.to_string()),
     })
 }
 
@@ -101,6 +111,7 @@ fn human_summary(v: &Value) -> String {
     row("created", s("created_at"));
     row("updated", s("updated_at"));
     row("reason", s("reason"));
+    row("invalid", s("offer_error"));
     if let Some(outputs) = v["outputs"].as_array().filter(|o| !o.is_empty()) {
         for o in outputs {
             row("output", Some(o.to_string()));
