@@ -83,6 +83,20 @@ fn usage_errors_exit_2_with_nothing_on_stdout() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
         assert!(out.stdout.is_empty(), "{args:?}");
     }
+    // A file that does not exist is a usage error, reported before any network activity.
+    let out = ats_p2p(home.path())
+        .args([
+            "send",
+            "/nonexistent/file",
+            "--to",
+            "b",
+            "--ats-url",
+            "http://127.0.0.1:1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/file"));
     let help = ats_p2p(home.path()).arg("--help").output().unwrap();
     let text = String::from_utf8(help.stdout).unwrap();
     for code in ["0 ", "1 ", "2 ", "3 ", "4 ", "5 ", "6 ", "130 "] {

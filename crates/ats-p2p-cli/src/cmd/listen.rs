@@ -54,11 +54,11 @@ pub(crate) async fn run(out: &mut Output, args: ListenArgs) -> Result<Exit, Fail
     } else {
         out.note(&format!(
             "listening on channel {channel:?} as {} (key {key}), saving to {}; stop with Ctrl-C\n\
-             senders run: ats-p2p send FILE --to {} --ats-url {}",
+             senders run: ats-p2p send FILE --to {}{}",
             node.actor_id(),
             args.save_dir.display(),
             node.actor_id(),
-            args.node.signal.ats_url,
+            node::peer_flags(&args.node),
         ));
     }
     let result = loop {

@@ -32,6 +32,22 @@ pub(crate) fn node_config(args: &NodeArgs, max_size: Option<u64>) -> Result<Node
     Ok(config)
 }
 
+/// The flags the other side needs to reach the same ATS, channel and DHT (for the hints that
+/// tell a user what to run there).
+pub(crate) fn peer_flags(args: &NodeArgs) -> String {
+    let mut flags = String::new();
+    if args.signal.ats_url != crate::args::DEFAULT_ATS_URL {
+        flags.push_str(&format!(" --ats-url {}", args.signal.ats_url));
+    }
+    if args.signal.channel != crate::args::DEFAULT_CHANNEL {
+        flags.push_str(&format!(" --channel {}", args.signal.channel));
+    }
+    if !args.bootstrap.is_empty() {
+        flags.push_str(&format!(" --bootstrap {}", args.bootstrap.join(",")));
+    }
+    flags
+}
+
 /// The exit status for a stop signal.
 pub(crate) fn stop_exit(stop: Stop) -> Exit {
     match stop {

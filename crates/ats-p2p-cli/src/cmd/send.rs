@@ -18,20 +18,30 @@ const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Sends the file; the exit status is the transfer's result (see `--help`).
 pub(crate) async fn run(out: &mut Output, args: SendArgs) -> Result<Exit, Failure> {
+    // A missing file is a usage error, found before the node starts (which can take seconds).
+    match std::fs::metadata(&args.path) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => {
+            return Err(Failure::new(
+                Exit::Usage,
+                anyhow!("{} is not a regular file", args.path.display()),
+            ));
+        }
+        Err(e) => {
+            return Err(Failure::new(
+                Exit::Usage,
+                anyhow::Error::new(e).context(format!("cannot send {}", args.path.display())),
+            ));
+        }
+    }
     let mut stop = StopSignals::install()?;
     let config = node::node_config(&args.node, None)?;
     let node = node::start(out, config, &mut stop).await?;
     let channel = args.node.signal.channel.clone();
     let hint = format!(
-        "waiting for {to} to accept; on their side run: ats-p2p listen --actor-id {to} \
-         --ats-url {url}{channel_flag}",
+        "waiting for {to} to accept; on their side run: ats-p2p listen --actor-id {to}{flags}",
         to = args.to,
-        url = args.node.signal.ats_url,
-        channel_flag = if channel == crate::args::DEFAULT_CHANNEL {
-            String::new()
-        } else {
-            format!(" --channel {channel}")
-        },
+        flags = node::peer_flags(&args.node),
     );
     // The transfer and task ids, once the offer exists (to cancel it on Ctrl-C).
     let offered: Arc<Mutex<Option<(String, String)>>> = Arc::default();
