@@ -573,6 +573,15 @@ pub enum SendError {
     /// The transfer over the swarm failed.
     #[error("transfer failed")]
     Stream(#[source] StreamSendError),
+    /// The receiver refused the bytes, and indeed the file no longer matches the offered
+    /// SHA-256: it changed after it was hashed.
+    #[error("{path} changed after it was offered; the receiver refused it")]
+    FileChanged {
+        /// The file.
+        path: PathBuf,
+        /// The receiver's refusal.
+        source: StreamSendError,
+    },
     /// The node is shutting down.
     #[error("the node is shutting down")]
     Cancelled,
@@ -590,6 +599,7 @@ impl SendError {
             Self::TaskCancelled | Self::Cancelled => FailureKind::Cancelled,
             Self::NoAnswer(_) | Self::NoConnection(_) => FailureKind::TimedOut,
             Self::Stream(e) => e.kind(),
+            Self::FileChanged { .. } => FailureKind::Verification,
         }
     }
 
@@ -609,6 +619,7 @@ impl SendError {
             Self::KnownKeys(_) => "known_keys_failed",
             Self::Swarm(_) => "swarm_failed",
             Self::Stream(e) => e.code(),
+            Self::FileChanged { .. } => "file_changed",
             Self::Cancelled => "cancelled",
         }
     }
@@ -636,6 +647,10 @@ pub enum ReceiveError {
     /// The sender did not appear on the transfer's topic or could not be reached in time.
     #[error("cannot reach the sender within {0:?}")]
     NoConnection(std::time::Duration),
+    /// The task was closed (for example cancelled by the sender, who refused our claim) while
+    /// we waited for the sender.
+    #[error("the offer's task was closed ({0}) before the sender connected")]
+    SenderGaveUp(String),
     /// Remembering the sender's key failed.
     #[error("cannot save remembered keys")]
     KnownKeys(#[source] KnownKeysError),
@@ -653,6 +668,7 @@ impl ReceiveError {
         match self {
             Self::Refused(_) | Self::Claim(_) => FailureKind::Rejected,
             Self::Signal { .. } | Self::NoConnection(_) => FailureKind::Network,
+            Self::SenderGaveUp(_) => FailureKind::Rejected,
             Self::KnownKeys(_) => FailureKind::Io,
             Self::Stream(e) => e.kind(),
             Self::Cancelled => FailureKind::Cancelled,
@@ -666,6 +682,7 @@ impl ReceiveError {
             Self::Claim(_) => "claim_conflict",
             Self::Signal { .. } => "ats_unreachable",
             Self::NoConnection(_) => "no_connection",
+            Self::SenderGaveUp(_) => "sender_gave_up",
             Self::KnownKeys(_) => "known_keys_failed",
             Self::Stream(e) => e.code(),
             Self::Cancelled => "cancelled",

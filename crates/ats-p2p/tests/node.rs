@@ -336,3 +336,204 @@ async fn concurrent_transfers_both_ways_between_the_same_pair() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_that_do_not_match_the_offer_are_refused_and_nothing_is_kept() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let lab = Lab::start().await;
+        let a = lab.node("agent-a").await;
+        let b = lab.node("agent-b").await;
+        let src = lab.file("contract.txt", 200_000, 7);
+        let save = lab.save_dir("incoming");
+        let mut inbox = b.watch(CHANNEL, None);
+
+        let receive = async {
+            let offer = loop {
+                if let Incoming::Offer(o) = inbox.next().await.unwrap() {
+                    break o;
+                }
+            };
+            // The sender's file changes after it was hashed and offered: same size, other bytes.
+            let mut data = std::fs::read(&src).unwrap();
+            data[100_000] ^= 0xff;
+            std::fs::write(&src, &data).unwrap();
+            offer.accept(&save).await
+        };
+        let (sent, received) = tokio::join!(a.send(&src, "agent-b", CHANNEL, |_| {}), receive);
+        let err = received.unwrap_err();
+        assert_eq!(err.kind(), FailureKind::Verification, "{err:?}");
+        assert_eq!(err.code(), "hash_mismatch");
+        let err = sent.unwrap_err();
+        assert!(matches!(err, SendError::FileChanged { .. }), "{err:?}");
+        assert_eq!(err.kind(), FailureKind::Verification);
+        assert!(
+            listing(&save).is_empty(),
+            "no file and no temp file: {:?}",
+            listing(&save)
+        );
+
+        let list = a.client().list_tasks(&ListQuery::default()).await.unwrap();
+        let task = &list.tasks[0];
+        assert_eq!(task.status, TaskStatus::Failed);
+        assert!(
+            task.reason
+                .as_deref()
+                .unwrap_or("")
+                .contains("SHA-256 mismatch"),
+            "{task:?}"
+        );
+
+        drop(inbox);
+        a.destroy().await;
+        b.destroy().await;
+        lab.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroy_cancels_an_offer_whose_send_was_abandoned() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let lab = Lab::start().await;
+        let a = lab.node("agent-a").await;
+        let src = lab.file("later.txt", 10, 8);
+        let mut offered = false;
+        // Like Ctrl-C: the send is dropped while it waits for an answer.
+        let abandoned = tokio::time::timeout(
+            Duration::from_millis(800),
+            a.send(&src, "agent-b", CHANNEL, |e| {
+                offered |= e.name() == "offer_sent"
+            }),
+        )
+        .await;
+        assert!(abandoned.is_err() && offered);
+        let client = a.client().clone();
+        a.destroy().await;
+        let list = client.list_tasks(&ListQuery::default()).await.unwrap();
+        assert_eq!(list.tasks[0].status, TaskStatus::Cancelled);
+        lab.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_survives_a_hub_restart_while_the_offer_waits() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let lab = Lab::start().await;
+        let addr = lab.hub.local_addr();
+        let db = lab.dir.path().join("hub.sqlite");
+        let a = lab.node("agent-a").await;
+        let b = lab.node("agent-b").await;
+        let src = lab.file("survivor.bin", 300_000, 9);
+        let save = lab.save_dir("incoming");
+        let Lab { hub, boot, dir } = lab;
+
+        let offered = AtomicBool::new(false);
+        let hub = {
+            let send = a.send(&src, "agent-b", CHANNEL, |e| {
+                if e.name() == "offer_sent" {
+                    offered.store(true, Ordering::SeqCst);
+                }
+            });
+            tokio::pin!(send);
+            // Let the offer go out, then restart the hub on the same address and database.
+            let offer_out = async {
+                while !offered.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            };
+            tokio::select! {
+                r = &mut send => panic!("send ended early: {r:?}"),
+                () = offer_out => {}
+            }
+            hub.shutdown().await;
+            let hub = Hub::bind(HubConfig::new(addr, db)).await.unwrap();
+
+            let mut inbox = b.watch(CHANNEL, Some(save.clone()));
+            let (sent, events) = tokio::join!(&mut send, terminal_events(&mut inbox, 1));
+            let report = sent.unwrap();
+            assert_eq!(
+                events.last().map(Event::name),
+                Some("transfer_complete"),
+                "{events:?}"
+            );
+            assert_eq!(sha256_hex(&save.join("survivor.bin")), report.file_hash);
+            hub
+        };
+
+        a.destroy().await;
+        b.destroy().await;
+        Lab { hub, boot, dir }.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_bound_to_all_interfaces_meet_through_a_loopback_bootstrap() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let lab = Lab::start().await;
+        let node = |actor: &str| {
+            let mut c = lab.config(actor);
+            c.host = Ipv4Addr::UNSPECIFIED; // the CLI's default
+            Node::start(c)
+        };
+        let a = node("agent-a").await.unwrap();
+        let b = node("agent-b").await.unwrap();
+        let src = lab.file("wide.bin", 200_000, 10);
+        let save = lab.save_dir("incoming");
+        let mut inbox = b.watch(CHANNEL, Some(save.clone()));
+        let (sent, events) = tokio::join!(
+            a.send(&src, "agent-b", CHANNEL, |_| {}),
+            terminal_events(&mut inbox, 1)
+        );
+        assert_eq!(sent.unwrap().file_hash, sha256_hex(&src), "{events:?}");
+        drop(inbox);
+        a.destroy().await;
+        b.destroy().await;
+        lab.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_pinning_another_key_refuses_the_claim_and_the_receiver_stops_waiting() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let lab = Lab::start().await;
+        let mut a_cfg = lab.config("agent-a");
+        a_cfg.allow = Allowlist::parse([format!("agent-b={}", "ab".repeat(32))]).unwrap();
+        let a = Node::start(a_cfg).await.unwrap();
+        let b = lab.node("agent-b").await;
+        let src = lab.file("secret.txt", 1000, 11);
+        let save = lab.save_dir("incoming");
+        let mut inbox = b.watch(CHANNEL, Some(save.clone()));
+        let started = std::time::Instant::now();
+        let (sent, events) = tokio::join!(
+            a.send(&src, "agent-b", CHANNEL, |_| {}),
+            terminal_events(&mut inbox, 1)
+        );
+        let err = sent.unwrap_err();
+        assert_eq!(
+            (err.kind(), err.code()),
+            (FailureKind::Rejected, "key_mismatch"),
+            "{err:?}"
+        );
+        let Some(Event::TransferFailed { code, .. }) = events.last() else {
+            panic!("{events:?}")
+        };
+        assert_eq!(code, "sender_gave_up");
+        // Well before the 20 s timeout: the receiver noticed the cancelled task.
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(listing(&save).is_empty());
+        drop(inbox);
+        a.destroy().await;
+        b.destroy().await;
+        lab.shutdown().await;
+    })
+    .await
+    .unwrap();
+}

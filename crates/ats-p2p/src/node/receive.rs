@@ -341,6 +341,23 @@ async fn refuse_task(
     }));
 }
 
+/// How often the receiver checks, while it waits for the sender, whether the task was closed
+/// (the sender refused our claim or gave up).
+const TASK_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Resolves with the task's status once it is terminal (checked every
+/// [`TASK_CHECK_INTERVAL`]; read errors are ignored, the transfer's own deadline still holds).
+async fn task_closed(client: &ats_p2p_signal::Client, id: TaskId) -> TaskStatus {
+    loop {
+        tokio::time::sleep(TASK_CHECK_INTERVAL).await;
+        if let Ok(task) = client.get_task(id).await {
+            if task.status.is_terminal() {
+                return task.status;
+            }
+        }
+    }
+}
+
 /// One accepted offer on its way to disk.
 #[derive(Debug)]
 struct Job {
@@ -481,6 +498,9 @@ impl Job {
         let conn = tokio::select! {
             c = shared.transport.connect_on_topic(topic, sender_key, deadline) => {
                 c.ok_or(ReceiveError::NoConnection(timeout))?
+            }
+            status = task_closed(&shared.client, self.task.id) => {
+                return Err(ReceiveError::SenderGaveUp(status.as_str().to_owned()));
             }
             () = shared.shutdown.cancelled() => return Err(ReceiveError::Cancelled),
         };

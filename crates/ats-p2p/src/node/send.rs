@@ -10,13 +10,13 @@ use ats_p2p_signal::{
     AcceptMessage, EventKind, FileOffer, Message, Task, TaskEvent, TaskId, TaskStatus, TransferId,
     Watch, WatchConfig,
 };
-use ats_p2p_wire::{FileHash, Meta, SenderConfig};
+use ats_p2p_wire::{FileHash, Meta, SenderConfig, TransferError};
 use futures::StreamExt;
 use tokio::time::Instant as Deadline;
 use tracing::debug;
 
 use super::{ProgressThrottle, Shared, locked, millis};
-use crate::error::{KnownKeysError, SendError};
+use crate::error::{KnownKeysError, SendError, StreamSendError};
 use crate::events::{Direction, Event};
 use crate::hashing::sha256_file_async;
 use crate::names::sanitize_file_name;
@@ -39,18 +39,6 @@ pub struct SendReport {
     pub bytes: u64,
     /// From the connection to the ACK, in milliseconds.
     pub duration_ms: u64,
-}
-
-/// Removes the offer from the node's open offers when the send ends.
-struct OpenOffer<'a> {
-    shared: &'a Shared,
-    task: TaskId,
-}
-
-impl Drop for OpenOffer<'_> {
-    fn drop(&mut self) {
-        locked(&self.shared.open_offers).remove(&self.task);
-    }
 }
 
 /// See [`Node::send`](super::Node::send).
@@ -112,11 +100,9 @@ pub(super) async fn send(
             doing: "creating the offer",
             source,
         })?;
+    // Until it is answered, the offer is the node's to cancel at `destroy` (also when this
+    // future is dropped half way, as on Ctrl-C).
     locked(&shared.open_offers).insert(task.id);
-    let _open = OpenOffer {
-        shared,
-        task: task.id,
-    };
     on_event(&Event::OfferSent {
         transfer_id: transfer_id.clone(),
         task_id: task.id.to_string(),
@@ -128,6 +114,7 @@ pub(super) async fn send(
 
     let result = deliver(shared, path, &offer, &task, &mut watch, &mut on_event).await;
     drop(watch);
+    locked(&shared.open_offers).remove(&task.id);
     match result {
         Ok(report) => {
             on_event(&Event::TransferComplete {
@@ -232,10 +219,15 @@ async fn deliver(
         }
     };
     let sent = tokio::select! {
-        r = send_stream(conn, path, meta, SenderConfig::default(), progress) => {
-            r.map_err(SendError::Stream)?
-        }
+        r = send_stream(conn, path, meta, SenderConfig::default(), progress) => r,
         () = shared.shutdown.cancelled() => return Err(SendError::Cancelled),
+    };
+    let sent = match sent {
+        Ok(sent) => sent,
+        Err(e @ StreamSendError::Transfer(TransferError::Nack(_))) => {
+            return Err(blame_refusal(path, offer.sha256, e).await);
+        }
+        Err(e) => return Err(SendError::Stream(e)),
     };
     Ok(SendReport {
         transfer_id,
@@ -245,6 +237,18 @@ async fn deliver(
         bytes: sent.bytes,
         duration_ms: millis(started.elapsed()),
     })
+}
+
+/// After a NACK: if the file no longer hashes to what was offered, it changed after the offer
+/// (a verification failure on our side); otherwise the receiver refused it.
+async fn blame_refusal(path: &Path, offered: [u8; 32], refusal: StreamSendError) -> SendError {
+    match sha256_file_async(path.to_path_buf(), |_, _| {}).await {
+        Ok(now) if now.sha256 != offered => SendError::FileChanged {
+            path: path.to_path_buf(),
+            source: refusal,
+        },
+        _ => SendError::Stream(refusal),
+    }
 }
 
 /// Follows our task until the named recipient claimed it and posted an accept that our policy
