@@ -315,12 +315,11 @@ fn bytes_not_matching_the_offer_are_nacked_and_nothing_is_kept() {
     assert_eq!(code, 5, "listener --once: verification failed");
     let failed = event(&rx, "transfer_failed");
     assert_eq!(failed["kind"], "verification", "{failed}");
-    // The sender only learns "NACK <free text>" (the seed's frame): the library classes a NACK
-    // as a refusal by the peer, so the sender exits 3 with the receiver's reason.
+    // The sender learns it from the NACK and finds its file changed since the offer.
     let (code, err) = exit_code(&mut tx, net.deadline);
-    assert_eq!(code, 3, "sender: refused by the peer; stderr: {err}");
+    assert_eq!(code, 5, "sender: verification failed; stderr: {err}");
     let sent_failed = event(&tx, "transfer_failed");
-    assert_eq!(sent_failed["kind"], "rejected", "{sent_failed}");
+    assert_eq!(sent_failed["kind"], "verification", "{sent_failed}");
     assert!(
         sent_failed["reason"].as_str().unwrap().contains("SHA-256"),
         "{sent_failed}"
@@ -463,7 +462,7 @@ fn sender_refuses_a_recipient_whose_key_does_not_match_its_pin() {
     let file = random_file(&src, "a.txt", 4096);
     let wrong = format!("agent-b={}", "6b".repeat(32));
 
-    let mut rx = net.listen("agent-b", &save, &[]);
+    let mut rx = net.listen("agent-b", &save, &["--once"]);
     let mut tx = net.send("agent-a", &file, "agent-b", &["--allow", &wrong]);
     let (code, err) = exit_code(&mut tx, net.deadline);
     assert_eq!(code, 3, "sender refuses the claim; stderr: {err}");
@@ -472,10 +471,14 @@ fn sender_refuses_a_recipient_whose_key_does_not_match_its_pin() {
     assert_eq!(failed["code"], "key_mismatch", "{failed}");
     assert!(!events(&tx).iter().any(|e| e == "transfer_start"));
     net.wait_status(failed["transfer_id"].as_str().unwrap(), "cancelled");
-    // Nothing reached the listener's disk; it stops cleanly.
-    rx.signal("-INT");
-    assert_eq!(exit_code(&mut rx, net.deadline).0, 130);
-    assert!(!events(&rx).iter().any(|e| e == "transfer_complete"));
+    // The listener stops waiting for the sender once the task is closed; nothing reached its
+    // disk.
+    let (code, err) = exit_code(&mut rx, net.deadline);
+    assert_eq!(code, 3, "listener: the sender refused us; stderr: {err}");
+    let gave_up = event(&rx, "transfer_failed");
+    assert_eq!(gave_up["transfer_id"], failed["transfer_id"]);
+    assert_eq!(gave_up["kind"], "rejected", "{gave_up}");
+    assert!(!events(&rx).iter().any(|e| e == "transfer_start"));
     assert!(dir_names(&save).is_empty(), "{:?}", dir_names(&save));
     assert_ndjson(&tx);
 }
