@@ -360,6 +360,11 @@ fn ctrl_c_on_send_cancels_the_offer_and_exits_130() {
     let (code, err) = exit_code(&mut tx, net.deadline);
     assert_eq!(code, 130, "stderr: {err}");
     assert!(!err.contains("panicked"), "{err}");
+    let last: Value = serde_json::from_str(tx.seen.last().unwrap()).unwrap();
+    assert_eq!(last["event"], "transfer_failed", "{last}");
+    assert_eq!(last["kind"], "cancelled", "{last}");
+    assert_eq!(last["transfer_id"], offer["transfer_id"]);
+    assert_ndjson(&tx);
     net.wait_status(offer["transfer_id"].as_str().unwrap(), "cancelled");
 }
 

@@ -84,7 +84,8 @@ pub(crate) async fn run(out: &mut Output, args: SendArgs) -> Result<Exit, Failur
             Exit::from_kind(e.kind()),
             anyhow::Error::new(e).context(format!("sending {} failed", args.path.display())),
         )),
-        Err(s) => {
+        // Even on SIGTERM: the file was not delivered, so this is no success.
+        Err(_stop) => {
             if let Some((transfer_id, _)) = offered {
                 out.event(&Event::TransferFailed {
                     transfer_id,
@@ -94,8 +95,6 @@ pub(crate) async fn run(out: &mut Output, args: SendArgs) -> Result<Exit, Failur
                     reason: "the sender was stopped; the offer was cancelled".to_owned(),
                 });
             }
-            // Even on SIGTERM: the file was not delivered, so this is no success.
-            let _ = s;
             Err(Failure::new(
                 Exit::Interrupted,
                 anyhow!("interrupted; the offer was cancelled"),
