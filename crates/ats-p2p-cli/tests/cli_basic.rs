@@ -53,6 +53,17 @@ fn id_is_persistent_per_actor_and_private_to_home() {
         let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
+    // The environment names the actor (as the `ats` CLI reads it) and the key directory.
+    let env_dir = home.path().join("from-env");
+    let out = ats_p2p(home.path())
+        .args(["id", "--json"])
+        .env("ATS_ACTOR_ID", "agent-env")
+        .env("ATS_P2P_KEY_DIR", &env_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(json_lines(&out.stdout)[0]["actor_id"], "agent-env");
+    assert!(env_dir.join("agent-env.key").exists());
     // --key-dir overrides.
     let dir = home.path().join("elsewhere");
     let out = ats_p2p(home.path())
@@ -166,8 +177,13 @@ fn status_by_task_id_and_transfer_id() {
         .unwrap()
         .unwrap();
     assert_eq!(rejected.status.as_str(), "rejected");
-    let out = status(&tid, &[]);
-    assert!(out.status.success());
+    // ATS_URL from the environment, as the `ats` CLI reads it.
+    let out = ats_p2p(dir.path())
+        .args(["status", &tid])
+        .env("ATS_URL", &hub.ats_url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("rejected"), "{text}");
     assert!(text.contains("not today"), "{text}");
