@@ -171,10 +171,18 @@ impl Output {
                 file_size,
                 recipient_id,
                 ..
-            } => self.result(&format!(
-                "{tag}offered {file_name} ({}) to {recipient_id}: transfer {transfer_id}, task {task_id}",
-                human_size(*file_size)
-            )),
+            } => {
+                // The hashing bar, if any, now waits for the recipient.
+                let key = view_key(transfer_id, Direction::Send);
+                if let Some(bar) = self.views.get(&key).and_then(|v| v.bar.as_ref()) {
+                    bar.reset();
+                    bar.set_message(format!("waiting for {recipient_id} to accept"));
+                }
+                self.result(&format!(
+                    "{tag}offered {file_name} ({}) to {recipient_id}: transfer {transfer_id}, task {task_id}",
+                    human_size(*file_size)
+                ));
+            }
             Event::File {
                 transfer_id,
                 task_id,
@@ -203,7 +211,7 @@ impl Output {
                     Direction::Send => format!("sending {file_name} to {peer_id}"),
                     Direction::Receive => format!("receiving {file_name} from {peer_id}"),
                 };
-                if let Some(bar) = self.bar(&view_key(transfer_id, *direction), *file_size) {
+                if let Some(bar) = self.bar(&view_key(transfer_id, *direction), &what, *file_size) {
                     bar.reset();
                     bar.set_length(*file_size);
                     bar.set_message(what);
@@ -219,7 +227,14 @@ impl Output {
                 direction,
                 bytes,
                 total,
-            } => self.progress(&view_key(transfer_id, *direction), *bytes, *total),
+            } => {
+                // Before `transfer_start`, a sender's progress is the hashing of its file.
+                let first = match direction {
+                    Direction::Send => "hashing",
+                    Direction::Receive => "receiving",
+                };
+                self.progress(&view_key(transfer_id, *direction), first, *bytes, *total);
+            }
             Event::TransferComplete {
                 transfer_id,
                 direction,
@@ -267,7 +282,7 @@ impl Output {
     }
 
     /// The bar of a transfer, created on first use (None without bars or beyond [`MAX_VIEWS`]).
-    fn bar(&mut self, key: &str, total: u64) -> Option<ProgressBar> {
+    fn bar(&mut self, key: &str, first: &str, total: u64) -> Option<ProgressBar> {
         let bars = self.bars.as_ref()?;
         if let Some(v) = self.views.get(key) {
             return v.bar.clone();
@@ -279,7 +294,7 @@ impl Output {
         if let Ok(style) = ProgressStyle::with_template(BAR_TEMPLATE) {
             bar.set_style(style.progress_chars("=> "));
         }
-        bar.set_message(key.to_owned());
+        bar.set_message(format!("{key}: {first}"));
         self.views.insert(
             key.to_owned(),
             View {
@@ -290,11 +305,11 @@ impl Output {
         Some(bar)
     }
 
-    fn progress(&mut self, key: &str, bytes: u64, total: u64) {
+    fn progress(&mut self, key: &str, first: &str, bytes: u64, total: u64) {
         if self.quiet {
             return;
         }
-        if let Some(bar) = self.bar(key, total) {
+        if let Some(bar) = self.bar(key, first, total) {
             bar.set_length(total);
             bar.set_position(bytes);
             return;
