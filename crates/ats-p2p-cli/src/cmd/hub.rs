@@ -1,0 +1,75 @@
+//! `ats-p2p hub`: the embedded ATS-compatible server and a DHT bootstrap node.
+
+use anyhow::Context as _;
+use ats_p2p::swarm::hyperdht::Bootstrap;
+use ats_p2p_signal::hub::{Hub, HubConfig};
+
+use crate::args::HubArgs;
+use crate::exit::{Exit, Failure};
+use crate::output::Output;
+use crate::signals::{Stop, StopSignals};
+
+/// Runs the hub until Ctrl-C (exit 130) or SIGTERM (exit 0).
+pub(crate) async fn run(out: &Output, args: HubArgs) -> Result<Exit, Failure> {
+    let db = match args.db {
+        Some(p) => p,
+        None => dirs::data_dir()
+            .context("no data directory for this user; pass --db PATH")?
+            .join("ats-p2p")
+            .join("hub.sqlite"),
+    };
+    let mut stop = StopSignals::install()?;
+    let hub = Hub::bind(HubConfig::new(args.listen, db.clone()))
+        .await
+        .with_context(|| format!("cannot start the hub (database {})", db.display()))?;
+    let bootstrap = if args.no_bootstrap {
+        None
+    } else {
+        match Bootstrap::spawn(args.bootstrap_listen).await {
+            Ok(b) => Some(b),
+            Err(e) => {
+                hub.shutdown().await;
+                return Err(anyhow::Error::new(e)
+                    .context(format!(
+                        "cannot start the DHT bootstrap node on {} (pass --bootstrap-listen \
+                         HOST:0 for a free port, or --no-bootstrap)",
+                        args.bootstrap_listen
+                    ))
+                    .into());
+            }
+        }
+    };
+    let bootstrap_addr = bootstrap.as_ref().map(|b| b.addr().to_string());
+    if out.is_json() {
+        // Written by hand to keep the documented key order (`event` first).
+        let url = serde_json::Value::String(hub.url());
+        let boot = serde_json::to_string(&bootstrap_addr)?;
+        crate::output::say(&format!(
+            r#"{{"event":"hub_ready","ats_url":{url},"bootstrap":{boot}}}"#
+        ));
+    } else {
+        let mut ready = format!("ATS hub listening on {}", hub.url());
+        if let Some(addr) = &bootstrap_addr {
+            ready.push_str(&format!("\nDHT bootstrap node on {addr}"));
+        }
+        out.result(&ready);
+        out.note(&format!(
+            "database: {}\npoint nodes at it with --ats-url {}{}; stop with Ctrl-C",
+            db.display(),
+            hub.url(),
+            bootstrap_addr
+                .as_ref()
+                .map(|a| format!(" --bootstrap {a}"))
+                .unwrap_or_default()
+        ));
+    }
+    let stopped = stop.wait().await;
+    if let Some(b) = bootstrap {
+        b.destroy().await;
+    }
+    hub.shutdown().await;
+    Ok(match stopped {
+        Stop::Interrupt => Exit::Interrupted,
+        Stop::Terminate => Exit::Success,
+    })
+}

@@ -1,0 +1,11 @@
+//! One module per command.
+
+#[cfg(feature = "hub")]
+pub(crate) mod demo;
+#[cfg(feature = "hub")]
+pub(crate) mod hub;
+pub(crate) mod id;
+pub(crate) mod listen;
+pub(crate) mod node;
+pub(crate) mod send;
+pub(crate) mod status;

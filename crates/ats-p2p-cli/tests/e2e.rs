@@ -1,0 +1,538 @@
+//! End to end with real processes: an `ats-p2p hub` (ATS API + DHT bootstrap on loopback) and
+//! `ats-p2p listen` / `ats-p2p send` nodes talking through it, as a user would run them.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use ats_p2p_signal::types::Actor;
+use ats_p2p_signal::{Client, ClientConfig, FileOffer, TransferId};
+use common::{HubProc, Proc, ats_p2p, start_hub, subdir};
+use rand::RngCore as _;
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+
+/// Bound on each test (each runs its own hub and nodes).
+const TEST_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// A hub and a private HOME for the nodes of one test.
+struct Net {
+    dir: tempfile::TempDir,
+    hub: HubProc,
+    deadline: Instant,
+    counter: AtomicU32,
+}
+
+impl Net {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let deadline = Instant::now() + TEST_TIMEOUT;
+        let hub = start_hub(dir.path(), deadline);
+        Self {
+            dir,
+            hub,
+            deadline,
+            counter: AtomicU32::new(0),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `ats-p2p <sub> --json` for `actor` on this net: loopback, ephemeral key, remembered keys
+    /// in a file of its own.
+    fn node(&self, sub: &str, actor: &str) -> Command {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let mut c = ats_p2p(self.path());
+        c.args([sub, "--json", "--host", "127.0.0.1", "--ephemeral"])
+            .args(["--bootstrap", &self.hub.bootstrap])
+            .args(["--ats-url", &self.hub.ats_url])
+            .args(["--actor-id", actor, "--known-keys"])
+            .arg(self.path().join(format!("known-{n}")));
+        c
+    }
+
+    /// Starts `listen --once`-style listeners (extra flags given) and waits for the ready line.
+    fn listen(&self, actor: &str, save_dir: &Path, extra: &[&str]) -> Proc {
+        let mut c = self.node("listen", actor);
+        c.arg("--save-dir").arg(save_dir).args(extra);
+        let mut p = Proc::spawn(&format!("listen {actor}"), c);
+        let ready = p.wait_event("listening", self.deadline);
+        assert_eq!(ready["actor_id"], actor);
+        assert_eq!(ready["transfer_id"], Value::Null);
+        p
+    }
+
+    fn send(&self, actor: &str, file: &Path, to: &str, extra: &[&str]) -> Proc {
+        let mut c = self.node("send", actor);
+        c.arg(file).args(["--to", to]).args(extra);
+        Proc::spawn(&format!("send {actor}"), c)
+    }
+
+    /// `status <id> --json`, polled until its state is `state` (the two sides finish their
+    /// task updates in either order).
+    fn wait_status(&self, id: &str, state: &str) -> Value {
+        loop {
+            let out = ats_p2p(self.path())
+                .args(["status", id, "--json", "--ats-url", &self.hub.ats_url])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "status: {out:?}");
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+            if v["state"] == state {
+                return v;
+            }
+            assert!(
+                Instant::now() < self.deadline,
+                "task {id} never became {state}: {v}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Writes `size` random bytes to `dir/name`.
+fn random_file(dir: &Path, name: &str, size: usize) -> PathBuf {
+    let mut data = vec![0u8; size];
+    rand::thread_rng().fill_bytes(&mut data);
+    let path = dir.join(name);
+    std::fs::write(&path, &data).unwrap();
+    path
+}
+
+fn sha256_hex(path: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+/// Every stdout line is one JSON object with `event` and `transfer_id`.
+fn assert_ndjson(p: &Proc) {
+    assert!(!p.seen.is_empty(), "{}: no output", p.name);
+    for line in &p.seen {
+        let v: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {line:?}", p.name));
+        assert!(v.is_object(), "{line}");
+        assert!(v["event"].is_string(), "{}: no event: {line}", p.name);
+        assert!(
+            v.get("transfer_id").is_some(),
+            "{}: no transfer_id: {line}",
+            p.name
+        );
+    }
+}
+
+/// The events (by name) seen on a process's stdout.
+fn events(p: &Proc) -> Vec<String> {
+    p.seen
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|v| v["event"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// The first event named `name` on a process's stdout.
+fn event(p: &Proc, name: &str) -> Value {
+    p.seen
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["event"] == name)
+        .unwrap_or_else(|| panic!("{}: no {name} in\n{}", p.name, p.seen.join("\n")))
+}
+
+/// Names in a directory (hidden temporary files included).
+fn dir_names(dir: &Path) -> Vec<String> {
+    match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn exit_code(p: &mut Proc, deadline: Instant) -> (i32, String) {
+    let (status, err) = p.wait_exit(deadline);
+    (status.code().unwrap_or(-1), err)
+}
+
+#[test]
+fn ten_mib_sent_received_verified_and_task_completed() {
+    let net = Net::start();
+    let src = subdir(net.path(), "src");
+    let save = net.path().join("incoming");
+    let file = random_file(&src, "data.bin", 10 * 1024 * 1024);
+    let hash = sha256_hex(&file);
+
+    let mut rx = net.listen("agent-b", &save, &["--once"]);
+    let mut tx = net.send("agent-a", &file, "agent-b", &[]);
+    let offer = tx.wait_event("offer_sent", net.deadline);
+    let tid = offer["transfer_id"].as_str().unwrap().to_owned();
+    assert_eq!(offer["file_hash"], hash.as_str());
+    assert_eq!(offer["recipient_id"], "agent-b");
+
+    let (code, err) = exit_code(&mut tx, net.deadline);
+    assert_eq!(code, 0, "sender stderr: {err}");
+    let (code, err) = exit_code(&mut rx, net.deadline);
+    assert_eq!(code, 0, "listener stderr: {err}");
+    assert_ndjson(&tx);
+    assert_ndjson(&rx);
+    for p in [&tx, &rx] {
+        for line in &p.seen {
+            let v: Value = serde_json::from_str(line).unwrap();
+            if v["event"] != "listening" {
+                assert_eq!(v["transfer_id"], tid.as_str(), "{}: {line}", p.name);
+            }
+        }
+    }
+    // The sender ends with transfer_complete; the receiver saw the offer, then the bytes.
+    let last: Value = serde_json::from_str(tx.seen.last().unwrap()).unwrap();
+    assert_eq!(last["event"], "transfer_complete", "{:?}", tx.seen);
+    assert_eq!(last["file_hash"], hash.as_str());
+    assert_eq!(last["bytes"], 10 * 1024 * 1024);
+    let rx_events = events(&rx);
+    for e in ["file", "transfer_start", "transfer_complete"] {
+        assert!(rx_events.iter().any(|x| x == e), "{e} in {rx_events:?}");
+    }
+    let done = event(&rx, "transfer_complete");
+    let saved = PathBuf::from(done["file_path"].as_str().unwrap());
+    assert_eq!(saved.parent().unwrap(), save.as_path());
+    assert_eq!(sha256_hex(&saved), hash);
+    assert_eq!(
+        dir_names(&save),
+        ["data.bin"],
+        "only the file, no temporaries"
+    );
+
+    let v = net.wait_status(&tid, "completed");
+    assert_eq!(v["file_hash"], hash.as_str());
+    let outputs = v["outputs"].to_string();
+    assert!(
+        outputs.contains(&hash),
+        "hash in the task outputs: {outputs}"
+    );
+    assert_eq!(v["recipient_id"], "agent-b");
+    assert_eq!(v["sender_id"], "agent-a");
+}
+
+#[test]
+fn receiver_allowlist_miss_declines_and_sender_exits_3() {
+    let net = Net::start();
+    let src = subdir(net.path(), "src");
+    let save = net.path().join("incoming");
+    let file = random_file(&src, "a.txt", 4096);
+
+    let mut rx = net.listen("agent-b", &save, &["--once", "--allow", "agent-x"]);
+    let mut tx = net.send("agent-a", &file, "agent-b", &[]);
+    let (code, err) = exit_code(&mut tx, net.deadline);
+    assert_eq!(code, 3, "sender: rejected; stderr: {err}");
+    let failed = event(&tx, "transfer_failed");
+    assert_eq!(failed["kind"], "rejected");
+    let (code, _) = exit_code(&mut rx, net.deadline);
+    assert_eq!(code, 3, "listener --once: its transfer was refused");
+    let refused = event(&rx, "transfer_failed");
+    assert_eq!(refused["code"], "not_allowed", "{refused}");
+    assert!(!events(&rx).iter().any(|e| e == "transfer_start"));
+    assert!(dir_names(&save).is_empty());
+    let tid = failed["transfer_id"].as_str().unwrap();
+    let v = net.wait_status(tid, "rejected");
+    assert!(
+        !v["reason"].as_str().unwrap_or_default().is_empty(),
+        "a reason on the task: {v}"
+    );
+    assert_ndjson(&tx);
+    assert_ndjson(&rx);
+}
+
+#[test]
+fn pinned_key_mismatch_is_refused() {
+    let net = Net::start();
+    let src = subdir(net.path(), "src");
+    let save = net.path().join("incoming");
+    let file = random_file(&src, "a.txt", 4096);
+    let wrong = format!("agent-a={}", "5a".repeat(32));
+
+    let mut rx = net.listen("agent-b", &save, &["--once", "--allow", &wrong]);
+    let mut tx = net.send("agent-a", &file, "agent-b", &[]);
+    let (code, err) = exit_code(&mut tx, net.deadline);
+    assert_eq!(code, 3, "sender stderr: {err}");
+    let (code, _) = exit_code(&mut rx, net.deadline);
+    assert_eq!(code, 3);
+    let refused = event(&rx, "transfer_failed");
+    assert_eq!(refused["kind"], "rejected");
+    assert_eq!(refused["code"], "key_mismatch", "{refused}");
+    assert!(dir_names(&save).is_empty());
+    net.wait_status(refused["transfer_id"].as_str().unwrap(), "rejected");
+}
+
+#[test]
+fn too_large_is_refused_before_any_byte_flows() {
+    let net = Net::start();
+    let src = subdir(net.path(), "src");
+    let save = net.path().join("incoming");
+    let file = random_file(&src, "big.bin", 64 * 1024);
+
+    let mut rx = net.listen("agent-b", &save, &["--once", "--max-size", "1KiB"]);
+    let mut tx = net.send("agent-a", &file, "agent-b", &[]);
+    let (code, err) = exit_code(&mut tx, net.deadline);
+    assert_eq!(code, 3, "sender stderr: {err}");
+    let (code, _) = exit_code(&mut rx, net.deadline);
+    assert_eq!(code, 3);
+    let refused = event(&rx, "transfer_failed");
+    assert_eq!(refused["code"], "too_large", "{refused}");
+    for p in [&tx, &rx] {
+        let ev = events(p);
+        assert!(
+            !ev.iter().any(|e| e == "transfer_start"),
+            "{}: no connection for a refused offer: {ev:?}",
+            p.name
+        );
+    }
+    assert!(dir_names(&save).is_empty(), "{:?}", dir_names(&save));
+    net.wait_status(refused["transfer_id"].as_str().unwrap(), "rejected");
+}
+
+#[test]
+fn bytes_not_matching_the_offer_are_nacked_and_nothing_is_kept() {
+    let net = Net::start();
+    let src = subdir(net.path(), "src");
+    let save = net.path().join("incoming");
+    let size = 2 * 1024 * 1024;
+    let file = random_file(&src, "changing.bin", size);
+
+    // The sender hashes and offers; nobody listens yet. Then the file changes (same size), so
+    // the bytes streamed later do not match the offer's hash.
+    let mut tx = net.send("agent-a", &file, "agent-b", &[]);
+    let offer = tx.wait_event("offer_sent", net.deadline);
+    let tid = offer["transfer_id"].as_str().unwrap().to_owned();
+    random_file(&src, "changing.bin", size);
+    assert_ne!(sha256_hex(&file), offer["file_hash"].as_str().unwrap());
+
+    let mut rx = net.listen("agent-b", &save, &["--once"]);
+    let (code, _) = exit_code(&mut rx, net.deadline);
+    assert_eq!(code, 5, "listener --once: verification failed");
+    let failed = event(&rx, "transfer_failed");
+    assert_eq!(failed["kind"], "verification", "{failed}");
+    // The sender learns it from the NACK and finds its file changed since the offer.
+    let (code, err) = exit_code(&mut tx, net.deadline);
+    assert_eq!(code, 5, "sender: verification failed; stderr: {err}");
+    let sent_failed = event(&tx, "transfer_failed");
+    assert_eq!(sent_failed["kind"], "verification", "{sent_failed}");
+    assert!(
+        sent_failed["reason"].as_str().unwrap().contains("SHA-256"),
+        "{sent_failed}"
+    );
+    assert!(
+        dir_names(&save).is_empty(),
+        "no file and no temporary left: {:?}",
+        dir_names(&save)
+    );
+    let v = net.wait_status(&tid, "failed");
+    assert!(!v["reason"].as_str().unwrap_or_default().is_empty(), "{v}");
+}
+
+#[test]
+fn nobody_listening_times_out_with_exit_4_and_cancels_the_task() {
+    let net = Net::start();
+    let src = subdir(net.path(), "src");
+    let file = random_file(&src, "a.txt", 1000);
+    let started = Instant::now();
+    let mut tx = net.send("agent-a", &file, "nobody", &["--timeout", "3000"]);
+    let (code, err) = exit_code(&mut tx, net.deadline);
+    assert_eq!(code, 4, "stderr: {err}");
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    let failed = event(&tx, "transfer_failed");
+    assert_eq!(failed["kind"], "timed_out");
+    assert_ndjson(&tx);
+    net.wait_status(failed["transfer_id"].as_str().unwrap(), "cancelled");
+}
+
+#[test]
+fn ctrl_c_on_send_cancels_the_offer_and_exits_130() {
+    let net = Net::start();
+    let src = subdir(net.path(), "src");
+    let file = random_file(&src, "a.txt", 1000);
+    let mut tx = net.send("agent-a", &file, "nobody", &[]);
+    let offer = tx.wait_event("offer_sent", net.deadline);
+    tx.signal("-INT");
+    let (code, err) = exit_code(&mut tx, net.deadline);
+    assert_eq!(code, 130, "stderr: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let last: Value = serde_json::from_str(tx.seen.last().unwrap()).unwrap();
+    assert_eq!(last["event"], "transfer_failed", "{last}");
+    assert_eq!(last["kind"], "cancelled", "{last}");
+    assert_eq!(last["transfer_id"], offer["transfer_id"]);
+    assert_ndjson(&tx);
+    net.wait_status(offer["transfer_id"].as_str().unwrap(), "cancelled");
+}
+
+#[test]
+fn two_listeners_only_the_named_recipient_takes_the_offer() {
+    let net = Net::start();
+    let src = subdir(net.path(), "src");
+    let save_b = net.path().join("in-b");
+    let save_c = net.path().join("in-c");
+    let file = random_file(&src, "for-b.bin", 256 * 1024);
+
+    let mut c = net.listen("agent-c", &save_c, &[]);
+    let mut b = net.listen("agent-b", &save_b, &["--once"]);
+    let mut tx = net.send("agent-a", &file, "agent-b", &[]);
+    let (code, err) = exit_code(&mut tx, net.deadline);
+    assert_eq!(code, 0, "stderr: {err}");
+    assert_eq!(exit_code(&mut b, net.deadline).0, 0);
+    assert_eq!(dir_names(&save_b), ["for-b.bin"]);
+    // agent-c saw nothing and stops cleanly on Ctrl-C.
+    c.signal("-INT");
+    let (code, err) = exit_code(&mut c, net.deadline);
+    assert_eq!(code, 130, "stderr: {err}");
+    assert_eq!(events(&c), ["listening"], "agent-c saw no offer");
+    assert!(dir_names(&save_c).is_empty());
+    assert_ndjson(&c);
+}
+
+#[test]
+fn hostile_file_names_stay_inside_the_save_dir() {
+    let net = Net::start();
+    let src = subdir(net.path(), "src");
+    let save = subdir(net.path(), "box").join("incoming");
+    let mut rx = net.listen("agent-b", &save, &[]);
+
+    // A forged offer whose name climbs out of the save directory.
+    let evil = FileOffer {
+        transfer_id: TransferId::random(),
+        filename: "../evil".into(),
+        size: 5,
+        sha256: [1; 32],
+        sender_id: "agent-a".into(),
+        recipient_id: "agent-b".into(),
+        sender_key: [2; 32],
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = Client::new(ClientConfig::new(
+        net.hub.ats_url.clone(),
+        Actor::agent("agent-a"),
+    ))
+    .unwrap();
+    rt.block_on(async {
+        tokio::time::timeout(TEST_TIMEOUT, client.create_task(&evil.to_new_task(None))).await
+    })
+    .unwrap()
+    .unwrap();
+
+    // A real file whose name has control characters and leading dots.
+    let name = "..\u{1b}[31mred\u{7}.txt";
+    let file = random_file(&src, name, 3000);
+    let hash = sha256_hex(&file);
+    let mut tx = net.send("agent-a", &file, "agent-b", &[]);
+    let (code, err) = exit_code(&mut tx, net.deadline);
+    assert_eq!(code, 0, "stderr: {err}");
+    let tid = event(&tx, "offer_sent")["transfer_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let done = loop {
+        let v = rx.wait_event("transfer_complete", net.deadline);
+        if v["transfer_id"] == tid.as_str() {
+            break v;
+        }
+    };
+    rx.signal("-TERM");
+    assert_eq!(exit_code(&mut rx, net.deadline).0, 0, "SIGTERM: clean stop");
+    assert_ndjson(&rx);
+
+    let saved = PathBuf::from(done["file_path"].as_str().unwrap());
+    assert_eq!(saved.parent().unwrap(), save.as_path(), "{saved:?}");
+    let saved_name = saved.file_name().unwrap().to_str().unwrap();
+    assert!(
+        ats_p2p::names::is_safe_file_name(saved_name) && !saved_name.chars().any(char::is_control),
+        "{saved_name:?}"
+    );
+    assert_eq!(sha256_hex(&saved), hash);
+    assert_eq!(dir_names(&save).len(), 1, "{:?}", dir_names(&save));
+    // Nothing escaped: the box holds only the save directory, the net dir no `evil`.
+    assert_eq!(dir_names(save.parent().unwrap()), ["incoming"]);
+    assert!(!dir_names(net.path()).iter().any(|n| n.contains("evil")));
+    // The forged offer was refused with a reason, not left hanging.
+    let v = net.wait_status(&evil.transfer_id.to_string(), "rejected");
+    assert!(!v["reason"].as_str().unwrap_or_default().is_empty(), "{v}");
+}
+
+#[test]
+fn sender_refuses_a_recipient_whose_key_does_not_match_its_pin() {
+    let net = Net::start();
+    let src = subdir(net.path(), "src");
+    let save = net.path().join("incoming");
+    let file = random_file(&src, "a.txt", 4096);
+    let wrong = format!("agent-b={}", "6b".repeat(32));
+
+    let mut rx = net.listen("agent-b", &save, &["--once"]);
+    let mut tx = net.send("agent-a", &file, "agent-b", &["--allow", &wrong]);
+    let (code, err) = exit_code(&mut tx, net.deadline);
+    assert_eq!(code, 3, "sender refuses the claim; stderr: {err}");
+    let failed = event(&tx, "transfer_failed");
+    assert_eq!(failed["kind"], "rejected", "{failed}");
+    assert_eq!(failed["code"], "key_mismatch", "{failed}");
+    assert!(!events(&tx).iter().any(|e| e == "transfer_start"));
+    net.wait_status(failed["transfer_id"].as_str().unwrap(), "cancelled");
+    // The listener stops waiting for the sender once the task is closed; nothing reached its
+    // disk.
+    let (code, err) = exit_code(&mut rx, net.deadline);
+    assert_eq!(code, 3, "listener: the sender refused us; stderr: {err}");
+    let gave_up = event(&rx, "transfer_failed");
+    assert_eq!(gave_up["transfer_id"], failed["transfer_id"]);
+    assert_eq!(gave_up["kind"], "rejected", "{gave_up}");
+    assert!(!events(&rx).iter().any(|e| e == "transfer_start"));
+    assert!(dir_names(&save).is_empty(), "{:?}", dir_names(&save));
+    assert_ndjson(&tx);
+}
+
+#[test]
+fn unreachable_ats_exits_6() {
+    let net = Net::start();
+    let src = subdir(net.path(), "src");
+    let file = random_file(&src, "a.txt", 100);
+    let mut c = ats_p2p(net.path());
+    c.args(["send", "--json", "--host", "127.0.0.1", "--ephemeral"])
+        .args(["--bootstrap", &net.hub.bootstrap])
+        .args(["--ats-url", "http://127.0.0.1:1", "--to", "agent-b"])
+        .arg(&file);
+    let mut tx = Proc::spawn("send", c);
+    let (code, err) = exit_code(&mut tx, net.deadline);
+    assert_eq!(code, 6, "stderr: {err}");
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+}
+
+#[test]
+fn demo_moves_a_file_and_verifies_it() {
+    let home = tempfile::tempdir().unwrap();
+    let deadline = Instant::now() + TEST_TIMEOUT;
+    let mut c = ats_p2p(home.path());
+    c.args(["demo", "--size", "3MiB", "--json", "--timeout", "20000"]);
+    let mut demo = Proc::spawn("demo", c);
+    let (code, err) = exit_code(&mut demo, deadline);
+    assert_eq!(code, 0, "stderr: {err}");
+    let names = events(&demo);
+    for e in [
+        "hub_ready",
+        "node_ready",
+        "file_generated",
+        "offer_sent",
+        "file",
+        "transfer_start",
+        "transfer_complete",
+        "task_status",
+        "demo_complete",
+    ] {
+        assert!(names.iter().any(|n| n == e), "{e} in {names:?}");
+    }
+    let done = event(&demo, "demo_complete");
+    assert_eq!(done["verified"], true);
+    assert_eq!(done["file_hash"], done["source_hash"]);
+    assert_eq!(event(&demo, "task_status")["state"], "completed");
+    for line in &demo.seen {
+        let v: Value = serde_json::from_str(line).unwrap();
+        assert!(v["event"].is_string(), "{line}");
+    }
+}
