@@ -253,6 +253,10 @@ async fn run_rust(
     let url = ready["ats_url"].as_str().context("ats_url")?.to_owned();
     let boot = ready["bootstrap"].as_str().context("bootstrap")?.to_owned();
 
+    // Ephemeral keys change every run: start each run without remembered keys.
+    for actor in ["bench-a", "bench-b"] {
+        let _ = std::fs::remove_file(dir.join(format!("known-{actor}.json")));
+    }
     let save = dir.join("save");
     std::fs::create_dir_all(&save)?;
     let node = |sub: &str, actor: &str| -> anyhow::Result<Command> {
