@@ -222,6 +222,7 @@ struct Row {
     conn_to_ack_s: f64,
     prehash_s: Option<f64>,
     ttfb_ms: f64,
+    accept_ttfb_ms: Option<f64>,
     send: Usage,
     recv: Usage,
 }
@@ -316,6 +317,7 @@ async fn run_rust(
         conn_to_ack_s: conn_to_ack.as_secs_f64(),
         prehash_s: Some(t_offer.saturating_duration_since(spawned).as_secs_f64()),
         ttfb_ms: t_first.saturating_duration_since(t_start).as_secs_f64() * 1e3,
+        accept_ttfb_ms: t_file.map(|t| t_first.saturating_duration_since(t).as_secs_f64() * 1e3),
         send: send_usage,
         recv: recv_usage,
     })
@@ -369,6 +371,7 @@ async fn run_js(size: u64) -> anyhow::Result<Row> {
         conn_to_ack_s: v["seconds"].as_f64().unwrap_or(0.0),
         prehash_s: v["senderPreHashSeconds"].as_f64(),
         ttfb_ms: v["ttfbMs"].as_f64().unwrap_or(f64::NAN),
+        accept_ttfb_ms: None,
         send: usage(&v["sender"]),
         recv: usage(&v["receiver"]),
     })
@@ -381,32 +384,38 @@ fn opt(v: Option<f64>, prec: usize) -> String {
 fn print_table(size: u64, rows: &[Row]) {
     println!(
         "\n{} MiB, loopback, verified file on disk\n\
-         {:<20} {:>9} {:>10} {:>9} {:>10} {:>9} {:>9} {:>10} {:>10} {:>9} {:>9}",
+         {:<20} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
         mib(size),
         "implementation",
         "MB/s",
-        "accept MB/s",
-        "conn→ACK s",
-        "pre-hash s",
-        "TTFB ms",
-        "accept→ACK s",
+        "conn→ACK",
+        "acc MB/s",
+        "acc→ACK",
+        "pre-hash",
+        "TTFB",
+        "acc→DATA",
         "send RSS",
         "recv RSS",
         "send CPU",
         "recv CPU"
     );
+    println!(
+        "{:<20} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "", "", "s", "", "s", "s", "ms", "ms", "MiB", "MiB", "s", "s"
+    );
     for r in rows {
         println!(
-            "{:<20} {:>9.0} {:>10} {:>9.2} {:>10} {:>9.1} {:>12} {:>10} {:>10} {:>9.2} {:>9.2}",
+            "{:<20} {:>6.0} {:>8.2} {:>8} {:>8} {:>8} {:>8.1} {:>9} {:>9} {:>9} {:>9.2} {:>9.2}",
             r.name,
             r.mbps_conn,
-            opt(r.mbps_accept, 0),
             r.conn_to_ack_s,
+            opt(r.mbps_accept, 0),
+            opt(r.accept_to_ack_s, 2),
             opt(r.prehash_s, 2),
             r.ttfb_ms,
-            opt(r.accept_to_ack_s, 2),
-            format!("{}M", mib(r.send.max_rss)),
-            format!("{}M", mib(r.recv.max_rss)),
+            opt(r.accept_ttfb_ms, 0),
+            mib(r.send.max_rss),
+            mib(r.recv.max_rss),
             r.send.cpu_s,
             r.recv.cpu_s,
         );
