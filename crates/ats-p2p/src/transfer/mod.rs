@@ -19,7 +19,7 @@
 //!   sent. On every failure the temporary file is removed before the error is returned.
 //! - After ACK both ends close their side and the sender waits (briefly) for the receiver's
 //!   end, so neither transport is left retransmitting to a peer that has gone.
-
+//!
 //! Both report progress through a callback `(bytes, total)`, called at most once per frame.
 //!
 //! ```
