@@ -406,3 +406,52 @@ async fn hostile_name_stays_inside_the_save_directory() {
     assert!(!dir.path().join("a").join("escape.txt").exists());
     assert_eq!(entries(&save), vec!["escape.txt".to_string()]);
 }
+
+/// Sizes around the receiver's 1 MiB direct-write buffers and 4 KiB alignment: whole buffers,
+/// an aligned tail, an unaligned tail, one byte short of a buffer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sizes_around_the_direct_write_buffers_arrive_intact() {
+    const MIB: usize = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    for (i, len) in [4096, 4097, MIB, MIB + 4096, 2 * MIB - 1, 3 * MIB + 12_345]
+        .into_iter()
+        .enumerate()
+    {
+        let name = format!("f{i}.bin");
+        let (src, data) = random_file(dir.path(), &name, len, 40 + i as u64);
+        let meta = Meta {
+            name: name.clone(),
+            size: data.len() as u64,
+            hash: FileHash::of(&data),
+        };
+        let save = dir.path().join(format!("in{i}"));
+        let (sent, received) = over_duplex(&src, &save, &meta, 1 << 30, 256 * 1024).await;
+        sent.unwrap();
+        let received = received.unwrap();
+        assert_eq!(received.size, len as u64);
+        let got = std::fs::read(&received.path).unwrap();
+        assert_eq!(got.len(), len, "size {len}");
+        assert!(got == data, "content differs for size {len}");
+        assert_eq!(entries(&save), vec![name], "size {len}");
+    }
+}
+
+/// A wrong hash on a file spanning several direct-write buffers: NACK, and nothing is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_mismatch_on_a_multi_buffer_file_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, data) = random_file(dir.path(), "big", 3 * (1 << 20) + 100, 77);
+    let meta = Meta {
+        name: "big".into(),
+        size: data.len() as u64,
+        hash: FileHash::of(b"not it"),
+    };
+    let save = dir.path().join("in");
+    let (sent, received) = over_duplex(&src, &save, &meta, 1 << 30, 256 * 1024).await;
+    assert!(matches!(
+        received.unwrap_err(),
+        StreamReceiveError::Transfer(TransferError::HashMismatch { .. })
+    ));
+    assert!(sent.is_err());
+    assert!(entries(&save).is_empty(), "{:?}", entries(&save));
+}
