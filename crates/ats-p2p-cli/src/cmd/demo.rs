@@ -234,7 +234,7 @@ async fn transfer(
                                 if !o.is_json() {
                                     o.result(&format!(
                                         "{RECEIVER}: claimed the offer, accepted with its key, \
-                                         connected to {peer_id} over HyperDHT (Noise XX, UDX)"
+                                         connected to {peer_id} over HyperDHT (Noise IK, UDX)"
                                     ));
                                 }
                             }
