@@ -128,7 +128,9 @@ pub(super) async fn send(
             Ok(report)
         }
         Err(e) => {
-            end_task_after_failure(shared, task.id).await;
+            let receiver_reports =
+                matches!(e, SendError::Stream(_) | SendError::FileChanged { .. });
+            end_task_after_failure(shared, task.id, receiver_reports).await;
             on_event(&Event::TransferFailed {
                 transfer_id,
                 direction: Direction::Send,
@@ -141,20 +143,31 @@ pub(super) async fn send(
     }
 }
 
-/// After a failed send, cancels the task unless the receiver already ended it: ATS must show
-/// how every transfer ended.
-async fn end_task_after_failure(shared: &Shared, id: TaskId) {
-    let open = match shared.client.get_task(id).await {
-        Ok(t) => !t.status.is_terminal(),
-        Err(e) => {
-            debug!(task = id, error = %e, "cannot read the task after a failed send");
-            true
+/// How long a sender whose transfer broke after the connection waits for the receiver to end
+/// the task with its own (more precise) reason before cancelling it.
+const RECEIVER_REPORT_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Pause between task reads during [`RECEIVER_REPORT_GRACE`].
+const TASK_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// After a failed send, cancels the task unless it already ended: ATS must show how every
+/// transfer ended. Once bytes flowed, the receiver holds the claim and fails the task with its
+/// own reason, so the sender waits a moment for that first.
+async fn end_task_after_failure(shared: &Shared, id: TaskId, receiver_reports: bool) {
+    let grace_end = Instant::now() + RECEIVER_REPORT_GRACE;
+    loop {
+        match shared.client.get_task(id).await {
+            Ok(t) if t.status.is_terminal() => return,
+            Ok(_) => {}
+            Err(e) => debug!(task = id, error = %e, "cannot read the task after a failed send"),
         }
-    };
-    if open {
-        if let Err(e) = shared.client.cancel(id).await {
-            debug!(task = id, error = %e, "cannot cancel the task after a failed send");
+        if !receiver_reports || Instant::now() >= grace_end {
+            break;
         }
+        tokio::time::sleep(TASK_POLL).await;
+    }
+    if let Err(e) = shared.client.cancel(id).await {
+        debug!(task = id, error = %e, "cannot cancel the task after a failed send");
     }
 }
 
