@@ -97,7 +97,9 @@ pub(crate) async fn run(out: &mut Output, args: ListenArgs) -> Result<Exit, Fail
             s = stop.wait() => break Ok(stop_exit(s)),
         }
     };
-    drop(inbox);
+    // Destroy first: transfers still running fail their tasks with a reason; dropping the inbox
+    // before would abort them silently.
     node.destroy().await;
+    drop(inbox);
     result
 }
