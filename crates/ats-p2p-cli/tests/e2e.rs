@@ -582,3 +582,52 @@ fn ctrl_c_on_listen_mid_transfer_leaves_nothing_and_ends_the_task() {
     assert!(v["outputs"].as_array().unwrap().is_empty(), "{v}");
     assert!(!v["reason"].as_str().unwrap_or_default().is_empty(), "{v}");
 }
+
+/// A seed whose Ed25519 public key starts with a zero byte (`00af29f7…`).
+const ZERO_LEADING_KEY_SEED: &str =
+    "18df9961a116ee1150532153f313972ef1f5396284f630ffda91d8073d08e3fc";
+
+#[test]
+#[ignore = "fails until the swarm decodes a FIND_PEER reply as one peer record: a record whose \
+            key starts with 0x00 also parses as an empty LOOKUP reply (hyperdht/node.rs \
+            on_query_reply), so such a sender is never found"]
+fn a_sender_whose_key_starts_with_a_zero_byte_is_reachable() {
+    let net = Net::start();
+    let src = subdir(net.path(), "src");
+    let save = net.path().join("incoming");
+    let keys = subdir(net.path(), "keys");
+    let key_file = keys.join("agent-a.key");
+    std::fs::write(&key_file, ZERO_LEADING_KEY_SEED).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let file = random_file(&src, "z.bin", 64 * 1024);
+
+    let mut rx = net.listen("agent-b", &save, &["--once"]);
+    let mut c = ats_p2p(net.path());
+    c.args([
+        "send",
+        "--json",
+        "--host",
+        "127.0.0.1",
+        "--timeout",
+        "10000",
+    ])
+    .args([
+        "--bootstrap",
+        &net.hub.bootstrap,
+        "--ats-url",
+        &net.hub.ats_url,
+    ])
+    .args(["--actor-id", "agent-a", "--to", "agent-b", "--key-dir"])
+    .arg(&keys)
+    .arg(&file);
+    let mut tx = Proc::spawn("send agent-a (key 00…)", c);
+    let (code, err) = exit_code(&mut tx, net.deadline);
+    assert_eq!(code, 0, "stderr: {err}");
+    assert_eq!(exit_code(&mut rx, net.deadline).0, 0);
+    assert_eq!(dir_names(&save), ["z.bin"]);
+}
