@@ -37,6 +37,26 @@ fn say_err(line: &str) {
     let _ = err.write_all(format!("{line}\n").as_bytes());
 }
 
+/// `value` as one line of JSON with its `event` field (if any) first, as the node's events are:
+/// a reader skimming NDJSON sees what each line is at once.
+fn event_first(value: &serde_json::Value) -> String {
+    let Some(obj) = value.as_object() else {
+        return value.to_string();
+    };
+    let Some(event) = obj.get("event") else {
+        return value.to_string();
+    };
+    let mut line = format!("{{\"event\":{event}");
+    for (k, v) in obj.iter().filter(|(k, _)| k.as_str() != "event") {
+        line.push(',');
+        line.push_str(&serde_json::Value::String(k.clone()).to_string());
+        line.push(':');
+        line.push_str(&v.to_string());
+    }
+    line.push('}');
+    line
+}
+
 /// `n` bytes for people: `10.00 MiB`.
 pub(crate) fn human_size(n: u64) -> String {
     BinaryBytes(n).to_string()
@@ -125,10 +145,10 @@ impl Output {
         }
     }
 
-    /// One JSON object on stdout (JSON mode only).
+    /// One JSON object on stdout (JSON mode only), its `event` field first.
     pub(crate) fn json_line(&self, value: &serde_json::Value) {
         if self.json {
-            say(&value.to_string());
+            say(&event_first(value));
         }
     }
 
@@ -356,6 +376,20 @@ impl Output {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_field_first() {
+        let v = serde_json::json!({"actor_id": "a", "event": "listening", "transfer_id": null});
+        let line = event_first(&v);
+        assert_eq!(
+            line,
+            r#"{"event":"listening","actor_id":"a","transfer_id":null}"#
+        );
+        let back: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, v);
+        let plain = serde_json::json!({"b": 1, "a": "x\"y"});
+        assert_eq!(event_first(&plain), plain.to_string());
+    }
 
     #[test]
     fn human_numbers() {

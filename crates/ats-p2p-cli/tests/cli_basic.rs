@@ -108,6 +108,16 @@ fn usage_errors_exit_2_with_nothing_on_stdout() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/file"));
+    // A save directory that cannot exist: exit 1 at once, before any network activity.
+    let blocker = home.path().join("a-file");
+    std::fs::write(&blocker, b"x").unwrap();
+    let out = ats_p2p(home.path())
+        .args(["listen", "--ats-url", "http://127.0.0.1:1", "--save-dir"])
+        .arg(blocker.join("incoming"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("save directory"));
     let help = ats_p2p(home.path()).arg("--help").output().unwrap();
     let text = String::from_utf8(help.stdout).unwrap();
     for code in ["0 ", "1 ", "2 ", "3 ", "4 ", "5 ", "6 ", "130 "] {

@@ -9,6 +9,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use ats_p2p::swarm::KeyPair;
 use ats_p2p_signal::types::Actor;
 use ats_p2p_signal::{Client, ClientConfig, FileOffer, TransferId};
 use common::{HubProc, Proc, ats_p2p, start_hub, subdir};
@@ -47,9 +48,16 @@ impl Net {
     /// `ats-p2p <sub> --json` for `actor` on this net: loopback, ephemeral key, remembered keys
     /// in a file of its own.
     fn node(&self, sub: &str, actor: &str) -> Command {
+        let mut c = self.node_keyless(sub, actor);
+        c.arg("--ephemeral");
+        c
+    }
+
+    /// [`node`](Self::node) without a key option.
+    fn node_keyless(&self, sub: &str, actor: &str) -> Command {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let mut c = ats_p2p(self.path());
-        c.args([sub, "--json", "--host", "127.0.0.1", "--ephemeral"])
+        c.args([sub, "--json", "--host", "127.0.0.1"])
             .args(["--bootstrap", &self.hub.bootstrap])
             .args(["--ats-url", &self.hub.ats_url])
             .args(["--actor-id", actor, "--known-keys"])
@@ -69,14 +77,31 @@ impl Net {
     }
 
     fn send(&self, actor: &str, file: &Path, to: &str, extra: &[&str]) -> Proc {
-        let mut c = self.node("send", actor);
+        let mut c = self.node_keyless("send", actor);
+        c.arg("--key-dir").arg(self.sender_keys(actor));
         c.arg(file).args(["--to", to]).args(extra);
         Proc::spawn(&format!("send {actor}"), c)
+    }
+
+    /// A key directory with a fresh persistent key for `actor`.
+    fn sender_keys(&self, actor: &str) -> PathBuf {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let kp = KeyPair::generate();
+        write_key_dir(
+            &self.path().join(format!("keys-{n}")),
+            actor,
+            &hex::encode(kp.seed()),
+        )
     }
 
     /// `status <id> --json`, polled until its state is `state` (the two sides finish their
     /// task updates in either order).
     fn wait_status(&self, id: &str, state: &str) -> Value {
+        self.wait_status_in(id, &[state])
+    }
+
+    /// [`wait_status`](Self::wait_status) for any of `states`.
+    fn wait_status_in(&self, id: &str, states: &[&str]) -> Value {
         loop {
             let out = ats_p2p(self.path())
                 .args(["status", id, "--json", "--ats-url", &self.hub.ats_url])
@@ -84,16 +109,30 @@ impl Net {
                 .unwrap();
             assert!(out.status.success(), "status: {out:?}");
             let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-            if v["state"] == state {
+            if states.iter().any(|s| v["state"] == *s) {
                 return v;
             }
             assert!(
                 Instant::now() < self.deadline,
-                "task {id} never became {state}: {v}"
+                "task {id} never became {states:?}: {v}"
             );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// A private key directory holding `actor`'s key file with `seed_hex`.
+fn write_key_dir(dir: &Path, actor: &str, seed_hex: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let key_file = dir.join(format!("{actor}.key"));
+    std::fs::write(&key_file, seed_hex).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    dir.to_path_buf()
 }
 
 /// Writes `size` random bytes to `dir/name`.
@@ -329,8 +368,14 @@ fn bytes_not_matching_the_offer_are_nacked_and_nothing_is_kept() {
         "no file and no temporary left: {:?}",
         dir_names(&save)
     );
+    // The receiver fails the task with its reason (the sender waits for that before it would
+    // cancel).
     let v = net.wait_status(&tid, "failed");
-    assert!(!v["reason"].as_str().unwrap_or_default().is_empty(), "{v}");
+    assert!(v["outputs"].as_array().unwrap().is_empty(), "{v}");
+    assert!(
+        v["reason"].as_str().unwrap_or_default().contains("SHA-256"),
+        "{v}"
+    );
 }
 
 #[test]
@@ -535,4 +580,79 @@ fn demo_moves_a_file_and_verifies_it() {
         let v: Value = serde_json::from_str(line).unwrap();
         assert!(v["event"].is_string(), "{line}");
     }
+}
+
+#[test]
+fn ctrl_c_on_listen_mid_transfer_leaves_nothing_and_ends_the_task() {
+    let net = Net::start();
+    let src = subdir(net.path(), "src");
+    let save = net.path().join("incoming");
+    let file = random_file(&src, "big.bin", 128 * 1024 * 1024);
+
+    let mut rx = net.listen("agent-b", &save, &[]);
+    let mut tx = net.send("agent-a", &file, "agent-b", &[]);
+    let start = rx.wait_event("transfer_start", net.deadline);
+    rx.signal("-INT");
+    let (code, err) = exit_code(&mut rx, net.deadline);
+    assert_eq!(code, 130, "stderr: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        !events(&rx).iter().any(|e| e == "transfer_complete"),
+        "stopped mid-transfer: {:?}",
+        rx.seen
+    );
+    assert!(
+        dir_names(&save).is_empty(),
+        "no partial or temporary file: {:?}",
+        dir_names(&save)
+    );
+    // The sender sees the connection go (or the receiver's failure): a network failure.
+    let (code, err) = exit_code(&mut tx, net.deadline);
+    assert_eq!(code, 6, "stderr: {err}");
+    assert_eq!(event(&tx, "transfer_failed")["kind"], "network");
+    // ATS shows the end: failed by the stopped receiver, with its reason.
+    let tid = start["transfer_id"].as_str().unwrap();
+    let v = net.wait_status(tid, "failed");
+    assert!(v["outputs"].as_array().unwrap().is_empty(), "{v}");
+    assert!(!v["reason"].as_str().unwrap_or_default().is_empty(), "{v}");
+}
+
+/// A seed whose Ed25519 public key starts with a zero byte (`00af29f7…`).
+const ZERO_LEADING_KEY_SEED: &str =
+    "18df9961a116ee1150532153f313972ef1f5396284f630ffda91d8073d08e3fc";
+
+/// Regression: such a key's FIND_PEER record once parsed as an empty LOOKUP reply, so about one
+/// sender in 256 could never be found.
+#[test]
+fn a_sender_whose_key_starts_with_a_zero_byte_is_reachable() {
+    let net = Net::start();
+    let src = subdir(net.path(), "src");
+    let save = net.path().join("incoming");
+    let keys = write_key_dir(&net.path().join("keys"), "agent-a", ZERO_LEADING_KEY_SEED);
+    let file = random_file(&src, "z.bin", 64 * 1024);
+
+    let mut rx = net.listen("agent-b", &save, &["--once"]);
+    let mut c = ats_p2p(net.path());
+    c.args([
+        "send",
+        "--json",
+        "--host",
+        "127.0.0.1",
+        "--timeout",
+        "10000",
+    ])
+    .args([
+        "--bootstrap",
+        &net.hub.bootstrap,
+        "--ats-url",
+        &net.hub.ats_url,
+    ])
+    .args(["--actor-id", "agent-a", "--to", "agent-b", "--key-dir"])
+    .arg(&keys)
+    .arg(&file);
+    let mut tx = Proc::spawn("send agent-a (key 00…)", c);
+    let (code, err) = exit_code(&mut tx, net.deadline);
+    assert_eq!(code, 0, "stderr: {err}");
+    assert_eq!(exit_code(&mut rx, net.deadline).0, 0);
+    assert_eq!(dir_names(&save), ["z.bin"]);
 }

@@ -154,3 +154,41 @@ async fn handshake_and_holepunch_are_relayed_to_a_listener() {
     .await
     .expect("test exceeded its time bound");
 }
+
+/// A FIND_PEER reply is one peer record; one whose key starts with byte 0 must not be mistaken
+/// for an empty LOOKUP reply (about 1 key in 256 was unreachable that way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn find_peer_finds_a_key_that_starts_with_a_zero_byte() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let local = Ipv4Addr::LOCALHOST;
+        let boot = Bootstrap::spawn(SocketAddrV4::new(local, 0)).await.unwrap();
+        let server = DhtNode::bind(DhtConfig::new(local, vec![boot.addr()]))
+            .await
+            .unwrap();
+        let client = DhtNode::bind(DhtConfig::new(local, vec![boot.addr()]))
+            .await
+            .unwrap();
+        server.bootstrapped().await.unwrap();
+        client.bootstrapped().await.unwrap();
+        let kp = (0u32..)
+            .map(|i| {
+                let mut seed = [7u8; 32];
+                seed[..4].copy_from_slice(&i.to_le_bytes());
+                KeyPair::from_seed(seed)
+            })
+            .find(|kp| kp.public_key().as_bytes()[0] == 0)
+            .unwrap();
+        let pk = *kp.public_key().as_bytes();
+        let _events = server.listen(&pk).await.unwrap();
+        assert!(server.announce(hash(&pk), &kp, vec![]).await.unwrap() >= 1);
+        let found = client.find_peer(pk).await.unwrap();
+        assert!(
+            found
+                .iter()
+                .any(|r| r.peers.iter().any(|p| p.public_key == pk)),
+            "{found:?}"
+        );
+    })
+    .await
+    .unwrap();
+}

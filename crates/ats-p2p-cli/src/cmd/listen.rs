@@ -35,6 +35,16 @@ fn once_result(event: &Event) -> Option<Exit> {
 /// Listens until Ctrl-C (exit 130), SIGTERM (exit 0), or with `--once` the end of the first
 /// transfer (its result).
 pub(crate) async fn run(out: &mut Output, args: ListenArgs) -> Result<Exit, Failure> {
+    // An unusable save directory is found now, not at the first offer.
+    std::fs::create_dir_all(&args.save_dir).map_err(|e| {
+        Failure::new(
+            Exit::Error,
+            anyhow::Error::new(e).context(format!(
+                "cannot create the save directory {}",
+                args.save_dir.display()
+            )),
+        )
+    })?;
     let mut stop = StopSignals::install()?;
     let config = node::node_config(&args.node, args.max_size)?;
     let node = node::start(out, config, &mut stop).await?;
@@ -87,7 +97,9 @@ pub(crate) async fn run(out: &mut Output, args: ListenArgs) -> Result<Exit, Fail
             s = stop.wait() => break Ok(stop_exit(s)),
         }
     };
-    drop(inbox);
+    // Destroy first: transfers still running fail their tasks with a reason; dropping the inbox
+    // before would abort them silently.
     node.destroy().await;
+    drop(inbox);
     result
 }

@@ -28,6 +28,10 @@ pub(crate) fn ats_p2p(home: &Path) -> Command {
             c.env_remove(k);
         }
     }
+    // To debug a failure: ATS_P2P_TEST_LOG=debug puts the children's logs in the panic message.
+    if let Ok(filter) = std::env::var("ATS_P2P_TEST_LOG") {
+        c.env("RUST_LOG", filter);
+    }
     c
 }
 
@@ -154,6 +158,23 @@ impl Drop for Proc {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+        // A failed test shows what every one of its processes said.
+        if std::thread::panicking() {
+            while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                self.seen.push(line);
+            }
+            let err = self
+                .stderr
+                .take()
+                .map(|h| h.join().unwrap_or_default())
+                .unwrap_or_default();
+            eprintln!(
+                "--- {} stdout:\n{}\n--- {} stderr:\n{err}",
+                self.name,
+                self.seen.join("\n"),
+                self.name
+            );
         }
     }
 }

@@ -101,7 +101,11 @@ pub enum HyperEvent {
 
 #[derive(Debug)]
 enum OpKind {
+    /// LOOKUP: each reply is `array(peer) ‖ bump`.
     Lookup,
+    /// FIND_PEER: each reply is one peer record (never parsed as a LOOKUP reply: a record whose
+    /// key starts with byte 0 would read as an empty peer list).
+    FindPeer,
     /// Re-send `command` with `value` and each closest node's token (put commits).
     Put {
         command: u64,
@@ -353,7 +357,7 @@ impl HyperNode {
 
     /// FIND_PEER walk for `H(public_key)`; ends with [`OpResult::Lookup`] (one record per node).
     pub fn find_peer(&mut self, now: Instant, public_key: &[u8; 32]) -> Result<OpId, RequestError> {
-        self.start(now, hash(public_key), commands::FIND_PEER, OpKind::Lookup)
+        self.start(now, hash(public_key), commands::FIND_PEER, OpKind::FindPeer)
     }
 
     /// FIND_NODE walk; ends with [`OpResult::Closest`].
@@ -481,25 +485,31 @@ impl HyperNode {
             }
             return;
         }
-        if !matches!(op.kind, OpKind::Lookup) || op.results.len() >= MAX_LOOKUP_RESULTS {
+        if !matches!(op.kind, OpKind::Lookup | OpKind::FindPeer)
+            || op.results.len() >= MAX_LOOKUP_RESULTS
+        {
             return;
         }
         let Some(value) = reply.value.as_deref() else {
             return;
         };
-        // A LOOKUP reply is `array(peer) ‖ bump`; a FIND_PEER reply is one peer record.
-        if let Ok(l) = LookupReply::decode(value) {
-            op.results.push(LookupResult {
-                from: reply.from,
-                peers: l.peers,
-                bump: l.bump,
-            });
-        } else if let Ok(p) = PeerRecord::decode(value) {
-            op.results.push(LookupResult {
+        // Decode by the command asked: a LOOKUP reply is `array(peer) ‖ bump`, a FIND_PEER
+        // reply is one peer record.
+        let result = if matches!(op.kind, OpKind::FindPeer) {
+            PeerRecord::decode(value).ok().map(|p| LookupResult {
                 from: reply.from,
                 peers: vec![p],
                 bump: 0,
-            });
+            })
+        } else {
+            LookupReply::decode(value).ok().map(|l| LookupResult {
+                from: reply.from,
+                peers: l.peers,
+                bump: l.bump,
+            })
+        };
+        if let Some(r) = result {
+            op.results.push(r);
         }
     }
 
@@ -517,7 +527,7 @@ impl HyperNode {
             return;
         };
         let result = match &op.kind {
-            OpKind::Lookup => OpResult::Lookup(std::mem::take(&mut op.results)),
+            OpKind::Lookup | OpKind::FindPeer => OpResult::Lookup(std::mem::take(&mut op.results)),
             OpKind::FindNode => OpResult::Closest(closest),
             OpKind::Get => OpResult::Values(std::mem::take(&mut op.values)),
             OpKind::Put { command, value } => {
