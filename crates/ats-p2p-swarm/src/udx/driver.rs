@@ -410,9 +410,9 @@ impl AsyncRead for UdxStream {
         let Some(s) = endpoint.stream(self.id) else {
             return Poll::Ready(Err(CloseReason::Destroyed.into()));
         };
-        match s.read(buf.initialize_unfilled()) {
-            Ok(n) => {
-                buf.advance(n);
+        // Copy straight into the caller's (possibly uninitialised) space: no zero-fill first.
+        match s.read_with(buf.remaining(), |src| buf.put_slice(src)) {
+            Ok(_) => {
                 let window_update = s.has_pending_control();
                 drop(st);
                 if window_update {

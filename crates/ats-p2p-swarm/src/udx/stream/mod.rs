@@ -535,7 +535,18 @@ impl Stream {
     /// Reads in-order bytes. `Ok(0)` is the end of the stream (for a non-empty `buf`);
     /// `Blocked` means no data yet (wait for [`Event::Readable`]).
     pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, ReadError> {
-        if buf.is_empty() {
+        self.read_with(buf.len(), |src| {
+            if let Some(dst) = buf.get_mut(..src.len()) {
+                dst.copy_from_slice(src);
+            }
+        })
+    }
+
+    /// Like [`Stream::read`], but hands up to `max` in-order bytes to `take` (which must
+    /// consume all of them) instead of copying into a slice: a caller with uninitialised
+    /// buffer space copies once and never zero-fills it first.
+    pub fn read_with(&mut self, max: usize, take: impl FnOnce(&[u8])) -> Result<usize, ReadError> {
+        if max == 0 {
             return Ok(0);
         }
         if self.recv_buf.is_empty() {
@@ -548,10 +559,8 @@ impl Stream {
                 None => ReadError::Blocked,
             });
         }
-        let n = buf.len().min(self.recv_buf.len());
-        if let (Some(dst), Some(src)) = (buf.get_mut(..n), self.recv_buf.get(..n)) {
-            dst.copy_from_slice(src);
-        }
+        let n = max.min(self.recv_buf.len());
+        take(self.recv_buf.get(..n).unwrap_or(&[]));
         self.recv_buf.advance(n);
         self.maybe_window_update();
         Ok(n)
