@@ -23,8 +23,14 @@ use tracing::debug;
 
 use crate::error::NodeError;
 
-/// Pause between topic lookups while the receiver waits for the sender's announcement.
-const LOOKUP_RETRY: Duration = Duration::from_millis(150);
+/// First pause between topic lookups while the receiver waits for the sender's announcement:
+/// the sender usually announces within milliseconds of the accept, so the first retries are
+/// quick (time to first byte)...
+const LOOKUP_RETRY_FIRST: Duration = Duration::from_millis(20);
+
+/// ...and the pause doubles up to this, so a slow sender does not cost a DHT query every few
+/// milliseconds.
+const LOOKUP_RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// Pause between connection attempts (the sender may still be opening its firewall).
 const CONNECT_RETRY: Duration = Duration::from_millis(250);
@@ -138,6 +144,7 @@ impl Transport {
         deadline: Instant,
     ) -> Option<Connection> {
         let announced = async {
+            let mut pause = LOOKUP_RETRY_FIRST;
             loop {
                 let found = tokio::time::timeout(ATTEMPT_TIMEOUT, self.dht.dht().lookup(topic))
                     .await
@@ -151,7 +158,8 @@ impl Transport {
                 if found {
                     return;
                 }
-                tokio::time::sleep(LOOKUP_RETRY).await;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(LOOKUP_RETRY_MAX);
             }
         };
         tokio::time::timeout_at(deadline, announced).await.ok()?;
