@@ -105,3 +105,18 @@ pub fn mb_per_s(bytes: u64, d: Duration) -> f64 {
 pub fn mib(bytes: u64) -> String {
     format!("{:.1}", bytes as f64 / (1 << 20) as f64)
 }
+
+/// `dir` (created if missing), or a fresh temporary directory that lives as long as the returned
+/// guard.
+pub fn work_dir(dir: Option<&Path>) -> io::Result<(std::path::PathBuf, Option<tempfile::TempDir>)> {
+    match dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            Ok((d.to_path_buf(), None))
+        }
+        None => {
+            let tmp = tempfile::tempdir()?;
+            Ok((tmp.path().to_path_buf(), Some(tmp)))
+        }
+    }
+}

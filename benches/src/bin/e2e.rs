@@ -435,15 +435,7 @@ fn print_table(size: u64, rows: &[Row]) {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let size = parse_size(&args.size)?;
-    let tmp;
-    let dir = match &args.dir {
-        Some(d) => d.clone(),
-        None => {
-            tmp = tempfile::tempdir()?;
-            tmp.path().to_path_buf()
-        }
-    };
-    std::fs::create_dir_all(&dir)?;
+    let (dir, _tmp) = benches::work_dir(args.dir.as_deref())?;
     let mut rows = Vec::new();
     if !args.no_rust {
         let cli = locate_cli(args.ats_p2p.clone())?;

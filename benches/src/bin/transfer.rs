@@ -312,14 +312,7 @@ async fn one_run(
 
 async fn orchestrate(args: Args) -> anyhow::Result<()> {
     let size = parse_size(&args.size)?;
-    let tmp;
-    let dir = match &args.dir {
-        Some(d) => d.clone(),
-        None => {
-            tmp = tempfile::tempdir()?;
-            tmp.path().to_path_buf()
-        }
-    };
+    let (dir, _tmp) = benches::work_dir(args.dir.as_deref())?;
     let src = dir.join("source.bin");
     let save = dir.join("incoming");
     eprintln!("generating {} MiB at {}", mib(size), src.display());

@@ -12,19 +12,25 @@ use ats_p2p_swarm::dht::{UserRequest, hash};
 use ats_p2p_swarm::hyperdht::messages::{Handshake, Holepunch, Mode};
 use ats_p2p_swarm::hyperdht::{Bootstrap, DhtConfig, DhtNode, ServerEvent, commands};
 
+/// A bootstrap node on loopback and two bootstrapped DHT nodes: (bootstrap, server, client).
+async fn bootstrap_server_client() -> (Bootstrap, DhtNode, DhtNode) {
+    let local = Ipv4Addr::LOCALHOST;
+    let boot = Bootstrap::spawn(SocketAddrV4::new(local, 0)).await.unwrap();
+    let server = DhtNode::bind(DhtConfig::new(local, vec![boot.addr()]))
+        .await
+        .unwrap();
+    let client = DhtNode::bind(DhtConfig::new(local, vec![boot.addr()]))
+        .await
+        .unwrap();
+    server.bootstrapped().await.unwrap();
+    client.bootstrapped().await.unwrap();
+    (boot, server, client)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshake_and_holepunch_are_relayed_to_a_listener() {
     tokio::time::timeout(Duration::from_secs(30), async {
-        let local = Ipv4Addr::LOCALHOST;
-        let boot = Bootstrap::spawn(SocketAddrV4::new(local, 0)).await.unwrap();
-        let server = DhtNode::bind(DhtConfig::new(local, vec![boot.addr()]))
-            .await
-            .unwrap();
-        let client = DhtNode::bind(DhtConfig::new(local, vec![boot.addr()]))
-            .await
-            .unwrap();
-        server.bootstrapped().await.unwrap();
-        client.bootstrapped().await.unwrap();
+        let (boot, server, client) = bootstrap_server_client().await;
 
         let info = server.info().await.unwrap();
         assert_eq!(info.remote_addr, Some(server.local_addr()), "{info:?}");
@@ -160,16 +166,7 @@ async fn handshake_and_holepunch_are_relayed_to_a_listener() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn find_peer_finds_a_key_that_starts_with_a_zero_byte() {
     tokio::time::timeout(Duration::from_secs(30), async {
-        let local = Ipv4Addr::LOCALHOST;
-        let boot = Bootstrap::spawn(SocketAddrV4::new(local, 0)).await.unwrap();
-        let server = DhtNode::bind(DhtConfig::new(local, vec![boot.addr()]))
-            .await
-            .unwrap();
-        let client = DhtNode::bind(DhtConfig::new(local, vec![boot.addr()]))
-            .await
-            .unwrap();
-        server.bootstrapped().await.unwrap();
-        client.bootstrapped().await.unwrap();
+        let (_boot, server, client) = bootstrap_server_client().await;
         let kp = (0u32..)
             .map(|i| {
                 let mut seed = [7u8; 32];

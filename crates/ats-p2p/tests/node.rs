@@ -74,6 +74,14 @@ impl Lab {
         self.hub.shutdown().await;
         self.boot.destroy().await;
     }
+
+    /// Destroys `nodes`, then the hub and the bootstrap node.
+    async fn finish(self, nodes: impl IntoIterator<Item = Node>) {
+        for n in nodes {
+            n.destroy().await;
+        }
+        self.shutdown().await;
+    }
 }
 
 fn sha256_hex(path: &Path) -> String {
@@ -171,9 +179,7 @@ async fn a_file_moves_and_the_task_records_the_hash() {
         assert!(task.payload["sender_key"] == a.public_key().to_hex());
 
         drop(inbox);
-        a.destroy().await;
-        b.destroy().await;
-        lab.shutdown().await;
+        lab.finish([a, b]).await;
     })
     .await
     .unwrap();
@@ -259,10 +265,7 @@ async fn manual_reject_and_policy_refusals_reach_the_sender() {
         assert!(list.tasks.iter().all(|t| t.status == TaskStatus::Rejected));
 
         drop((b_inbox, c_inbox, d_inbox));
-        for n in [a, b, c, d] {
-            n.destroy().await;
-        }
-        lab.shutdown().await;
+        lab.finish([a, b, c, d]).await;
     })
     .await
     .unwrap();
@@ -289,8 +292,7 @@ async fn nobody_answers_so_the_offer_is_cancelled() {
         assert_eq!((*kind, code.as_str()), (FailureKind::TimedOut, "no_answer"));
         let list = a.client().list_tasks(&ListQuery::default()).await.unwrap();
         assert_eq!(list.tasks[0].status, TaskStatus::Cancelled);
-        a.destroy().await;
-        lab.shutdown().await;
+        lab.finish([a]).await;
     })
     .await
     .unwrap();
@@ -329,9 +331,7 @@ async fn concurrent_transfers_both_ways_between_the_same_pair() {
         assert_eq!(sha256_hex(&b_save.join("two.bin")), sha256_hex(&f2));
 
         drop((a_inbox, b_inbox));
-        a.destroy().await;
-        b.destroy().await;
-        lab.shutdown().await;
+        lab.finish([a, b]).await;
     })
     .await
     .unwrap();
@@ -384,9 +384,7 @@ async fn bytes_that_do_not_match_the_offer_are_refused_and_nothing_is_kept() {
         );
 
         drop(inbox);
-        a.destroy().await;
-        b.destroy().await;
-        lab.shutdown().await;
+        lab.finish([a, b]).await;
     })
     .await
     .unwrap();
@@ -464,9 +462,7 @@ async fn a_transfer_survives_a_hub_restart_while_the_offer_waits() {
             hub
         };
 
-        a.destroy().await;
-        b.destroy().await;
-        Lab { hub, boot, dir }.shutdown().await;
+        Lab { hub, boot, dir }.finish([a, b]).await;
     })
     .await
     .unwrap();
@@ -492,9 +488,7 @@ async fn nodes_bound_to_all_interfaces_meet_through_a_loopback_bootstrap() {
         );
         assert_eq!(sent.unwrap().file_hash, sha256_hex(&src), "{events:?}");
         drop(inbox);
-        a.destroy().await;
-        b.destroy().await;
-        lab.shutdown().await;
+        lab.finish([a, b]).await;
     })
     .await
     .unwrap();
@@ -530,9 +524,7 @@ async fn a_sender_pinning_another_key_refuses_the_claim_and_the_receiver_stops_w
         assert!(started.elapsed() < Duration::from_secs(10));
         assert!(listing(&save).is_empty());
         drop(inbox);
-        a.destroy().await;
-        b.destroy().await;
-        lab.shutdown().await;
+        lab.finish([a, b]).await;
     })
     .await
     .unwrap();
