@@ -21,7 +21,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant as Deadline;
 use tracing::debug;
 
-use super::send::remember_key_blocking;
+use super::send::remember_key;
 use super::{ProgressThrottle, Shared, locked, millis};
 use crate::error::{ReceiveError, reason_chain};
 use crate::events::{Direction, Event, FailureKind};
@@ -385,19 +385,13 @@ impl Job {
     /// Checks the free space in `save_dir` (creating it) against the offer's size.
     fn check_space(&self, save_dir: &Path) -> Result<(), ReceiveRejection> {
         let _ = std::fs::create_dir_all(save_dir);
-        let Ok(available) = available_space(save_dir) else {
-            return Ok(());
-        };
-        let needed = self
-            .offer
-            .size
-            .checked_add(crate::policy::DEFAULT_FREE_SPACE_MARGIN);
-        match needed {
-            Some(n) if n <= available => Ok(()),
-            _ => Err(ReceiveRejection::InsufficientSpace {
-                needed: needed.unwrap_or(u64::MAX),
-                available,
-            }),
+        match available_space(save_dir) {
+            Ok(available) => self
+                .shared
+                .receive_policy()
+                .check_space(self.offer.size, available),
+            // Unknown free space: the write itself reports a full disk.
+            Err(_) => Ok(()),
         }
     }
 
@@ -476,7 +470,7 @@ impl Job {
         let shared = &self.shared;
         let timeout = shared.config.timeout;
         let _lease = self.keep_lease();
-        remember_key_blocking(shared.clone(), self.offer.sender_id.clone(), self.approval)
+        remember_key(shared.clone(), self.offer.sender_id.clone(), self.approval)
             .await
             .map_err(ReceiveError::KnownKeys)?;
         let accept = AcceptMessage {

@@ -187,7 +187,9 @@ async fn deliver(
         () = shared.shutdown.cancelled() => return Err(SendError::Cancelled),
     };
     locked(&shared.open_offers).remove(&task.id);
-    remember_key(shared.clone(), offer.recipient_id.clone(), approval).await?;
+    remember_key(shared.clone(), offer.recipient_id.clone(), approval)
+        .await
+        .map_err(SendError::KnownKeys)?;
 
     let mut expected = shared.transport.expect(approval.key);
     let topic = transfer_topic(offer.transfer_id.as_bytes());
@@ -417,17 +419,6 @@ async fn task_ended(watch: &mut Watch, id: TaskId) -> SendError {
 
 /// Remembers `actor`'s approved key (trust on first use), off the async runtime.
 pub(super) async fn remember_key(
-    shared: Arc<Shared>,
-    actor: String,
-    approval: PeerApproval,
-) -> Result<(), SendError> {
-    remember_key_blocking(shared, actor, approval)
-        .await
-        .map_err(SendError::KnownKeys)
-}
-
-/// [`remember_key`] with the store's own error.
-pub(super) async fn remember_key_blocking(
     shared: Arc<Shared>,
     actor: String,
     approval: PeerApproval,

@@ -205,14 +205,21 @@ impl ReceivePolicy {
         let approval = self.peer.check(known, offer.sender_id, offer.sender_key)?;
         self.check_size(offer.size)?;
         if let Some(available) = offer.available_space {
-            // An overflowing sum cannot fit on any disk.
-            let needed = offer.size.checked_add(self.free_space_margin);
-            if needed.is_none_or(|n| n > available) {
-                let needed = needed.unwrap_or(u64::MAX);
-                return Err(ReceiveRejection::InsufficientSpace { needed, available });
-            }
+            self.check_space(offer.size, available)?;
         }
         Ok(approval)
+    }
+
+    /// The free-space check alone: `size` plus the margin must fit in `available` bytes (for
+    /// checking again when the save directory is known).
+    pub fn check_space(&self, size: u64, available: u64) -> Result<(), ReceiveRejection> {
+        // An overflowing sum cannot fit on any disk.
+        let needed = size.checked_add(self.free_space_margin);
+        if needed.is_none_or(|n| n > available) {
+            let needed = needed.unwrap_or(u64::MAX);
+            return Err(ReceiveRejection::InsufficientSpace { needed, available });
+        }
+        Ok(())
     }
 
     /// The size check alone, for enforcing the limit again on the wire.
