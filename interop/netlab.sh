@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Network-namespace NAT lab, shell counterpart of crates/ats-p2p-swarm/tests/support/netlab.rs.
+# Network-namespace NAT lab, shell counterpart of ats-p2p-swarm/tests/support/netlab.rs.
 #
 #   interop/netlab.sh up   [--random] [NAME]   build a lab (default NAME: atsnl-sh)
 #   interop/netlab.sh down [NAME]              tear it down

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// JavaScript peers for the network-namespace NAT lab (crates/ats-p2p-swarm/tests/support/netlab.rs).
+// JavaScript peers for the network-namespace NAT lab (ats-p2p-swarm/tests/support/netlab.rs).
 //
 //   node netlab-peer.js dht    --host H --port P [--nodes N]   bootstrapper + N persistent DHT nodes
 //   node netlab-peer.js server --bootstrap H:P --seed HEX64      hyperdht server, receives and hashes

@@ -1,7 +1,7 @@
 // Known-answer vectors from the JavaScript stack for the Rust noise / secret_stream modules.
 // Prints one JSON object on stdout. Fixed seeds everywhere except the secretstream header,
 // which libsodium always draws at random (the Rust test reuses the header it finds here).
-// Used by crates/ats-p2p-swarm/tests/noise_vectors.rs (runs `node noise-vectors.js`).
+// Used by ats-p2p-swarm/tests/noise_vectors.rs (runs `node noise-vectors.js`).
 'use strict'
 
 const Noise = require('noise-handshake')

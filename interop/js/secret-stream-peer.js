@@ -1,5 +1,5 @@
 // A real @hyperswarm/secret-stream peer over TCP on 127.0.0.1, driven by the Rust interop tests
-// (crates/ats-p2p-swarm/tests/js_interop.rs).
+// (ats-p2p-swarm/tests/js_interop.rs).
 //
 //   node secret-stream-peer.js --role initiator|responder [--port P] [--seed HEX]
 //        [--expect HEX] [--bytes N] [--ik --remote HEX] [--keepalive MS] [--idle MS]

@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// JS helper scripts and their `node_modules` (the public-side DHT).
-const JS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../interop/js");
+const JS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../interop/js");
 /// Bytes the client sends through the holepunched connection.
 const TRANSFER_BYTES: usize = 16 * 1024 * 1024;
 /// Port of the bootstrap node inside the public namespace (private to the lab).

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 /// `interop/js`, failing loudly when its dependencies are not installed.
 pub fn js_dir() -> PathBuf {
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../interop/js"));
+    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../interop/js"));
     assert!(
         dir.join("node_modules/@hyperswarm/secret-stream").is_dir(),
         "interop/js/node_modules is missing: run `npm ci --prefix interop/js` first"

@@ -23,7 +23,7 @@ const TEST_TIMEOUT: Duration = Duration::from_secs(120);
 const N: usize = 64 * 1024 * 1024;
 
 fn js_dir() -> PathBuf {
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../interop/js"));
+    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../interop/js"));
     assert!(
         dir.join("node_modules/udx-native").exists(),
         "interop/js/node_modules is missing: run `npm ci --prefix interop/js` first"

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// JS helper scripts and their `node_modules`.
-const JS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../interop/js");
+const JS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../interop/js");
 /// Bytes the client sends through the holepunched connection.
 const TRANSFER_BYTES: u64 = 16 * 1024 * 1024;
 /// Port of the bootstrap node inside the public namespace (private to the lab).

@@ -12,7 +12,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 /// `interop/js` in the repository.
 pub fn js_dir() -> PathBuf {
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../interop/js"));
+    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../interop/js"));
     assert!(
         dir.join("node_modules/hyperdht").exists(),
         "interop/js/node_modules is missing: run `npm ci --prefix interop/js` first"

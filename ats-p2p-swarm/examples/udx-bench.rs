@@ -217,7 +217,7 @@ impl Proc {
             c.arg("peer");
             c
         } else {
-            let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../interop/js"));
+            let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../interop/js"));
             assert!(
                 dir.join("node_modules/udx-native").exists(),
                 "run `npm ci --prefix interop/js` first"
