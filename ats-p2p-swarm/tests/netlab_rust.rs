@@ -192,6 +192,48 @@ fn js_client_holepunches_to_rust_server_through_consistent_nats() {
     );
 }
 
+/// A Rust client behind NAT A holepunches to a firewalled JS server behind NAT B: our probe
+/// and punch rounds against hyperdht's server, and its puncher's probes.
+#[test]
+fn rust_client_holepunches_to_js_server_through_consistent_nats() {
+    js_dir();
+    let Some(lab) = NetLab::start(NatKind::Consistent) else {
+        return;
+    };
+    let (_dht, bootstrap) = start_dht(&lab);
+    let script = js_dir().join("netlab-peer.js").display().to_string();
+    let seed = hex::encode(SERVER_SEED);
+    let mut server = lab.spawn(
+        Node::HostB,
+        "node",
+        &[
+            &script,
+            "server",
+            "--bootstrap",
+            &bootstrap,
+            "--seed",
+            &seed,
+        ],
+    );
+    server.wait_for(SERVER_READY, |l| is_event(l, "listening"));
+    let mut client = peer(&lab, Node::HostA, "client", &bootstrap);
+    let connected = json_line(&client.wait_for(CLIENT_DONE, |l| {
+        is_event(l, "connected") || is_event(l, "error")
+    }));
+    assert_eq!(
+        connected["event"], "connected",
+        "client failed: {connected}"
+    );
+    assert_eq!(connected["path"], "holepunched", "{connected}");
+    let done =
+        json_line(&client.wait_for(CLIENT_DONE, |l| is_event(l, "done") || is_event(l, "error")));
+    assert_eq!(done["event"], "done", "transfer failed: {done}");
+    println!(
+        "rust client -> js server: connect {} ms via {}",
+        connected["connectMs"], connected["path"]
+    );
+}
+
 #[test]
 fn rust_peers_holepunch_through_consistent_nats() {
     let Some((_dht, mut server, mut client, _lab)) = run(NatKind::Consistent) else {
@@ -205,11 +247,13 @@ fn rust_peers_holepunch_through_consistent_nats() {
         connected["event"], "connected",
         "client failed: {connected}"
     );
+    assert_eq!(connected["path"], "holepunched", "{connected}");
     let done =
         json_line(&client.wait_for(CLIENT_DONE, |l| is_event(l, "done") || is_event(l, "error")));
     assert_eq!(done["event"], "done", "transfer failed: {done}");
     let received = json_line(&server.wait_for(CLIENT_DONE, |l| is_event(l, "received")));
     assert_eq!(received["bytes"], TRANSFER_BYTES);
+    assert_eq!(received["path"], "holepunched", "{received}");
     assert_eq!(received["sha256"], done["sha256"], "hashes differ");
     assert_eq!(
         received["remote"]
@@ -273,7 +317,7 @@ fn netlab_rust_peer() {
                 .await
                 .unwrap(),
         );
-        dht.dht().bootstrapped().await.unwrap();
+        dht.ready().await.unwrap();
         let skp = KeyPair::from_seed(SERVER_SEED);
         if role == "server" {
             let fw: Firewall = Arc::new(|_: &PublicKey| true);
@@ -287,7 +331,8 @@ fn netlab_rust_peer() {
             let remote = conn.get_ref().remote_addr().map(|a| a.to_string());
             let sha = Sha256::digest(&got);
             emit(json!({"event":"received","bytes":TRANSFER_BYTES,
-                "sha256":hex::encode(sha),"remote":remote}));
+                "sha256":hex::encode(sha),"remote":remote,
+                "path":conn.path().kind.as_str()}));
             // The hash back, then END (what the JS lab client checks).
             conn.write_all(&sha).await.unwrap();
             conn.shutdown().await.unwrap();
@@ -297,7 +342,11 @@ fn netlab_rust_peer() {
             let t = Instant::now();
             match dht.connect(&ckp, &skp.public_key()).await {
                 Ok(mut conn) => {
-                    emit(json!({"event":"connected","connectMs":t.elapsed().as_millis() as u64}));
+                    emit(
+                        json!({"event":"connected","connectMs":t.elapsed().as_millis() as u64,
+                        "path":conn.path().kind.as_str(),
+                        "remote":conn.path().remote_addr.to_string()}),
+                    );
                     let mut data = vec![0u8; TRANSFER_BYTES];
                     rand::thread_rng().fill_bytes(&mut data);
                     let t = Instant::now();

@@ -245,6 +245,9 @@ pub enum Event {
         /// Why.
         error: RequestError,
     },
+    /// The first bootstrap walk finished: the routing table is filled and the node can look up,
+    /// announce and connect. The NAT and firewall tests may still run (`Bootstrapped` follows).
+    Walked,
     /// The bootstrap walk (and firewall test) finished.
     Bootstrapped,
     /// The node became persistent (has an id and stores records).
@@ -412,6 +415,8 @@ pub struct Node {
     down_hints_this_tick: usize,
     phase: Phase,
     quick_nat_pending: bool,
+    /// The first walk finished ([`Event::Walked`] was pushed).
+    walked_once: bool,
     quick_nat_inflight: bool,
     bootstrapped_once: bool,
     last_tick_at: Option<Instant>,
@@ -479,6 +484,7 @@ impl Node {
             down_hints_this_tick: 0,
             phase: Phase::Idle,
             quick_nat_pending: false,
+            walked_once: false,
             quick_nat_inflight: false,
             bootstrapped_once: false,
             last_tick_at: None,

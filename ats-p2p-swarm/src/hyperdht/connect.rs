@@ -1,37 +1,29 @@
-//! Connect by key and listen with a key firewall (npm `hyperdht` 6.34 `connect` / `createServer`).
+//! Connect by key (npm `hyperdht` 6.34 `connect`): the client role, and the [`HyperDht`] node
+//! whose DHT RPC, holepunch probes and UDX streams share its sockets. The server role is in
+//! [`super::server`].
 //!
-//! [`HyperDht`] runs the DHT RPC on two UDX sockets ([`UdxDatagrams`] adapts a [`UdxSocket`] to
-//! [`DatagramSocket`]): DHT messages, 1-byte holepunch probes and UDX stream packets share the
-//! node's server socket as in JS. Only the configured host is bound and advertised.
+//! [`HyperDht::connect`] finds the server's record (FIND_PEER), sends Noise IK msg1 through up
+//! to [`MAX_HANDSHAKE_RELAYS`] relays in parallel, then finds a path, first that works:
+//! 1. **Direct**: the server is reachable (OPEN), or was reached without a relay: a dht-rpc PING
+//!    race to its advertised addresses (§3.8 step 3).
+//! 2. **LAN**: both peers look the same from the relay (same host or NAT): the PING race to the
+//!    server's private addresses, for [`LAN_PING_TIMEOUT`].
+//! 3. **Holepunch** (§3.8): classify our main socket's NAT (ping [`NAT_SAMPLES`] DHT nodes from
+//!    it), a probe round and a punch round of PEER_HOLEPUNCH through the server's relay (firewall
+//!    classes, addresses, tokens whose echo verifies each side's address), then probing by the
+//!    strategy both classes call for ([`Strategy`]): consistent ↔ consistent, consistent →
+//!    random (random ports), random → consistent (birthday sockets).
+//! 4. **Relay** (§3.10): when both NATs are random or the punch fails, through the blind relay
+//!    named in either handshake payload.
 //!
-//! - Server ([`HyperDht::listen`]): announces itself (signed self-announce, refreshed every
-//!   [`REANNOUNCE_INTERVAL`]), answers PEER_HANDSHAKE with Noise IK (prologue
-//!   `NS_PEER_HANDSHAKE`), deduplicated by msg1 bytes (identical msg2 for copies), decides the
-//!   firewall from the remote public key *before* answering (a refused key gets no reply),
-//!   connects its raw UDX stream on the client's first packet (the client always sends first),
-//!   then starts the secret stream as responder.
-//! - Client ([`HyperDht::connect`]): FIND_PEER, PEER_HANDSHAKE through up to
-//!   [`MAX_HANDSHAKE_RELAYS`] relays in parallel, IK initiator, then a dht-rpc PING race to the
-//!   server's advertised addresses and its relay-observed address (§3.8 step 3: the address that
-//!   answers first wins, so one host ends on 127.0.0.1), then the secret stream as initiator.
-//!
-//! - Holepunch (consistent NATs): a firewalled server puts `holepunch: {id, relays}` in its
-//!   payload (the relays are the nodes its self-announce was stored on, each with the server's
-//!   address as that node saw it, as hyperdht's announcer reports them, so JS clients punch too).
-//!   When the relay sees client and server on different hosts (different NATs) the Rust client
-//!   holepunches at once; on one host/NAT it first waits for the PING race (`LAN_PING_TIMEOUT`),
-//!   as hyperdht's LAN shortcut. To punch it sends PEER_HOLEPUNCH through the handshake's relay
-//!   from its main socket; the server answers every PEER_HOLEPUNCH round with `punching`, its
-//!   relay-observed address and a token (echoing the client's), and both sides send 1-byte
-//!   probes to the other's relay-observed address every [`PUNCH_INTERVAL`]; the client connects
-//!   once a server probe arrives. Otherwise `connect` fails with [`ConnectError::NoPath`] after
-//!   [`PUNCH_DURATION`] (random NATs). Not implemented: the random-NAT strategies (birthday
-//!   sockets), separate pool sockets, blind relays, verifying the echoed token.
+//! Every [`Connection`] says which path it took ([`PathInfo`]). When none works,
+//! [`ConnectError::NoPath`] says what was detected and what would help.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -43,19 +35,22 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, trace};
 
 use super::crypto::{holepunch_secret, ns, secretbox_open, secretbox_seal};
-use super::driver::{DatagramSocket, DhtConfig, DhtError, DhtNode, ServerEvent};
-use super::messages::{
-    Handshake, Holepunch, HolepunchInfo, HolepunchPayload, Mode, NoisePayload, RelayInfo, UdxInfo,
+use super::driver::{DatagramSocket, DhtConfig, DhtError, DhtNode};
+use super::holepunch::{
+    NAT_SAMPLES, NatClass, NatSampler, RandomPunchGate, Strategy, address_token,
 };
+use super::messages::{
+    Handshake, Holepunch, HolepunchPayload, Mode, NoisePayload, RelayInfo, UdxInfo,
+};
+use super::path::{Connection, PathInfo, PathKind};
+pub(crate) use super::punch::ProbeSchedule;
+use super::punch::{PunchSockets, probe_until_hit};
 use super::{commands, error_codes, firewall};
-use crate::dht::{Id, IncomingRequest, SocketKind, UserRequest, hash};
+use crate::dht::{Id, SocketKind, UserRequest, hash};
 use crate::keys::{KeyPair, PublicKey};
-use crate::noise::{NoiseConfig, NoiseError, NoiseHandshake, Step};
+use crate::noise::{NoiseConfig, NoiseError, NoiseHandshake};
 use crate::secret_stream::{SecretStream, SecretStreamError};
 use crate::udx::{EndpointError, SocketEvent, UdxSocket, UdxStream};
-
-/// A connection: the secret stream over a UDX stream (`AsyncRead + AsyncWrite`).
-pub type Connection = SecretStream<UdxStream>;
 
 /// The key firewall: returns `true` to accept a remote public key. Decided during the handshake.
 pub type Firewall = Arc<dyn Fn(&PublicKey) -> bool + Send + Sync>;
@@ -64,35 +59,56 @@ pub type Firewall = Arc<dyn Fn(&PublicKey) -> bool + Send + Sync>;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the client's PING race for a direct path may take before it gives up.
 pub const PATH_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a server waits for the client's first UDX packet (JS waits 10 s).
-pub const SERVER_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a handshake's msg2 is kept for duplicates (JS `handshakeClearWait`).
-pub const HANDSHAKE_CLEAR_WAIT: Duration = Duration::from_secs(10);
-/// Self-announce refresh period (JS re-announces every ~5 min; relays forget after 20 min).
-pub const REANNOUNCE_INTERVAL: Duration = Duration::from_secs(60);
 /// Relays the client sends msg1 through in parallel (JS uses up to 2).
 pub const MAX_HANDSHAKE_RELAYS: usize = 2;
-/// Most handshakes remembered for deduplication at once (bounded memory under floods).
-const MAX_HANDSHAKES: usize = 1024;
-/// Accepted connections queued before the application takes them.
-const ACCEPT_QUEUE: usize = 16;
-/// Most streams waiting for their first packet at once (per node).
-const MAX_PENDING_STREAMS: usize = 1024;
-/// Probe notifications buffered per subscriber (older ones are dropped; one is enough).
-const PROBE_QUEUE: usize = 64;
 /// How long the LAN/same-host PING race may take when holepunching is the fallback.
-const LAN_PING_TIMEOUT: Duration = Duration::from_secs(2);
-/// Holepunch relays offered in a Noise payload (JS offers all of its announce relays, ≤ 20; a
-/// few keep msg2 small and the client uses one).
-pub const MAX_PAYLOAD_RELAYS: usize = 8;
-/// Interval between holepunch probes (JS: every second for consistent NATs).
-pub const PUNCH_INTERVAL: Duration = Duration::from_secs(1);
-/// How long both sides punch before giving up (JS: 10 s).
-pub const PUNCH_DURATION: Duration = Duration::from_secs(10);
-/// Holepunch sessions a server keeps at once (slot ids); older ones are dropped.
-const MAX_PUNCH_SESSIONS: usize = 256;
+pub const LAN_PING_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one PEER_HOLEPUNCH round trip through a relay may take (retries included).
+pub const HOLEPUNCH_ROUND_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a NAT classification may wait for the DHT nodes' pongs.
+pub const NAT_SAMPLE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a socket's NAT classification is reused.
+pub const NAT_CACHE_TTL: Duration = Duration::from_secs(30);
+/// Pause before repeating a probe round when the server's class was still unknown (JS: 1 s).
+const UNKNOWN_RETRY_PAUSE: Duration = Duration::from_millis(300);
+/// Probe notifications buffered per subscriber (older ones are dropped; one is enough).
+const PROBE_QUEUE: usize = 1024;
+/// Most streams waiting for their first packet at once (per node).
+pub(crate) const MAX_PENDING_STREAMS: usize = 1024;
 /// Noise payload version.
-const PAYLOAD_VERSION: u64 = 1;
+pub(crate) const PAYLOAD_VERSION: u64 = 1;
+
+/// What was found out about a peer that could not be reached (for the error message).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoPathReason {
+    /// Our NAT class, as sampled.
+    pub local: NatClass,
+    /// The peer's NAT class, as it said.
+    pub remote: NatClass,
+    /// Why the holepunch did not connect.
+    pub punch: String,
+    /// Why no relay carried the connection (`None`: a relay was not tried).
+    pub relay: Option<String>,
+}
+
+impl fmt::Display for NoPathReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let both_random = self.local == NatClass::Random && self.remote == NatClass::Random;
+        if both_random {
+            write!(f, "both peers behind randomizing NATs")?;
+        } else {
+            write!(
+                f,
+                "holepunch failed ({}; our NAT {}, the peer's {})",
+                self.punch, self.local, self.remote
+            )?;
+        }
+        match &self.relay {
+            Some(r) => write!(f, "; relay: {r}"),
+            None => write!(f, "; no relay reachable: run a hub or pass --relay"),
+        }
+    }
+}
 
 /// Errors of connect / listen.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +128,9 @@ pub enum ConnectError {
     /// I/O.
     #[error("io: {0}")]
     Io(#[from] io::Error),
+    /// No DHT node answered the bootstrap: nothing can be found or announced.
+    #[error("no DHT bootstrap node answered (check --bootstrap and the network)")]
+    NoBootstrap,
     /// No node holds an announcement of this key.
     #[error("peer not found on the dht")]
     PeerNotFound,
@@ -121,9 +140,9 @@ pub enum ConnectError {
     /// The server's Noise payload was unusable or carried an error code.
     #[error("peer payload error (code {0})")]
     Payload(u64),
-    /// No direct path answered and holepunching did not succeed (ABORTED).
-    #[error("no path to the peer (holepunch aborted)")]
-    NoPath,
+    /// No direct path answered, holepunching did not connect, and no relay carried it.
+    #[error("no path to the peer: {0}")]
+    NoPath(NoPathReason),
     /// The connection setup timed out.
     #[error("connection timed out")]
     Timeout,
@@ -224,12 +243,19 @@ impl DatagramSocket for UdxDatagrams {
 /// A HyperDHT node whose DHT RPC and UDX streams share its sockets; connects and listens by key.
 #[derive(Debug)]
 pub struct HyperDht {
-    node: Arc<DhtNode>,
-    server: Arc<UdxSocket>,
+    pub(crate) node: Arc<DhtNode>,
+    pub(crate) server: Arc<UdxSocket>,
     client: Arc<UdxSocket>,
-    waiters: Waiters,
-    host: std::net::Ipv4Addr,
-    probes: broadcast::Sender<SocketAddr>,
+    pub(crate) waiters: Waiters,
+    host: Ipv4Addr,
+    bootstrap: Vec<SocketAddrV4>,
+    pub(crate) probes: broadcast::Sender<SocketAddr>,
+    /// The main socket's NAT class, reused for [`NAT_CACHE_TTL`].
+    nat: Mutex<Option<(Instant, NatSampler)>>,
+    /// One random punch at a time (JS's abuse limit).
+    pub(crate) random_punches: Mutex<RandomPunchGate>,
+    /// A DHT node answered the bootstrap walk once.
+    reached_dht: AtomicBool,
 }
 
 fn v4(a: SocketAddr) -> Option<SocketAddrV4> {
@@ -239,8 +265,50 @@ fn v4(a: SocketAddr) -> Option<SocketAddrV4> {
     }
 }
 
-fn random_stream_id() -> u32 {
+pub(crate) fn random_stream_id() -> u32 {
     rand::rngs::OsRng.next_u32()
+}
+
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    b
+}
+
+/// The address this host uses towards `to` (no packet is sent: a connected UDP socket only
+/// picks its route), for advertising a LAN address when bound to 0.0.0.0.
+fn route_source(to: SocketAddrV4) -> Option<Ipv4Addr> {
+    let s = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
+    s.connect(to).ok()?;
+    match s.local_addr().ok()? {
+        SocketAddr::V4(a) if !a.ip().is_unspecified() => Some(*a.ip()),
+        _ => None,
+    }
+}
+
+/// What the client learned from the handshake, for the punch.
+struct PunchPlan {
+    /// The relay of the server's list to send PEER_HOLEPUNCH through.
+    server_relay: RelayInfo,
+    /// The server's address as the handshake relay saw it.
+    server_address: SocketAddrV4,
+    /// The server's holepunch slot.
+    id: u64,
+    /// Keys the holepunch payloads.
+    secret: Id,
+    /// The server's DHT target.
+    target: Id,
+    /// The server's class as its Noise payload said (our servers say RANDOM early).
+    remote_hint: NatClass,
+    /// The server's addresses from its Noise payload.
+    remote_addresses: Vec<SocketAddrV4>,
+}
+
+/// Where a client's punch ended.
+struct PunchWin {
+    sockets: PunchSockets,
+    socket: usize,
+    from: SocketAddrV4,
 }
 
 impl HyperDht {
@@ -248,6 +316,7 @@ impl HyperDht {
     /// `config.host:0`, and starts the DHT on them.
     pub async fn bind(config: DhtConfig) -> Result<Self, ConnectError> {
         let host = config.host;
+        let bootstrap = config.bootstrap.clone();
         let server = Arc::new(UdxSocket::bind(SocketAddrV4::new(host, config.port).into()).await?);
         let client = Arc::new(UdxSocket::bind(SocketAddrV4::new(host, 0).into()).await?);
         let waiters: Waiters = Arc::default();
@@ -261,7 +330,11 @@ impl HyperDht {
             client,
             waiters,
             host,
+            bootstrap,
             probes,
+            nat: Mutex::new(None),
+            random_punches: Mutex::new(RandomPunchGate::default()),
+            reached_dht: AtomicBool::new(false),
         })
     }
 
@@ -275,7 +348,24 @@ impl HyperDht {
         self.server.local_addr()
     }
 
-    fn wait_first_packet(&self, id: u32) -> Option<oneshot::Receiver<SocketAddr>> {
+    /// Waits for the first bootstrap walk (not for the NAT tests) and checks that a DHT node
+    /// answered; a node with bootstrap nodes that never answer fails with
+    /// [`ConnectError::NoBootstrap`] instead of waiting for peers that cannot be found.
+    pub async fn ready(&self) -> Result<(), ConnectError> {
+        self.node.ready().await?;
+        if self.bootstrap.is_empty() || self.reached_dht.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        // Once a node answered, later empty tables (nodes timing out) are the DHT's business.
+        let info = self.node.info().await?;
+        if info.table_len == 0 {
+            return Err(ConnectError::NoBootstrap);
+        }
+        self.reached_dht.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub(crate) fn wait_first_packet(&self, id: u32) -> Option<oneshot::Receiver<SocketAddr>> {
         let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
         if w.len() >= MAX_PENDING_STREAMS {
             return None;
@@ -285,7 +375,14 @@ impl HyperDht {
         Some(rx)
     }
 
-    fn create_stream(&self) -> Result<UdxStream, ConnectError> {
+    pub(crate) fn forget_first_packet(&self, id: u32) {
+        self.waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+
+    pub(crate) fn create_stream(&self) -> Result<UdxStream, ConnectError> {
         let mut last = None;
         for _ in 0..8 {
             match self.server.create_stream(random_stream_id()) {
@@ -296,7 +393,15 @@ impl HyperDht {
         Err(last.map_or(ConnectError::Timeout, ConnectError::Udx))
     }
 
-    async fn local_payload(&self, stream_id: u32, server: bool) -> NoisePayload {
+    /// The host our punch sockets bind (the main socket's).
+    pub(crate) fn host(&self) -> Ipv4Addr {
+        self.host
+    }
+
+    /// Our Noise payload: our reachable and LAN addresses, our UDX stream id, and our NAT
+    /// class when it is already known (OPEN when reachable; our RANDOM tells a peer that is
+    /// random too to go straight to a relay).
+    pub(crate) async fn local_payload(&self, stream_id: u32, server: bool) -> NoisePayload {
         let remote = self.node.info().await.ok().and_then(|i| i.remote_addr);
         let open = server && remote.is_some();
         let mut addresses4 = Vec::new();
@@ -304,18 +409,30 @@ impl HyperDht {
             addresses4.push(r);
         }
         if let Some(l) = v4(self.server.local_addr()) {
-            if !addresses4.contains(&l) && l.ip() == &self.host {
-                addresses4.push(l);
+            let lan = if l.ip().is_unspecified() {
+                self.bootstrap
+                    .first()
+                    .and_then(|b| route_source(*b))
+                    .map(|ip| SocketAddrV4::new(ip, l.port()))
+            } else {
+                Some(l)
+            };
+            if let Some(lan) = lan.filter(|a| !addresses4.contains(a)) {
+                addresses4.push(lan);
             }
         }
+        let cached = self.cached_nat_class();
+        let class = if open {
+            NatClass::Open
+        } else if cached == NatClass::Random {
+            NatClass::Random
+        } else {
+            NatClass::Unknown
+        };
         NoisePayload {
             version: PAYLOAD_VERSION,
             error: error_codes::NONE,
-            firewall: if open {
-                firewall::OPEN
-            } else {
-                firewall::UNKNOWN
-            },
+            firewall: class.to_wire(),
             holepunch: None,
             addresses4,
             addresses6: Vec::new(),
@@ -331,33 +448,74 @@ impl HyperDht {
         }
     }
 
-    /// Listens on `key_pair`: announces it and accepts connections from keys `firewall` allows.
-    pub async fn listen(
-        self: &Arc<Self>,
-        key_pair: KeyPair,
-        firewall: Firewall,
-    ) -> Result<Server, ConnectError> {
-        let pk = key_pair.public_key();
-        let events = self.node.listen(pk.as_bytes()).await?;
-        self.node.bootstrapped().await?;
-        // Like JS `listen()`: resolve once the first self-announce finished.
-        let target = hash(pk.as_bytes());
-        let relays = self
-            .node
-            .announce_relays(target, &key_pair, Vec::new())
-            .await?;
-        debug!(relays = relays.len(), "listening");
-        let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
-        let dht = self.clone();
-        let kp = key_pair.clone();
-        let task =
-            tokio::spawn(async move { run_server(dht, kp, firewall, relays, events, tx).await });
-        Ok(Server {
-            dht: self.clone(),
-            public_key: pk,
-            rx,
-            task: Some(task),
-        })
+    fn cached_nat_class(&self) -> NatClass {
+        let guard = self.nat.lock().unwrap_or_else(|e| e.into_inner());
+        match &*guard {
+            Some((at, s)) if at.elapsed() < NAT_CACHE_TTL => s.class(),
+            _ => NatClass::Unknown,
+        }
+    }
+
+    /// Classifies the main socket's NAT (JS `Nat.autoSample`): PINGs [`NAT_SAMPLES`] DHT nodes
+    /// (from `nodes`, then the bootstrap nodes) from the main socket and counts where they saw
+    /// it. Cached for [`NAT_CACHE_TTL`] once settled.
+    pub(crate) async fn sample_nat(&self, nodes: &[SocketAddrV4]) -> NatSampler {
+        {
+            let guard = self.nat.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((at, s)) = &*guard {
+                if at.elapsed() < NAT_CACHE_TTL && s.settled() {
+                    return s.clone();
+                }
+            }
+        }
+        let firewalled = self.node.info().await.map_or(true, |i| i.firewalled);
+        let mut sampler = NatSampler::new(firewalled);
+        if !firewalled {
+            return sampler;
+        }
+        let mut targets: Vec<SocketAddrV4> = Vec::new();
+        for n in nodes.iter().chain(self.bootstrap.iter()) {
+            if !targets.contains(n) && targets.len() < 2 * NAT_SAMPLES {
+                targets.push(*n);
+            }
+        }
+        let mut pings: futures::stream::FuturesUnordered<_> = targets
+            .iter()
+            .map(|to| {
+                let node = self.node.clone();
+                let req = UserRequest {
+                    to: *to,
+                    token: None,
+                    internal: true,
+                    command: 0,
+                    target: None,
+                    value: None,
+                    socket: Some(SocketKind::Server),
+                    retries: Some(1),
+                };
+                async move { node.request(req).await.ok() }
+            })
+            .collect();
+        let deadline = tokio::time::Instant::now() + NAT_SAMPLE_TIMEOUT;
+        loop {
+            let next = tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut pings));
+            match next.await {
+                Ok(Some(Some(reply))) => {
+                    sampler.add(reply.to, reply.from);
+                    if sampler.settled() && sampler.class() != NatClass::Unknown {
+                        break;
+                    }
+                }
+                Ok(Some(None)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        debug!(class = %sampler.class(), samples = sampler.sampled(), "nat sampled");
+        if sampler.class() != NatClass::Unknown {
+            *self.nat.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((Instant::now(), sampler.clone()));
+        }
+        sampler
     }
 
     /// Connects to the server listening on `remote`, authenticating as `key_pair`.
@@ -366,9 +524,10 @@ impl HyperDht {
         key_pair: &KeyPair,
         remote: &PublicKey,
     ) -> Result<Connection, ConnectError> {
-        self.node.bootstrapped().await?;
+        self.ready().await?;
         let started = Instant::now();
         let found = self.node.find_peer(*remote.as_bytes()).await?;
+        let nodes: Vec<SocketAddrV4> = found.iter().map(|r| r.from).collect();
         let relays: Vec<SocketAddrV4> = found
             .iter()
             .filter(|r| r.peers.iter().any(|p| p.public_key == *remote.as_bytes()))
@@ -378,7 +537,14 @@ impl HyperDht {
         if relays.is_empty() {
             return Err(ConnectError::PeerNotFound);
         }
+        // Classify our NAT while the handshake runs (it is cached for the next connect).
+        let sampling = {
+            let nodes = nodes.clone();
+            async move { self.sample_nat(&nodes).await }
+        }
+        .shared();
         let raw = self.create_stream()?;
+        let local_id = raw.local_id();
         let prologue = ns::peer_handshake();
         let mut noise = NoiseHandshake::new(NoiseConfig::ik(
             true,
@@ -386,7 +552,7 @@ impl HyperDht {
             &prologue,
             Some(*remote),
         ))?;
-        let payload = self.local_payload(raw.local_id(), false).await;
+        let payload = self.local_payload(local_id, false).await;
         let msg1 = noise.write_message(&payload.encode())?;
         let target = hash(remote.as_bytes());
         let value = Handshake {
@@ -419,9 +585,17 @@ impl HyperDht {
             }
             .boxed()
         });
-        let first = first_some(asks.collect());
-        let (reply, hs) = tokio::time::timeout(HANDSHAKE_TIMEOUT, first)
-            .await
+        let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, first_some(asks.collect()));
+        tokio::pin!(first);
+        // Drive the sampling while waiting for the answer (its result is taken later).
+        let mut sampled = false;
+        let answered = loop {
+            tokio::select! {
+                a = &mut first => break a,
+                _ = sampling.clone(), if !sampled => sampled = true,
+            }
+        };
+        let (reply, hs) = answered
             .map_err(|_| ConnectError::HandshakeFailed)?
             .ok_or(ConnectError::HandshakeFailed)?;
         let server_address = hs.peer_address.unwrap_or(reply.from);
@@ -443,32 +617,311 @@ impl HyperDht {
                 candidates.push(*a);
             }
         }
-        // Holepunching is the fallback when the server is firewalled and was reached via a relay.
-        let punch = rp
-            .holepunch
-            .as_ref()
-            .map(|h| h.id)
-            .filter(|_| rp.firewall != firewall::OPEN && hs.peer_address.is_some());
-        // As hyperdht: the LAN shortcut is only worth waiting for when both peers look the same
-        // from the relay (same host or same NAT); behind different NATs holepunch at once.
-        let same_network = reply.to.ip() == server_address.ip();
-        let addr = match punch {
-            Some(id) if !same_network => {
-                self.holepunch(reply.from, server_address, target, id, &secret)
-                    .await?
+        let relayed = hs.peer_address.is_some();
+        let holepunchable = rp.holepunch.as_ref().filter(|h| !h.relays.is_empty());
+        let plan = match holepunchable {
+            Some(h) if relayed && rp.firewall != firewall::OPEN => {
+                let server_relay = h
+                    .relays
+                    .iter()
+                    .find(|r| r.relay_address == reply.from)
+                    .or_else(|| h.relays.first())
+                    .copied()
+                    .unwrap_or(RelayInfo {
+                        relay_address: reply.from,
+                        peer_address: server_address,
+                    });
+                Some(PunchPlan {
+                    server_relay,
+                    server_address,
+                    id: h.id,
+                    secret,
+                    target,
+                    remote_hint: NatClass::from_wire(rp.firewall),
+                    remote_addresses: rp.addresses4.clone(),
+                })
             }
-            Some(id) => match self.race_ping(&candidates, LAN_PING_TIMEOUT).await {
-                Ok(a) => a,
-                Err(_) => {
-                    self.holepunch(reply.from, server_address, target, id, &secret)
-                        .await?
-                }
-            },
-            None => self.race_ping(&candidates, PATH_TIMEOUT).await?,
+            _ => None,
         };
-        debug!(%addr, remote_id, elapsed_ms = started.elapsed().as_millis(), "direct path");
-        raw.connect(remote_id, SocketAddr::V4(addr))?;
-        Ok(SecretStream::from_handshake(raw, handshake).await?)
+        // As hyperdht: the LAN shortcut is only worth waiting for when both peers look the same
+        // from the relay (same host or same NAT); behind different NATs punch at once.
+        let same_network = reply.to.ip() == server_address.ip();
+        let (raw, path, keep) = match plan {
+            None => {
+                let addr = self
+                    .race_ping(&candidates, PATH_TIMEOUT)
+                    .await
+                    .map_err(|_| {
+                        ConnectError::NoPath(NoPathReason {
+                            local: NatClass::Unknown,
+                            remote: NatClass::from_wire(rp.firewall),
+                            punch: "the peer's addresses did not answer and it cannot holepunch"
+                                .into(),
+                            relay: None,
+                        })
+                    })?;
+                raw.connect(remote_id, SocketAddr::V4(addr))?;
+                (raw, direct_path(addr), None)
+            }
+            Some(plan) => {
+                let lan = if same_network {
+                    self.race_ping(&candidates, LAN_PING_TIMEOUT).await.ok()
+                } else {
+                    None
+                };
+                match lan {
+                    Some(addr) => {
+                        raw.connect(remote_id, SocketAddr::V4(addr))?;
+                        (raw, direct_path(addr), None)
+                    }
+                    None => {
+                        let local = sampling.await;
+                        match self.client_punch(&plan, &local).await {
+                            Ok(mut win) => {
+                                let (raw, keep) = if win.socket == 0 {
+                                    (raw, None)
+                                } else {
+                                    let Some(s) =
+                                        win.sockets.create_stream_on(win.socket, local_id)
+                                    else {
+                                        return Err(ConnectError::Timeout);
+                                    };
+                                    drop(raw);
+                                    (s, win.sockets.take(win.socket))
+                                };
+                                raw.connect(remote_id, SocketAddr::V4(win.from))?;
+                                let path = PathInfo {
+                                    kind: PathKind::Holepunched,
+                                    remote_addr: SocketAddr::V4(win.from),
+                                    relay: None,
+                                };
+                                (raw, path, keep)
+                            }
+                            Err(reason) => return Err(ConnectError::NoPath(reason)),
+                        }
+                    }
+                }
+            }
+        };
+        debug!(path = %path, remote_id, elapsed_ms = started.elapsed().as_millis(), "path found");
+        let stream = SecretStream::from_handshake(raw, handshake).await?;
+        let conn = Connection::new(stream, path);
+        Ok(match keep {
+            Some(s) => conn.keep_socket(s),
+            None => conn,
+        })
+    }
+
+    /// Sends one PEER_HOLEPUNCH through `via` (to reach the server at `peer`) and returns the
+    /// server's decrypted answer and the server's address as that relay saw it.
+    async fn holepunch_round(
+        &self,
+        plan: &PunchPlan,
+        payload: &HolepunchPayload,
+    ) -> Result<(HolepunchPayload, SocketAddrV4), String> {
+        let nonce: [u8; 24] = random_bytes();
+        let value = Holepunch {
+            mode: Mode::FromClient,
+            id: plan.id,
+            payload: secretbox_seal(&plan.secret, &nonce, &payload.encode()),
+            peer_address: Some(plan.server_relay.peer_address),
+        }
+        .encode();
+        let req = UserRequest {
+            to: plan.server_relay.relay_address,
+            token: None,
+            internal: false,
+            command: commands::PEER_HOLEPUNCH,
+            target: Some(plan.target),
+            value: Some(value),
+            // From the main socket: the relay tells the server this socket's NAT mapping.
+            socket: Some(SocketKind::Server),
+            retries: None,
+        };
+        let reply = tokio::time::timeout(HOLEPUNCH_ROUND_TIMEOUT, self.node.request(req))
+            .await
+            .map_err(|_| "the server's relay did not answer".to_string())?
+            .map_err(|e| format!("the server's relay failed: {e}"))?;
+        let hp = reply
+            .value
+            .as_deref()
+            .and_then(|v| Holepunch::decode(v).ok())
+            .ok_or_else(|| "the server sent no holepunch answer".to_string())?;
+        let plain = secretbox_open(&plan.secret, &hp.payload)
+            .map_err(|_| "the server's holepunch answer does not authenticate".to_string())?;
+        let answer = HolepunchPayload::decode(&plain)
+            .map_err(|_| "the server's holepunch answer is malformed".to_string())?;
+        Ok((answer, hp.peer_address.unwrap_or(plan.server_address)))
+    }
+
+    /// Tells the server we stop punching (so it can take the relay at once).
+    async fn abort_punch(&self, plan: &PunchPlan, round: u64) {
+        let payload = HolepunchPayload {
+            error: error_codes::ABORTED,
+            round,
+            ..HolepunchPayload::default()
+        };
+        if let Err(e) = self.holepunch_round(plan, &payload).await {
+            debug!(error = %e, "holepunch abort not acknowledged");
+        }
+    }
+
+    /// The client's holepunch (§3.8): probe round, punch round, then probing by strategy until
+    /// a probe from the server arrives.
+    async fn client_punch(
+        &self,
+        plan: &PunchPlan,
+        local_nat: &NatSampler,
+    ) -> Result<PunchWin, NoPathReason> {
+        let local = local_nat.class();
+        let mut reason = NoPathReason {
+            local,
+            remote: plan.remote_hint,
+            punch: String::new(),
+            relay: None,
+        };
+        if local == NatClass::Random && plan.remote_hint == NatClass::Random {
+            reason.punch = "both NATs randomize ports".into();
+            self.abort_punch(plan, 0).await;
+            return Err(reason);
+        }
+        let addresses = local_nat.addresses();
+        let mut hosts: Vec<Ipv4Addr> = vec![*plan.server_address.ip()];
+        for a in plan
+            .remote_addresses
+            .iter()
+            .chain([&plan.server_relay.peer_address])
+        {
+            if !hosts.contains(a.ip()) {
+                hosts.push(*a.ip());
+            }
+        }
+        let mut sockets = PunchSockets::new(self.server.clone(), self.probes.subscribe(), hosts);
+        // Open our mapping towards the server (JS sends this with a low TTL).
+        sockets.probe(0, plan.server_address).await;
+        let mut round = 0u64;
+        let mut probe = HolepunchPayload {
+            firewall: local.to_wire(),
+            round,
+            addresses: addresses.clone(),
+            remote_address: Some(plan.server_address),
+            ..HolepunchPayload::default()
+        };
+        let (mut answer, mut peer) = self
+            .holepunch_round(plan, &probe)
+            .await
+            .map_err(|e| with_punch(&reason, e))?;
+        if answer.error == error_codes::NONE
+            && NatClass::from_wire(answer.firewall) == NatClass::Unknown
+        {
+            // The server had not classified its NAT yet: give it a moment (JS waits 1 s).
+            tokio::time::sleep(UNKNOWN_RETRY_PAUSE).await;
+            round += 1;
+            probe.round = round;
+            (answer, peer) = self
+                .holepunch_round(plan, &probe)
+                .await
+                .map_err(|e| with_punch(&reason, e))?;
+        }
+        reason.remote = NatClass::from_wire(answer.firewall);
+        if answer.error != error_codes::NONE {
+            return Err(with_punch(
+                &reason,
+                format!("the server aborted the holepunch (code {})", answer.error),
+            ));
+        }
+        // A consistent server tells us where it is; open our mapping there too.
+        if let Some(a) = answer.addresses.as_ref().and_then(|a| a.first()) {
+            if *a != plan.server_address && a.port() != 0 {
+                sockets.probe(0, *a).await;
+            }
+        }
+        match Strategy::choose(local, reason.remote, None) {
+            Strategy::BothRandom => {
+                self.abort_punch(plan, round + 1).await;
+                return Err(with_punch(&reason, "both NATs randomize ports".into()));
+            }
+            Strategy::Unknown => {
+                self.abort_punch(plan, round + 1).await;
+                return Err(with_punch(&reason, "a NAT could not be classified".into()));
+            }
+            _ => {}
+        }
+        // Punch round: prove our address (echo its token), ask it to prove its own.
+        let token_secret: [u8; 32] = random_bytes();
+        let our_token = address_token(&token_secret, *peer.ip());
+        round += 1;
+        let punch = HolepunchPayload {
+            firewall: local.to_wire(),
+            round,
+            punching: true,
+            addresses: addresses.clone(),
+            token: Some(our_token),
+            remote_token: answer.token,
+            ..HolepunchPayload::default()
+        };
+        let (answer, _) = self
+            .holepunch_round(plan, &punch)
+            .await
+            .map_err(|e| with_punch(&reason, e))?;
+        if answer.error != error_codes::NONE {
+            let why = if answer.error == error_codes::TRY_LATER {
+                "the server is busy with another random-NAT punch (try later)".to_string()
+            } else {
+                format!("the server aborted the holepunch (code {})", answer.error)
+            };
+            return Err(with_punch(&reason, why));
+        }
+        if !answer.punching {
+            return Err(with_punch(&reason, "the server does not punch".into()));
+        }
+        let verified_host = (answer.remote_token == Some(our_token)).then_some(*peer.ip());
+        let remote_addrs: Vec<SocketAddrV4> = answer
+            .addresses
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .chain(std::iter::once(peer))
+            .collect();
+        let verified = verified_host.and_then(|h| {
+            remote_addrs
+                .iter()
+                .find(|a| *a.ip() == h && a.port() != 0)
+                .or_else(|| remote_addrs.iter().find(|a| *a.ip() == h))
+                .copied()
+        });
+        let strategy = Strategy::choose(local, reason.remote, verified);
+        peer = verified.unwrap_or(peer);
+        debug!(?strategy, %peer, "client punching");
+        let gate = strategy.is_random();
+        if gate {
+            let ok = self
+                .random_punches
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .try_begin(Instant::now());
+            if !ok {
+                return Err(with_punch(
+                    &reason,
+                    "another random-NAT punch is running on this node".into(),
+                ));
+            }
+        }
+        let result = probe_until_hit(&mut sockets, strategy, &remote_addrs, self.host, true).await;
+        if gate {
+            self.random_punches
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .end(Instant::now(), result.is_ok());
+        }
+        match result {
+            Ok((socket, from)) => Ok(PunchWin {
+                sockets,
+                socket,
+                from,
+            }),
+            Err(e) => Err(with_punch(&reason, e)),
+        }
     }
 
     /// dht-rpc PING to every candidate; the first to answer is the path (§3.8 step 3).
@@ -497,85 +950,8 @@ impl HyperDht {
         });
         tokio::time::timeout(limit, first_some(pings.collect()))
             .await
-            .map_err(|_| ConnectError::NoPath)?
-            .ok_or(ConnectError::NoPath)
-    }
-
-    /// Client side of a consistent-NAT holepunch (§3.8): PEER_HOLEPUNCH through `relay`, then
-    /// 1-byte probes to the server's relay-observed address from our main socket until one of
-    /// the server's probes arrives (both NAT mappings are open) or [`PUNCH_DURATION`] passes.
-    async fn holepunch(
-        &self,
-        relay: SocketAddrV4,
-        server: SocketAddrV4,
-        target: Id,
-        id: u64,
-        secret: &Id,
-    ) -> Result<SocketAddrV4, ConnectError> {
-        let mut probes = self.probes.subscribe();
-        let payload = HolepunchPayload {
-            firewall: firewall::CONSISTENT,
-            punching: true,
-            remote_address: Some(server),
-            ..HolepunchPayload::default()
-        };
-        let mut nonce = [0u8; 24];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let value = Holepunch {
-            mode: Mode::FromClient,
-            id,
-            payload: secretbox_seal(secret, &nonce, &payload.encode()),
-            peer_address: Some(server),
-        }
-        .encode();
-        let req = UserRequest {
-            to: relay,
-            token: None,
-            internal: false,
-            command: commands::PEER_HOLEPUNCH,
-            target: Some(target),
-            value: Some(value),
-            // From the main socket: the relay tells the server this socket's NAT mapping.
-            socket: Some(SocketKind::Server),
-            retries: None,
-        };
-        let node = self.node.clone();
-        let ask = tokio::spawn(async move { node.request(req).await });
-        let deadline = tokio::time::Instant::now() + PUNCH_DURATION;
-        let mut tick = tokio::time::interval(PUNCH_INTERVAL);
-        let result = loop {
-            tokio::select! {
-                _ = tick.tick() => {
-                    if let Err(e) = self.server.send_to(SocketAddr::V4(server), &[0]).await {
-                        debug!(error = %e, "probe send failed");
-                    }
-                }
-                p = probes.recv() => match p {
-                    Ok(SocketAddr::V4(from)) if from == server => break Ok(server),
-                    Err(broadcast::error::RecvError::Closed) => break Err(ConnectError::NoPath),
-                    _ => {}
-                },
-                () = tokio::time::sleep_until(deadline) => break Err(ConnectError::NoPath),
-            }
-        };
-        ask.abort();
-        debug!(%server, ok = result.is_ok(), "holepunch finished");
-        result
-    }
-
-    /// Sends a probe to `to` every [`PUNCH_INTERVAL`] for [`PUNCH_DURATION`] (server side).
-    fn spawn_prober(self: &Arc<Self>, to: SocketAddrV4) {
-        let dht = self.clone();
-        tokio::spawn(async move {
-            let deadline = tokio::time::Instant::now() + PUNCH_DURATION;
-            let mut tick = tokio::time::interval(PUNCH_INTERVAL);
-            while tokio::time::Instant::now() < deadline {
-                tick.tick().await;
-                if let Err(e) = dht.server.send_to(SocketAddr::V4(to), &[0]).await {
-                    debug!(error = %e, "probe send failed");
-                }
-            }
-        });
+            .map_err(|_| ConnectError::Timeout)?
+            .ok_or(ConnectError::Timeout)
     }
 
     /// Stops the node and closes its sockets.
@@ -592,8 +968,26 @@ impl HyperDht {
     }
 }
 
+fn with_punch(reason: &NoPathReason, punch: String) -> NoPathReason {
+    NoPathReason {
+        punch,
+        ..reason.clone()
+    }
+}
+
+/// The path of a connection made without punching.
+pub(crate) fn direct_path(addr: SocketAddrV4) -> PathInfo {
+    PathInfo {
+        kind: PathKind::of_direct(SocketAddr::V4(addr)),
+        remote_addr: SocketAddr::V4(addr),
+        relay: None,
+    }
+}
+
 /// Resolves to the first `Some` of the futures, or `None` when all gave `None`.
-async fn first_some<T>(mut futs: Vec<futures::future::BoxFuture<'static, Option<T>>>) -> Option<T> {
+pub(crate) async fn first_some<T>(
+    mut futs: Vec<futures::future::BoxFuture<'static, Option<T>>>,
+) -> Option<T> {
     while !futs.is_empty() {
         let (r, _, rest) = select_all(futs).await;
         if r.is_some() {
@@ -602,282 +996,4 @@ async fn first_some<T>(mut futs: Vec<futures::future::BoxFuture<'static, Option<
         futs = rest;
     }
     None
-}
-
-/// A listening server: accepted connections (remote key allowed by the firewall).
-#[derive(Debug)]
-pub struct Server {
-    dht: Arc<HyperDht>,
-    public_key: PublicKey,
-    rx: mpsc::Receiver<Connection>,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Server {
-    /// The key this server listens on.
-    pub fn public_key(&self) -> PublicKey {
-        self.public_key
-    }
-
-    /// The next accepted connection; `None` once the server stopped.
-    pub async fn accept(&mut self) -> Option<Connection> {
-        self.rx.recv().await
-    }
-
-    /// Stops listening (no new handshakes are answered).
-    pub async fn close(mut self) {
-        let _ = self.dht.node.unlisten(self.public_key.as_bytes()).await;
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
-    }
-}
-
-struct Seen {
-    at: Instant,
-    msg2: Option<Vec<u8>>,
-}
-
-/// A firewalled server's holepunch slot (the `id` in its Noise payload).
-struct PunchSession {
-    at: Instant,
-    secret: Id,
-    punching: bool,
-}
-
-async fn run_server(
-    dht: Arc<HyperDht>,
-    key_pair: KeyPair,
-    firewall: Firewall,
-    mut relays: Vec<RelayInfo>,
-    mut events: mpsc::Receiver<ServerEvent>,
-    accepted: mpsc::Sender<Connection>,
-) {
-    // Keys the holepunch tokens (JS `SecurePayload.token`: a hash of the peer's host).
-    let mut token_secret = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut token_secret);
-    let target = hash(key_pair.public_key().as_bytes());
-    let mut seen: HashMap<Vec<u8>, Seen> = HashMap::new();
-    let mut sessions: HashMap<u64, PunchSession> = HashMap::new();
-    let mut next_slot: u64 = 0;
-    let mut announce = tokio::time::interval_at(
-        tokio::time::Instant::now() + REANNOUNCE_INTERVAL,
-        REANNOUNCE_INTERVAL,
-    );
-    loop {
-        tokio::select! {
-            _ = announce.tick() => {
-                match dht.node.announce_relays(target, &key_pair, Vec::new()).await {
-                    Ok(r) => {
-                        debug!(accepted = r.len(), "self-announced");
-                        relays = r;
-                    }
-                    Err(e) => debug!(error = %e, "self-announce failed"),
-                }
-            }
-            ev = events.recv() => {
-                let Some(ev) = ev else { break };
-                let now = Instant::now();
-                sessions.retain(|_, p| now.duration_since(p.at) < SERVER_CONNECT_TIMEOUT + PUNCH_DURATION);
-                let (req, handshake) = match ev {
-                    ServerEvent::Handshake { req, handshake } => (req, handshake),
-                    ServerEvent::Holepunch { req, holepunch } => {
-                        on_holepunch(&dht, &mut sessions, &relays, &token_secret, req, holepunch).await;
-                        continue;
-                    }
-                };
-                seen.retain(|_, s| now.duration_since(s.at) < HANDSHAKE_CLEAR_WAIT);
-                if let Some(s) = seen.get(&handshake.noise) {
-                    if let Some(m) = &s.msg2 {
-                        let _ = dht.node.answer_handshake(req, handshake.clone(), m.clone()).await;
-                    }
-                    continue;
-                }
-                if seen.len() >= MAX_HANDSHAKES {
-                    continue;
-                }
-                let key = handshake.noise.clone();
-                let slot = next_slot;
-                next_slot = next_slot.wrapping_add(1);
-                let msg2 = match respond(&dht, &key_pair, &firewall, &relays, req, handshake, &accepted, slot).await {
-                    Ok((m, secret)) => {
-                        if let Some(secret) = secret {
-                            if sessions.len() >= MAX_PUNCH_SESSIONS {
-                                if let Some(oldest) = sessions.iter().min_by_key(|(_, p)| p.at).map(|(k, _)| *k) {
-                                    sessions.remove(&oldest);
-                                }
-                            }
-                            sessions.insert(slot, PunchSession { at: now, secret, punching: false });
-                        }
-                        m
-                    }
-                    Err(e) => {
-                        debug!(error = %e, "handshake failed");
-                        None
-                    }
-                };
-                seen.insert(key, Seen { at: now, msg2 });
-            }
-        }
-    }
-}
-
-/// Answers a relayed PEER_HOLEPUNCH for one of our slots and starts probing the client.
-async fn on_holepunch(
-    dht: &Arc<HyperDht>,
-    sessions: &mut HashMap<u64, PunchSession>,
-    relays: &[RelayInfo],
-    token_secret: &[u8; 32],
-    req: IncomingRequest,
-    holepunch: Holepunch,
-) {
-    let Some(session) = sessions.get_mut(&holepunch.id) else {
-        trace!(id = holepunch.id, "holepunch for an unknown slot");
-        return;
-    };
-    let Ok(plain) = secretbox_open(&session.secret, &holepunch.payload) else {
-        debug!("holepunch payload does not authenticate");
-        return;
-    };
-    let Ok(remote) = HolepunchPayload::decode(&plain) else {
-        return;
-    };
-    // The relay tells us the client's address as it saw it (its NAT mapping).
-    let Some(client) = holepunch.peer_address else {
-        return;
-    };
-    if !session.punching {
-        session.punching = true;
-        dht.spawn_prober(client);
-    }
-    // Our address as the forwarding relay saw it (where a JS client punches to), else as any
-    // relay saw it; and a token for the client to echo, as JS servers send.
-    let ours = relays
-        .iter()
-        .find(|r| r.relay_address == req.from)
-        .or_else(|| relays.first())
-        .map(|r| vec![r.peer_address]);
-    let mut keyed = token_secret.to_vec();
-    keyed.extend_from_slice(client.ip().to_string().as_bytes());
-    let reply = HolepunchPayload {
-        firewall: firewall::CONSISTENT,
-        round: remote.round,
-        punching: true,
-        addresses: ours,
-        remote_address: Some(client),
-        token: Some(hash(&keyed)),
-        remote_token: remote.token,
-        ..HolepunchPayload::default()
-    };
-    let mut nonce = [0u8; 24];
-    rand::rngs::OsRng.fill_bytes(&mut nonce);
-    let sealed = secretbox_seal(&session.secret, &nonce, &reply.encode());
-    if let Err(e) = dht.node.answer_holepunch(req, holepunch, sealed).await {
-        debug!(error = %e, "holepunch answer failed");
-    }
-}
-
-/// Runs the responder side of one handshake; returns msg2 (None when refused) and, for a
-/// firewalled server, the holepunch secret of the slot `slot`.
-#[allow(clippy::too_many_arguments)] // the server loop's state, passed by reference
-async fn respond(
-    dht: &Arc<HyperDht>,
-    key_pair: &KeyPair,
-    firewall: &Firewall,
-    relays: &[RelayInfo],
-    req: IncomingRequest,
-    handshake: Handshake,
-    accepted: &mpsc::Sender<Connection>,
-    slot: u64,
-) -> Result<(Option<Vec<u8>>, Option<Id>), ConnectError> {
-    let prologue = ns::peer_handshake();
-    let mut noise = NoiseHandshake::new(NoiseConfig::ik(false, key_pair.clone(), &prologue, None))?;
-    let client_payload = noise.read_message(&handshake.noise)?;
-    if let Step::Verdict(pk) = noise.next_step() {
-        let allow = firewall(&pk);
-        noise.handle_verdict(allow)?;
-        if !allow {
-            debug!(remote = %pk.to_hex(), "firewall refused key");
-            return Ok((None, None));
-        }
-    }
-    let cp = NoisePayload::decode(&client_payload).map_err(|_| ConnectError::Payload(0))?;
-    let remote_id = cp.udx.as_ref().and_then(|u| u32::try_from(u.id).ok());
-    let raw = dht.create_stream()?;
-    let mut payload = dht.local_payload(raw.local_id(), true).await;
-    if cp.version != PAYLOAD_VERSION {
-        payload.error = error_codes::VERSION_MISMATCH;
-    } else if remote_id.is_none() {
-        payload.error = error_codes::ABORTED;
-    }
-    let punch = payload.firewall != firewall::OPEN;
-    if punch {
-        // As hyperdht: the nodes we announced to, each with our address as it saw us; a JS
-        // client only holepunches when this list is non-empty.
-        payload.holepunch = Some(HolepunchInfo {
-            id: slot,
-            relays: relays.iter().take(MAX_PAYLOAD_RELAYS).copied().collect(),
-        });
-    }
-    let msg2 = noise.write_message(&payload.encode())?;
-    let hs = noise.into_handshake()?;
-    let secret = punch.then(|| holepunch_secret(&hs.hash));
-    let Some(remote_id) = remote_id.filter(|_| payload.error == error_codes::NONE) else {
-        dht.node
-            .answer_handshake(req, handshake, msg2.clone())
-            .await?;
-        return Ok((Some(msg2), None));
-    };
-    // Register for the first packet before answering, so it cannot be missed.
-    let first = dht.wait_first_packet(raw.local_id());
-    dht.node
-        .answer_handshake(req, handshake, msg2.clone())
-        .await?;
-    // The client (secret-stream initiator) always sends first; its first UDX packet tells us
-    // the address it actually uses (robust where the relay-observed address is another socket).
-    if let Some(first) = first {
-        let accepted = accepted.clone();
-        let waiters = dht.waiters.clone();
-        tokio::spawn(async move {
-            let id = raw.local_id();
-            match tokio::time::timeout(SERVER_CONNECT_TIMEOUT, first).await {
-                Ok(Ok(from)) => {
-                    if raw.connect(remote_id, from).is_ok() {
-                        start_responder(raw, hs, accepted);
-                    }
-                }
-                _ => {
-                    waiters
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&id);
-                    debug!("client never sent its first packet");
-                }
-            }
-        });
-    }
-    Ok((Some(msg2), secret))
-}
-
-fn start_responder(
-    raw: UdxStream,
-    hs: crate::noise::Handshake,
-    accepted: mpsc::Sender<Connection>,
-) {
-    tokio::spawn(async move {
-        match SecretStream::from_handshake(raw, hs).await {
-            Ok(c) => {
-                let _ = accepted.send(c).await;
-            }
-            Err(e) => debug!(error = %e, "secret stream setup failed"),
-        }
-    });
 }

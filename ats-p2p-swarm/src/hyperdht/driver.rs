@@ -178,6 +178,7 @@ enum Command {
     AnswerHandshake(Box<(IncomingRequest, Handshake, Vec<u8>)>),
     AnswerHolepunch(Box<(IncomingRequest, Holepunch, Vec<u8>)>),
     Bootstrapped(oneshot::Sender<()>),
+    Ready(oneshot::Sender<()>),
     Info(oneshot::Sender<NodeInfo>),
     Destroy(oneshot::Sender<()>),
 }
@@ -291,6 +292,18 @@ impl DhtNode {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Command::Bootstrapped(tx))
+            .await
+            .map_err(|_| DhtError::Closed)?;
+        rx.await.map_err(|_| DhtError::Closed)
+    }
+
+    /// Waits until the first bootstrap walk finished: the routing table is filled, so lookups,
+    /// announces and connects can start. Unlike [`Self::bootstrapped`] it does not wait for the
+    /// NAT and firewall tests, which take seconds behind a NAT (JS does not wait for them either).
+    pub async fn ready(&self) -> Result<(), DhtError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Ready(tx))
             .await
             .map_err(|_| DhtError::Closed)?;
         rx.await.map_err(|_| DhtError::Closed)
@@ -538,6 +551,8 @@ async fn run(
         HashMap::new();
     let mut boot_waiters: Vec<oneshot::Sender<()>> = Vec::new();
     let mut bootstrapped = false;
+    let mut walked = false;
+    let mut ready_waiters: Vec<oneshot::Sender<()>> = Vec::new();
     let mut listeners: HashMap<Id, mpsc::Sender<ServerEvent>> = HashMap::new();
     let mut raw: HashMap<RequestId, oneshot::Sender<Result<QueryReply, RequestError>>> =
         HashMap::new();
@@ -561,8 +576,18 @@ async fn run(
                         let _ = w.send(Ok(result));
                     }
                 }
+                HyperEvent::Walked => {
+                    walked = true;
+                    for w in ready_waiters.drain(..) {
+                        let _ = w.send(());
+                    }
+                }
                 HyperEvent::Bootstrapped => {
                     bootstrapped = true;
+                    walked = true;
+                    for w in ready_waiters.drain(..) {
+                        let _ = w.send(());
+                    }
                     for w in boot_waiters.drain(..) {
                         let _ = w.send(());
                     }
@@ -626,6 +651,13 @@ async fn run(
                             let _ = reply.send(());
                         } else if boot_waiters.len() < MAX_BOOTSTRAP_WAITERS {
                             boot_waiters.push(reply);
+                        }
+                    }
+                    Command::Ready(reply) => {
+                        if walked {
+                            let _ = reply.send(());
+                        } else if ready_waiters.len() < MAX_BOOTSTRAP_WAITERS {
+                            ready_waiters.push(reply);
                         }
                     }
                     Command::Listen(target, tx) => {

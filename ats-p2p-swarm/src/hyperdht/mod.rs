@@ -2,22 +2,30 @@
 //! codecs, the node side (records, router forwards, handshake/holepunch relaying) and the client
 //! side (lookup, announce, unannounce, find_peer) as a sans-io [`HyperNode`], plus a tokio
 //! driver ([`DhtNode`], [`Bootstrap`]). [`HyperDht`] (module [`connect`]) runs the DHT on UDX
-//! sockets and connects / listens by key.
+//! sockets and connects by key; [`server`] listens; [`holepunch`] decides how two NATs punch
+//! and `punch` sends the probes; every [`Connection`] carries its [`PathInfo`].
 
 pub mod connect;
 pub mod crypto;
 mod driver;
+pub mod holepunch;
 pub mod messages;
 pub mod mutable;
 mod node;
+pub mod path;
+mod punch;
+pub mod server;
 pub mod store;
 
-pub use connect::{ConnectError, Connection, Firewall, HyperDht, Server, UdxDatagrams};
+pub use connect::{ConnectError, Firewall, HyperDht, NoPathReason, UdxDatagrams};
 pub use driver::{Bootstrap, DatagramSocket, DhtConfig, DhtError, DhtNode, NodeInfo, ServerEvent};
+pub use holepunch::NatClass;
 pub use node::{
     HyperEvent, HyperNode, LookupResult, MAX_HYPER_EVENTS, MAX_LOOKUP_RESULTS, MAX_OPS, OpId,
     OpResult, RelayStats,
 };
+pub use path::{Connection, PathInfo, PathKind};
+pub use server::Server;
 
 /// HyperDHT command numbers (sent with `internal = false`).
 pub mod commands {

@@ -93,6 +93,8 @@ pub enum HyperEvent {
     },
     /// A raw request's response or failure (from [`HyperNode::request`]).
     Dht(Event),
+    /// The first bootstrap walk finished (lookups and connects can start).
+    Walked,
     /// The bootstrap finished.
     Bootstrapped,
     /// The node became persistent.
@@ -297,6 +299,7 @@ impl HyperNode {
                     Some(op) => self.on_commit(op, None),
                     None => self.push(HyperEvent::Dht(Event::RequestFailed { request, error })),
                 },
+                Event::Walked => self.push(HyperEvent::Walked),
                 Event::Bootstrapped => self.push(HyperEvent::Bootstrapped),
                 Event::Persistent => self.push(HyperEvent::Persistent),
             }

@@ -218,7 +218,7 @@ impl Swarm {
             .seed
             .map_or_else(KeyPair::generate, KeyPair::from_seed);
         let dht = Arc::new(HyperDht::bind(DhtConfig::new(config.host, config.bootstrap)).await?);
-        dht.dht().bootstrapped().await?;
+        dht.ready().await?;
         let (tx, rx) = mpsc::channel(CONNECTION_QUEUE);
         let own = key_pair.public_key();
         let allow: Option<HashSet<PublicKey>> = config.allow.map(|v| v.into_iter().collect());

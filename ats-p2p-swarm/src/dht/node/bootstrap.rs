@@ -28,6 +28,10 @@ impl Node {
 
     pub(super) fn finish_bootstrap(&mut self) {
         self.phase = Phase::Done;
+        if !self.walked_once {
+            self.walked_once = true;
+            self.push_event(Event::Walked);
+        }
         if !self.bootstrapped_once {
             self.bootstrapped_once = true;
             self.push_event(Event::Bootstrapped);

@@ -217,6 +217,10 @@ impl Node {
         };
         if let Phase::Walking { query, round } = self.phase {
             if query == id {
+                if round == 0 && !self.walked_once {
+                    self.walked_once = true;
+                    self.push_event(Event::Walked);
+                }
                 if round == 0 && self.quick_nat_inflight {
                     // On a tiny network the walk can end before the quick NAT pong arrives.
                     self.phase = Phase::AwaitQuickNat { round };
