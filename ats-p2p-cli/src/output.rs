@@ -226,6 +226,7 @@ impl Output {
                 peer_id,
                 file_name,
                 file_size,
+                path,
             } => {
                 let what = match direction {
                     Direction::Send => format!("sending {file_name} to {peer_id}"),
@@ -237,7 +238,7 @@ impl Output {
                     bar.set_message(what);
                 } else {
                     self.note(&format!(
-                        "{tag}connected: {what} ({})",
+                        "{tag}connected ({path}): {what} ({})",
                         human_size(*file_size)
                     ));
                 }
@@ -262,6 +263,7 @@ impl Output {
                 file_hash,
                 bytes,
                 duration_ms,
+                path,
             } => {
                 self.finish(&view_key(transfer_id, *direction));
                 let verb = match direction {
@@ -269,10 +271,11 @@ impl Output {
                     Direction::Receive => "received",
                 };
                 self.result(&format!(
-                    "{tag}{verb} {file_path} ({}) in {} at {}, sha256 {file_hash}",
+                    "{tag}{verb} {file_path} ({}) in {} at {}, {}, sha256 {file_hash}",
                     human_size(*bytes),
                     human_ms(*duration_ms),
-                    human_rate(*bytes, *duration_ms)
+                    human_rate(*bytes, *duration_ms),
+                    path.path
                 ));
             }
             Event::TransferFailed {

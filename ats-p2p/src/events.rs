@@ -106,6 +106,9 @@ pub enum Event {
         file_name: String,
         /// Size in bytes.
         file_size: u64,
+        /// How the peers reached each other and where the bytes go.
+        #[serde(flatten)]
+        path: ConnectionPath,
     },
     /// Either side: bytes moved (or, before the offer, were hashed). Only the latest value
     /// matters; a consumer may skip some.
@@ -133,6 +136,9 @@ pub enum Event {
         bytes: u64,
         /// Wall time from start to verified end, in milliseconds.
         duration_ms: u64,
+        /// How the peers reached each other and where the bytes went.
+        #[serde(flatten)]
+        path: ConnectionPath,
     },
     /// Either side: the transfer ended without success.
     TransferFailed {
@@ -154,6 +160,52 @@ pub enum Event {
         /// What happened.
         message: String,
     },
+}
+
+/// How a transfer's connection reached the peer (in `transfer_start` and `transfer_complete`,
+/// in reports and in the task's completion outputs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionPath {
+    /// `loopback`, `lan`, `direct`, `holepunched` or `relayed`.
+    pub path: String,
+    /// The address our stream sends to (the relay's when relayed).
+    pub remote_addr: String,
+    /// The relay's public key (64 hex), when relayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<String>,
+    /// The connection's smoothed round-trip time when the transfer started or ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<u64>,
+}
+
+impl ConnectionPath {
+    /// The path of `conn`, as it is now.
+    pub fn of(conn: &ats_p2p_swarm::hyperdht::Connection) -> Self {
+        let p = conn.path();
+        Self {
+            path: p.kind.as_str().to_owned(),
+            remote_addr: p.remote_addr.to_string(),
+            relay: p.relay.map(|k| k.to_hex()),
+            rtt_ms: conn
+                .rtt()
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        }
+    }
+}
+
+impl std::fmt::Display for ConnectionPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.relay {
+            Some(r) => write!(
+                f,
+                "{} through relay {}… at {}",
+                self.path,
+                r.get(..8).unwrap_or(r),
+                self.remote_addr
+            ),
+            None => write!(f, "{} to {}", self.path, self.remote_addr),
+        }
+    }
 }
 
 impl Event {
@@ -196,6 +248,24 @@ mod tests {
 
     const TID: &str = "00112233445566778899aabbccddeeff";
 
+    fn sample_path() -> ConnectionPath {
+        ConnectionPath {
+            path: "relayed".into(),
+            remote_addr: "198.18.0.1:49737".into(),
+            relay: Some("ef".repeat(32)),
+            rtt_ms: Some(3),
+        }
+    }
+
+    #[test]
+    fn path_fields_are_flat_in_the_json() {
+        let v = serde_json::to_value(&samples()[4]).unwrap();
+        assert_eq!(v["path"], "relayed");
+        assert_eq!(v["remote_addr"], "198.18.0.1:49737");
+        assert_eq!(v["relay"], "ef".repeat(32));
+        assert_eq!(v["rtt_ms"], 3);
+    }
+
     fn samples() -> Vec<Event> {
         vec![
             Event::OfferSent {
@@ -221,6 +291,7 @@ mod tests {
                 peer_id: "agent-b".into(),
                 file_name: "data.csv".into(),
                 file_size: 10,
+                path: sample_path(),
             },
             Event::Progress {
                 transfer_id: TID.into(),
@@ -235,6 +306,7 @@ mod tests {
                 file_hash: "ab".repeat(32),
                 bytes: 10,
                 duration_ms: 1234,
+                path: sample_path(),
             },
             Event::TransferFailed {
                 transfer_id: TID.into(),

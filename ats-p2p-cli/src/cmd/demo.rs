@@ -228,13 +228,15 @@ async fn transfer(
                         Event::TransferStart {
                             direction: Direction::Receive,
                             peer_id,
+                            path,
                             ..
                         } => {
                             if let Ok(o) = out.lock() {
                                 if !o.is_json() {
                                     o.result(&format!(
                                         "{RECEIVER}: claimed the offer, accepted with its key, \
-                                         connected to {peer_id} over HyperDHT (Noise IK, UDX)"
+                                         connected to {peer_id} over HyperDHT (Noise IK, UDX), \
+                                         path {path}"
                                     ));
                                 }
                             }

@@ -24,7 +24,7 @@ use tracing::debug;
 use super::send::remember_key;
 use super::{ProgressThrottle, Shared, locked, millis};
 use crate::error::{ReceiveError, reason_chain};
-use crate::events::{Direction, Event, FailureKind};
+use crate::events::{ConnectionPath, Direction, Event, FailureKind};
 use crate::names::sanitize_file_name;
 use crate::policy::{OfferFacts, PeerApproval, ReceiveRejection};
 use crate::save::available_space;
@@ -84,6 +84,8 @@ pub struct ReceiveReport {
     pub bytes: u64,
     /// From the connection to the verified file, in milliseconds.
     pub duration_ms: u64,
+    /// How the connection reached the sender.
+    pub path: ConnectionPath,
 }
 
 /// An offer for us that our policy lets through, waiting for a decision.
@@ -421,6 +423,7 @@ impl Job {
                 file_hash: report.file_hash.clone(),
                 bytes: report.bytes,
                 duration_ms: report.duration_ms,
+                path: report.path.clone(),
             }),
             Err(e) => self.emit(Event::TransferFailed {
                 transfer_id,
@@ -500,12 +503,14 @@ impl Job {
         };
 
         let transfer_id = self.offer.transfer_id.to_string();
+        let connection_path = ConnectionPath::of(&conn);
         self.emit(Event::TransferStart {
             transfer_id: transfer_id.clone(),
             direction: Direction::Receive,
             peer_id: self.offer.sender_id.clone(),
             file_name: sanitize_file_name(&self.offer.filename),
             file_size: self.offer.size,
+            path: connection_path.clone(),
         });
         let meta = Meta {
             name: self.offer.filename.clone(),
@@ -539,6 +544,8 @@ impl Job {
             "sha256": file_hash,
             "bytes": received.size,
             "duration_ms": duration_ms,
+            "path": connection_path.path,
+            "relay": connection_path.relay,
         })];
         if let Err(e) = shared.client.complete(self.task.id, outputs).await {
             // The file is stored and verified; only the bookkeeping failed.
@@ -557,6 +564,7 @@ impl Job {
             file_hash,
             bytes: received.size,
             duration_ms,
+            path: connection_path,
         })
     }
 

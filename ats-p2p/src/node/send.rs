@@ -17,7 +17,7 @@ use tracing::debug;
 
 use super::{ProgressThrottle, Shared, locked, millis};
 use crate::error::{KnownKeysError, SendError, StreamSendError};
-use crate::events::{Direction, Event};
+use crate::events::{ConnectionPath, Direction, Event};
 use crate::hashing::sha256_file_async;
 use crate::names::sanitize_file_name;
 use crate::policy::{ClaimFacts, PeerApproval, validate_actor_id};
@@ -39,6 +39,8 @@ pub struct SendReport {
     pub bytes: u64,
     /// From the connection to the ACK, in milliseconds.
     pub duration_ms: u64,
+    /// How the connection reached the receiver.
+    pub path: ConnectionPath,
 }
 
 /// See [`Node::send`](super::Node::send).
@@ -124,6 +126,7 @@ pub(super) async fn send(
                 file_hash: report.file_hash.clone(),
                 bytes: report.bytes,
                 duration_ms: report.duration_ms,
+                path: report.path.clone(),
             });
             Ok(report)
         }
@@ -207,6 +210,7 @@ async fn deliver(
     shared.transport.unannounce(topic);
     let conn = conn?;
     drop(expected);
+    let connection_path = ConnectionPath::of(&conn);
 
     let transfer_id = offer.transfer_id.to_string();
     on_event(&Event::TransferStart {
@@ -215,6 +219,7 @@ async fn deliver(
         peer_id: offer.recipient_id.clone(),
         file_name: offer.filename.clone(),
         file_size: offer.size,
+        path: connection_path.clone(),
     });
     let meta = Meta {
         name: offer.filename.clone(),
@@ -251,6 +256,7 @@ async fn deliver(
         file_hash: hex::encode(offer.sha256),
         bytes: sent.bytes,
         duration_ms: millis(started.elapsed()),
+        path: connection_path,
     })
 }
 
