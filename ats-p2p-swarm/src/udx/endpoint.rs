@@ -30,8 +30,48 @@ pub enum Routed {
     /// e.g. for the DHT RPC sharing the socket.
     NotUdx,
     /// A UDX packet for a known stream that was dropped (malformed, or unconnected and already
-    /// reported).
+    /// reported), or a relayed packet that could not be forwarded.
     Dropped,
+    /// A packet for a relay entry: send the same bytes, with the header's stream id rewritten
+    /// to `remote_id` ([`super::packet::set_stream_id`]), to `to`. Nothing else is read.
+    Relay {
+        /// The other side's peer.
+        to: SocketAddr,
+        /// The other side's stream id (what the peer there expects in the header).
+        remote_id: u32,
+    },
+}
+
+/// One side of a relayed pair of streams (libudx `udx_stream_relay_to`): packets that arrive
+/// for `local_id` from `peer` leave, unread, for the other side's peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RelaySide {
+    /// Our id for this side (what its peer puts in the header).
+    pub local_id: u32,
+    /// The peer's own stream id (what we put in the header of packets to it).
+    pub remote_id: u32,
+    /// The peer's address when known; otherwise the first packet's source is taken (the
+    /// firewall hook of a relay stream) and nothing from elsewhere is accepted after it.
+    pub peer: Option<SocketAddr>,
+}
+
+/// Counters of all relay entries of an endpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RelayCounters {
+    /// Packets forwarded.
+    pub packets: u64,
+    /// Bytes forwarded (UDX headers included).
+    pub bytes: u64,
+    /// Packets for relay entries that were dropped: wrong source, or the other side has no
+    /// known peer yet.
+    pub dropped: u64,
+}
+
+#[derive(Debug)]
+struct RelayEntry {
+    partner: u32,
+    remote_id: u32,
+    peer: Option<SocketAddr>,
 }
 
 #[derive(Debug)]
@@ -44,6 +84,8 @@ struct Entry {
 #[derive(Debug, Default)]
 pub struct Endpoint {
     streams: HashMap<u32, Entry>,
+    relays: HashMap<u32, RelayEntry>,
+    relay_counters: RelayCounters,
 }
 
 impl Endpoint {
@@ -59,6 +101,9 @@ impl Endpoint {
         cfg: StreamConfig,
         now: Instant,
     ) -> Result<&mut Stream, EndpointError> {
+        if self.relays.contains_key(&local_id) {
+            return Err(EndpointError::IdInUse(local_id));
+        }
         match self.streams.entry(local_id) {
             MapEntry::Occupied(_) => Err(EndpointError::IdInUse(local_id)),
             MapEntry::Vacant(v) => Ok(&mut v
@@ -118,11 +163,95 @@ impl Endpoint {
         self.streams.is_empty()
     }
 
+    /// Creates a relayed pair: packets for `a.local_id` go to `b`'s peer and vice versa. Both
+    /// ids must be free (no stream, no relay entry).
+    pub fn create_relay(&mut self, a: RelaySide, b: RelaySide) -> Result<(), EndpointError> {
+        for id in [a.local_id, b.local_id] {
+            if self.streams.contains_key(&id) || self.relays.contains_key(&id) {
+                return Err(EndpointError::IdInUse(id));
+            }
+        }
+        if a.local_id == b.local_id {
+            return Err(EndpointError::IdInUse(a.local_id));
+        }
+        for (side, partner) in [(a, b.local_id), (b, a.local_id)] {
+            self.relays.insert(
+                side.local_id,
+                RelayEntry {
+                    partner,
+                    remote_id: side.remote_id,
+                    peer: side.peer,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Removes the relayed pair that `local_id` is a side of. False if there is none.
+    pub fn remove_relay(&mut self, local_id: u32) -> bool {
+        let Some(e) = self.relays.remove(&local_id) else {
+            return false;
+        };
+        self.relays.remove(&e.partner);
+        true
+    }
+
+    /// Whether `local_id` is a side of a live relayed pair.
+    pub fn has_relay(&self, local_id: u32) -> bool {
+        self.relays.contains_key(&local_id)
+    }
+
+    /// Number of relay entries (two per pair).
+    pub fn relay_entries(&self) -> usize {
+        self.relays.len()
+    }
+
+    /// Counters over all relay entries so far.
+    pub fn relay_counters(&self) -> RelayCounters {
+        self.relay_counters
+    }
+
+    /// A packet for relay entry `h.stream_id` (known to exist).
+    fn route_relay(&mut self, h: &Header, from: SocketAddr, len: usize) -> Routed {
+        let Some(entry) = self.relays.get_mut(&h.stream_id) else {
+            return Routed::NotUdx;
+        };
+        match entry.peer {
+            Some(p) if p != from => {
+                self.relay_counters.dropped += 1;
+                return Routed::Dropped;
+            }
+            Some(_) => {}
+            None => entry.peer = Some(from),
+        }
+        let partner = entry.partner;
+        let Some(dest) = self.relays.get(&partner) else {
+            self.relay_counters.dropped += 1;
+            return Routed::Dropped;
+        };
+        let Some(to) = dest.peer else {
+            // libudx drops too until the other side's stream connected (its first packet).
+            self.relay_counters.dropped += 1;
+            return Routed::Dropped;
+        };
+        let remote_id = dest.remote_id;
+        self.relay_counters.packets += 1;
+        self.relay_counters.bytes += len as u64;
+        if h.flags & super::packet::flags::DESTROY != 0 {
+            // libudx closes a relayed stream on DESTROY after forwarding it; the pair is done.
+            self.remove_relay(h.stream_id);
+        }
+        Routed::Relay { to, remote_id }
+    }
+
     /// Routes one received datagram.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) -> Routed {
         let Some(h) = Header::decode(bytes) else {
             return Routed::NotUdx;
         };
+        if self.relays.contains_key(&h.stream_id) {
+            return self.route_relay(&h, from, bytes.len());
+        }
         let Some(e) = self.streams.get_mut(&h.stream_id) else {
             return Routed::NotUdx;
         };

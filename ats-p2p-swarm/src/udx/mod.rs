@@ -67,7 +67,7 @@ use std::net::SocketAddr;
 pub use driver::{
     CLOSE_FLUSH_TIMEOUT, DEFAULT_EVENT_QUEUE, SocketConfig, SocketEvent, UdxSocket, UdxStream,
 };
-pub use endpoint::{Endpoint, Routed};
+pub use endpoint::{Endpoint, RelayCounters, RelaySide, Routed};
 pub use packet::{Header, Packet, PacketError};
 pub use stream::{
     DEFAULT_RWND_MAX, DEFAULT_SEND_BUFFER, Event, FINISHED_LINGER, MTU_BASE, MTU_MAX, MTU_STEP,
