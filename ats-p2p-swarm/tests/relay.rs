@@ -18,8 +18,7 @@ use ats_p2p_swarm::hyperdht::{Bootstrap, Connection, DhtConfig, DhtNode, HyperDh
 use ats_p2p_swarm::relay::messages::{PAIR, PROTOCOL, Pair, UNPAIR, Unpair};
 use ats_p2p_swarm::relay::protomux::{Channel, Frame, decode_frame, encode_batch};
 use ats_p2p_swarm::relay::{
-    self, RelayLimits, RelayServer, RelayStats, RelayedPath, find_relays, pair_through,
-    relay_token,
+    self, RelayLimits, RelayServer, RelayStats, RelayedPath, find_relays, pair_through, relay_token,
 };
 use ats_p2p_swarm::secret_stream::SecretStream;
 use ats_p2p_swarm::udx::UdxStream;
@@ -185,6 +184,12 @@ async fn pair_both(
     assert_ne!(pa.remote_stream_id(), pb.remote_stream_id());
     ra.connect(pa.remote_stream_id(), pa.relay_addr()).unwrap();
     rb.connect(pb.remote_stream_id(), pb.relay_addr()).unwrap();
+    // A libudx relay connects each side on that side's first packet and drops what arrives
+    // for a side not connected yet. A stand-alone XX responder would wait for message 1
+    // forever, so both sides announce themselves with an empty UDX message (hyperdht's
+    // peers need none: both write their secret-stream header at once).
+    ra.send_message(&[]).unwrap();
+    rb.send_message(&[]).unwrap();
     (
         Side {
             key_pair: ka,
@@ -446,7 +451,11 @@ async fn hostile_input_is_bounded() {
         })
         .await;
         let s = relay.stats();
-        assert_eq!((s.pending, s.pairings_refused), (kept, 1000 - kept), "{s:?}");
+        assert_eq!(
+            (s.pending, s.pairings_refused),
+            (kept, 1000 - kept),
+            "{s:?}"
+        );
 
         // A duplicate (same token, same side) from a second session, then an unknown unpair.
         let ek2 = KeyPair::from_seed([122; 32]);
@@ -492,6 +501,8 @@ async fn hostile_input_is_bounded() {
         let ids = [sa.path.remote_stream_id(), sb.path.remote_stream_id()];
         let relay_addr: SocketAddr = sa.path.relay_addr();
         let junk = tokio::net::UdpSocket::bind((LOCAL, 0)).await.unwrap();
+        // (the two empty messages of `pair_both` are through first)
+        until_stats(&relay, "probes forwarded", |s| s.packets_forwarded >= 2).await;
         let before = relay.stats();
         for i in 0..5000u32 {
             let id = ids[(i % 2) as usize];
@@ -511,7 +522,10 @@ async fn hostile_input_is_bounded() {
         })
         .await;
         let after = relay.stats();
-        assert_eq!(after.packets_forwarded, before.packets_forwarded, "{after:?}");
+        assert_eq!(
+            after.packets_forwarded, before.packets_forwarded,
+            "{after:?}"
+        );
         assert_eq!(after.links_active, 1);
         let (_pa, _pb) = secret_exchange(sa, sb, 256 * 1024).await;
 
@@ -521,6 +535,56 @@ async fn hostile_input_is_bounded() {
         let s = relay.stats();
         eprintln!("relay stats after the hostile run: {s:?}");
         assert_eq!(s.pairings_matched, 1);
+        relay.close().await;
+    })
+    .await
+    .expect("timed out");
+}
+
+/// Sessions are bounded: over the limit a connection is closed at once, and sessions that hold
+/// no pairing are closed when idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_bounded_and_idle_ones_closed() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let net = Net::start().await;
+        let rdht = net.peer().await;
+        let limits = RelayLimits {
+            max_sessions: 2,
+            idle_session: Duration::from_secs(1),
+            ..RelayLimits::default()
+        };
+        let relay = RelayServer::spawn_with(rdht.clone(), KeyPair::from_seed([130; 32]), limits)
+            .await
+            .unwrap();
+        let rpk = relay.public_key();
+        let peer = net.peer().await;
+        let mut conns = Vec::new();
+        for i in 0..2u8 {
+            let c = peer
+                .connect(&KeyPair::from_seed([131 + i; 32]), &rpk)
+                .await
+                .unwrap();
+            conns.push(c);
+        }
+        until_stats(&relay, "two sessions", |s| s.sessions_active == 2).await;
+        let mut third = peer
+            .connect(&KeyPair::from_seed([140; 32]), &rpk)
+            .await
+            .unwrap();
+        until_stats(&relay, "third refused", |s| s.sessions_refused == 1).await;
+        let ended = tokio::time::timeout(STEP, async {
+            while let Ok(Some(_)) = third.recv_message().await {}
+        })
+        .await;
+        assert!(ended.is_ok(), "refused connection stayed open");
+        until_stats(&relay, "idle sessions closed", |s| s.sessions_active == 0).await;
+        for mut c in conns {
+            let ended = tokio::time::timeout(STEP, async {
+                while let Ok(Some(_)) = c.recv_message().await {}
+            })
+            .await;
+            assert!(ended.is_ok(), "idle session stayed open");
+        }
         relay.close().await;
     })
     .await

@@ -26,6 +26,9 @@ pub struct RelayLimits {
     pub max_links_per_session: usize,
     /// Active links over all sessions.
     pub max_links: usize,
+    /// A session with no pending pairing and no link is closed after this long without a
+    /// frame (so idle connections cannot hold the session slots).
+    pub idle_session: Duration,
 }
 
 impl Default for RelayLimits {
@@ -38,6 +41,7 @@ impl Default for RelayLimits {
             pending_ttl: Duration::from_secs(30),
             max_links_per_session: 64,
             max_links: 4096,
+            idle_session: Duration::from_secs(60),
         }
     }
 }
@@ -168,6 +172,11 @@ impl Pairings {
     /// Pending requests of `session` now.
     pub fn pending_of(&self, session: SessionId) -> usize {
         count(&self.pending_by_session, session)
+    }
+
+    /// Active links `session` is a side of now.
+    pub fn links_of(&self, session: SessionId) -> usize {
+        count(&self.links_by_session, session)
     }
 
     /// A `pair` request from `session`.

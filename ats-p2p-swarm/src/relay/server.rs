@@ -354,6 +354,7 @@ fn start_session(shared: &Arc<Shared>, sessions: &mut tokio::task::JoinSet<()>, 
 #[derive(Debug)]
 enum SessionEnd {
     Closed,
+    Idle,
     Malformed,
     Io,
 }
@@ -369,15 +370,27 @@ async fn serve_session(
     if conn.send_message(&channel.open_frame()).await.is_err() {
         return;
     }
+    let idle_after = shared.lock().pairings.limits().idle_session;
+    let idle = tokio::time::sleep(idle_after);
+    tokio::pin!(idle);
     let end = loop {
         let mut replies = Vec::new();
         tokio::select! {
             () = shared.cancel.cancelled() => break SessionEnd::Closed,
+            () = &mut idle => {
+                let st = shared.lock();
+                if st.pairings.pending_of(id) == 0 && st.pairings.links_of(id) == 0 {
+                    break SessionEnd::Idle;
+                }
+                drop(st);
+                idle.as_mut().reset(tokio::time::Instant::now() + idle_after);
+            }
             frame = rx.recv() => match frame {
                 Some(f) => replies.push(f),
                 None => break SessionEnd::Closed,
             },
             msg = conn.recv_message() => {
+                idle.as_mut().reset(tokio::time::Instant::now() + idle_after);
                 let frame = match msg {
                     Ok(Some(f)) => f,
                     Ok(None) => break SessionEnd::Closed,

@@ -299,3 +299,101 @@ impl Endpoint {
         self.streams.get_mut(&id)?.stream.poll_transmit(now, buf)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::udx::packet::flags;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn packet(stream_id: u32, flag: u8) -> Vec<u8> {
+        let h = Header {
+            flags: flag,
+            data_offset: 0,
+            stream_id,
+            rwnd: 1,
+            seq: 0,
+            ack: 0,
+        };
+        let mut b = h.to_bytes().to_vec();
+        b.extend_from_slice(b"ciphertext");
+        b
+    }
+
+    #[test]
+    fn relay_forwards_learns_and_drops() {
+        let now = Instant::now();
+        let mut e = Endpoint::new();
+        let a = RelaySide {
+            local_id: 10,
+            remote_id: 100,
+            peer: Some(addr(1)),
+        };
+        let b = RelaySide {
+            local_id: 20,
+            remote_id: 200,
+            peer: None,
+        };
+        e.create_relay(a, b).unwrap();
+        assert!(e.create_relay(a, b).is_err());
+        assert!(e.create_stream(10, StreamConfig::default(), now).is_err());
+        // b's peer unknown: a's packet cannot go anywhere yet
+        assert_eq!(
+            e.handle_datagram(now, addr(1), &packet(10, flags::DATA)),
+            Routed::Dropped
+        );
+        // b's first packet teaches b's peer and goes to a's peer with a's id
+        assert_eq!(
+            e.handle_datagram(now, addr(2), &packet(20, flags::DATA)),
+            Routed::Relay {
+                to: addr(1),
+                remote_id: 100
+            }
+        );
+        assert_eq!(
+            e.handle_datagram(now, addr(1), &packet(10, flags::DATA)),
+            Routed::Relay {
+                to: addr(2),
+                remote_id: 200
+            }
+        );
+        // strangers are dropped, DESTROY included
+        assert_eq!(
+            e.handle_datagram(now, addr(3), &packet(20, flags::DESTROY)),
+            Routed::Dropped
+        );
+        assert_eq!(
+            e.relay_counters(),
+            RelayCounters {
+                packets: 2,
+                bytes: 60,
+                dropped: 2
+            }
+        );
+        // a DESTROY from the peer is forwarded and ends the pair
+        assert!(matches!(
+            e.handle_datagram(now, addr(1), &packet(10, flags::DESTROY)),
+            Routed::Relay { .. }
+        ));
+        assert!(!e.has_relay(10) && !e.has_relay(20));
+        assert_eq!(
+            e.handle_datagram(now, addr(1), &packet(10, flags::DATA)),
+            Routed::NotUdx
+        );
+    }
+
+    #[test]
+    fn set_stream_id_rewrites_only_the_id() {
+        let mut p = packet(10, flags::DATA);
+        let orig = p.clone();
+        assert!(crate::udx::packet::set_stream_id(&mut p, 0xdead_beef));
+        assert_eq!(Header::decode(&p).unwrap().stream_id, 0xdead_beef);
+        assert_eq!(p[..4], orig[..4]);
+        assert_eq!(p[8..], orig[8..]);
+        assert!(!crate::udx::packet::set_stream_id(&mut [0xff; 19], 1));
+    }
+}
