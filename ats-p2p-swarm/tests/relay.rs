@@ -214,7 +214,13 @@ async fn secret_exchange(a: Side, b: Side, len: usize) -> (RelayedPath, RelayedP
     );
     let (sa, sb) = (sa.unwrap(), sb.unwrap());
     assert_eq!(sa.remote_public_key(), pkb);
+    let started = std::time::Instant::now();
     let ((s1, r1, _sa), (s2, r2, _sb)) = tokio::join!(exchange(sa, len), exchange(sb, len));
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "relayed {len} bytes each way in {secs:.3} s ({:.1} MB/s each way)",
+        len as f64 / secs / 1e6
+    );
     assert_eq!(s1, r2, "a -> b bytes differ");
     assert_eq!(s2, r1, "b -> a bytes differ");
     (a.path, b.path)
@@ -373,33 +379,39 @@ async fn npm_relay_carries_two_rust_peers() {
     .expect("timed out");
 }
 
-/// Our relay carries two JS peers that use hyperdht's `relayThrough` (server side; the JS
-/// server's holepunching and LAN shortcut are off, so the relay is the only path).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rust_relay_carries_two_js_peers() {
+/// Our relay carries two JS peers that use hyperdht's `relayThrough`, on the server's side
+/// (the server is the pairing's initiator) or on the client's. The JS server's holepunching and
+/// LAN shortcut are off, so the relay is the only path.
+async fn relay_for_js_peers(relay_on_client: bool, seed: u8) {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let net = Net::start().await;
         let rdht = net.peer().await;
-        let relay = RelayServer::spawn(rdht.clone(), KeyPair::from_seed([110; 32]))
+        let relay = RelayServer::spawn(rdht.clone(), KeyPair::from_seed([seed; 32]))
             .await
             .unwrap();
         let size = PAYLOAD.to_string();
-        let sseed = [111u8; 32];
+        let sseed = [seed + 1; 32];
         let spk = KeyPair::from_seed(sseed).public_key();
-        let mut server = net.js(
-            "server",
-            sseed,
-            &[size.clone(), relay.public_key().to_hex()],
-        );
+        let rpk = relay.public_key().to_hex();
+        let server_relay = if relay_on_client {
+            "-".into()
+        } else {
+            rpk.clone()
+        };
+        let mut server = net.js("server", sseed, &[size.clone(), server_relay]);
         assert_eq!(str_of(&server.next().await["listening"]), spk.to_hex());
-        let mut client = net.js("client", [112; 32], &[size, spk.to_hex()]);
+        let mut client_args = vec![size, spk.to_hex()];
+        if relay_on_client {
+            client_args.push(rpk);
+        }
+        let mut client = net.js("client", [seed + 2; 32], &client_args);
         assert_eq!(str_of(&client.next().await["connected"]), spk.to_hex());
         server.next().await; // connected
         let (c, s) = (client.next().await, server.next().await);
         assert_eq!(str_of(&c["sentSha"]), str_of(&s["recvSha"]));
         assert_eq!(str_of(&s["sentSha"]), str_of(&c["recvSha"]));
         let st = relay.stats();
-        eprintln!("relay stats after JS peers: {st:?}");
+        eprintln!("relay stats after JS peers (relay on client: {relay_on_client}): {st:?}");
         assert_eq!(st.pairings_matched, 1);
         assert!(
             st.bytes_forwarded > 2 * PAYLOAD as u64,
@@ -409,6 +421,16 @@ async fn rust_relay_carries_two_js_peers() {
     })
     .await
     .expect("timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_relay_carries_two_js_peers() {
+    relay_for_js_peers(false, 110).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_relay_carries_two_js_peers_client_side_relay() {
+    relay_for_js_peers(true, 150).await;
 }
 
 /// Sends one protomux frame on a raw relay session.

@@ -1,20 +1,20 @@
 // hyperdht peers for the blind-relay interop tests (tests/relay.rs).
 // usage: node relay-peer.js relay  <bootstrap host:port> <seed hex>
 //        node relay-peer.js server <bootstrap host:port> <seed hex> <bytes> <relay pk hex>
-//        node relay-peer.js client <bootstrap host:port> <seed hex> <bytes> <server pk hex>
+//        node relay-peer.js client <bootstrap host:port> <seed hex> <bytes> <server pk hex> [relay pk hex]
 // relay:  an npm blind-relay Server on a hyperdht server (as blind-relay's example). Prints
 //         {"listening":pk}; answers every stdin line with {"stats":relay.stats}.
-// server: a hyperdht server with relayThrough (holepunch and LAN shortcut off, so the relay is
-//         the only path). Prints {"listening":pk}, then {"connected":pk} and
+// server: a hyperdht server with relayThrough ("-": none; holepunch and LAN shortcut are off,
+//         so a relay is the only path). Prints {"listening":pk}, then {"connected":pk} and
 //         {"sentSha","recvSha","recvBytes"} for its first connection.
-// client: connects to the server; prints {"connected":pk} and the shas. Each side sends <bytes>
+// client: connects to the server (with relayThrough when a relay key is given); prints {"connected":pk} and the shas. Each side sends <bytes>
 //         random bytes and hashes what it sends and what it receives.
 const DHT = require('hyperdht')
 const RelayServer = require('blind-relay').Server
 const crypto = require('crypto')
 const readline = require('readline')
 
-const [role, boot, seedHex, bytesArg, keyHex] = process.argv.slice(2)
+const [role, boot, seedHex, bytesArg, keyHex, clientRelayHex] = process.argv.slice(2)
 const [host, port] = boot.split(':')
 const total = Number(bytesArg || 0)
 const CHUNK = 65536
@@ -80,7 +80,7 @@ async function main () {
     const server = dht.createServer({
       holepunch: false,
       shareLocalAddress: false,
-      relayThrough: Buffer.from(keyHex, 'hex')
+      relayThrough: keyHex === '-' ? null : Buffer.from(keyHex, 'hex')
     }, async (socket) => {
       socket.on('error', (e) => out({ error: e.message }))
       if (served) return
@@ -93,7 +93,8 @@ async function main () {
     await server.listen(keyPair)
     out({ listening: keyPair.publicKey.toString('hex') })
   } else {
-    const socket = dht.connect(Buffer.from(keyHex, 'hex'), { keyPair })
+    const relayThrough = clientRelayHex ? Buffer.from(clientRelayHex, 'hex') : null
+    const socket = dht.connect(Buffer.from(keyHex, 'hex'), { keyPair, relayThrough })
     await new Promise((resolve, reject) => { socket.once('open', resolve); socket.once('error', reject) })
     out({ connected: socket.remotePublicKey.toString('hex') })
     const r = await exchange(socket)
