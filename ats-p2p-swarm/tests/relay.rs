@@ -612,3 +612,19 @@ async fn sessions_are_bounded_and_idle_ones_closed() {
     .await
     .expect("timed out");
 }
+
+proptest::proptest! {
+    /// Arbitrary bytes never panic the frame decoder, the channel or the message decoders, and
+    /// a batch never yields more than its limit.
+    #[test]
+    fn arbitrary_frames_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+        let mut ch = Channel::new(PROTOCOL, &[7; 32]);
+        let _ = ch.handle_frame(&ch.clone().open_frame());
+        if let Ok(frames) = decode_frame(&bytes) {
+            proptest::prop_assert!(frames.len() <= relay::protomux::MAX_BATCH_MESSAGES);
+        }
+        let _ = ch.handle_frame(&bytes);
+        let _ = Pair::decode(&bytes);
+        let _ = Unpair::decode(&bytes);
+    }
+}

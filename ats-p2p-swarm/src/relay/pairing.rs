@@ -1,5 +1,5 @@
 //! The relay's pairing table, sans-io: pending `pair` requests keyed by token, the active links,
-//! and every limit. The async server ([`super::server`]) owns one behind a mutex; it allocates
+//! and every limit. The async server ([`super::RelayServer`]) owns one behind a mutex; it allocates
 //! the relay stream ids when a pairing matches and reports them back with
 //! [`Pairings::add_link`].
 
