@@ -554,9 +554,13 @@ async fn hostile_input_is_bounded() {
         // Closing the flooding session frees its pending requests.
         drop(conn);
         until_stats(&relay, "flood session's requests freed", |s| s.pending == 0).await;
+        // ... and a new couple still pairs and talks.
+        let (sc, sd) = pair_both(&a, &b, rpk, (126, 127)).await;
+        let (_pc, _pd) = secret_exchange(sc, sd, 256 * 1024).await;
         let s = relay.stats();
         eprintln!("relay stats after the hostile run: {s:?}");
-        assert_eq!(s.pairings_matched, 1);
+        assert_eq!(s.pairings_matched, 2);
+        assert_eq!(s.links_active, 2);
         relay.close().await;
     })
     .await
