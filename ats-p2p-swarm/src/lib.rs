@@ -12,6 +12,8 @@
 //!
 //!   [`hyperdht::HyperDht`] connects and listens by key (Noise IK over the DHT, key firewall,
 //!   UDX streams on the DHT's own sockets).
+//! - [`relay`]: blind relays (npm `blind-relay`): the relay server and the client that pairs
+//!   two peers' UDX streams through one.
 //! - [`swarm`]: the Hyperswarm-style API: topics, connection dedup, an allowlist firewall.
 #![forbid(unsafe_code)]
 
@@ -20,6 +22,7 @@ pub mod encoding;
 pub mod hyperdht;
 pub mod keys;
 pub mod noise;
+pub mod relay;
 pub mod secret_stream;
 pub mod swarm;
 pub mod udx;

@@ -423,3 +423,56 @@ async fn vectored_writes_arrive_in_order_and_seal_header_with_payload() {
     .await
     .unwrap();
 }
+
+/// The message API keeps boundaries (what protomux over a secret stream needs), interleaves
+/// with byte writes in order, refuses empty messages, and ends with `None` at a clean EOF.
+#[tokio::test]
+async fn messages_keep_their_boundaries() {
+    timeout(LIMIT, async {
+        let (mut a, mut b) = pair_duplex(4096).await;
+        let sizes = [1usize, 2, 100, 5000, 70_000, 3];
+        let send = async move {
+            for (i, n) in sizes.iter().enumerate() {
+                a.send_message(&vec![i as u8; *n]).await.unwrap();
+            }
+            // A byte write in between becomes its own message, in order.
+            a.write_all(b"bytes").await.unwrap();
+            a.flush().await.unwrap();
+            a.send_message(b"last").await.unwrap();
+            let empty = a.send_message(b"").await;
+            assert_eq!(empty.unwrap_err().kind(), std::io::ErrorKind::InvalidInput);
+            a.shutdown().await.unwrap();
+            a
+        };
+        let recv = async move {
+            for (i, n) in sizes.iter().enumerate() {
+                let m = b.recv_message().await.unwrap().unwrap();
+                assert_eq!(m.len(), *n, "message {i}");
+                assert!(m.iter().all(|x| *x == i as u8));
+            }
+            assert_eq!(&b.recv_message().await.unwrap().unwrap()[..], b"bytes");
+            assert_eq!(&b.recv_message().await.unwrap().unwrap()[..], b"last");
+            assert!(b.recv_message().await.unwrap().is_none());
+        };
+        let (_a, ()) = tokio::join!(send, recv);
+    })
+    .await
+    .unwrap();
+}
+
+/// A byte read that stopped inside a message leaves the rest as the next `recv_message`.
+#[tokio::test]
+async fn message_after_partial_byte_read() {
+    timeout(LIMIT, async {
+        let (mut a, mut b) = pair_duplex(4096).await;
+        a.send_message(b"0123456789").await.unwrap();
+        a.send_message(b"next").await.unwrap();
+        let mut four = [0u8; 4];
+        b.read_exact(&mut four).await.unwrap();
+        assert_eq!(&four, b"0123");
+        assert_eq!(&b.recv_message().await.unwrap().unwrap()[..], b"456789");
+        assert_eq!(&b.recv_message().await.unwrap().unwrap()[..], b"next");
+    })
+    .await
+    .unwrap();
+}

@@ -966,6 +966,12 @@ impl HyperDht {
             s.close().await;
         }
     }
+
+    /// The server UDX socket: where every connection's stream lives (the blind relay creates
+    /// its relay entries there, and relayed raw streams must live there too).
+    pub(crate) fn server_socket(&self) -> &Arc<UdxSocket> {
+        &self.server
+    }
 }
 
 fn with_punch(reason: &NoPathReason, punch: String) -> NoPathReason {

@@ -351,34 +351,62 @@ impl<S: AsyncWrite + Unpin> SecretStream<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for SecretStream<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
+impl<S: AsyncRead + AsyncWrite + Unpin> SecretStream<S> {
+    /// Receives the next whole message, with the boundaries the peer wrote it with (one JS
+    /// `write` is one `data` chunk is one message here). `None` at a clean end of stream.
+    /// Keep-alives are filtered. Cancel-safe: a message is only taken when it is returned.
+    /// Don't mix with byte reads: the rest of a message a byte read left half-read comes first.
+    pub async fn recv_message(&mut self) -> io::Result<Option<BytesMut>> {
+        std::future::poll_fn(|cx| {
+            if !self.plain.is_empty() {
+                return Poll::Ready(Ok(Some(self.plain.split())));
+            }
+            self.poll_next_message(cx)
+        })
+        .await
+    }
+
+    /// Sends `message` as one encrypted message (one `data` chunk at a JS peer) and waits
+    /// until it was handed to the raw stream. Bytes staged by earlier writes go first, as
+    /// their own message. An empty message is refused (on the wire it is a keep-alive).
+    pub async fn send_message(&mut self, message: &[u8]) -> io::Result<()> {
+        if message.is_empty() {
+            return Err(SecretStreamError::ApiMisuse("empty message (a keep-alive)").into());
+        }
+        if self.shutdown {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        std::future::poll_fn(|cx| self.poll_room(cx)).await?;
+        self.seal_staging()?;
+        self.core.send(message, now_std())?;
+        std::future::poll_fn(|cx| {
+            self.write_parked = false;
+            let drained = self.poll_drain(cx);
+            self.write_parked = drained.is_pending();
+            ready!(drained)?;
+            Pin::new(&mut self.raw).poll_flush(cx)
+        })
+        .await
+    }
+
+    /// The next decrypted message from the raw stream (`None` at a clean end), driving the
+    /// keep-alive timer and queued ciphertext on the way.
+    fn poll_next_message(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<BytesMut>>> {
         // The keep-alive timer lives on the read side: a reader is what waits on an idle stream.
-        this.poll_keep_alive(cx)?;
+        self.poll_keep_alive(cx)?;
         // Move queued ciphertext (keep-alives, coalesced writes) without blocking the read, but
         // never while a writer is parked on the raw stream: a raw stream keeps one write waker,
         // and ours would replace the writer's when the stream is split between two tasks. The
         // no-op waker leaves that slot to the next writer.
-        if !this.core.transmit().is_empty() && !this.write_parked {
+        if !self.core.transmit().is_empty() && !self.write_parked {
             let mut noop = Context::from_waker(std::task::Waker::noop());
-            if let Poll::Ready(Err(e)) = this.poll_drain(&mut noop) {
+            if let Poll::Ready(Err(e)) = self.poll_drain(&mut noop) {
                 return Poll::Ready(Err(e));
             }
         }
         loop {
-            if !this.plain.is_empty() {
-                let n = buf.remaining().min(this.plain.len());
-                buf.put_slice(&this.plain[..n]);
-                this.plain.advance(n);
-                return Poll::Ready(Ok(()));
-            }
-            match this.core.handle_input(&mut this.rx)? {
-                Input::Message(m) => this.plain = m,
+            match self.core.handle_input(&mut self.rx)? {
+                Input::Message(m) => return Poll::Ready(Ok(Some(m))),
                 Input::Open => {}
                 Input::Verdict(_) => {
                     return Poll::Ready(Err(
@@ -386,28 +414,48 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for SecretStream<S> {
                     ));
                 }
                 Input::NeedMore => {
-                    if this.rx_eof {
-                        return if this.core.is_open() && this.core.input_at_boundary(&this.rx) {
-                            Poll::Ready(Ok(()))
+                    if self.rx_eof {
+                        return if self.core.is_open() && self.core.input_at_boundary(&self.rx) {
+                            Poll::Ready(Ok(None))
                         } else {
                             Poll::Ready(Err(SecretStreamError::UnexpectedEof.into()))
                         };
                     }
-                    if this.rx.capacity() - this.rx.len() < READ_CHUNK / 4 {
-                        this.rx.reserve(READ_CHUNK);
+                    if self.rx.capacity() - self.rx.len() < READ_CHUNK / 4 {
+                        self.rx.reserve(READ_CHUNK);
                     }
                     match ready!(tokio_util::io::poll_read_buf(
-                        Pin::new(&mut this.raw),
+                        Pin::new(&mut self.raw),
                         cx,
-                        &mut this.rx
+                        &mut self.rx
                     )) {
-                        Ok(0) => this.rx_eof = true,
+                        Ok(0) => self.rx_eof = true,
                         Ok(_) => {}
                         Err(e) => return Poll::Ready(Err(e)),
                     }
                 }
             }
         }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for SecretStream<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.plain.is_empty() {
+            match ready!(this.poll_next_message(cx))? {
+                Some(m) => this.plain = m,
+                None => return Poll::Ready(Ok(())),
+            }
+        }
+        let n = buf.remaining().min(this.plain.len());
+        buf.put_slice(&this.plain[..n]);
+        this.plain.advance(n);
+        Poll::Ready(Ok(()))
     }
 }
 

@@ -15,7 +15,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::endpoint::{Endpoint, Routed};
+use super::endpoint::{Endpoint, RelayCounters, RelaySide, Routed};
 use super::stream::{Event, StreamConfig};
 use super::{CloseReason, EndpointError, ReadError, WriteError};
 
@@ -220,6 +220,37 @@ impl UdxSocket {
             id: local_id,
             shutdown_sent: false,
         })
+    }
+
+    /// Creates a relayed pair of stream ids on this socket (see [`Endpoint::create_relay`]):
+    /// packets are forwarded by the driver without being read.
+    pub fn create_relay(&self, a: RelaySide, b: RelaySide) -> Result<(), EndpointError> {
+        let mut st = self.shared.lock();
+        if st.stopped {
+            return Err(EndpointError::SocketClosed);
+        }
+        st.endpoint.create_relay(a, b)
+    }
+
+    /// Removes the relayed pair `local_id` belongs to; false if there is none (any more).
+    pub fn remove_relay(&self, local_id: u32) -> bool {
+        self.shared.lock().endpoint.remove_relay(local_id)
+    }
+
+    /// Whether `local_id` is a side of a live relayed pair (a DESTROY ends one).
+    pub fn has_relay(&self, local_id: u32) -> bool {
+        self.shared.lock().endpoint.has_relay(local_id)
+    }
+
+    /// Whether `local_id` is in use on this socket (a stream or a relay entry).
+    pub fn id_in_use(&self, local_id: u32) -> bool {
+        let mut st = self.shared.lock();
+        st.endpoint.has_relay(local_id) || st.endpoint.stream(local_id).is_some()
+    }
+
+    /// Relay counters of this socket (all relayed pairs so far).
+    pub fn relay_counters(&self) -> RelayCounters {
+        self.shared.lock().endpoint.relay_counters()
     }
 
     /// Sends a raw datagram (not UDX) from this socket.
@@ -560,6 +591,50 @@ struct Outgoing {
     buf: Vec<u8>,
 }
 
+/// Datagrams a relay forwards in one turn, coalesced into GSO trains like the transmits.
+struct Relayed {
+    trains: Vec<Outgoing>,
+    max_segments: usize,
+}
+
+impl Relayed {
+    /// Queues `data` for `to` with its header's stream id set to `remote_id`.
+    fn push(&mut self, to: SocketAddr, remote_id: u32, data: &[u8], pool: &mut Vec<Vec<u8>>) {
+        let size = data.len();
+        if let Some(o) = self.trains.last_mut().filter(|o| {
+            !o.sealed
+                && o.dest == to
+                && o.segments < self.max_segments
+                && size <= o.seg
+                && size > 0
+                && o.buf.len() + size <= MAX_GSO_BYTES
+        }) {
+            let start = o.buf.len();
+            o.buf.extend_from_slice(data);
+            if let Some(p) = o.buf.get_mut(start..) {
+                super::packet::set_stream_id(p, remote_id);
+            }
+            o.segments += 1;
+            o.sealed = size < o.seg;
+            return;
+        }
+        let mut buf = pool.pop().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(data);
+        super::packet::set_stream_id(&mut buf, remote_id);
+        if let Some(o) = self.trains.last_mut() {
+            o.sealed = true;
+        }
+        self.trains.push(Outgoing {
+            dest: to,
+            seg: size,
+            segments: 1,
+            sealed: false,
+            buf,
+        });
+    }
+}
+
 impl Driver {
     async fn run(self) {
         let gro = self.state.gro_segments().max(1);
@@ -652,6 +727,12 @@ impl Driver {
 
         let mut st = self.shared.lock();
         let now = Instant::now();
+        let max_segments = self.state.max_gso_segments().clamp(1, MAX_GSO_SEGMENTS);
+        // Relayed datagrams of this turn (bounded by RECV_BATCH), sent with the transmits.
+        let mut relayed = Relayed {
+            trains: Vec::new(),
+            max_segments,
+        };
         // 2. receive a bounded batch (GRO may hand several datagrams in one call)
         let mut received = 0;
         while received < RECV_BATCH {
@@ -672,7 +753,7 @@ impl Driver {
                     };
                     for d in data.chunks(stride) {
                         received += 1;
-                        self.route(&mut st, now, m.addr, d);
+                        self.route(&mut st, now, m.addr, d, &mut relayed, pool);
                     }
                 }
                 Ok(_) => break,
@@ -692,9 +773,11 @@ impl Driver {
         st.endpoint.handle_timeout(now);
 
         // 4. transmits (bounded), coalesced into GSO trains under the lock, sent after it
-        let max_segments = self.state.max_gso_segments().clamp(1, MAX_GSO_SEGMENTS);
         let ids: Vec<u32> = st.endpoint.ids().collect();
-        let mut batch: Vec<Outgoing> = Vec::new();
+        let mut batch: Vec<Outgoing> = relayed.trains;
+        if let Some(o) = batch.last_mut() {
+            o.sealed = true; // stream datagrams start their own trains
+        }
         let mut datagrams = 0;
         'streams: for &id in &ids {
             loop {
@@ -829,9 +912,18 @@ impl Driver {
         more
     }
 
-    fn route(&self, st: &mut State, now: Instant, from: SocketAddr, data: &[u8]) {
+    fn route(
+        &self,
+        st: &mut State,
+        now: Instant,
+        from: SocketAddr,
+        data: &[u8],
+        relayed: &mut Relayed,
+        pool: &mut Vec<Vec<u8>>,
+    ) {
         match st.endpoint.handle_datagram(now, from, data) {
             Routed::Stream(_) | Routed::Dropped => {}
+            Routed::Relay { to, remote_id } => relayed.push(to, remote_id, data, pool),
             Routed::NotUdx => {
                 let ev = SocketEvent::Datagram {
                     from,

@@ -9,6 +9,9 @@
 //! - [`Endpoint`]: the socket-level demultiplexer. It routes datagrams by stream id, returns
 //!   everything that is not a UDX stream packet to the caller ([`Routed::NotUdx`]) and surfaces
 //!   the firewall hook ([`Routed::Firewall`]) for the first packet to an unconnected stream.
+//!   It also holds relay entries ([`Endpoint::create_relay`], libudx `udx_stream_relay_to`):
+//!   pairs of ids whose packets are forwarded unread to the other side's peer with the stream
+//!   id rewritten ([`Routed::Relay`]); the blind relay ([`crate::relay`]) uses them.
 //! - [`UdxSocket`] / [`UdxStream`]: the thin tokio driver — one task per UDP socket owning the
 //!   [`Endpoint`]; streams are `AsyncRead + AsyncWrite`.
 //!
@@ -67,7 +70,7 @@ use std::net::SocketAddr;
 pub use driver::{
     CLOSE_FLUSH_TIMEOUT, DEFAULT_EVENT_QUEUE, SocketConfig, SocketEvent, UdxSocket, UdxStream,
 };
-pub use endpoint::{Endpoint, Routed};
+pub use endpoint::{Endpoint, RelayCounters, RelaySide, Routed};
 pub use packet::{Header, Packet, PacketError};
 pub use stream::{
     DEFAULT_RWND_MAX, DEFAULT_SEND_BUFFER, Event, FINISHED_LINGER, MTU_BASE, MTU_MAX, MTU_STEP,

@@ -30,6 +30,21 @@ pub mod flags {
     pub const HEARTBEAT: u8 = 0x20;
 }
 
+/// Rewrites the receiver stream id in the header of the UDX packet in `packet` (what a relay
+/// does before forwarding). False when `packet` is shorter than a header.
+pub fn set_stream_id(packet: &mut [u8], stream_id: u32) -> bool {
+    if packet.len() < HEADER_SIZE {
+        return false;
+    }
+    match packet.get_mut(4..8) {
+        Some(field) => {
+            field.copy_from_slice(&stream_id.to_le_bytes());
+            true
+        }
+        None => false,
+    }
+}
+
 /// The fixed 20-byte header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
