@@ -78,6 +78,59 @@ pub(crate) const MAX_PENDING_STREAMS: usize = 1024;
 /// Noise payload version.
 pub(crate) const PAYLOAD_VERSION: u64 = 1;
 
+/// Whether and through which blind relay this node may connect when no direct path exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RelayMode {
+    /// Find relays announced on the DHT ([`crate::relay::RELAY_TOPIC`]).
+    #[default]
+    Auto,
+    /// Always this relay.
+    Pinned(PublicKey),
+    /// Never relay (and refuse a relay the peer proposes).
+    Disabled,
+}
+
+/// How long a relay lookup's answer is reused.
+const RELAY_CACHE_TTL: Duration = Duration::from_secs(60);
+
+/// The relay of one connection attempt: which, the pairing token, and whether we are the
+/// pairing initiator (the side that proposed it, hyperdht's rule).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RelayChoice {
+    pub(crate) key: PublicKey,
+    pub(crate) token: [u8; 32],
+    pub(crate) initiator: bool,
+}
+
+impl RelayChoice {
+    /// The relay both sides use: the peer's proposal if it made one, else ours.
+    pub(crate) fn agree(
+        mode: RelayMode,
+        ours: Option<Self>,
+        theirs: Option<&super::messages::RelayThroughInfo>,
+    ) -> Option<Self> {
+        if mode == RelayMode::Disabled {
+            return None;
+        }
+        match theirs {
+            Some(t) => Some(Self {
+                key: PublicKey::from_bytes(t.public_key),
+                token: t.token,
+                initiator: false,
+            }),
+            None => ours,
+        }
+    }
+
+    pub(crate) fn to_payload(self) -> super::messages::RelayThroughInfo {
+        super::messages::RelayThroughInfo {
+            version: 1,
+            public_key: *self.key.as_bytes(),
+            token: self.token,
+        }
+    }
+}
+
 /// What was found out about a peer that could not be reached (for the error message).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NoPathReason {
@@ -256,6 +309,10 @@ pub struct HyperDht {
     pub(crate) random_punches: Mutex<RandomPunchGate>,
     /// A DHT node answered the bootstrap walk once.
     reached_dht: AtomicBool,
+    /// Whether and how to relay.
+    relay_mode: Mutex<RelayMode>,
+    /// Relays found on the DHT, and when.
+    relays_found: Mutex<Option<(Instant, Vec<PublicKey>)>>,
 }
 
 fn v4(a: SocketAddr) -> Option<SocketAddrV4> {
@@ -335,6 +392,73 @@ impl HyperDht {
             nat: Mutex::new(None),
             random_punches: Mutex::new(RandomPunchGate::default()),
             reached_dht: AtomicBool::new(false),
+            relay_mode: Mutex::new(RelayMode::Auto),
+            relays_found: Mutex::new(None),
+        })
+    }
+
+    /// Sets whether and through which relay connections may go when no direct path exists.
+    pub fn set_relay_mode(&self, mode: RelayMode) {
+        *self.relay_mode.lock().unwrap_or_else(|e| e.into_inner()) = mode;
+    }
+
+    /// The relay mode.
+    pub fn relay_mode(&self) -> RelayMode {
+        *self.relay_mode.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The relay we would propose for a connection with `peer` (never the peer itself), with a
+    /// fresh token: the pinned one, or one announced on the DHT (looked up at most every
+    /// minute).
+    pub(crate) async fn propose_relay(&self, peer: &PublicKey) -> Option<RelayChoice> {
+        let key = match self.relay_mode() {
+            RelayMode::Disabled => return None,
+            RelayMode::Pinned(k) => k,
+            RelayMode::Auto => {
+                let cached = {
+                    let g = self.relays_found.lock().unwrap_or_else(|e| e.into_inner());
+                    g.as_ref()
+                        .filter(|(at, _)| at.elapsed() < RELAY_CACHE_TTL)
+                        .map(|(_, r)| r.clone())
+                };
+                let found = match cached {
+                    Some(r) => r,
+                    None => {
+                        let r = crate::relay::find_relays(self).await.unwrap_or_default();
+                        *self.relays_found.lock().unwrap_or_else(|e| e.into_inner()) =
+                            Some((Instant::now(), r.clone()));
+                        r
+                    }
+                };
+                found.into_iter().find(|k| k != peer)?
+            }
+        };
+        (key != *peer).then(|| RelayChoice {
+            key,
+            token: crate::relay::relay_token(),
+            initiator: true,
+        })
+    }
+
+    /// Pairs through `relay` for our stream `local_id` (boxed: a relay connection is itself a
+    /// [`Self::connect`]).
+    pub(crate) fn pair_relay<'a>(
+        &'a self,
+        key_pair: &'a KeyPair,
+        relay: RelayChoice,
+        local_id: u32,
+    ) -> futures::future::BoxFuture<'a, Result<crate::relay::RelayedPath, crate::relay::RelayError>>
+    {
+        Box::pin(async move {
+            crate::relay::pair_through(
+                self,
+                key_pair,
+                &relay.key,
+                relay.initiator,
+                relay.token,
+                local_id,
+            )
+            .await
         })
     }
 
@@ -545,6 +669,7 @@ impl HyperDht {
         .shared();
         let raw = self.create_stream()?;
         let local_id = raw.local_id();
+        let our_relay = self.propose_relay(remote).await;
         let prologue = ns::peer_handshake();
         let mut noise = NoiseHandshake::new(NoiseConfig::ik(
             true,
@@ -552,7 +677,8 @@ impl HyperDht {
             &prologue,
             Some(*remote),
         ))?;
-        let payload = self.local_payload(local_id, false).await;
+        let mut payload = self.local_payload(local_id, false).await;
+        payload.relay_through = our_relay.map(RelayChoice::to_payload);
         let msg1 = noise.write_message(&payload.encode())?;
         let target = hash(remote.as_bytes());
         let value = Handshake {
@@ -618,6 +744,7 @@ impl HyperDht {
             }
         }
         let relayed = hs.peer_address.is_some();
+        let relay = RelayChoice::agree(self.relay_mode(), our_relay, rp.relay_through.as_ref());
         let holepunchable = rp.holepunch.as_ref().filter(|h| !h.relays.is_empty());
         let plan = match holepunchable {
             Some(h) if relayed && rp.firewall != firewall::OPEN => {
@@ -646,23 +773,23 @@ impl HyperDht {
         // As hyperdht: the LAN shortcut is only worth waiting for when both peers look the same
         // from the relay (same host or same NAT); behind different NATs punch at once.
         let same_network = reply.to.ip() == server_address.ip();
-        let (raw, path, keep) = match plan {
-            None => {
-                let addr = self
-                    .race_ping(&candidates, PATH_TIMEOUT)
-                    .await
-                    .map_err(|_| {
-                        ConnectError::NoPath(NoPathReason {
-                            local: NatClass::Unknown,
-                            remote: NatClass::from_wire(rp.firewall),
-                            punch: "the peer's addresses did not answer and it cannot holepunch"
-                                .into(),
-                            relay: None,
-                        })
-                    })?;
-                raw.connect(remote_id, SocketAddr::V4(addr))?;
-                (raw, direct_path(addr), None)
-            }
+        let (raw, path, keep): (UdxStream, PathInfo, Option<Arc<dyn Send + Sync>>) = match plan {
+            None => match self.race_ping(&candidates, PATH_TIMEOUT).await {
+                Ok(addr) => {
+                    raw.connect(remote_id, SocketAddr::V4(addr))?;
+                    (raw, direct_path(addr), None)
+                }
+                Err(_) => {
+                    let reason = NoPathReason {
+                        local: NatClass::Unknown,
+                        remote: NatClass::from_wire(rp.firewall),
+                        punch: "the peer's addresses did not answer and it cannot holepunch".into(),
+                        relay: None,
+                    };
+                    let (path, guard) = self.relay_fallback(key_pair, relay, &raw, reason).await?;
+                    (raw, path, Some(guard))
+                }
+            },
             Some(plan) => {
                 let lan = if same_network {
                     self.race_ping(&candidates, LAN_PING_TIMEOUT).await.ok()
@@ -676,7 +803,23 @@ impl HyperDht {
                     }
                     None => {
                         let local = sampling.await;
-                        match self.client_punch(&plan, &local).await {
+                        let punched = if relay.is_some()
+                            && local.class() == NatClass::Random
+                            && plan.remote_hint == NatClass::Random
+                        {
+                            // Both random and a relay at hand: straight to it (the server
+                            // learns it from our abort).
+                            self.abort_punch(&plan, 0).await;
+                            Err(NoPathReason {
+                                local: NatClass::Random,
+                                remote: NatClass::Random,
+                                punch: "both NATs randomize ports".into(),
+                                relay: None,
+                            })
+                        } else {
+                            self.client_punch(&plan, &local).await
+                        };
+                        match punched {
                             Ok(mut win) => {
                                 let (raw, keep) = if win.socket == 0 {
                                     (raw, None)
@@ -687,7 +830,11 @@ impl HyperDht {
                                         return Err(ConnectError::Timeout);
                                     };
                                     drop(raw);
-                                    (s, win.sockets.take(win.socket))
+                                    let keep = win
+                                        .sockets
+                                        .take(win.socket)
+                                        .map(|s| s as Arc<dyn Send + Sync>);
+                                    (s, keep)
                                 };
                                 raw.connect(remote_id, SocketAddr::V4(win.from))?;
                                 let path = PathInfo {
@@ -697,7 +844,11 @@ impl HyperDht {
                                 };
                                 (raw, path, keep)
                             }
-                            Err(reason) => return Err(ConnectError::NoPath(reason)),
+                            Err(reason) => {
+                                let (path, guard) =
+                                    self.relay_fallback(key_pair, relay, &raw, reason).await?;
+                                (raw, path, Some(guard))
+                            }
                         }
                     }
                 }
@@ -707,9 +858,42 @@ impl HyperDht {
         let stream = SecretStream::from_handshake(raw, handshake).await?;
         let conn = Connection::new(stream, path);
         Ok(match keep {
-            Some(s) => conn.keep_socket(s),
+            Some(g) => conn.keep(g),
             None => conn,
         })
+    }
+
+    /// When no direct or punched path exists: pairs `raw` through the agreed relay, or fails
+    /// with what was detected.
+    async fn relay_fallback(
+        &self,
+        key_pair: &KeyPair,
+        relay: Option<RelayChoice>,
+        raw: &UdxStream,
+        mut reason: NoPathReason,
+    ) -> Result<(PathInfo, Arc<dyn Send + Sync>), ConnectError> {
+        let Some(relay) = relay else {
+            if self.relay_mode() == RelayMode::Disabled {
+                reason.relay = Some("relaying is disabled (--no-relay)".into());
+            }
+            return Err(ConnectError::NoPath(reason));
+        };
+        debug!(punch = %reason.punch, relay = %relay.key.to_hex(), "falling back to the relay");
+        match self.pair_relay(key_pair, relay, raw.local_id()).await {
+            Ok(rp) => {
+                raw.connect(rp.remote_stream_id(), rp.relay_addr())?;
+                let path = PathInfo {
+                    kind: PathKind::Relayed,
+                    remote_addr: rp.relay_addr(),
+                    relay: Some(rp.relay_key()),
+                };
+                Ok((path, Arc::new(rp)))
+            }
+            Err(e) => {
+                reason.relay = Some(format!("relay {} failed: {e}", relay.key.to_hex()));
+                Err(ConnectError::NoPath(reason))
+            }
+        }
     }
 
     /// Sends one PEER_HOLEPUNCH through `via` (to reach the server at `peer`) and returns the

@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::keys::PublicKey;
 use crate::secret_stream::SecretStream;
-use crate::udx::{UdxSocket, UdxStream};
+use crate::udx::UdxStream;
 
 /// How a connection reached the peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -117,9 +117,9 @@ impl Connection {
         }
     }
 
-    /// Keeps `socket` open as long as this connection (the stream runs on it).
-    pub(crate) fn keep_socket(mut self, socket: Arc<UdxSocket>) -> Self {
-        self._keep.push(socket);
+    /// Keeps `guard` alive as long as this connection (a relay session).
+    pub(crate) fn keep(mut self, guard: Arc<dyn Send + Sync>) -> Self {
+        self._keep.push(guard);
         self
     }
 

@@ -22,7 +22,8 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, trace};
 
 use super::connect::{
-    ConnectError, Firewall, HyperDht, PAYLOAD_VERSION, ProbeSchedule, direct_path, random_bytes,
+    ConnectError, Firewall, HyperDht, PAYLOAD_VERSION, ProbeSchedule, RelayChoice, RelayMode,
+    direct_path, random_bytes,
 };
 use super::crypto::{holepunch_secret, ns, secretbox_open, secretbox_seal};
 use super::driver::ServerEvent;
@@ -36,8 +37,10 @@ use super::{error_codes, firewall};
 use crate::dht::{Id, IncomingRequest, hash};
 use crate::keys::{KeyPair, PublicKey};
 use crate::noise::{NoiseConfig, NoiseHandshake, Step};
+use crate::relay::{RELAY_TIMEOUT, RelayError, RelayedPath};
 use crate::secret_stream::SecretStream;
-use crate::udx::{UdxSocket, UdxStream};
+use crate::udx::UdxStream;
+use futures::future::BoxFuture;
 
 /// How long a server waits for the client's first UDX packet (JS waits 10 s).
 pub const SERVER_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -265,7 +268,9 @@ impl Responder<'_> {
             None,
         ))?;
         let client_payload = noise.read_message(&handshake.noise)?;
+        let mut remote_key = None;
         if let Step::Verdict(pk) = noise.next_step() {
+            remote_key = Some(pk);
             let allow = (self.firewall)(&pk);
             noise.handle_verdict(allow)?;
             if !allow {
@@ -273,6 +278,9 @@ impl Responder<'_> {
                 return Ok((None, None));
             }
         }
+        let Some(remote_key) = remote_key else {
+            return Err(ConnectError::HandshakeFailed);
+        };
         let cp = NoisePayload::decode(&client_payload).map_err(|_| ConnectError::Payload(0))?;
         let remote_id = cp.udx.as_ref().and_then(|u| u32::try_from(u.id).ok());
         let raw = dht.create_stream()?;
@@ -296,6 +304,18 @@ impl Responder<'_> {
                     .collect(),
             });
         }
+        // hyperdht's rule: the server's relay if it has one (it pairs as initiator), else the
+        // client's (the client pairs as initiator).
+        let relay = match dht.relay_mode() {
+            RelayMode::Disabled => None,
+            _ => match dht.propose_relay(&remote_key).await {
+                Some(ours) => {
+                    payload.relay_through = Some(ours.to_payload());
+                    Some(ours)
+                }
+                None => RelayChoice::agree(dht.relay_mode(), None, cp.relay_through.as_ref()),
+            },
+        };
         let msg2 = noise.write_message(&payload.encode())?;
         let hs = noise.into_handshake()?;
         let Some(remote_id) = remote_id.filter(|_| payload.error == error_codes::NONE) else {
@@ -319,6 +339,9 @@ impl Responder<'_> {
             relays: self.relays.to_vec(),
             accepted: self.accepted.clone(),
             punch: ServerPunch::default(),
+            relay,
+            key_pair: self.key_pair.clone(),
+            pairing: None,
         };
         tokio::spawn(task.run(first, rx));
         Ok((
@@ -358,9 +381,33 @@ struct HandshakeTask {
     relays: Vec<RelayInfo>,
     accepted: mpsc::Sender<Connection>,
     punch: ServerPunch,
+    /// The relay both sides fall back to, if any.
+    relay: Option<RelayChoice>,
+    /// Our key (we connect to the relay with it).
+    key_pair: KeyPair,
+    /// The relay pairing, once the punch failed.
+    pairing: Option<BoxFuture<'static, Result<RelayedPath, RelayError>>>,
 }
 
 impl HandshakeTask {
+    /// Falls back to the relay (when there is one and the pairing has not started).
+    fn start_relay(&mut self, why: &str) {
+        if self.pairing.is_some() {
+            return;
+        }
+        let (Some(relay), Some(raw)) = (self.relay, self.raw.as_ref()) else {
+            debug!(why, "no path and no relay");
+            return;
+        };
+        debug!(why, relay = %relay.key.to_hex(), "falling back to the relay");
+        let dht = self.dht.clone();
+        let key_pair = self.key_pair.clone();
+        let local_id = raw.local_id();
+        self.pairing = Some(Box::pin(async move {
+            dht.pair_relay(&key_pair, relay, local_id).await
+        }));
+    }
+
     async fn run(
         mut self,
         first: Option<oneshot::Receiver<SocketAddr>>,
@@ -374,15 +421,21 @@ impl HandshakeTask {
         };
         let mut step_wait: Option<Duration> = None;
         let mut connected = false;
+        let mut holepunches_open = true;
         loop {
             if step_wait.is_none() {
-                step_wait = self
-                    .punch
-                    .schedule
-                    .as_mut()
-                    .and_then(|s| s.next_step())
-                    .map(|s| s.wait());
+                if let Some(schedule) = self.punch.schedule.as_mut() {
+                    step_wait = schedule.next_step().map(|s| s.wait());
+                    if step_wait.is_none() {
+                        let why = schedule.exhausted_reason();
+                        self.stop_punching(false);
+                        self.start_relay(&why);
+                        deadline = deadline.max(tokio::time::Instant::now() + RELAY_TIMEOUT);
+                    }
+                }
             }
+            let pairing = self.pairing.as_mut();
+            let has_pairing = pairing.is_some();
             let sockets = self.punch.sockets.as_mut();
             let has_sockets = sockets.is_some();
             tokio::select! {
@@ -420,7 +473,12 @@ impl HandshakeTask {
                         }
                         Some(Hit::FirstPacket { socket, local_id: id, from }) if id == local_id => {
                             let Some(stream) = self.punch.streams.remove(&socket) else { continue };
-                            let keep = self.punch.sockets.as_mut().and_then(|s| s.take(socket));
+                            let keep = self
+                                .punch
+                                .sockets
+                                .as_mut()
+                                .and_then(|s| s.take(socket))
+                                .map(|s| s as Arc<dyn Send + Sync>);
                             if stream.connect(self.remote_id, SocketAddr::V4(from)).is_ok() {
                                 let path = PathInfo {
                                     kind: PathKind::Holepunched,
@@ -438,10 +496,38 @@ impl HandshakeTask {
                         }
                     }
                 }
-                msg = holepunches.recv() => {
-                    let Some((req, hp)) = msg else { continue };
+                paired = async { match pairing { Some(p) => p.await, None => Err(RelayError::ChannelClosed) } }, if has_pairing => {
+                    self.pairing = None;
+                    match paired {
+                        Ok(rp) => {
+                            let Some(raw) = self.raw.take() else { break };
+                            if raw.connect(rp.remote_stream_id(), rp.relay_addr()).is_ok() {
+                                let path = PathInfo {
+                                    kind: PathKind::Relayed,
+                                    remote_addr: rp.relay_addr(),
+                                    relay: Some(rp.relay_key()),
+                                };
+                                start_responder(raw, self.hs.clone(), path, Some(Arc::new(rp)), self.accepted.clone());
+                                connected = true;
+                            }
+                            break;
+                        }
+                        Err(e) => {
+                            debug!(error = %e, "relay pairing failed");
+                            break;
+                        }
+                    }
+                }
+                msg = holepunches.recv(), if holepunches_open => {
+                    let Some((req, hp)) = msg else {
+                        holepunches_open = false;
+                        continue;
+                    };
                     if self.on_holepunch(req, hp).await {
                         deadline = deadline.max(tokio::time::Instant::now() + PUNCH_DURATION);
+                    }
+                    if self.pairing.is_some() {
+                        deadline = deadline.max(tokio::time::Instant::now() + RELAY_TIMEOUT);
                     }
                 }
                 () = tokio::time::sleep(step_wait.unwrap_or(Duration::from_secs(3600))), if step_wait.is_some() => {
@@ -494,8 +580,9 @@ impl HandshakeTask {
         if remote.error != error_codes::NONE {
             debug!(code = remote.error, "client aborted the holepunch");
             self.stop_punching(false);
+            self.start_relay("the client aborted the holepunch");
             let reply = self.abort_payload(error_codes::ABORTED);
-            self.answer(req, hp, &reply).await;
+            answer(&self.dht, &self.secret, req, hp, &reply).await;
             return false;
         }
         let echoed = from_our_relay && remote.remote_token == Some(token);
@@ -554,8 +641,9 @@ impl HandshakeTask {
                             .unwrap_or_else(|e| e.into_inner())
                             .try_begin(Instant::now());
                         if !ok {
+                            self.start_relay("another random punch is running");
                             let reply = self.abort_payload(error_codes::TRY_LATER);
-                            self.answer(req, hp, &reply).await;
+                            answer(&self.dht, &self.secret, req, hp, &reply).await;
                             return false;
                         }
                         self.punch.holds_gate = true;
@@ -575,8 +663,9 @@ impl HandshakeTask {
                     started = true;
                 }
                 _ => {
+                    self.start_relay("no punch strategy for these NATs");
                     let reply = self.abort_payload(error_codes::ABORTED);
-                    self.answer(req, hp, &reply).await;
+                    answer(&self.dht, &self.secret, req, hp, &reply).await;
                     return false;
                 }
             }
@@ -592,7 +681,7 @@ impl HandshakeTask {
             token: from_our_relay.then_some(token),
             remote_token: remote.token,
         };
-        self.answer(req, hp, &reply).await;
+        answer(&self.dht, &self.secret, req, hp, &reply).await;
         started
     }
 
@@ -604,13 +693,20 @@ impl HandshakeTask {
             ..HolepunchPayload::default()
         }
     }
+}
 
-    async fn answer(&self, req: IncomingRequest, hp: Holepunch, payload: &HolepunchPayload) {
-        let nonce: [u8; 24] = random_bytes();
-        let sealed = secretbox_seal(&self.secret, &nonce, &payload.encode());
-        if let Err(e) = self.dht.node.answer_holepunch(req, hp, sealed).await {
-            debug!(error = %e, "holepunch answer failed");
-        }
+/// Sends a holepunch answer sealed with the session's secret.
+async fn answer(
+    dht: &HyperDht,
+    secret: &Id,
+    req: IncomingRequest,
+    hp: Holepunch,
+    payload: &HolepunchPayload,
+) {
+    let nonce: [u8; 24] = random_bytes();
+    let sealed = secretbox_seal(secret, &nonce, &payload.encode());
+    if let Err(e) = dht.node.answer_holepunch(req, hp, sealed).await {
+        debug!(error = %e, "holepunch answer failed");
     }
 }
 
@@ -618,7 +714,7 @@ fn start_responder(
     raw: UdxStream,
     hs: crate::noise::Handshake,
     path: PathInfo,
-    keep: Option<Arc<UdxSocket>>,
+    keep: Option<Arc<dyn Send + Sync>>,
     accepted: mpsc::Sender<Connection>,
 ) {
     tokio::spawn(async move {
@@ -626,7 +722,7 @@ fn start_responder(
             Ok(c) => {
                 let conn = Connection::new(c, path);
                 let conn = match keep {
-                    Some(s) => conn.keep_socket(s),
+                    Some(g) => conn.keep(g),
                     None => conn,
                 };
                 let _ = accepted.send(conn).await;

@@ -2,7 +2,6 @@
 //! by token, and keep the relay connection open while the relayed stream lives.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -63,7 +62,7 @@ impl Drop for RelayedPath {
 /// Pairs through `relay`: connects to it as `key_pair`, sends `pair {is_initiator, token,
 /// local_stream_id}` and waits (at most [`RELAY_TIMEOUT`], as hyperdht) for the relay's answer.
 pub async fn pair_through(
-    dht: &Arc<HyperDht>,
+    dht: &HyperDht,
     key_pair: &KeyPair,
     relay: &PublicKey,
     is_initiator: bool,
@@ -92,7 +91,7 @@ pub async fn pair_through(
 }
 
 async fn request(
-    dht: &Arc<HyperDht>,
+    dht: &HyperDht,
     key_pair: &KeyPair,
     relay: &PublicKey,
     is_initiator: bool,
