@@ -21,10 +21,11 @@ const sinceStart = () => Math.round(performance.now())
 // bytes sends the 32-byte SHA-256 of them, then ends. Each side checks the hash it gets back
 // against what it sent and prints {"event":"done",sentSha256,receivedSha256,...}.
 //
-// `path` in the `connected` line: `relayed` when the raw stream's remote host is the relay's
-// (--relay-host, required with --relay-through; give it alone when the other side pins the relay),
-// otherwise `holepunched` when this node ran a holepunch (hyperdht's punch counters moved), else
-// `direct` (the remote was reachable without one).
+// `path` in the `connected` line, the vocabulary of the Rust peer: `relayed` when the raw stream's
+// remote host is the relay's (--relay-host, required with --relay-through; give it alone when the
+// other side pins the relay), `loopback` / `lan` when the remote address is a loopback / private
+// one (no NAT crossed), `holepunched` when this node is behind a NAT (hyperdht's `firewalled`) or
+// ran a punch, else `direct` (a public node reached without one).
 'use strict'
 
 const DHT = require('hyperdht')
@@ -74,9 +75,17 @@ function relayKey() {
 // How this connection runs: see the header.
 function pathOf(dht, remote) {
   const relayHost = arg('relay-host', null)
-  if (relayHost && remote && remote.host === relayHost) return 'relayed'
+  if (!remote) return 'unknown'
+  if (relayHost && remote.host === relayHost) return 'relayed'
+  if (remote.host.startsWith('127.')) return 'loopback'
+  if (isPrivate(remote.host)) return 'lan'
   const p = dht.stats.punches
-  return p.consistent + p.random > 0 ? 'holepunched' : 'direct'
+  return dht.firewalled || p.consistent + p.random > 0 ? 'holepunched' : 'direct'
+}
+
+function isPrivate(host) {
+  const [a, b] = host.split('.').map(Number)
+  return a === 10 || (a === 172 && b >= 16 && b < 32) || (a === 192 && b === 168)
 }
 
 function onStop(fn) {
