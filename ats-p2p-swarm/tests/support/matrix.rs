@@ -112,6 +112,105 @@ impl Cell {
     }
 }
 
+/// Every cell of the matrix by name (the test functions of `tests/netlab_matrix.rs` and the rows
+/// of the `nat_matrix` bench): NATs client-side first; random↔random always through a relay.
+pub(crate) const CELLS: &[(&str, Cell)] = {
+    use Imp::{Js, Rust};
+    use NatKind::{Consistent as C, Random as R};
+    const fn cell(nat_a: NatKind, nat_b: NatKind, client: Imp, server: Imp, relay: Relay) -> Cell {
+        Cell {
+            nat_a,
+            nat_b,
+            client,
+            server,
+            relay,
+        }
+    }
+    &[
+        ("js_consistent_consistent", cell(C, C, Js, Js, Relay::None)),
+        ("js_consistent_random", cell(C, R, Js, Js, Relay::None)),
+        ("js_random_consistent", cell(R, C, Js, Js, Relay::None)),
+        ("js_random_random_npm_relay", cell(R, R, Js, Js, Relay::Npm)),
+        (
+            "js_random_random_our_relay",
+            cell(R, R, Js, Js, Relay::Ours),
+        ),
+        (
+            "rust_consistent_consistent",
+            cell(C, C, Rust, Rust, Relay::None),
+        ),
+        (
+            "rust_consistent_random",
+            cell(C, R, Rust, Rust, Relay::None),
+        ),
+        (
+            "rust_random_consistent",
+            cell(R, C, Rust, Rust, Relay::None),
+        ),
+        (
+            "rust_random_random_our_relay",
+            cell(R, R, Rust, Rust, Relay::Ours),
+        ),
+        (
+            "rust_random_random_found_relay",
+            cell(R, R, Rust, Rust, Relay::OursFound),
+        ),
+        (
+            "rust_random_random_npm_relay",
+            cell(R, R, Rust, Rust, Relay::Npm),
+        ),
+        (
+            "js_to_rust_consistent_consistent",
+            cell(C, C, Js, Rust, Relay::None),
+        ),
+        (
+            "js_to_rust_consistent_random",
+            cell(C, R, Js, Rust, Relay::None),
+        ),
+        (
+            "js_to_rust_random_consistent",
+            cell(R, C, Js, Rust, Relay::None),
+        ),
+        (
+            "js_to_rust_random_random_our_relay",
+            cell(R, R, Js, Rust, Relay::Ours),
+        ),
+        (
+            "js_to_rust_random_random_npm_relay",
+            cell(R, R, Js, Rust, Relay::Npm),
+        ),
+        (
+            "rust_to_js_consistent_consistent",
+            cell(C, C, Rust, Js, Relay::None),
+        ),
+        (
+            "rust_to_js_consistent_random",
+            cell(C, R, Rust, Js, Relay::None),
+        ),
+        (
+            "rust_to_js_random_consistent",
+            cell(R, C, Rust, Js, Relay::None),
+        ),
+        (
+            "rust_to_js_random_random_our_relay",
+            cell(R, R, Rust, Js, Relay::Ours),
+        ),
+        (
+            "rust_to_js_random_random_npm_relay",
+            cell(R, R, Rust, Js, Relay::Npm),
+        ),
+    ]
+};
+
+/// The cell called `name` in [`CELLS`]; panics on an unknown name.
+pub(crate) fn cell(name: &str) -> Cell {
+    CELLS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, c)| *c)
+        .unwrap_or_else(|| panic!("no cell {name:?} in the matrix"))
+}
+
 /// What a passing cell measured.
 #[derive(Debug, Clone)]
 pub(crate) struct Outcome {
