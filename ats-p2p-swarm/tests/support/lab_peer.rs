@@ -254,7 +254,7 @@ async fn bind(args: &PeerArgs) -> Result<Arc<HyperDht>, String> {
     Ok(Arc::new(dht))
 }
 
-#[allow(clippy::needless_pass_by_ref_mut, unused_variables)]
+#[allow(unused_variables)]
 fn set_relay_mode(dht: &HyperDht, relay: &RelayChoice) {
     // NEEDS-API: dht.set_relay_mode(match relay {
     // NEEDS-API:     RelayChoice::Auto => RelayMode::Auto,
@@ -265,8 +265,9 @@ fn set_relay_mode(dht: &HyperDht, relay: &RelayChoice) {
 
 /// The connection's path as `(kind, remote address, relay key)`.
 fn path_of(conn: &Connection, args: &PeerArgs) -> (String, Option<String>, Option<String>) {
+    // NEEDS-API: replace the stand-in below with
     // NEEDS-API: let p = conn.path();
-    // NEEDS-API: return (p.kind.to_string(), Some(p.remote_addr.to_string()), p.relay.map(|k| k.to_hex()));
+    // NEEDS-API: (p.kind.to_string(), Some(p.remote_addr.to_string()), p.relay.map(|k| k.to_hex()))
     // Stand-in until `Connection::path` exists: read it off the remote address.
     let remote = conn.get_ref().remote_addr();
     let kind = match remote.map(|a| a.ip()) {
@@ -328,11 +329,8 @@ async fn client(args: &PeerArgs) -> Result<(), String> {
 }
 
 async fn relay(args: &PeerArgs) -> Result<(), String> {
-    let mut config = DhtConfig::new(args.host, vec![args.bootstrap]);
-    // On the public side: known reachable, so peers can reach the relay directly.
-    config.public_addr = Some(SocketAddrV4::new(args.host, 0));
     let dht = Arc::new(
-        HyperDht::bind(config)
+        HyperDht::bind(DhtConfig::new(args.host, vec![args.bootstrap]))
             .await
             .map_err(|e| format!("bind: {e}"))?,
     );
@@ -342,12 +340,13 @@ async fn relay(args: &PeerArgs) -> Result<(), String> {
         .map_err(|e| format!("bootstrap: {e}"))?;
     let kp = KeyPair::from_seed(args.seed);
     let addr = dht.local_addr();
+    // NEEDS-API: replace the last two lines with
     // NEEDS-API: let _relay = ats_p2p_swarm::relay::RelayServer::spawn(dht.clone(), kp.clone())
     // NEEDS-API:     .await
     // NEEDS-API:     .map_err(|e| format!("relay: {e}"))?;
     // NEEDS-API: emit(json!({"event": "relay", "publicKey": kp.public_key().to_hex(),
     // NEEDS-API:     "host": addr.ip().to_string(), "port": addr.port()}));
-    // NEEDS-API: std::future::pending::<()>().await;
+    // NEEDS-API: std::future::pending::<Result<(), String>>().await
     let _ = (kp, addr);
     Err("our relay is not there yet (ats_p2p_swarm::relay, issue 11)".into())
 }
