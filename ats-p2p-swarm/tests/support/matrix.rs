@@ -261,18 +261,38 @@ fn str_field(v: &Value, field: &str) -> String {
         .to_owned()
 }
 
-/// Waits for one of `events` (or `error`) from `p` until `deadline`; panics on `error`.
-fn expect(p: &mut LabProcess, deadline: Instant, what: &str, events: &[&str]) -> Value {
-    let left = deadline.saturating_duration_since(Instant::now());
-    let mut all = events.to_vec();
-    all.push("error");
-    let v = json(&p.wait_for(left, |l| is_event(l, &all)));
-    assert!(
-        v["event"] != "error",
-        "{what} failed: {v}\noutput:\n{}",
+/// Waits for one of `events` from `p` until `deadline`. Panics on an `error` line, on timeout or
+/// when `p` exits, with `p`'s output and that of `others` (what they printed so far).
+fn expect(
+    p: &mut LabProcess,
+    others: &mut [&mut LabProcess],
+    deadline: Instant,
+    what: &str,
+    events: &[&str],
+) -> Value {
+    let failure = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match p.next_line(left) {
+            Some(l) if is_event(&l, events) => return json(&l),
+            Some(l) if is_event(&l, &["error"]) => break format!("{what} failed: {l}"),
+            Some(_) => {}
+            None => break format!("{what}: no {events:?} line within the cell's time limit"),
+        }
+    };
+    let mut report = format!(
+        "{failure}\n--- {} output:\n{}",
+        p.label(),
         p.log().join("\n")
     );
-    v
+    for o in others.iter_mut() {
+        while o.next_line(Duration::ZERO).is_some() {}
+        report.push_str(&format!(
+            "\n--- {} output:\n{}",
+            o.label(),
+            o.log().join("\n")
+        ));
+    }
+    panic!("{report}");
 }
 
 fn spawn_rust(lab: &NetLab, node: Node, rust: &RustPeer, args: &PeerArgs) -> LabProcess {
@@ -304,7 +324,7 @@ pub(crate) fn run_cell(cell: Cell, rust: &RustPeer) -> Option<Outcome> {
             &script, "dht", "--host", &host, "--port", &port, "--nodes", "3",
         ],
     );
-    let ready = expect(&mut dht, deadline, "DHT", &["ready"]);
+    let ready = expect(&mut dht, &mut [], deadline, "DHT", &["ready"]);
     let bootstrap_s = str_field(&ready, "bootstrap");
     let bootstrap: SocketAddrV4 = bootstrap_s
         .parse()
@@ -350,7 +370,7 @@ pub(crate) fn run_cell(cell: Cell, rust: &RustPeer) -> Option<Outcome> {
         )),
     };
     let relay_key = relay_proc.as_mut().map(|p| {
-        let v = expect(p, deadline, "relay", &["relay"]);
+        let v = expect(p, &mut [], deadline, "relay", &["relay"]);
         str_field(&v, "publicKey")
     });
     let relay_choice = match (cell.relay, &relay_key) {
@@ -404,7 +424,7 @@ pub(crate) fn run_cell(cell: Cell, rust: &RustPeer) -> Option<Outcome> {
             ),
         ),
     };
-    let listening = expect(&mut server, deadline, "server", &["listening"]);
+    let listening = expect(&mut server, &mut [], deadline, "server", &["listening"]);
     assert_eq!(
         listening["firewalled"], true,
         "server behind NAT must be firewalled: {listening}"
@@ -447,10 +467,34 @@ pub(crate) fn run_cell(cell: Cell, rust: &RustPeer) -> Option<Outcome> {
             ),
         ),
     };
-    let connected = expect(&mut client, deadline, "client connect", &["connected"]);
-    let client_done = expect(&mut client, deadline, "client transfer", &["done"]);
-    let server_conn = expect(&mut server, deadline, "server accept", &["connected"]);
-    let server_done = expect(&mut server, deadline, "server transfer", &["done"]);
+    let connected = expect(
+        &mut client,
+        &mut [&mut server],
+        deadline,
+        "client connect",
+        &["connected"],
+    );
+    let client_done = expect(
+        &mut client,
+        &mut [&mut server],
+        deadline,
+        "client transfer",
+        &["done"],
+    );
+    let server_conn = expect(
+        &mut server,
+        &mut [&mut client],
+        deadline,
+        "server accept",
+        &["connected"],
+    );
+    let server_done = expect(
+        &mut server,
+        &mut [&mut client],
+        deadline,
+        "server transfer",
+        &["done"],
+    );
     assert_eq!(client_done["bytes"], TRANSFER_BYTES, "{client_done}");
     assert_eq!(server_done["bytes"], TRANSFER_BYTES, "{server_done}");
     assert_eq!(

@@ -409,6 +409,11 @@ impl LabProcess {
         }
     }
 
+    /// The label given at spawn (`<node>:<program>`), for messages.
+    pub(crate) fn label(&self) -> &str {
+        &self.label
+    }
+
     /// The OS process id (of `ip netns exec`, which execs the program: same pid).
     pub(crate) fn id(&self) -> u32 {
         self.child.id()
