@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Network-namespace NAT lab, shell counterpart of ats-p2p-swarm/tests/support/netlab.rs.
 #
-#   interop/netlab.sh up   [--random] [NAME]   build a lab (default NAME: atsnl-sh)
+#   interop/netlab.sh up   [--random|--random-a|--random-b] [NAME]
+#                                              build a lab (default NAME: atsnl-sh)
 #   interop/netlab.sh down [NAME]              tear it down
 #   interop/netlab.sh exec NAME NODE CMD...    run CMD in NODE (pub, ra, rb, ha, hb)
 #   interop/netlab.sh clean                    delete every namespace starting with atsnl-
@@ -15,8 +16,9 @@
 #   NAME-ha   lan 10.201.1.2/24 via 10.201.1.1       private host A
 #   NAME-hb   lan 10.201.2.2/24 via 10.201.2.1       private host B
 #
-# --random: MASQUERADE --random-fully (a new random public port per destination), so holepunching
-# between the two hosts cannot work.
+# --random: both routers MASQUERADE --random-fully (a new random public port per destination), so
+# holepunching between the two hosts cannot work; --random-a / --random-b: only router A / B does
+# (hyperdht's random-NAT punch can cross one such NAT).
 set -euo pipefail
 
 PREFIX=atsnl-
@@ -24,10 +26,12 @@ PREFIX=atsnl-
 die() { echo "netlab.sh: $*" >&2; exit 1; }
 
 up() {
-  local random=0 name=${PREFIX}sh
+  local random_a=0 random_b=0 name=${PREFIX}sh
   while [ $# -gt 0 ]; do
     case "$1" in
-      --random) random=1 ;;
+      --random) random_a=1 random_b=1 ;;
+      --random-a) random_a=1 ;;
+      --random-b) random_b=1 ;;
       *) name=$1 ;;
     esac
     shift
@@ -59,6 +63,8 @@ up() {
     ip -n "$h" route add default via "10.201.$n.1"
     ip netns exec "$r" sysctl -qw net.ipv4.ip_forward=1
     local rnd=()
+    local random=$random_a
+    [ "$side" = b ] && random=$random_b
     [ "$random" = 1 ] && rnd=(--random-fully)
     ip netns exec "$r" iptables -t nat -A POSTROUTING -o wan -j MASQUERADE "${rnd[@]}"
     ip netns exec "$r" iptables -P FORWARD DROP

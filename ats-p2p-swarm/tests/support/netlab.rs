@@ -1,6 +1,7 @@
 //! A network-namespace NAT lab for integration tests (shell counterpart: `interop/netlab.sh`).
 //!
-//! [`NetLab::start`] builds five namespaces that are connected only to each other:
+//! [`NetLab::start_with`] builds five namespaces that are connected only to each other (and
+//! [`NetLab::start`] the same with one NAT kind on both routers):
 //!
 //! ```text
 //! pub  br0 198.18.0.1/24             "internet": bootstrap and DHT nodes
@@ -12,14 +13,21 @@
 //! ```
 //!
 //! Each router MASQUERADEs `lan -> wan`, forwards `wan -> lan` only for established flows and drops
-//! unsolicited packets addressed to itself. With [`NatKind::Consistent`] Linux keeps the source
-//! port (endpoint-independent mapping), so holepunching works; [`NatKind::Random`] adds
-//! `--random-fully` (a fresh random port per destination), so it cannot. Forwarding is switched on
-//! inside the router namespaces only; no namespace has a route to the host's own network.
+//! unsolicited packets addressed to itself. Each router has its own [`NatKind`]: with
+//! [`NatKind::Consistent`] Linux keeps the source port (endpoint-independent mapping), so a plain
+//! holepunch works; [`NatKind::Random`] adds `--random-fully` (a fresh random port per
+//! destination): one such NAT needs hyperdht's random-NAT punch, two need a relay. Forwarding is
+//! switched on inside the router namespaces only; no namespace has a route to the host's own
+//! network.
+//!
+//! Where the lab cannot be built (no `ip netns`, no iptables NAT) a test skips and says so on
+//! stderr (`SKIP: ...`) — except when the `CI` environment variable is set: CI runs as root and
+//! must run the lab, so there [`NetLab::start_with`] panics with the reason instead.
 //!
 //! Namespace names are `atsnl-<pid>-<n>-<node>`, unique per process and lab. Dropping the
 //! [`NetLab`] kills every process still inside its namespaces and deletes them, also when the test
-//! panics; [`NetLab::start`] first deletes labs left behind by processes that no longer exist.
+//! panics; [`NetLab::start_with`] first deletes labs left behind by processes that no longer
+//! exist.
 //!
 //! Include it from a test file with `#[path = "support/netlab.rs"] mod netlab;`.
 #![allow(dead_code)]
@@ -42,13 +50,24 @@ const TERM_GRACE: Duration = Duration::from_secs(2);
 /// Labs created by this process, to make names unique.
 static LAB_COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// How the two routers map ports.
+/// How a router maps ports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum NatKind {
     /// Port-preserving, endpoint-independent mapping: holepunching works.
     Consistent,
-    /// `MASQUERADE --random-fully`: a new random port per destination; holepunching cannot work.
+    /// `MASQUERADE --random-fully`: a new random port per destination; a plain holepunch cannot
+    /// work (hyperdht's random-NAT punch can, when the other side is consistent).
     Random,
+}
+
+impl NatKind {
+    /// `consistent` or `random`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Consistent => "consistent",
+            Self::Random => "random",
+        }
+    }
 }
 
 /// One of the five namespaces of a lab.
@@ -110,16 +129,26 @@ impl Node {
 #[derive(Debug)]
 pub(crate) struct NetLab {
     name: String,
-    kind: NatKind,
+    /// NAT of router A (in front of host A) and of router B.
+    nats: (NatKind, NatKind),
     /// Namespaces created so far (teardown deletes exactly these).
     created: Vec<String>,
 }
 
 impl NetLab {
-    /// Builds a lab, or prints `SKIP: <reason>` and returns `None` where network namespaces or
-    /// iptables NAT are not available. Panics (after tearing down) if building fails otherwise.
+    /// [`NetLab::start_with`] with the same NAT on both routers.
     pub(crate) fn start(kind: NatKind) -> Option<Self> {
+        Self::start_with(kind, kind)
+    }
+
+    /// Builds a lab with NAT `a` on router A and `b` on router B, or prints `SKIP: <reason>` and
+    /// returns `None` where network namespaces or iptables NAT are not available — unless `CI` is
+    /// set, where that panics. Panics (after tearing down) if building fails otherwise.
+    pub(crate) fn start_with(a: NatKind, b: NatKind) -> Option<Self> {
         if let Err(reason) = available() {
+            if std::env::var_os("CI").is_some() {
+                panic!("network-namespace NAT lab unavailable, and CI must run it: {reason}");
+            }
             // Straight to the process's stderr: the test harness captures `eprintln!` of passing
             // tests, and a skip must be visible.
             let msg = format!("SKIP: network-namespace NAT lab unavailable: {reason}\n");
@@ -130,7 +159,7 @@ impl NetLab {
         let n = LAB_COUNTER.fetch_add(1, Ordering::Relaxed);
         let mut lab = Self {
             name: format!("{PREFIX}{}-{n}", std::process::id()),
-            kind,
+            nats: (a, b),
             created: Vec::new(),
         };
         if let Err(e) = lab.build() {
@@ -139,9 +168,9 @@ impl NetLab {
         Some(lab)
     }
 
-    /// Which NAT the routers do.
-    pub(crate) fn kind(&self) -> NatKind {
-        self.kind
+    /// The NATs of router A and router B.
+    pub(crate) fn nats(&self) -> (NatKind, NatKind) {
+        self.nats
     }
 
     /// The namespace name of `node` (for `ip netns exec`).
@@ -186,10 +215,10 @@ impl NetLab {
         self.run(p, &["ip", "addr", "add", "198.18.0.1/24", "dev", "br0"])?;
         self.run(p, &["ip", "link", "set", "br0", "up"])?;
         let sides = [
-            (Node::RouterA, Node::HostA, "upa", 1u8),
-            (Node::RouterB, Node::HostB, "upb", 2u8),
+            (Node::RouterA, Node::HostA, "upa", 1u8, self.nats.0),
+            (Node::RouterB, Node::HostB, "upb", 2u8, self.nats.1),
         ];
-        for (router, host, uplink, net) in sides {
+        for (router, host, uplink, net, nat) in sides {
             let r = self.add_ns(router)?;
             let h = self.add_ns(host)?;
             let ip = |args: &[&str]| run_ok(Command::new("ip").args(args));
@@ -225,7 +254,7 @@ impl NetLab {
                 "-j",
                 "MASQUERADE",
             ];
-            if self.kind == NatKind::Random {
+            if nat == NatKind::Random {
                 masq.push("--random-fully");
             }
             self.run(router, &masq)?;
@@ -378,6 +407,11 @@ impl LabProcess {
             lines: rx,
             log: Vec::new(),
         }
+    }
+
+    /// The label given at spawn (`<node>:<program>`), for messages.
+    pub(crate) fn label(&self) -> &str {
+        &self.label
     }
 
     /// The OS process id (of `ip netns exec`, which execs the program: same pid).
