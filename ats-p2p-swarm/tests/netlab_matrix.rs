@@ -78,43 +78,27 @@ cells! {
 
     // Rust ↔ Rust.
     rust_consistent_consistent;
-    #[ignore = "needs random-NAT punching (issue 11)"]
     rust_consistent_random;
-    #[ignore = "needs random-NAT punching (issue 11)"]
     rust_random_consistent;
-    #[ignore = "needs random-NAT punching (issue 11)"]
     rust_random_random_our_relay;
-    #[ignore = "needs random-NAT punching (issue 11)"]
     rust_random_random_found_relay;
-    #[ignore = "needs random-NAT punching (issue 11)"]
     rust_random_random_npm_relay;
 
     // JS client → Rust server.
     js_to_rust_consistent_consistent;
-    #[ignore = "needs random-NAT punching (issue 11)"]
     js_to_rust_consistent_random;
-    #[ignore = "needs random-NAT punching (issue 11)"]
     js_to_rust_random_consistent;
-    #[ignore = "needs random-NAT punching (issue 11)"]
     js_to_rust_random_random_our_relay;
-    #[ignore = "needs random-NAT punching (issue 11)"]
     js_to_rust_random_random_npm_relay;
 
     // Rust client → JS server.
-    #[ignore = "Rust client → JS server: the Rust client reports connected, the JS server never \
-        sees the connection, and the send times out (or the punch aborts) (issue 11)"]
     rust_to_js_consistent_consistent;
-    #[ignore = "needs random-NAT punching (issue 11)"]
     rust_to_js_consistent_random;
-    #[ignore = "needs random-NAT punching (issue 11)"]
     rust_to_js_random_consistent;
-    #[ignore = "needs random-NAT punching (issue 11)"]
     rust_to_js_random_random_our_relay;
-    #[ignore = "needs random-NAT punching (issue 11)"]
     rust_to_js_random_random_npm_relay;
 
     // JS ↔ JS through our relay (a blind-relay server that npm peers use with relayThrough).
-    #[ignore = "needs our relay (ats_p2p_swarm::relay, issue 11)"]
     js_random_random_our_relay;
 }
 

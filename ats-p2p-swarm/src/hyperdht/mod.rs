@@ -17,7 +17,7 @@ mod punch;
 pub mod server;
 pub mod store;
 
-pub use connect::{ConnectError, Firewall, HyperDht, NoPathReason, UdxDatagrams};
+pub use connect::{ConnectError, Firewall, HyperDht, NoPathReason, RelayMode, UdxDatagrams};
 pub use driver::{Bootstrap, DatagramSocket, DhtConfig, DhtError, DhtNode, NodeInfo, ServerEvent};
 pub use holepunch::NatClass;
 pub use node::{

@@ -312,8 +312,10 @@ impl ProbeSchedule {
                 }
             }
             Strategy::RandomPorts { host: to } => {
-                let port = super::holepunch::random_port(&mut rand::rngs::OsRng);
-                sockets.probe(0, SocketAddrV4::new(to, port)).await;
+                for _ in 0..super::holepunch::RANDOM_PROBE_BURST {
+                    let port = super::holepunch::random_port(&mut rand::rngs::OsRng);
+                    sockets.probe(0, SocketAddrV4::new(to, port)).await;
+                }
             }
             Strategy::Birthday { target } => {
                 if self.birthday_opened < super::holepunch::BIRTHDAY_SOCKETS {

@@ -367,6 +367,8 @@ struct ServerPunch {
     sockets: Option<PunchSockets>,
     schedule: Option<ProbeSchedule>,
     holds_gate: bool,
+    /// A holepunch round arrived (a first packet from a public address is then punched).
+    rounds_seen: bool,
     /// Streams created on birthday sockets a probe reached, by socket index.
     streams: HashMap<usize, UdxStream>,
 }
@@ -444,11 +446,16 @@ impl HandshakeTask {
                     let Ok(from) = from else { break };
                     let Some(raw) = self.raw.take() else { break };
                     let path = match from {
-                        SocketAddr::V4(a) if self.punch.schedule.is_some() => PathInfo {
-                            kind: PathKind::Holepunched,
-                            remote_addr: SocketAddr::V4(a),
-                            relay: None,
-                        },
+                        SocketAddr::V4(a)
+                            if (self.punch.schedule.is_some() || self.punch.rounds_seen)
+                                && PathKind::of_direct(from) == PathKind::Direct =>
+                        {
+                            PathInfo {
+                                kind: PathKind::Holepunched,
+                                remote_addr: SocketAddr::V4(a),
+                                relay: None,
+                            }
+                        }
                         SocketAddr::V4(a) => direct_path(a),
                         other => PathInfo { kind: PathKind::Direct, remote_addr: other, relay: None },
                     };
@@ -591,6 +598,7 @@ impl HandshakeTask {
             self.punch.remote_class = Some(NatClass::from_wire(remote.firewall));
             self.punch.remote_addresses = remote.addresses.clone().unwrap_or_default();
             self.punch.remote_punching = remote.punching;
+            self.punch.rounds_seen = true;
             if echoed {
                 self.punch.verified_host = Some(*peer.ip());
             }

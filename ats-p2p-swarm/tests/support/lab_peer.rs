@@ -21,17 +21,17 @@
 //! `RelayServer`) and are commented out until it lands; each has a working stand-in beside it.
 #![allow(dead_code)]
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ats_p2p_swarm::hyperdht::RelayMode;
 use ats_p2p_swarm::hyperdht::{Connection, DhtConfig, Firewall, HyperDht};
 use ats_p2p_swarm::{KeyPair, PublicKey};
 use rand::RngCore;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-// NEEDS-API: use ats_p2p_swarm::hyperdht::RelayMode;
 
 /// Write and read size of the transfer.
 const CHUNK: usize = 64 * 1024;
@@ -256,28 +256,22 @@ async fn bind(args: &PeerArgs) -> Result<Arc<HyperDht>, String> {
 
 #[allow(unused_variables)]
 fn set_relay_mode(dht: &HyperDht, relay: &RelayChoice) {
-    // NEEDS-API: dht.set_relay_mode(match relay {
-    // NEEDS-API:     RelayChoice::Auto => RelayMode::Auto,
-    // NEEDS-API:     RelayChoice::Pinned(k) => RelayMode::Pinned(*k),
-    // NEEDS-API:     RelayChoice::Disabled => RelayMode::Disabled,
-    // NEEDS-API: });
+    dht.set_relay_mode(match relay {
+        RelayChoice::Auto => RelayMode::Auto,
+        RelayChoice::Pinned(k) => RelayMode::Pinned(*k),
+        RelayChoice::Disabled => RelayMode::Disabled,
+    });
 }
 
 /// The connection's path as `(kind, remote address, relay key)`.
 fn path_of(conn: &Connection, args: &PeerArgs) -> (String, Option<String>, Option<String>) {
-    // NEEDS-API: replace the stand-in below with
-    // NEEDS-API: let p = conn.path();
-    // NEEDS-API: (p.kind.to_string(), Some(p.remote_addr.to_string()), p.relay.map(|k| k.to_hex()))
-    // Stand-in until `Connection::path` exists: read it off the remote address.
-    let remote = conn.get_ref().remote_addr();
-    let kind = match remote.map(|a| a.ip()) {
-        Some(IpAddr::V4(ip)) if Some(ip) == args.relay_host => "relayed",
-        Some(IpAddr::V4(ip)) if ip.is_loopback() => "loopback",
-        Some(IpAddr::V4(ip)) if ip.is_private() => "lan",
-        Some(_) => "holepunched",
-        None => "unknown",
-    };
-    (kind.to_owned(), remote.map(|a| a.to_string()), None)
+    let _ = args;
+    let p = conn.path();
+    (
+        p.kind.to_string(),
+        Some(p.remote_addr.to_string()),
+        p.relay.map(|k| k.to_hex()),
+    )
 }
 
 fn connected_line(conn: &Connection, args: &PeerArgs) -> Value {
@@ -334,21 +328,17 @@ async fn relay(args: &PeerArgs) -> Result<(), String> {
             .await
             .map_err(|e| format!("bind: {e}"))?,
     );
-    dht.dht()
-        .bootstrapped()
-        .await
-        .map_err(|e| format!("bootstrap: {e}"))?;
+    dht.ready().await.map_err(|e| format!("bootstrap: {e}"))?;
     let kp = KeyPair::from_seed(args.seed);
     let addr = dht.local_addr();
-    // NEEDS-API: replace the last two lines with
-    // NEEDS-API: let _relay = ats_p2p_swarm::relay::RelayServer::spawn(dht.clone(), kp.clone())
-    // NEEDS-API:     .await
-    // NEEDS-API:     .map_err(|e| format!("relay: {e}"))?;
-    // NEEDS-API: emit(json!({"event": "relay", "publicKey": kp.public_key().to_hex(),
-    // NEEDS-API:     "host": addr.ip().to_string(), "port": addr.port()}));
-    // NEEDS-API: std::future::pending::<Result<(), String>>().await
-    let _ = (kp, addr);
-    Err("our relay is not there yet (ats_p2p_swarm::relay, issue 11)".into())
+    let _relay = ats_p2p_swarm::relay::RelayServer::spawn(dht.clone(), kp.clone())
+        .await
+        .map_err(|e| format!("relay: {e}"))?;
+    emit(
+        json!({"event": "relay", "publicKey": kp.public_key().to_hex(),
+        "host": addr.ip().to_string(), "port": addr.port()}),
+    );
+    std::future::pending::<Result<(), String>>().await
 }
 
 /// Hashes of one each-way transfer.
