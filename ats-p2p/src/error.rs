@@ -647,6 +647,10 @@ pub enum ReceiveError {
     /// The sender did not appear on the transfer's topic or could not be reached in time.
     #[error("cannot reach the sender within {0:?}")]
     NoConnection(std::time::Duration),
+    /// No path to the sender exists: no direct address answered, the holepunch could not
+    /// work, and no relay carried the connection (the text says what was detected).
+    #[error("cannot reach the sender: {0}")]
+    NoPath(String),
     /// The task was closed (for example cancelled by the sender, who refused our claim) while
     /// we waited for the sender.
     #[error("the offer's task was closed ({0}) before the sender connected")]
@@ -667,7 +671,7 @@ impl ReceiveError {
     pub fn kind(&self) -> FailureKind {
         match self {
             Self::Refused(_) | Self::Claim(_) => FailureKind::Rejected,
-            Self::Signal { .. } | Self::NoConnection(_) => FailureKind::Network,
+            Self::Signal { .. } | Self::NoConnection(_) | Self::NoPath(_) => FailureKind::Network,
             Self::SenderGaveUp(_) => FailureKind::Rejected,
             Self::KnownKeys(_) => FailureKind::Io,
             Self::Stream(e) => e.kind(),
@@ -682,6 +686,7 @@ impl ReceiveError {
             Self::Claim(_) => "claim_conflict",
             Self::Signal { .. } => "ats_unreachable",
             Self::NoConnection(_) => "no_connection",
+            Self::NoPath(_) => "no_path",
             Self::SenderGaveUp(_) => "sender_gave_up",
             Self::KnownKeys(_) => "known_keys_failed",
             Self::Stream(e) => e.code(),

@@ -101,7 +101,9 @@ pub mod save;
 pub mod topic;
 pub mod transfer;
 
-pub use node::{Inbox, Incoming, Node, NodeConfig, PendingOffer, ReceiveReport, SendReport};
+pub use node::{
+    Inbox, Incoming, Node, NodeConfig, PendingOffer, ReceiveReport, RelayMode, SendReport,
+};
 
 pub use ats_p2p_signal as signal;
 pub use ats_p2p_swarm as swarm;

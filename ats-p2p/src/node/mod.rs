@@ -19,6 +19,7 @@ mod receive;
 mod send;
 mod transport;
 
+pub use ats_p2p_swarm::hyperdht::RelayMode;
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
@@ -83,6 +84,10 @@ pub struct NodeConfig {
     pub known_keys_path: Option<PathBuf>,
     /// Address the UDP socket binds to.
     pub host: Ipv4Addr,
+    /// Whether and through which blind relay transfers may go when no direct or holepunched
+    /// path exists (default: a relay announced on the DHT; `--relay KEY` pins one,
+    /// `--no-relay` forbids relaying).
+    pub relay: RelayMode,
 }
 
 impl NodeConfig {
@@ -105,6 +110,7 @@ impl NodeConfig {
             key_source,
             known_keys_path: KnownKeys::default_path(),
             host: Ipv4Addr::UNSPECIFIED,
+            relay: RelayMode::Auto,
         }
     }
 }
@@ -195,7 +201,7 @@ impl Node {
         }
         let transport = tokio::time::timeout(
             START_TIMEOUT,
-            Transport::start(config.host, bootstrap, key_pair),
+            Transport::start(config.host, bootstrap, key_pair, config.relay),
         )
         .await
         .map_err(|_| NodeError::StartTimeout {

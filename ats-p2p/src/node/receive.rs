@@ -22,6 +22,7 @@ use tokio::time::Instant as Deadline;
 use tracing::debug;
 
 use super::send::remember_key;
+use super::transport::NoConnection;
 use super::{ProgressThrottle, Shared, locked, millis};
 use crate::error::{ReceiveError, reason_chain};
 use crate::events::{ConnectionPath, Direction, Event, FailureKind};
@@ -493,9 +494,11 @@ impl Job {
         let sender_key = PublicKey::from_bytes(self.offer.sender_key);
         let deadline = Deadline::now() + timeout;
         let conn = tokio::select! {
-            c = shared.transport.connect_on_topic(topic, sender_key, deadline) => {
-                c.ok_or(ReceiveError::NoConnection(timeout))?
-            }
+            c = shared.transport.connect_on_topic(topic, sender_key, deadline) => match c {
+                Ok(c) => c,
+                Err(NoConnection::TimedOut) => return Err(ReceiveError::NoConnection(timeout)),
+                Err(NoConnection::NoPath(why)) => return Err(ReceiveError::NoPath(why)),
+            },
             status = task_closed(&shared.client, self.task.id) => {
                 return Err(ReceiveError::SenderGaveUp(status.as_str().to_owned()));
             }

@@ -14,7 +14,9 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use ats_p2p_swarm::hyperdht::{Connection, DhtConfig, Firewall, HyperDht, Server};
+use ats_p2p_swarm::hyperdht::{
+    ConnectError, Connection, DhtConfig, Firewall, HyperDht, RelayMode, Server,
+};
 use ats_p2p_swarm::{KeyPair, PublicKey};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -36,7 +38,7 @@ const LOOKUP_RETRY_MAX: Duration = Duration::from_secs(1);
 const CONNECT_RETRY: Duration = Duration::from_millis(250);
 
 /// Longest wait for one lookup or connect attempt, so a stuck query cannot eat the deadline.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Transfers waiting for an inbound connection, by the remote key they expect.
 #[derive(Debug, Default)]
@@ -52,6 +54,15 @@ fn lock(w: &SharedWaiters) -> MutexGuard<'_, Waiters> {
 }
 
 /// The node's HyperDHT node and server.
+/// Why [`Transport::connect_on_topic`] found no connection.
+#[derive(Debug)]
+pub(crate) enum NoConnection {
+    /// The deadline passed.
+    TimedOut,
+    /// No path can exist; what was detected.
+    NoPath(String),
+}
+
 #[derive(Debug)]
 pub(crate) struct Transport {
     dht: Arc<HyperDht>,
@@ -66,12 +77,14 @@ impl Transport {
         host: Ipv4Addr,
         bootstrap: Vec<SocketAddrV4>,
         key_pair: KeyPair,
+        relay: RelayMode,
     ) -> Result<Self, NodeError> {
         let dht = Arc::new(
             HyperDht::bind(DhtConfig::new(host, bootstrap))
                 .await
                 .map_err(NodeError::Swarm)?,
         );
+        dht.set_relay_mode(relay);
         let waiters = SharedWaiters::default();
         let admitted = waiters.clone();
         let firewall: Firewall = Arc::new(move |key: &PublicKey| {
@@ -136,13 +149,14 @@ impl Transport {
     }
 
     /// Waits until `remote` is announced on `topic` (the sender is ready for us), then connects
-    /// to it; retries until `deadline`. `None` when the deadline passed.
+    /// to it; retries until `deadline`. Fails at once when no path can exist (both NATs
+    /// randomize and no relay carried it): retrying would not change that.
     pub(crate) async fn connect_on_topic(
         &self,
         topic: [u8; 32],
         remote: PublicKey,
         deadline: Instant,
-    ) -> Option<Connection> {
+    ) -> Result<Connection, NoConnection> {
         let announced = async {
             let mut pause = LOOKUP_RETRY_FIRST;
             loop {
@@ -162,7 +176,9 @@ impl Transport {
                 pause = (pause * 2).min(LOOKUP_RETRY_MAX);
             }
         };
-        tokio::time::timeout_at(deadline, announced).await.ok()?;
+        tokio::time::timeout_at(deadline, announced)
+            .await
+            .map_err(|_| NoConnection::TimedOut)?;
         let connect = async {
             loop {
                 let attempt = tokio::time::timeout(
@@ -171,15 +187,20 @@ impl Transport {
                 )
                 .await;
                 match attempt {
-                    Ok(Ok(conn)) if conn.remote_public_key() == remote => return conn,
+                    Ok(Ok(conn)) if conn.remote_public_key() == remote => return Ok(conn),
                     Ok(Ok(_)) => debug!("connected to an unexpected key; retrying"),
+                    Ok(Err(ConnectError::NoPath(reason))) => {
+                        return Err(NoConnection::NoPath(reason.to_string()));
+                    }
                     Ok(Err(e)) => debug!(error = %e, "connect failed; retrying"),
                     Err(_) => debug!("connect attempt timed out; retrying"),
                 }
                 tokio::time::sleep(CONNECT_RETRY).await;
             }
         };
-        tokio::time::timeout_at(deadline, connect).await.ok()
+        tokio::time::timeout_at(deadline, connect)
+            .await
+            .map_err(|_| NoConnection::TimedOut)?
     }
 
     /// Stops listening and closes the DHT node.
