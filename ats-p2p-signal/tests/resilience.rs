@@ -10,6 +10,7 @@ use std::time::Duration;
 use ats_p2p_signal::hub::store::{self, HubActor, Scope};
 use ats_p2p_signal::{EventOrigin, ListQuery, NewTask, TaskStatus, WatchConfig};
 use common::*;
+use futures::StreamExt;
 use serde_json::json;
 
 #[tokio::test]
@@ -162,9 +163,10 @@ async fn hub_restart_keeps_tasks_and_messages() {
 async fn a_watch_that_stops_reading_is_dropped_then_catches_up_exactly_once() {
     // Tasks created while the watch's consumer does not read, with payloads large enough that
     // the watch's own queue, the socket buffers and the hub's per-subscriber budget fill well
-    // before the last one.
-    const TASKS: usize = 600;
-    const PAYLOAD_BYTES: usize = 96 * 1024;
+    // before the last one (and small enough that a catch-up page of 200 tasks stays within the
+    // client's 16 MiB answer limit).
+    const TASKS: usize = 900;
+    const PAYLOAD_BYTES: usize = 64 * 1024;
     tokio::time::timeout(Duration::from_secs(300), async {
         let dir = tempfile::tempdir().unwrap();
         let hub = hub(dir.path()).await;
@@ -192,7 +194,13 @@ async fn a_watch_that_stops_reading_is_dropped_then_catches_up_exactly_once() {
         let mut seen: HashMap<i64, usize> = HashMap::new();
         let mut caught_up = 0usize;
         while seen.len() < TASKS {
-            let ev = next_matching(&mut watch, |_| true).await;
+            let ev = match tokio::time::timeout(EVENT_TIMEOUT, watch.next()).await {
+                Ok(Some(ev)) => ev,
+                other => panic!(
+                    "after {} tasks ({caught_up} caught up): {other:?}",
+                    seen.len()
+                ),
+            };
             if ev.origin == EventOrigin::CatchUp {
                 caught_up += 1;
             }
