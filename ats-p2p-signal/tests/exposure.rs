@@ -108,6 +108,29 @@ async fn web_pages_cannot_drive_the_hub() {
         let (s, _) = send(&http, Method::GET, &tasks, &[("Origin", "null")], None).await;
         assert_eq!(s, StatusCode::FORBIDDEN);
         assert_eq!(task_count(&http, &base).await, 0, "nothing was created");
+        // A page on a DNS name rebound to the hub's address: same-origin reads carry no Origin,
+        // but its own name as Host.
+        let port = hub.local_addr().port();
+        let rebound = format!("evil.example:{port}");
+        let (s, v) = send(
+            &http,
+            Method::GET,
+            &tasks,
+            &[("Host", rebound.as_str())],
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+        let local = format!("localhost:{port}");
+        let (s, _) = send(
+            &http,
+            Method::GET,
+            &tasks,
+            &[("Host", local.as_str())],
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
 
         // The `ats` CLI: JSON content type on everything, no Origin.
         let (s, v) = send(&http, Method::POST, &tasks, CLI, body).await;

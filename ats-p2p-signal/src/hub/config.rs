@@ -40,6 +40,12 @@ pub struct HubConfig {
     /// 403. Default: none, so no web page can drive the hub; clients that are not browsers (the
     /// `ats` CLI, [`crate::Client`]) send no `Origin` and are not affected.
     pub allowed_origins: Vec<String>,
+    /// Host names (the `Host` header without its port) served besides IP literals and
+    /// `localhost`. A hub listening on loopback, or with any name listed here, answers a request
+    /// for any other name with 403: that is how a page on a DNS name rebound to the hub's address
+    /// is kept from reading it. Default: none (a hub on a non-loopback address then serves any
+    /// name).
+    pub allowed_hosts: Vec<String>,
     /// Longest time one HTTP request may take (408 beyond).
     pub request_timeout: Duration,
     /// HTTP requests handled at once (503 beyond).
@@ -61,6 +67,7 @@ impl HubConfig {
             listen,
             db_path,
             allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
             max_websockets: DEFAULT_MAX_WEBSOCKETS,

@@ -6,12 +6,17 @@
 //!
 //! - a request (or WebSocket upgrade) carrying an `Origin` that is not in
 //!   [`HubConfig::allowed_origins`](super::HubConfig::allowed_origins) gets **403**;
+//! - on a hub listening on loopback (or with
+//!   [`HubConfig::allowed_hosts`](super::HubConfig::allowed_hosts) set), a request whose `Host`
+//!   is a name other than `localhost` or a listed one gets **403**: a page whose DNS name was
+//!   rebound to the hub's address sends its own name, and same-origin reads carry no `Origin`;
 //! - a state-changing request (`POST`, `PUT`, `PATCH`, `DELETE`) without
 //!   `Content-Type: application/json` gets **415**, whatever its body.
 //!
 //! The `ats` CLI and [`crate::Client`] send `Content-Type: application/json` on every request
 //! and no `Origin`, so they pass both rules.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
@@ -60,6 +65,59 @@ impl OriginPolicy {
     }
 }
 
+/// The host names served, when checked.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HostPolicy {
+    /// `None`: any host is served.
+    allowed: Option<Arc<Vec<String>>>,
+}
+
+/// The host part of a `Host` header: without the port, brackets or a trailing dot, lower-case.
+fn host_name(host: &str) -> String {
+    let host = host.trim();
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(rest),
+        None => host.split(':').next().unwrap_or(host),
+    };
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+impl HostPolicy {
+    /// Checks hosts when the hub listens on loopback or names are configured.
+    pub(crate) fn new(listen_is_loopback: bool, allowed: &[String]) -> Self {
+        let check = listen_is_loopback || !allowed.is_empty();
+        Self {
+            allowed: check.then(|| Arc::new(allowed.iter().map(|h| host_name(h)).collect())),
+        }
+    }
+
+    /// No `Host` (HTTP/1.0), an IP literal, `localhost`, or a listed name.
+    fn admits(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let (Some(allowed), Some(host)) = (&self.allowed, headers.get(header::HOST)) else {
+            return Ok(());
+        };
+        let host = String::from_utf8_lossy(host.as_bytes());
+        let name = host_name(&host);
+        if name == "localhost" || name.parse::<IpAddr>().is_ok() || allowed.contains(&name) {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "this hub does not serve the host name {name:?} (add it to the hub's allowed \
+                 hosts to reach it by that name)"
+            ),
+        ))
+    }
+}
+
+/// What the guard checks.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Guard {
+    pub(crate) origins: OriginPolicy,
+    pub(crate) hosts: HostPolicy,
+}
+
 /// Whether the method changes state (and so must carry a JSON body type).
 fn changes_state(method: &Method) -> bool {
     [Method::POST, Method::PUT, Method::PATCH, Method::DELETE].contains(method)
@@ -74,13 +132,13 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
 }
 
-/// The middleware: 403 for a foreign origin, 415 for a state change without a JSON body type.
-pub(crate) async fn guard(
-    State(origins): State<OriginPolicy>,
-    req: Request,
-    next: Next,
-) -> Response {
-    if let Err(e) = origins.admits(req.headers()) {
+/// The middleware: 403 for a foreign host name or origin, 415 for a state change without a JSON body type.
+pub(crate) async fn guard(State(guard): State<Guard>, req: Request, next: Next) -> Response {
+    let admitted = guard
+        .hosts
+        .admits(req.headers())
+        .and_then(|()| guard.origins.admits(req.headers()));
+    if let Err(e) = admitted {
         return e.into_response();
     }
     if changes_state(req.method()) && !is_json(req.headers()) {
@@ -125,6 +183,30 @@ mod tests {
             "application/jsonx"
         )])));
         assert!(!is_json(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn host_names_on_loopback() {
+        let p = HostPolicy::new(true, &["hub.example".to_owned()]);
+        for ok in [
+            "127.0.0.1:8787",
+            "localhost:8787",
+            "[::1]:8787",
+            "Hub.Example.:80",
+            "10.0.0.2",
+        ] {
+            assert!(p.admits(&headers(&[(header::HOST, ok)])).is_ok(), "{ok}");
+        }
+        assert!(p.admits(&HeaderMap::new()).is_ok());
+        assert!(
+            p.admits(&headers(&[(header::HOST, "evil.example:8787")]))
+                .is_err()
+        );
+        let open = HostPolicy::new(false, &[]);
+        assert!(
+            open.admits(&headers(&[(header::HOST, "evil.example")]))
+                .is_ok()
+        );
     }
 
     #[test]

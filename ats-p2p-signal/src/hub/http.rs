@@ -22,7 +22,7 @@ use tower_http::timeout::TimeoutLayer;
 use super::HubConfig;
 use super::db::Db;
 use super::fanout::Fanout;
-use super::guard::{self, OriginPolicy};
+use super::guard::{self, Guard, HostPolicy, OriginPolicy};
 use super::store::{self, Action, HubActor, Scope, StoreError};
 use crate::types::{TaskId, format_timestamp};
 
@@ -447,9 +447,9 @@ fn task_routes(prefix: &str) -> Router<AppState> {
 }
 
 /// The whole application, outside in: path normalization, JSON errors, the request timeout
-/// (408), the concurrency limit (503 when every slot is taken), the origin and content-type
-/// guard (403, 415), the body limit (413), the routes.
-pub(crate) fn app(state: AppState, config: &HubConfig) -> Router {
+/// (408), the concurrency limit (503 when every slot is taken), the host, origin and
+/// content-type guard (403, 415), the body limit (413), the routes.
+pub(crate) fn app(state: AppState, config: &HubConfig, listen: std::net::SocketAddr) -> Router {
     let inner = Router::new()
         .route("/health", get(health))
         // Static segments win over `:id` in axum's router, so this is matched first.
@@ -473,7 +473,10 @@ pub(crate) fn app(state: AppState, config: &HubConfig) -> Router {
     Router::new()
         .fallback_service(inner)
         .layer(middleware::from_fn_with_state(
-            OriginPolicy::new(&config.allowed_origins),
+            Guard {
+                origins: OriginPolicy::new(&config.allowed_origins),
+                hosts: HostPolicy::new(listen.ip().is_loopback(), &config.allowed_hosts),
+            },
             guard::guard,
         ))
         .layer(

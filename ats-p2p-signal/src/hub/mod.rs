@@ -21,7 +21,9 @@
 //!   that is not in [`HubConfig::allowed_origins`] (default: none) gets **403**; a `POST`,
 //!   `PUT`, `PATCH` or `DELETE` without `Content-Type: application/json` gets **415**. The `ats`
 //!   CLI and [`crate::Client`] send that content type on every request and no `Origin`, so they
-//!   are unaffected; reads need no content type.
+//!   are unaffected; reads need no content type. On a hub listening on loopback, a request for a
+//!   host name other than `localhost` (or one in [`HubConfig::allowed_hosts`]) gets **403**, so
+//!   a page whose DNS name was rebound to `127.0.0.1` cannot read the hub either.
 //! - **A slow WebSocket reader cannot grow memory.** Each event is serialized once and shared by
 //!   the subscribers' queues, each bounded by [`SUBSCRIBER_QUEUE_EVENTS`] events and
 //!   [`SUBSCRIBER_QUEUE_BYTES`] bytes, and every write has [`WS_WRITE_TIMEOUT`]. A subscriber
@@ -169,7 +171,7 @@ impl Hub {
             ws_tasks: ws_tasks.clone(),
             ws_slots: Arc::new(Semaphore::new(config.max_websockets)),
         };
-        let app = http::app(state, &config);
+        let app = http::app(state, &config, addr);
         let stop = cancel.clone();
         let server = tokio::spawn(async move {
             let served = axum::serve(listener, app)
