@@ -50,10 +50,12 @@
 //! The hub has no accounts: whoever can reach its port can create, claim and read every task.
 //! On loopback (the default, [`DEFAULT_LISTEN`]) the rules above keep browsers out. To serve
 //! other machines, put it behind a reverse proxy that terminates TLS and authenticates (a
-//! bearer token or mutual TLS at the proxy), or on a private network only; list in
-//! [`HubConfig::allowed_origins`] only origins of pages you trust to act for their users. The
-//! limits above bound what one client can take, not how many clients come: rate-limit at the
-//! proxy when the network is not yours.
+//! bearer token or mutual TLS at the proxy), or on a private network only. List in
+//! [`HubConfig::allowed_origins`] (`ats-p2p hub --allow-origin URL`) only origins of pages you
+//! trust to act for their users, and in [`HubConfig::allowed_hosts`] the names the hub is
+//! reached by when it listens on loopback behind such a proxy. The limits above bound what one
+//! client can take, not how many clients come: rate-limit at the proxy when the network is not
+//! yours.
 
 mod config;
 mod db;

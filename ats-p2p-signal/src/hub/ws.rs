@@ -196,6 +196,11 @@ async fn session(
                     }
                     break;
                 };
+                if sub.dropped().is_cancelled() {
+                    // Dropped between two writes: the socket can still take a close frame.
+                    close_lagging(&mut socket, &actor_id).await;
+                    break;
+                }
                 let wanted = filter.as_ref().is_some_and(|f| f.matches(&frame));
                 let written = if wanted {
                     send_timed(&mut socket, &sub, Message::Text(frame.text.clone())).await
