@@ -229,6 +229,11 @@ pub(crate) struct HubArgs {
     /// Run the hub without the DHT bootstrap node.
     #[arg(long)]
     pub(crate) no_bootstrap: bool,
+    /// A browser origin whose pages may use the hub, e.g. `https://dashboard.example`
+    /// (repeatable). Requests from any other page are refused; the `ats` CLI and ats-p2p send
+    /// no origin and need none.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    pub(crate) allow_origins: Vec<String>,
 }
 
 /// Size of the demo's generated file by default.

@@ -10,6 +10,7 @@ use std::time::Duration;
 use ats_p2p_signal::hub::store::{self, HubActor, Scope};
 use ats_p2p_signal::{EventOrigin, ListQuery, NewTask, TaskStatus, WatchConfig};
 use common::*;
+use futures::StreamExt;
 use serde_json::json;
 
 #[tokio::test]
@@ -156,4 +157,69 @@ async fn hub_restart_keeps_tasks_and_messages() {
         hub2.shutdown().await;
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_watch_that_stops_reading_is_dropped_then_catches_up_exactly_once() {
+    // Tasks created while the watch's consumer does not read, with payloads large enough that
+    // the watch's own queue, the socket buffers and the hub's per-subscriber budget fill well
+    // before the last one (and small enough that a catch-up page of 200 tasks stays within the
+    // client's 16 MiB answer limit).
+    const TASKS: usize = 900;
+    const PAYLOAD_BYTES: usize = 64 * 1024;
+    tokio::time::timeout(Duration::from_secs(300), async {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(dir.path()).await;
+        let a = client(&hub.url(), "agent-a");
+        let mut watch = client(&hub.url(), "agent-b").watch(WatchConfig {
+            channels: vec!["paused".into()],
+            ..WatchConfig::default()
+        });
+        let mut sentinel = NewTask::new("sentinel");
+        sentinel.channel = Some("paused".into());
+        let sentinel = a.create_task(&sentinel).await.unwrap();
+        next_matching(&mut watch, |e| e.task.id == sentinel.id).await;
+
+        let blob = "x".repeat(PAYLOAD_BYTES);
+        let mut ids = Vec::with_capacity(TASKS);
+        for i in 0..TASKS {
+            let mut t = NewTask::new(format!("paused {i}"));
+            t.channel = Some("paused".into());
+            t.payload = Some(json!({ "blob": blob }));
+            ids.push(a.create_task(&t).await.unwrap().id);
+        }
+
+        // Now read: every task arrives once, some of them through the catch-up after the hub
+        // dropped the socket.
+        let mut seen: HashMap<i64, usize> = HashMap::new();
+        let mut caught_up = 0usize;
+        while seen.len() < TASKS {
+            let ev = match tokio::time::timeout(EVENT_TIMEOUT, watch.next()).await {
+                Ok(Some(ev)) => ev,
+                other => panic!(
+                    "after {} tasks ({caught_up} caught up): {other:?}",
+                    seen.len()
+                ),
+            };
+            if ev.origin == EventOrigin::CatchUp {
+                caught_up += 1;
+            }
+            *seen.entry(ev.task.id).or_default() += 1;
+        }
+        for ev in drain(&mut watch, Duration::from_secs(1)).await {
+            *seen.entry(ev.task.id).or_default() += 1;
+        }
+        assert!(
+            ids.iter().all(|id| seen.get(id) == Some(&1)),
+            "each task exactly once"
+        );
+        assert!(
+            caught_up > 0,
+            "the paused watch was never dropped and caught up"
+        );
+        drop(watch);
+        hub.shutdown().await;
+    })
+    .await
+    .expect("test exceeded its time bound");
 }

@@ -19,7 +19,9 @@ pub(crate) async fn run(out: &Output, args: HubArgs) -> Result<Exit, Failure> {
             .join("hub.sqlite"),
     };
     let mut stop = StopSignals::install()?;
-    let hub = Hub::bind(HubConfig::new(args.listen, db.clone()))
+    let mut config = HubConfig::new(args.listen, db.clone());
+    config.allowed_origins = args.allow_origins;
+    let hub = Hub::bind(config)
         .await
         .with_context(|| format!("cannot start the hub (database {})", db.display()))?;
     let bootstrap = if args.no_bootstrap {

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -12,16 +13,18 @@ use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
 use chrono::Utc;
 use serde_json::{Value, json};
-use tokio::sync::broadcast;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::ServiceBuilder;
+use tower_http::timeout::TimeoutLayer;
 
+use super::HubConfig;
 use super::db::Db;
-use super::store::{self, Action, HubActor, HubEvent, Scope, StoreError};
+use super::fanout::Fanout;
+use super::guard::{self, Guard, HostPolicy, OriginPolicy};
+use super::store::{self, Action, HubActor, Scope, StoreError};
 use crate::types::{TaskId, format_timestamp};
-
-/// Largest request body: tasks and messages are small JSON documents.
-pub(crate) const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// Longest excerpt of a framework error body carried into the JSON error.
 const MAX_ERROR_EXCERPT: usize = 4096;
@@ -30,9 +33,11 @@ const MAX_ERROR_EXCERPT: usize = 4096;
 #[derive(Debug, Clone)]
 pub(crate) struct AppState {
     pub(crate) db: Db,
-    pub(crate) events: broadcast::Sender<Arc<HubEvent>>,
+    pub(crate) fanout: Fanout,
     pub(crate) cancel: CancellationToken,
     pub(crate) ws_tasks: TaskTracker,
+    /// One permit per WebSocket session that may be open.
+    pub(crate) ws_slots: Arc<Semaphore>,
 }
 
 /// A JSON error answer: `{"error": "..."}`.
@@ -43,7 +48,7 @@ pub(crate) struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
             status,
             message: message.into(),
@@ -57,7 +62,10 @@ impl From<StoreError> for ApiError {
             StoreError::BadRequest(_) => StatusCode::BAD_REQUEST,
             StoreError::NotFound(_) => StatusCode::NOT_FOUND,
             StoreError::Conflict(_) => StatusCode::CONFLICT,
-            StoreError::Db(_) | StoreError::Commit(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            StoreError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            StoreError::Db(_) | StoreError::Commit(_) | StoreError::JobLost => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             StoreError::Closed => StatusCode::SERVICE_UNAVAILABLE,
         };
         if status.is_server_error() {
@@ -182,13 +190,19 @@ async fn list_tasks(
     ok(StatusCode::OK, json!({ "tasks": tasks, "count": count }))
 }
 
+/// `GET /tasks/{id}`: the task with its newest [`store::TASK_MESSAGES_SHOWN`] messages (oldest
+/// first) and `message_count`, the number it has in all.
 async fn get_task(State(st): State<AppState>, params: Params) -> ApiResult {
     let scope = scope(&params);
     let id = task_id(&params)?;
-    let task = st
+    let (task, message_count) = st
         .db
         .call(move |c| Ok((store::get_task(c, &scope, id)?, vec![])))
         .await?;
+    let mut task = json!(task);
+    if let Some(obj) = task.as_object_mut() {
+        obj.insert("message_count".to_owned(), json!(message_count));
+    }
     ok(StatusCode::OK, json!({ "task": task }))
 }
 
@@ -303,14 +317,21 @@ async fn post_message(
     ok(StatusCode::CREATED, json!({ "message": msg }))
 }
 
-async fn list_messages(State(st): State<AppState>, params: Params) -> ApiResult {
+/// `GET /tasks/{id}/messages[?limit=&offset=]`: oldest first, all of them by default (a task
+/// holds at most [`store::MAX_MESSAGES_PER_TASK`]); `count` is the total.
+async fn list_messages(
+    State(st): State<AppState>,
+    params: Params,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
     let scope = scope(&params);
     let id = task_id(&params)?;
-    let msgs = st
+    let q = query_map(q);
+    let (msgs, count) = st
         .db
-        .call(move |c| Ok((store::list_messages(c, &scope, id)?, vec![])))
+        .call(move |c| Ok((store::list_messages(c, &scope, id, &q)?, vec![])))
         .await?;
-    ok(StatusCode::OK, json!({ "messages": msgs }))
+    ok(StatusCode::OK, json!({ "messages": msgs, "count": count }))
 }
 
 async fn list_orgs(State(st): State<AppState>) -> ApiResult {
@@ -425,8 +446,10 @@ fn task_routes(prefix: &str) -> Router<AppState> {
         )
 }
 
-/// The whole application: path normalization outside, JSON errors everywhere.
-pub(crate) fn app(state: AppState) -> Router {
+/// The whole application, outside in: path normalization, JSON errors, the request timeout
+/// (408), the concurrency limit (503 when every slot is taken), the host, origin and
+/// content-type guard (403, 415), the body limit (413), the routes.
+pub(crate) fn app(state: AppState, config: &HubConfig, listen: std::net::SocketAddr) -> Router {
     let inner = Router::new()
         .route("/health", get(health))
         // Static segments win over `:id` in axum's router, so this is matched first.
@@ -445,10 +468,32 @@ pub(crate) fn app(state: AppState) -> Router {
         )
         .route("/ws", get(super::ws::upgrade))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .with_state(state);
     Router::new()
         .fallback_service(inner)
+        .layer(middleware::from_fn_with_state(
+            Guard {
+                origins: OriginPolicy::new(&config.allowed_origins),
+                hosts: HostPolicy::new(listen.ip().is_loopback(), &config.allowed_hosts),
+            },
+            guard::guard,
+        ))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the hub is busy: too many requests in progress; retry",
+                    )
+                }))
+                .load_shed()
+                .concurrency_limit(config.max_concurrent_requests.max(1)),
+        )
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            config.request_timeout,
+        ))
         .layer(middleware::map_response(json_errors))
         .layer(middleware::map_request(normalize_path))
 }
@@ -508,6 +553,7 @@ async fn json_errors(resp: Response) -> Response {
     let message = if text.is_empty() {
         match status {
             StatusCode::METHOD_NOT_ALLOWED => "method not allowed for this route".to_owned(),
+            StatusCode::REQUEST_TIMEOUT => "the request took too long".to_owned(),
             s => s.canonical_reason().unwrap_or("error").to_owned(),
         }
     } else {

@@ -10,27 +10,81 @@
 //! ```
 //!
 //! Layout: [`store`] holds the logic as plain functions over SQLite; a database thread runs them
-//! one transaction at a time (which makes claims atomic) and broadcasts events in commit order;
-//! thin axum handlers translate HTTP; the WebSocket forwards matching events.
+//! one transaction at a time (which makes claims atomic) and publishes events in commit order;
+//! thin axum handlers translate HTTP; the WebSocket forwards matching events. `config` holds
+//! every exposure and resource default, `guard` the rules that keep web pages out, `fanout` the
+//! bounded per-subscriber event queues.
+//!
+//! # Safe to expose
+//!
+//! - **Web pages cannot drive it.** A request or WebSocket upgrade carrying an `Origin` header
+//!   that is not in [`HubConfig::allowed_origins`] (default: none) gets **403**; a `POST`,
+//!   `PUT`, `PATCH` or `DELETE` without `Content-Type: application/json` gets **415**. The `ats`
+//!   CLI and [`crate::Client`] send that content type on every request and no `Origin`, so they
+//!   are unaffected; reads need no content type. On a hub listening on loopback, a request for a
+//!   host name other than `localhost` (or one in [`HubConfig::allowed_hosts`]) gets **403**, so
+//!   a page whose DNS name was rebound to `127.0.0.1` cannot read the hub either.
+//! - **A slow WebSocket reader cannot grow memory.** Each event is serialized once and shared by
+//!   the subscribers' queues, each bounded by [`SUBSCRIBER_QUEUE_EVENTS`] events and
+//!   [`SUBSCRIBER_QUEUE_BYTES`] bytes, and every write has [`WS_WRITE_TIMEOUT`]. A subscriber
+//!   past either bound is disconnected (close code 1013 when the socket can still take it); it
+//!   reconnects and catches up with `GET /tasks?updated_after=…`, as [`crate::Watch`] does.
+//! - **Bounded requests.** Bodies up to [`HubConfig::max_body_bytes`] (413 beyond); each request
+//!   answered within [`HubConfig::request_timeout`] (408 beyond; a change that timed out while
+//!   queued may still be applied, as with any network timeout); at most
+//!   [`HubConfig::max_concurrent_requests`] handled at once (503 beyond, at once) and
+//!   [`HubConfig::max_websockets`] WebSocket sessions (503 beyond).
+//! - **Bounded data.** A task holds at most [`store::MAX_MESSAGES_PER_TASK`] messages (409
+//!   beyond), each at most [`store::MAX_MESSAGE_BYTES`] (413 beyond). `GET /tasks/{id}` shows
+//!   the newest [`store::TASK_MESSAGES_SHOWN`] messages, oldest first, and `message_count`, the
+//!   number in all; `GET /tasks/{id}/messages` lists all of them and takes `limit` and
+//!   `offset` (its answer carries `count`). Finished tasks (completed, failed, rejected,
+//!   cancelled) are deleted with their messages once their last change is older than
+//!   [`HubConfig::retention`] (default 7 days), checked every [`HubConfig::prune_interval`].
+//! - **Durable and self-healing.** SQLite runs in WAL mode with `synchronous=FULL`: a change is
+//!   acknowledged only after its commit reached the disk. A panic on the database thread fails
+//!   only the requests whose jobs it hit (500); the thread rolls back and serves on.
+//!
+//! # Exposing a hub
+//!
+//! The hub has no accounts: whoever can reach its port can create, claim and read every task.
+//! On loopback (the default, [`DEFAULT_LISTEN`]) the rules above keep browsers out. To serve
+//! other machines, put it behind a reverse proxy that terminates TLS and authenticates (a
+//! bearer token or mutual TLS at the proxy), or on a private network only. List in
+//! [`HubConfig::allowed_origins`] (`ats-p2p hub --allow-origin URL`) only origins of pages you
+//! trust to act for their users, and in [`HubConfig::allowed_hosts`] the names the hub is
+//! reached by when it listens on loopback behind such a proxy. The limits above bound what one
+//! client can take, not how many clients come: rate-limit at the proxy when the network is not
+//! yours.
 
+mod config;
 mod db;
+mod fanout;
+mod guard;
 mod http;
 pub mod store;
 mod ws;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use tokio::sync::broadcast;
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use self::config::*;
 use self::db::Db;
+#[cfg(feature = "test-hooks")]
+pub use self::db::faults::DbFault;
+use self::fanout::Fanout;
+pub use self::fanout::{SUBSCRIBER_QUEUE_BYTES, SUBSCRIBER_QUEUE_EVENTS};
 use self::http::AppState;
 use self::store::StoreError;
+pub use self::ws::WS_WRITE_TIMEOUT;
 
 /// Default listen address of `ats-p2p hub`: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
@@ -41,28 +95,8 @@ pub const LEASE_SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 /// How often old stored events are pruned.
 const EVENT_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Events buffered per WebSocket subscriber; one that falls further behind is disconnected and
-/// catches up over HTTP.
-pub const EVENT_BROADCAST_DEPTH: usize = 4096;
-
 /// Longest wait for open WebSockets and the database thread at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// Where the hub listens and stores.
-#[derive(Debug, Clone)]
-pub struct HubConfig {
-    /// Listen address; port 0 picks a free port.
-    pub listen: SocketAddr,
-    /// SQLite database file (created, with its parent directories, if missing).
-    pub db_path: PathBuf,
-}
-
-impl HubConfig {
-    /// A config.
-    pub fn new(listen: SocketAddr, db_path: PathBuf) -> Self {
-        Self { listen, db_path }
-    }
-}
 
 /// Why the hub could not start.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +134,9 @@ pub struct Hub {
     sweeper: JoinHandle<()>,
     ws_tasks: TaskTracker,
     db_thread: Option<std::thread::JoinHandle<()>>,
+    /// The database handle of [`Hub::inject_db_fault`] (dropped at shutdown).
+    #[cfg(feature = "test-hooks")]
+    db: Option<Db>,
 }
 
 impl Hub {
@@ -125,17 +162,18 @@ impl Hub {
                 source,
             })?;
         let addr = listener.local_addr()?;
-        let (events, _) = broadcast::channel(EVENT_BROADCAST_DEPTH);
-        let (db, db_thread) = Db::start(conn, events.clone())?;
+        let fanout = Fanout::default();
+        let (db, db_thread) = Db::start(conn, fanout.clone())?;
         let cancel = CancellationToken::new();
         let ws_tasks = TaskTracker::new();
         let state = AppState {
             db: db.clone(),
-            events,
+            fanout,
             cancel: cancel.clone(),
             ws_tasks: ws_tasks.clone(),
+            ws_slots: Arc::new(Semaphore::new(config.max_websockets)),
         };
-        let app = http::app(state);
+        let app = http::app(state, &config, addr);
         let stop = cancel.clone();
         let server = tokio::spawn(async move {
             let served = axum::serve(listener, app)
@@ -145,7 +183,13 @@ impl Hub {
                 tracing::error!(error = %e, "hub server stopped with an error");
             }
         });
-        let sweeper = tokio::spawn(sweep_leases(db, cancel.clone()));
+        let upkeep = Upkeep {
+            retention: config.retention,
+            prune_interval: config.prune_interval,
+        };
+        #[cfg(feature = "test-hooks")]
+        let hook_db = db.clone();
+        let sweeper = tokio::spawn(sweep(db.unfaulted(), upkeep, cancel.clone()));
         tracing::info!(%addr, db = %config.db_path.display(), "ATS hub listening");
         Ok(Self {
             addr,
@@ -154,7 +198,18 @@ impl Hub {
             sweeper,
             ws_tasks,
             db_thread: Some(db_thread),
+            #[cfg(feature = "test-hooks")]
+            db: Some(hook_db),
         })
+    }
+
+    /// Makes the database thread panic at `fault` once (feature `test-hooks`, for tests of the
+    /// hub's recovery; never enable it in a build that serves anyone).
+    #[cfg(feature = "test-hooks")]
+    pub fn inject_db_fault(&self, fault: DbFault) {
+        if let Some(db) = &self.db {
+            db.inject_fault(fault);
+        }
     }
 
     /// The bound address (the real port when 0 was asked for).
@@ -188,6 +243,8 @@ impl Hub {
             self.sweeper.abort();
         }
         // Every `Db` handle is gone with the server and the sweeper: the thread drains and ends.
+        #[cfg(feature = "test-hooks")]
+        drop(self.db.take());
         if let Some(t) = self.db_thread.take() {
             let joined = tokio::task::spawn_blocking(move || t.join());
             if tokio::time::timeout(SHUTDOWN_GRACE, joined).await.is_err() {
@@ -204,11 +261,22 @@ impl Drop for Hub {
     }
 }
 
-/// Returns expired leases to pending, every [`LEASE_SWEEP_INTERVAL`].
-async fn sweep_leases(db: Db, cancel: CancellationToken) {
+/// What the sweeper does besides expiring leases.
+#[derive(Debug, Clone, Copy)]
+struct Upkeep {
+    retention: Duration,
+    prune_interval: Duration,
+}
+
+/// Returns expired leases to pending, every [`LEASE_SWEEP_INTERVAL`]; prunes old events every
+/// [`EVENT_PRUNE_INTERVAL`] and finished tasks past the retention every `prune_interval` (and
+/// once at start).
+async fn sweep(db: Db, upkeep: Upkeep, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(LEASE_SWEEP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_prune = tokio::time::Instant::now();
+    let mut last_event_prune = tokio::time::Instant::now();
+    let mut last_task_prune: Option<tokio::time::Instant> = None;
+    let retention = chrono::Duration::from_std(upkeep.retention).unwrap_or(chrono::Duration::MAX);
     loop {
         tokio::select! {
             biased;
@@ -216,24 +284,38 @@ async fn sweep_leases(db: Db, cancel: CancellationToken) {
             _ = tick.tick() => {}
         }
         let now = Utc::now();
-        let prune = last_prune.elapsed() >= EVENT_PRUNE_INTERVAL;
-        if prune {
-            last_prune = tokio::time::Instant::now();
+        let prune_events = last_event_prune.elapsed() >= EVENT_PRUNE_INTERVAL;
+        if prune_events {
+            last_event_prune = tokio::time::Instant::now();
+        }
+        let prune_tasks = last_task_prune.is_none_or(|t| t.elapsed() >= upkeep.prune_interval);
+        if prune_tasks {
+            last_task_prune = Some(tokio::time::Instant::now());
         }
         let res = db
             .call(move |c| {
                 let changes = store::expire_leases(c, now)?;
-                if prune {
+                if prune_events {
                     store::prune_events(c)?;
                 }
+                let pruned = match now.checked_sub_signed(retention) {
+                    Some(before) if prune_tasks => store::prune_finished(c, before)?,
+                    _ => 0,
+                };
                 let n = changes.len();
                 let events = changes.into_iter().flat_map(|ch| ch.events).collect();
-                Ok((n, events))
+                Ok(((n, pruned), events))
             })
             .await;
         match res {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(expired = n, "leases expired"),
+            Ok((expired, pruned)) => {
+                if expired > 0 {
+                    tracing::debug!(expired, "leases expired");
+                }
+                if pruned > 0 {
+                    tracing::info!(pruned, "finished tasks past the retention deleted");
+                }
+            }
             Err(StoreError::Closed) => break,
             Err(e) => tracing::warn!(error = %e, "lease sweep failed"),
         }

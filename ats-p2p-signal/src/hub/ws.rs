@@ -2,19 +2,27 @@
 //! for every ping, then one text frame per matching event.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{RawQuery, State};
-use axum::response::Response;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::OwnedSemaphorePermit;
 
-use super::http::AppState;
-use super::store::HubEvent;
+use super::fanout::{Frame, Subscription};
+use super::http::{ApiError, AppState};
 
 /// Largest frame a client may send (subscribe and ping messages are tiny).
 const MAX_WS_INCOMING: usize = 64 * 1024;
+
+/// Longest time one frame may take to write; a client that does not read for this long is
+/// disconnected (it reconnects and catches up over HTTP).
+pub const WS_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest wait for the close frame to a subscriber dropped for falling behind.
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Close code when a subscriber fell behind: "try again later"; the client reconnects and
 /// catches up over HTTP.
@@ -54,7 +62,7 @@ impl Filter {
         }
     }
 
-    fn matches(&self, ev: &HubEvent) -> bool {
+    fn matches(&self, ev: &Frame) -> bool {
         let ok =
             |l: &Option<Vec<String>>, x: &str| l.as_ref().is_none_or(|l| l.iter().any(|e| e == x));
         ok(&self.channels, &ev.channel)
@@ -63,12 +71,20 @@ impl Filter {
     }
 }
 
-/// `GET /ws`: accepts the upgrade with any query (identity comes only from the query).
+/// `GET /ws`: accepts the upgrade with any query (identity comes only from the query), while
+/// fewer than the configured number of sessions are open (503 beyond).
 pub(crate) async fn upgrade(
     State(st): State<AppState>,
     RawQuery(q): RawQuery,
     ws: WebSocketUpgrade,
 ) -> Response {
+    let Ok(permit) = st.ws_slots.clone().try_acquire_owned() else {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many WebSocket sessions are open; retry later",
+        )
+        .into_response();
+    };
     let query: HashMap<String, String> =
         url::form_urlencoded::parse(q.unwrap_or_default().as_bytes())
             .into_owned()
@@ -76,19 +92,60 @@ pub(crate) async fn upgrade(
     let actor_id = query.get("actor_id").cloned().unwrap_or_default();
     let tracker = st.ws_tasks.clone();
     ws.max_message_size(MAX_WS_INCOMING)
-        .on_upgrade(move |socket| tracker.track_future(session(socket, st, actor_id)))
+        .on_upgrade(move |socket| tracker.track_future(session(socket, st, actor_id, permit)))
 }
 
-async fn send_json(socket: &mut WebSocket, v: Value) -> bool {
-    socket.send(Message::Text(v.to_string())).await.is_ok()
+/// Why a write did not complete.
+enum WriteFailed {
+    /// The socket failed or the client did not read within [`WS_WRITE_TIMEOUT`].
+    Socket,
+    /// This subscriber was dropped for falling behind while the write waited.
+    Dropped,
 }
 
-async fn session(mut socket: WebSocket, st: AppState, actor_id: String) {
+/// Writes one message, giving up after [`WS_WRITE_TIMEOUT`] or when the subscriber is dropped.
+async fn send_timed(
+    socket: &mut WebSocket,
+    sub: &Subscription,
+    msg: Message,
+) -> Result<(), WriteFailed> {
+    tokio::select! {
+        biased;
+        _ = sub.dropped().cancelled() => Err(WriteFailed::Dropped),
+        sent = tokio::time::timeout(WS_WRITE_TIMEOUT, socket.send(msg)) => match sent {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) | Err(_) => Err(WriteFailed::Socket),
+        },
+    }
+}
+
+async fn send_json(socket: &mut WebSocket, sub: &Subscription, v: Value) -> bool {
+    send_timed(socket, sub, Message::Text(v.to_string()))
+        .await
+        .is_ok()
+}
+
+/// Tells a subscriber dropped for falling behind to reconnect (best effort, briefly).
+async fn close_lagging(socket: &mut WebSocket, actor_id: &str) {
+    tracing::info!(actor = %actor_id, "watch subscriber fell behind; closing");
+    let close = socket.send(Message::Close(Some(CloseFrame {
+        code: CLOSE_LAGGING,
+        reason: "too slow; reconnect and catch up".into(),
+    })));
+    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, close).await;
+}
+
+async fn session(
+    mut socket: WebSocket,
+    st: AppState,
+    actor_id: String,
+    _slot: OwnedSemaphorePermit,
+) {
     tracing::debug!(actor = %actor_id, "watch socket opened");
-    // Subscribe to the broadcast before anything else, so no event slips between the client's
-    // subscribe and our first delivery.
-    let mut rx = st.events.subscribe();
-    if !send_json(&mut socket, json!({ "type": "connected" })).await {
+    // Subscribe before anything else, so no event slips between the client's subscribe and our
+    // first delivery.
+    let mut sub = st.fanout.subscribe();
+    if !send_json(&mut socket, &sub, json!({ "type": "connected" })).await {
         return;
     }
     let mut filter: Option<Filter> = None;
@@ -96,10 +153,11 @@ async fn session(mut socket: WebSocket, st: AppState, actor_id: String) {
         tokio::select! {
             biased;
             _ = st.cancel.cancelled() => {
-                let _ = socket.send(Message::Close(Some(CloseFrame {
+                let close = socket.send(Message::Close(Some(CloseFrame {
                     code: CLOSE_GOING_AWAY,
                     reason: "hub shutting down".into(),
-                }))).await;
+                })));
+                let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, close).await;
                 break;
             }
             msg = socket.recv() => {
@@ -110,7 +168,7 @@ async fn session(mut socket: WebSocket, st: AppState, actor_id: String) {
                     Some(Ok(_)) => continue,
                 };
                 let Ok(v) = serde_json::from_str::<Value>(&text) else {
-                    if !send_json(&mut socket, json!({"type": "error", "error": "malformed JSON"})).await {
+                    if !send_json(&mut socket, &sub, json!({"type": "error", "error": "malformed JSON"})).await {
                         break;
                     }
                     continue;
@@ -127,27 +185,37 @@ async fn session(mut socket: WebSocket, st: AppState, actor_id: String) {
                     Some("ping") => json!({ "type": "pong" }),
                     _ => json!({ "type": "error", "error": "unknown message type" }),
                 };
-                if !send_json(&mut socket, reply).await {
+                if !send_json(&mut socket, &sub, reply).await {
                     break;
                 }
             }
-            ev = rx.recv() => {
-                let ev: Arc<HubEvent> = match ev {
-                    Ok(ev) => ev,
-                    Err(RecvError::Lagged(n)) => {
-                        tracing::info!(actor = %actor_id, missed = n, "watch subscriber lagging; closing");
-                        let _ = socket.send(Message::Close(Some(CloseFrame {
-                            code: CLOSE_LAGGING,
-                            reason: "too slow; reconnect and catch up".into(),
-                        }))).await;
+            frame = sub.recv() => {
+                let Some(frame) = frame else {
+                    if sub.dropped().is_cancelled() {
+                        close_lagging(&mut socket, &actor_id).await;
+                    }
+                    break;
+                };
+                if sub.dropped().is_cancelled() {
+                    // Dropped between two writes: the socket can still take a close frame.
+                    close_lagging(&mut socket, &actor_id).await;
+                    break;
+                }
+                let wanted = filter.as_ref().is_some_and(|f| f.matches(&frame));
+                let written = if wanted {
+                    send_timed(&mut socket, &sub, Message::Text(frame.text.clone())).await
+                } else {
+                    Ok(())
+                };
+                sub.finished(&frame);
+                match written {
+                    Ok(()) => {}
+                    // A write cut short leaves a partial frame: no close frame can follow.
+                    Err(WriteFailed::Dropped) => {
+                        tracing::info!(actor = %actor_id, "watch subscriber fell behind while writing; dropping");
                         break;
                     }
-                    Err(RecvError::Closed) => break,
-                };
-                if filter.as_ref().is_some_and(|f| f.matches(&ev))
-                    && socket.send(Message::Text(ev.frame().to_owned())).await.is_err()
-                {
-                    break;
+                    Err(WriteFailed::Socket) => break,
                 }
             }
         }

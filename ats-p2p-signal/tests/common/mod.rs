@@ -33,6 +33,13 @@ pub async fn hub(dir: &Path) -> Hub {
     hub_at(dir, "127.0.0.1:0".parse().unwrap()).await
 }
 
+/// A hub on a free loopback port with `adjust` applied to the default config.
+pub async fn hub_with(dir: &Path, adjust: impl FnOnce(&mut HubConfig)) -> Hub {
+    let mut config = HubConfig::new("127.0.0.1:0".parse().unwrap(), dir.join("hub.sqlite"));
+    adjust(&mut config);
+    Hub::bind(config).await.expect("hub binds")
+}
+
 pub fn client(url: &str, id: &str) -> Client {
     let actor = Actor {
         actor_type: "agent".into(),

@@ -47,6 +47,16 @@ pub const MAX_PARTS: usize = 32;
 /// Longest slug of an organization or project.
 pub const MAX_SLUG_LEN: usize = 64;
 
+/// Most messages one task may hold (409 beyond).
+pub const MAX_MESSAGES_PER_TASK: i64 = 1000;
+
+/// Largest message: its parts serialized as JSON, in bytes (413 beyond).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// Messages shown in `GET /tasks/{id}` (the newest; `message_count` says how many there are,
+/// `GET /tasks/{id}/messages` lists them all).
+pub const TASK_MESSAGES_SHOWN: i64 = 100;
+
 /// Stored events kept for their ids (older ones are pruned).
 pub const EVENTS_KEPT: i64 = 10_000;
 
@@ -68,6 +78,12 @@ pub enum StoreError {
     /// 500: the transaction could not be committed.
     #[error("database commit failed: {0}")]
     Commit(String),
+    /// 413: one item exceeds a size limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// 500: the job failed unexpectedly (a contained panic on the database thread).
+    #[error("internal error: the database job failed unexpectedly; retry")]
+    JobLost,
     /// 503: the hub is shutting down.
     #[error("hub is shutting down")]
     Closed,
@@ -130,12 +146,56 @@ pub struct HubEvent {
 impl HubEvent {
     /// The JSON text frame (ats-api.md section 9).
     pub fn frame(&self) -> &str {
-        self.text.get_or_init(|| {
-            serde_json::to_string(&self.data).unwrap_or_else(|e| {
-                tracing::error!(error = %e, "cannot serialize an event frame");
-                json!({ "type": "error", "error": "event not serializable" }).to_string()
-            })
-        })
+        self.text.get_or_init(|| serialize_frame(&self.data))
+    }
+
+    /// The event name, channel, task type and text frame, without the task data (what the
+    /// fan-out keeps while subscribers catch up).
+    pub fn into_frame(self) -> (String, String, String, String) {
+        let text = match self.text.into_inner() {
+            Some(t) => t,
+            None => serialize_frame(&self.data),
+        };
+        (self.event_type, self.channel, self.task_type, text)
+    }
+}
+
+fn serialize_frame(frame: &EventFrame) -> String {
+    serde_json::to_string(frame).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot serialize an event frame");
+        json!({ "type": "error", "error": "event not serializable" }).to_string()
+    })
+}
+
+/// An event whose task carries a payload of `payload_bytes` (for fan-out tests).
+#[cfg(test)]
+pub(crate) fn test_event(
+    event_type: &str,
+    channel: &str,
+    task_type: &str,
+    payload_bytes: usize,
+) -> HubEvent {
+    let frame = EventFrame {
+        event_type: event_type.to_owned(),
+        id: Some(1),
+        task_id: Some(1),
+        channel: Some(channel.to_owned()),
+        actor_type: None,
+        actor_id: None,
+        actor_name: None,
+        created_at: None,
+        data: Some(EventData {
+            task: None,
+            message: None,
+        }),
+        task: None,
+    };
+    HubEvent {
+        event_type: event_type.to_owned(),
+        channel: channel.to_owned(),
+        task_type: task_type.to_owned(),
+        data: frame,
+        text: std::sync::OnceLock::from("x".repeat(payload_bytes)),
     }
 }
 
@@ -269,12 +329,13 @@ pub fn open(path: &std::path::Path) -> Result<Connection, StoreError> {
 
 /// Sets pragmas, creates the schema and the default project (idempotent).
 pub fn init(conn: &Connection, now: DateTime<Utc>) -> Result<(), StoreError> {
-    // WAL: readers never block the writer and a commit needs no fsync with NORMAL sync (the
-    // WAL is synced at checkpoints), which keeps claims fast while surviving process crashes.
+    // WAL: readers never block the writer. synchronous=FULL syncs the WAL at every commit, so
+    // an acknowledged change survives a power loss, not only a process crash (the database
+    // thread commits jobs in groups, which keeps that one fsync per group, not per request).
     let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
     conn.execute_batch(
         // temp_store=MEMORY keeps the per-job savepoint journals off the disk.
-        "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;
+        "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;
          PRAGMA temp_store=MEMORY; PRAGMA cache_size=-16384;",
     )?;
     conn.execute_batch(SCHEMA)?;

@@ -61,11 +61,14 @@ pub fn create_task(
     })
 }
 
-/// `GET /tasks/{id}`, with its messages.
-pub fn get_task(conn: &Connection, scope: &Scope, id: TaskId) -> Result<Task, StoreError> {
+/// `GET /tasks/{id}`: the task with its newest [`TASK_MESSAGES_SHOWN`] messages (oldest first),
+/// and how many messages it has in all.
+pub fn get_task(conn: &Connection, scope: &Scope, id: TaskId) -> Result<(Task, u64), StoreError> {
     let mut task = task_in(conn, scope, id)?;
-    task.messages = Some(messages_of(conn, id)?);
-    Ok(task)
+    let count = message_count(conn, id)?;
+    let skip = count.saturating_sub(TASK_MESSAGES_SHOWN);
+    task.messages = Some(messages_of(conn, id, TASK_MESSAGES_SHOWN, skip)?);
+    Ok((task, u64::try_from(count).unwrap_or(0)))
 }
 
 fn parse_int(params: &HashMap<String, String>, key: &str) -> Result<Option<i64>, StoreError> {
@@ -427,25 +430,47 @@ fn row_to_message(row: &Row<'_>) -> rusqlite::Result<Message> {
     })
 }
 
-fn messages_of(conn: &Connection, task_id: TaskId) -> Result<Vec<Message>, StoreError> {
+/// Up to `limit` messages of a task, oldest first, after skipping the `offset` oldest.
+fn messages_of(
+    conn: &Connection,
+    task_id: TaskId,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<Message>, StoreError> {
     let mut st = conn.prepare_cached(
         "SELECT id, task_id, actor_type, actor_id, actor_name, parts, created_at
-         FROM messages WHERE task_id = ?1 ORDER BY id",
+         FROM messages WHERE task_id = ?1 ORDER BY id LIMIT ?2 OFFSET ?3",
     )?;
     let rows = st
-        .query_map([task_id], row_to_message)?
+        .query_map(params![task_id, limit, offset], row_to_message)?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }
 
-/// `GET /tasks/{id}/messages`, oldest first.
+fn message_count(conn: &Connection, task_id: TaskId) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT COUNT(*) FROM messages WHERE task_id = ?1")?
+        .query_row([task_id], |r| r.get(0))?)
+}
+
+/// `GET /tasks/{id}/messages`, oldest first: `limit` (default and most
+/// [`MAX_MESSAGES_PER_TASK`], so all of them) after skipping `offset`; and the total.
 pub fn list_messages(
     conn: &Connection,
     scope: &Scope,
     id: TaskId,
-) -> Result<Vec<Message>, StoreError> {
+    params: &HashMap<String, String>,
+) -> Result<(Vec<Message>, u64), StoreError> {
     task_in(conn, scope, id)?;
-    messages_of(conn, id)
+    let limit = parse_int(params, "limit")?
+        .unwrap_or(MAX_MESSAGES_PER_TASK)
+        .clamp(0, MAX_MESSAGES_PER_TASK);
+    let offset = parse_int(params, "offset")?.unwrap_or(0).max(0);
+    let count = message_count(conn, id)?;
+    Ok((
+        messages_of(conn, id, limit, offset)?,
+        u64::try_from(count).unwrap_or(0),
+    ))
 }
 
 /// `POST /tasks/{id}/messages`: `{"parts": [{"type", "content" | "url" | "data"}]}`.
@@ -477,6 +502,17 @@ pub fn post_message(
         .collect::<Result<_, _>>()?;
     let ts = format_timestamp(&now);
     let parts_json = serde_json::to_string(&parts).map_err(|e| bad(e.to_string()))?;
+    if parts_json.len() > MAX_MESSAGE_BYTES {
+        return Err(StoreError::TooLarge(format!(
+            "a message may hold at most {MAX_MESSAGE_BYTES} bytes of parts, this one {}",
+            parts_json.len()
+        )));
+    }
+    if message_count(conn, id)? >= MAX_MESSAGES_PER_TASK {
+        return Err(StoreError::Conflict(format!(
+            "task {id} already has {MAX_MESSAGES_PER_TASK} messages, the most a task may hold"
+        )));
+    }
     let mut st = conn.prepare_cached(
         "INSERT INTO messages (task_id, actor_type, actor_id, actor_name, parts, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -532,6 +568,21 @@ pub fn expire_leases(conn: &Connection, now: DateTime<Utc>) -> Result<Vec<Change
         });
     }
     Ok(out)
+}
+
+/// Deletes the finished tasks (completed, failed, rejected, cancelled) whose last change is
+/// older than `before`, with their messages. Returns how many tasks were deleted.
+pub fn prune_finished(conn: &Connection, before: DateTime<Utc>) -> Result<usize, StoreError> {
+    let ts = format_timestamp(&before);
+    let finished = "status IN ('completed', 'failed', 'rejected', 'cancelled') AND updated_at < ?1";
+    conn.prepare_cached(&format!(
+        "DELETE FROM messages WHERE task_id IN (SELECT id FROM tasks WHERE {finished})"
+    ))?
+    .execute([&ts])?;
+    let n = conn
+        .prepare_cached(&format!("DELETE FROM tasks WHERE {finished}"))?
+        .execute([&ts])?;
+    Ok(n)
 }
 
 /// Deletes stored events older than the newest [`EVENTS_KEPT`] (their ids stay unique).

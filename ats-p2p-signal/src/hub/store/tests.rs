@@ -307,7 +307,10 @@ fn messages_roundtrip() {
     .unwrap();
     assert_eq!(m.parts[0].part_type, "text");
     assert!(ev[0].frame().contains("task.message"));
-    assert_eq!(list_messages(&c, &s, id).unwrap(), vec![m]);
+    assert_eq!(
+        list_messages(&c, &s, id, &HashMap::new()).unwrap(),
+        (vec![m], 1)
+    );
     for b in [
         json!({}),
         json!({"parts": []}),
@@ -319,5 +322,134 @@ fn messages_roundtrip() {
             Err(StoreError::BadRequest(_))
         ));
     }
-    assert!(get_task(&c, &s, id).unwrap().messages.unwrap().len() == 1);
+    let (task, count) = get_task(&c, &s, id).unwrap();
+    assert_eq!((task.messages.unwrap().len(), count), (1, 1));
+}
+
+#[test]
+fn messages_are_bounded_per_task_and_in_size() {
+    let c = db();
+    let now = Utc::now();
+    let s = Scope::Default;
+    let id = create_task(&c, &s, &actor("a"), &body(json!({"title": "t"})), now)
+        .unwrap()
+        .task
+        .id;
+    let big = "x".repeat(MAX_MESSAGE_BYTES);
+    assert!(matches!(
+        post_message(
+            &c,
+            &s,
+            id,
+            &actor("b"),
+            &body(json!({"parts": [{"content": big}]})),
+            now
+        ),
+        Err(StoreError::TooLarge(_))
+    ));
+    for i in 0..MAX_MESSAGES_PER_TASK {
+        post_message(
+            &c,
+            &s,
+            id,
+            &actor("b"),
+            &body(json!({"parts": [{"content": format!("m{i}")}]})),
+            now,
+        )
+        .unwrap();
+    }
+    assert!(matches!(
+        post_message(
+            &c,
+            &s,
+            id,
+            &actor("b"),
+            &body(json!({"parts": [{"content": "one more"}]})),
+            now
+        ),
+        Err(StoreError::Conflict(_))
+    ));
+    // The task shows the newest messages, oldest first, and the total.
+    let (task, count) = get_task(&c, &s, id).unwrap();
+    let shown = task.messages.unwrap();
+    assert_eq!(count, u64::try_from(MAX_MESSAGES_PER_TASK).unwrap());
+    assert_eq!(shown.len(), usize::try_from(TASK_MESSAGES_SHOWN).unwrap());
+    assert_eq!(
+        shown.last().unwrap().parts[0].content.as_deref(),
+        Some("m999")
+    );
+    assert_eq!(shown[0].parts[0].content.as_deref(), Some("m900"));
+    // The list pages.
+    let q: HashMap<String, String> = [("limit", "10"), ("offset", "995")]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let (page, total) = list_messages(&c, &s, id, &q).unwrap();
+    assert_eq!((page.len(), total), (5, 1000));
+}
+
+#[test]
+fn prune_deletes_only_finished_tasks_past_retention() {
+    let c = db();
+    let s = Scope::Default;
+    let old = Utc::now() - chrono::Duration::days(30);
+    let mk = |title: &str| {
+        create_task(&c, &s, &actor("a"), &body(json!({"title": title})), old)
+            .unwrap()
+            .task
+            .id
+    };
+    let (done, pending, recent) = (mk("done"), mk("pending"), mk("recent"));
+    post_message(
+        &c,
+        &s,
+        done,
+        &actor("b"),
+        &body(json!({"parts": [{"content": "x"}]})),
+        old,
+    )
+    .unwrap();
+    claim(&c, &s, done, &actor("b"), &Map::new(), old).unwrap();
+    transition(
+        &c,
+        &s,
+        done,
+        Action::Complete,
+        &actor("b"),
+        &Map::new(),
+        old,
+    )
+    .unwrap();
+    transition(
+        &c,
+        &s,
+        recent,
+        Action::Reject,
+        &actor("b"),
+        &Map::new(),
+        Utc::now(),
+    )
+    .unwrap();
+    let n = prune_finished(&c, Utc::now() - chrono::Duration::days(7)).unwrap();
+    assert_eq!(n, 1);
+    assert!(matches!(
+        get_task(&c, &s, done),
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(
+        get_task(&c, &s, pending).is_ok(),
+        "unfinished tasks stay, however old"
+    );
+    assert!(
+        get_task(&c, &s, recent).is_ok(),
+        "recently finished tasks stay"
+    );
+    let msgs: i64 = c
+        .query_row(
+            "SELECT COUNT(*) FROM messages WHERE task_id = ?1",
+            [done],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(msgs, 0);
 }
