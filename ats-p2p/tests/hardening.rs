@@ -438,3 +438,85 @@ async fn free_space_counts_the_receives_already_running() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_never_reads_cannot_hold_a_send() {
+    use ats_p2p::swarm::swarm::{Swarm, SwarmConfig};
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let lab = Lab::start().await;
+        let mut cfg = lab.config("agent-a");
+        cfg.progress = ats_p2p::transfer::ProgressRule {
+            window: Duration::from_secs(2),
+            min_bytes: 64 * 1024,
+        };
+        let a = Node::start(cfg).await.unwrap();
+        // Far more than the transport buffers: the send can only finish if the peer reads.
+        let src = lab.file("flood.bin", 64 * 1024 * 1024);
+
+        // A receiver that claims, accepts with a real swarm key, connects, and never reads.
+        let claimer = lab.client("agent-b");
+        let swarm = Swarm::new(SwarmConfig::new(Ipv4Addr::LOCALHOST, vec![lab.boot.addr()]))
+            .await
+            .unwrap();
+        let receiver_key = *swarm.public_key().as_bytes();
+        let sender_key = a.public_key();
+        let mut failed = None;
+        let send = a.send(&src, "agent-b", CHANNEL, |e| {
+            if let Event::TransferFailed { kind, code, .. } = e {
+                failed = Some((*kind, code.clone()));
+            }
+        });
+        let deaf = async {
+            let task = loop {
+                let list = claimer
+                    .list_tasks(&ats_p2p::signal::ListQuery::default())
+                    .await
+                    .unwrap();
+                if let Some(t) = list.tasks.into_iter().next() {
+                    break t;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            let offer = FileOffer::from_task(&task).unwrap();
+            claimer.claim(task.id, None).await.unwrap();
+            let accept = AcceptMessage {
+                transfer_id: offer.transfer_id,
+                receiver_key,
+            };
+            claimer
+                .post_message(task.id, vec![Part::text(accept.to_content())])
+                .await
+                .unwrap();
+            // Alice announces once she approved the accept; retry until she listens.
+            loop {
+                if let Ok(conn) = swarm.connect(sender_key).await {
+                    return conn;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        let err = {
+            tokio::pin!(send);
+            let conn = tokio::select! {
+                c = deaf => c,
+                r = &mut send => panic!("send ended before the connection: {r:?}"),
+            };
+            let err = send.await.unwrap_err();
+            drop(conn);
+            err
+        };
+        assert_eq!(
+            (err.kind(), err.code()),
+            (ats_p2p::events::FailureKind::TimedOut, "stalled"),
+            "{err:?}"
+        );
+        assert_eq!(
+            failed,
+            Some((ats_p2p::events::FailureKind::TimedOut, "stalled".to_owned()))
+        );
+        swarm.destroy().await;
+        lab.finish([a]).await;
+    })
+    .await
+    .unwrap();
+}
