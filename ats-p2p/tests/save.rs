@@ -365,8 +365,8 @@ fn full_disk_fails_clearly_and_leaves_nothing() {
 #[cfg(unix)]
 fn swap_for_symlink(path: &Path, target: &Path) {
     let staging = path.with_file_name("attacker-link");
-    std::os::unix::fs::symlink(target, &staging).unwrap();
-    fs::rename(&staging, path).unwrap();
+    std::os::unix::fs::symlink(target, &staging).expect("plant the link");
+    fs::rename(&staging, path).expect("swap it in");
 }
 
 #[cfg(unix)]
@@ -447,7 +447,7 @@ fn temp_files_nobody_holds_are_removed_at_once_and_live_ones_kept() {
     fs::write(d.join("keep.txt"), b"mine").unwrap();
 
     let removed = remove_stale_temp_files(d, STALE_TEMP_AGE).unwrap();
-    assert_eq!(removed, [abandoned.clone()]);
+    assert_eq!(removed, std::slice::from_ref(&abandoned));
     assert!(!abandoned.exists());
     assert!(live.temp_path().exists());
     assert!(d.join("keep.txt").exists());

@@ -483,13 +483,11 @@ impl Job {
         let _ = std::fs::create_dir_all(save_dir);
         let available = available_space(save_dir);
         let mut reserved = locked(&self.shared.reserved_bytes);
-        match available {
-            Ok(available) => self
-                .shared
+        // Unknown free space: the write itself reports a full disk.
+        if let Ok(available) = available {
+            self.shared
                 .receive_policy()
-                .check_space(self.offer.size, available.saturating_sub(*reserved))?,
-            // Unknown free space: the write itself reports a full disk.
-            Err(_) => {}
+                .check_space(self.offer.size, available.saturating_sub(*reserved))?;
         }
         *reserved = reserved.saturating_add(self.offer.size);
         Ok(SpaceReservation {

@@ -469,3 +469,41 @@ pub(super) async fn remember_key(
     });
     task.await.unwrap_or(Ok(()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ats_p2p_signal::Part;
+
+    fn message(id: i64, actor: &str, key: u8, transfer: TransferId) -> Message {
+        let accept = AcceptMessage {
+            transfer_id: transfer,
+            receiver_key: [key; 32],
+        };
+        Message {
+            id,
+            task_id: Some(1),
+            actor_type: Some("agent".into()),
+            actor_id: Some(actor.into()),
+            actor_name: None,
+            parts: vec![Part::text(accept.to_content())],
+            created_at: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn the_first_accept_of_the_claimer_wins_in_any_listing_order() {
+        let t = TransferId::random();
+        let first = message(10, "agent-b", 1, t);
+        let second = message(11, "agent-b", 2, t);
+        let other = message(9, "agent-c", 3, t);
+        for listed in [
+            vec![other.clone(), first.clone(), second.clone()],
+            vec![second.clone(), other.clone(), first.clone()],
+        ] {
+            let a = first_accept(&listed, "agent-b").unwrap();
+            assert_eq!(a.receiver_key, [1; 32]);
+        }
+        assert!(first_accept(&[other], "agent-b").is_none());
+    }
+}
