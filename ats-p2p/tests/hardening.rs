@@ -520,3 +520,89 @@ async fn a_receiver_that_never_reads_cannot_hold_a_send() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickling_sender_cannot_hold_a_receive_and_its_lease() {
+    use ats_p2p::swarm::swarm::{JoinMode, Swarm, SwarmConfig};
+    use ats_p2p::topic::transfer_topic;
+    use ats_p2p::wire::{FileHash, Frame, Meta, encode_parts};
+    use tokio::io::AsyncWriteExt;
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let lab = Lab::start().await;
+        let mut cfg = lab.config("agent-b");
+        cfg.progress = ats_p2p::transfer::ProgressRule {
+            window: Duration::from_secs(2),
+            min_bytes: 64 * 1024,
+        };
+        let b = Node::start(cfg).await.unwrap();
+        let save = lab.save_dir("incoming");
+        let mut inbox = b.watch(CHANNEL, Some(save.clone()));
+
+        // A sender with a real swarm key that offers a megabyte and sends a byte at a time:
+        // every frame resets an idle timer, so only the progress rule can end this.
+        let mut swarm = Swarm::new(SwarmConfig::new(Ipv4Addr::LOCALHOST, vec![lab.boot.addr()]))
+            .await
+            .unwrap();
+        let offer = FileOffer {
+            transfer_id: TransferId::random(),
+            filename: "slow.bin".into(),
+            size: 1_000_000,
+            sha256: [7; 32],
+            sender_id: "agent-a".into(),
+            recipient_id: "agent-b".into(),
+            sender_key: *swarm.public_key().as_bytes(),
+        };
+        swarm
+            .join(
+                transfer_topic(offer.transfer_id.as_bytes()),
+                JoinMode::SERVER,
+            )
+            .await
+            .unwrap();
+        let sender = lab.client("agent-a");
+        let task = sender
+            .create_task(&offer.to_new_task(Some(CHANNEL)))
+            .await
+            .unwrap();
+        let transfer_id = offer.transfer_id.to_string();
+        let trickle = async {
+            let mut conn = swarm.next_connection().await.unwrap();
+            let meta = Meta {
+                name: offer.filename.clone(),
+                size: offer.size,
+                hash: FileHash(offer.sha256),
+            };
+            let mut m = encode_parts(&Frame::Meta(meta)).unwrap();
+            conn.write_all_buf(&mut m).await.unwrap();
+            loop {
+                let mut d = encode_parts(&Frame::Data(vec![1u8; 1].into())).unwrap();
+                if conn.write_all_buf(&mut d).await.is_err() || conn.flush().await.is_err() {
+                    // Bob gave up; keep the connection until the test is done with it.
+                    std::future::pending::<()>().await;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        };
+        let code = tokio::select! {
+            c = failure_code(&mut inbox, &transfer_id) => c,
+            () = trickle => unreachable!(),
+        };
+        assert_eq!(code, "stalled");
+        // The task is failed with the reason; the claim is not held any longer.
+        let ended = until_status(&sender, task.id, TaskStatus::Failed).await;
+        assert!(
+            ended
+                .reason
+                .as_deref()
+                .unwrap_or("")
+                .contains("no progress"),
+            "{ended:?}"
+        );
+        assert!(listing(&save).is_empty(), "{:?}", listing(&save));
+        drop(inbox);
+        swarm.destroy().await;
+        lab.finish([b]).await;
+    })
+    .await
+    .unwrap();
+}
