@@ -606,3 +606,43 @@ async fn a_trickling_sender_cannot_hold_a_receive_and_its_lease() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_offers_beyond_the_queue_is_rejected_as_busy() {
+    use ats_p2p::node::MAX_QUEUED_RECEIVES;
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let lab = Lab::start().await;
+        let mut cfg = lab.config("agent-b");
+        cfg.max_concurrent_receives = 1;
+        let b = Node::start(cfg).await.unwrap();
+        let mut inbox = b.watch(CHANNEL, Some(lab.save_dir("incoming")));
+        let sender = lab.client("agent-a");
+
+        // One offer runs, MAX_QUEUED_RECEIVES wait, the next one is refused.
+        let running = fake_offer(&sender, "agent-a", "agent-b", 10, 0xaa).await;
+        until_status(&sender, running.id, TaskStatus::InProgress).await;
+        let mut queued = 0;
+        for _ in 0..MAX_QUEUED_RECEIVES {
+            fake_offer(&sender, "agent-a", "agent-b", 10, 0xaa).await;
+            next_event(&mut inbox, |e| {
+                matches!(e, Event::Queued { .. }).then_some(())
+            })
+            .await;
+            queued += 1;
+        }
+        let extra = fake_offer(&sender, "agent-a", "agent-b", 10, 0xaa).await;
+        let extra_id = extra.payload["transfer_id"].as_str().unwrap().to_owned();
+        assert_eq!(failure_code(&mut inbox, &extra_id).await, "busy");
+        let refused = sender.get_task(extra.id).await.unwrap();
+        assert_eq!(refused.status, TaskStatus::Rejected);
+        assert!(
+            refused.reason.as_deref().unwrap_or("").contains("busy"),
+            "{refused:?}"
+        );
+        assert_eq!(queued, MAX_QUEUED_RECEIVES);
+        drop(inbox);
+        lab.finish([b]).await;
+    })
+    .await
+    .unwrap();
+}
