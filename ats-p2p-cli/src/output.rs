@@ -293,6 +293,11 @@ impl Output {
                     ));
                 }
             }
+            Event::Queued { transfer_id, limit } => {
+                self.note(&format!(
+                    "{tag}transfer {transfer_id} waits: {limit} transfers already running"
+                ));
+            }
             Event::Error {
                 transfer_id,
                 message,

@@ -322,6 +322,19 @@ pub enum StreamSendError {
     /// Reading from or writing to the peer's stream failed.
     #[error("stream to the peer failed")]
     Io(#[source] io::Error),
+    /// The transfer stopped moving: fewer than the progress rule's bytes moved within one
+    /// window ([`ProgressRule`](crate::transfer::ProgressRule)).
+    #[error(
+        "no progress: {moved} bytes moved in the last {window:?}, fewer than the {min_bytes} required"
+    )]
+    Stalled {
+        /// The rule's window.
+        window: std::time::Duration,
+        /// Bytes moved in that window.
+        moved: u64,
+        /// Bytes the rule asks for per window.
+        min_bytes: u64,
+    },
 }
 
 impl StreamSendError {
@@ -331,6 +344,7 @@ impl StreamSendError {
             Self::Open { .. } | Self::Read { .. } => FailureKind::Io,
             Self::Transfer(e) => transfer_kind(e),
             Self::Io(_) => FailureKind::Network,
+            Self::Stalled { .. } => FailureKind::TimedOut,
         }
     }
 }
@@ -349,6 +363,19 @@ pub enum StreamReceiveError {
     /// Reading from or writing to the peer's stream failed.
     #[error("stream from the peer failed")]
     Io(#[source] io::Error),
+    /// The transfer stopped moving: fewer than the progress rule's bytes moved within one
+    /// window ([`ProgressRule`](crate::transfer::ProgressRule)).
+    #[error(
+        "no progress: {moved} bytes moved in the last {window:?}, fewer than the {min_bytes} required"
+    )]
+    Stalled {
+        /// The rule's window.
+        window: std::time::Duration,
+        /// Bytes moved in that window.
+        moved: u64,
+        /// Bytes the rule asks for per window.
+        min_bytes: u64,
+    },
     /// The blocking writer task ended without an answer (it panicked).
     #[error("the file writer task stopped unexpectedly")]
     WriterStopped,
@@ -361,6 +388,7 @@ impl StreamReceiveError {
             Self::Save(_) | Self::WriterStopped => FailureKind::Io,
             Self::Transfer(e) => transfer_kind(e),
             Self::Io(_) => FailureKind::Network,
+            Self::Stalled { .. } => FailureKind::TimedOut,
         }
     }
 }
@@ -420,6 +448,7 @@ impl StreamSendError {
             Self::Read { .. } => "read_failed",
             Self::Transfer(e) => transfer_error_code(e),
             Self::Io(_) => "stream_failed",
+            Self::Stalled { .. } => "stalled",
         }
     }
 }
@@ -431,6 +460,7 @@ impl StreamReceiveError {
             Self::Save(_) => "save_failed",
             Self::Transfer(e) => transfer_error_code(e),
             Self::Io(_) => "stream_failed",
+            Self::Stalled { .. } => "stalled",
             Self::WriterStopped => "writer_stopped",
         }
     }
@@ -658,6 +688,14 @@ pub enum ReceiveError {
     /// Remembering the sender's key failed.
     #[error("cannot save remembered keys")]
     KnownKeys(#[source] KnownKeysError),
+    /// Another receiver with our actor id (another process, or this node watching twice)
+    /// accepted this transfer first; the sender takes only the first accept, so this one steps
+    /// aside and leaves the task to it.
+    #[error("another receiver with actor id {actor} accepted this transfer first")]
+    AcceptedElsewhere {
+        /// Our actor id.
+        actor: String,
+    },
     /// The transfer over the swarm failed.
     #[error("transfer failed")]
     Stream(#[source] StreamReceiveError),
@@ -672,7 +710,7 @@ impl ReceiveError {
         match self {
             Self::Refused(_) | Self::Claim(_) => FailureKind::Rejected,
             Self::Signal { .. } | Self::NoConnection(_) | Self::NoPath(_) => FailureKind::Network,
-            Self::SenderGaveUp(_) => FailureKind::Rejected,
+            Self::SenderGaveUp(_) | Self::AcceptedElsewhere { .. } => FailureKind::Rejected,
             Self::KnownKeys(_) => FailureKind::Io,
             Self::Stream(e) => e.kind(),
             Self::Cancelled => FailureKind::Cancelled,
@@ -688,6 +726,7 @@ impl ReceiveError {
             Self::NoConnection(_) => "no_connection",
             Self::NoPath(_) => "no_path",
             Self::SenderGaveUp(_) => "sender_gave_up",
+            Self::AcceptedElsewhere { .. } => "accepted_elsewhere",
             Self::KnownKeys(_) => "known_keys_failed",
             Self::Stream(e) => e.code(),
             Self::Cancelled => "cancelled",

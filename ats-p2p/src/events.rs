@@ -3,7 +3,7 @@
 //!
 //! The JSON shape is a contract for scripts: an `"event"` field with the seed's snake_case name
 //! (`offer_sent`, `file`, `transfer_start`, `progress`, `transfer_complete`, `transfer_failed`,
-//! `error`), then the variant's fields. Every event carries `transfer_id` (32 lower-case hex);
+//! `error`, `queued`), then the variant's fields. Every event carries `transfer_id` (32 lower-case hex);
 //! only `error` may have `null` there, when the error is not about one transfer. Sizes, byte
 //! counts and durations are raw integers. New fields and variants may be added; existing names
 //! do not change.
@@ -160,6 +160,14 @@ pub enum Event {
         /// What happened.
         message: String,
     },
+    /// Receiver: an accepted offer waits, unclaimed, for one of the `limit` receive slots
+    /// ([`NodeConfig::max_concurrent_receives`](crate::NodeConfig::max_concurrent_receives)).
+    Queued {
+        /// The transfer id.
+        transfer_id: String,
+        /// Transfers received at once.
+        limit: usize,
+    },
 }
 
 /// How a transfer's connection reached the peer (in `transfer_start` and `transfer_complete`,
@@ -219,6 +227,7 @@ impl Event {
             Self::TransferComplete { .. } => "transfer_complete",
             Self::TransferFailed { .. } => "transfer_failed",
             Self::Error { .. } => "error",
+            Self::Queued { .. } => "queued",
         }
     }
 
@@ -230,7 +239,8 @@ impl Event {
             | Self::TransferStart { transfer_id, .. }
             | Self::Progress { transfer_id, .. }
             | Self::TransferComplete { transfer_id, .. }
-            | Self::TransferFailed { transfer_id, .. } => Some(transfer_id),
+            | Self::TransferFailed { transfer_id, .. }
+            | Self::Queued { transfer_id, .. } => Some(transfer_id),
             Self::Error { transfer_id, .. } => transfer_id.as_deref(),
         }
     }
@@ -319,6 +329,10 @@ mod tests {
                 transfer_id: None,
                 message: "watch reconnecting".into(),
             },
+            Event::Queued {
+                transfer_id: TID.into(),
+                limit: 4,
+            },
         ]
     }
 
@@ -334,7 +348,8 @@ mod tests {
                 "progress",
                 "transfer_complete",
                 "transfer_failed",
-                "error"
+                "error",
+                "queued"
             ]
         );
         for e in samples() {

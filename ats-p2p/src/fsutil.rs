@@ -45,7 +45,9 @@ pub(crate) fn create_temp(
 ///
 /// The file is hard-linked to `dest` (atomic, refuses an existing name, including a dangling
 /// symlink), then `temp` is unlinked. Where the file system has no hard links, `dest` is reserved
-/// with `create_new` and `temp` renamed over the reservation.
+/// with `create_new` and `temp` renamed over the reservation. (On Unix, received files use
+/// [`SaveDir::publish`], which works relative to a directory handle.)
+#[cfg_attr(unix, allow(dead_code))]
 pub(crate) fn publish_no_replace(temp: &Path, dest: &Path) -> io::Result<()> {
     match fs::hard_link(temp, dest) {
         Ok(()) => {
@@ -72,6 +74,7 @@ pub(crate) fn publish_no_replace(temp: &Path, dest: &Path) -> io::Result<()> {
 /// The fallback of [`publish_no_replace`]: reserve `dest` with `create_new` (fails with
 /// `AlreadyExists` if taken), then rename `temp` over the reservation. If the rename fails the
 /// reservation is removed again.
+#[cfg_attr(unix, allow(dead_code))]
 pub(crate) fn publish_by_reservation(temp: &Path, dest: &Path) -> io::Result<()> {
     OpenOptions::new().write(true).create_new(true).open(dest)?;
     fs::rename(temp, dest).inspect_err(|_| {
@@ -103,6 +106,289 @@ pub(crate) fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> io::R
         let _ = fs::remove_file(&temp);
     }
     result
+}
+
+/// A save directory held open: every name in it is resolved relative to this handle, so a
+/// directory renamed or replaced by a symlink after it was opened cannot redirect a write or a
+/// rename.
+///
+/// On Unix the directory is opened once with `O_DIRECTORY | O_NOFOLLOW` (after resolving the
+/// path the user gave once, so a save directory reached through a symlink still works), and the
+/// temporary file is created with `openat(O_CREAT | O_EXCL | O_NOFOLLOW)`, mode 0600, and never
+/// opened again by name. Elsewhere the same operations work on paths.
+#[derive(Debug)]
+pub(crate) struct SaveDir {
+    path: PathBuf,
+    #[cfg(unix)]
+    fd: File,
+}
+
+/// The identity of a file (device and inode): what a name must still refer to before it is
+/// published or removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+#[cfg(unix)]
+impl FileId {
+    /// The identity of an open file.
+    pub(crate) fn of(file: &File) -> io::Result<Self> {
+        use std::os::unix::fs::MetadataExt as _;
+        let m = file.metadata()?;
+        Ok(Self {
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    }
+}
+
+#[cfg(unix)]
+impl SaveDir {
+    /// Opens `path` (which must exist) as a directory handle.
+    pub(crate) fn open(path: &Path) -> io::Result<Self> {
+        use rustix::fs::{CWD, Mode, OFlags, openat};
+        // Resolve the user's path once; from here on nothing is looked up through it.
+        let real = fs::canonicalize(path)?;
+        let fd = openat(
+            CWD,
+            &real,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            fd: File::from(fd),
+        })
+    }
+
+    /// The directory as the caller named it (for messages and returned paths).
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Creates a new hidden temporary file `.{prefix}-{16 random hex}.{suffix}` with
+    /// `O_CREAT | O_EXCL | O_NOFOLLOW`, mode 0600, read-write, and takes an exclusive `flock` on
+    /// it (held until the file is closed: how [`Self::is_abandoned`] tells a live transfer's
+    /// file from a dead one's). Returns the file and its name.
+    pub(crate) fn create_temp(&self, prefix: &str, suffix: &str) -> io::Result<(File, String)> {
+        use rustix::fs::{FlockOperation, Mode, OFlags, flock, openat};
+        let mut last_err = None;
+        for _ in 0..MAX_TEMP_ATTEMPTS {
+            let nonce: u64 = rand::random();
+            let name = format!(".{prefix}-{nonce:016x}.{suffix}");
+            let flags =
+                OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            match openat(&self.fd, name.as_str(), flags, Mode::from_raw_mode(0o600)) {
+                Ok(fd) => {
+                    let file = File::from(fd);
+                    // Only a file system without locks refuses; then the age rule alone applies.
+                    if let Err(e) = flock(&file, FlockOperation::NonBlockingLockExclusive) {
+                        tracing::debug!(error = %e, "no lock on the temporary file");
+                    }
+                    return Ok((file, name));
+                }
+                Err(e) if e == rustix::io::Errno::EXIST => last_err = Some(io::Error::from(e)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| io::Error::from(io::ErrorKind::AlreadyExists)))
+    }
+
+    /// The identity of `name` in this directory, without following a symlink; `None` when it
+    /// is not a regular file.
+    pub(crate) fn id_of(&self, name: &str) -> io::Result<Option<FileId>> {
+        use rustix::fs::{AtFlags, FileType, statat};
+        let st = statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return Ok(None);
+        }
+        Ok(Some(FileId {
+            #[allow(clippy::useless_conversion)] // the field's width differs per target
+            dev: u64::from(st.st_dev),
+            #[allow(clippy::useless_conversion)]
+            ino: u64::from(st.st_ino),
+        }))
+    }
+
+    /// Gives the file `id`, now named `temp`, the name `dest` without ever replacing an
+    /// existing name (`AlreadyExists` if taken). `renameat2(RENAME_NOREPLACE)` where the kernel
+    /// and file system have it, else a hard link and an unlink, else a reserved name renamed
+    /// over. Before and after, the names are checked to refer to `id`: if someone swapped the
+    /// temporary name for a symlink or another file, nothing of theirs is published (the name
+    /// is removed again) and this fails with `InvalidData`.
+    pub(crate) fn publish(&self, temp: &str, id: FileId, dest: &str) -> io::Result<()> {
+        if self.id_of(temp)? != Some(id) {
+            return Err(swapped(temp));
+        }
+        self.move_no_replace(temp, dest)?;
+        match self.id_of(dest) {
+            Ok(Some(found)) if found == id => Ok(()),
+            _ => {
+                // Swapped between the check and the move: take the impostor's new name away.
+                let _ = self.unlink(dest);
+                Err(swapped(temp))
+            }
+        }
+    }
+
+    fn move_no_replace(&self, temp: &str, dest: &str) -> io::Result<()> {
+        use rustix::io::Errno;
+        #[cfg(any(target_os = "linux", target_os = "android", target_vendor = "apple"))]
+        {
+            use rustix::fs::{RenameFlags, renameat_with};
+            match renameat_with(&self.fd, temp, &self.fd, dest, RenameFlags::NOREPLACE) {
+                Ok(()) => return Ok(()),
+                Err(e) if e == Errno::EXIST => return Err(e.into()),
+                // Old kernel or a file system without the flag: link + unlink below.
+                Err(e) if e == Errno::INVAL || e == Errno::NOSYS || e == Errno::NOTSUP => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        use rustix::fs::{AtFlags, linkat};
+        match linkat(&self.fd, temp, &self.fd, dest, AtFlags::empty()) {
+            Ok(()) => {
+                if let Err(e) = self.unlink(temp) {
+                    // The file is in place; a leftover second name is untidy, not a failure.
+                    tracing::warn!(temp, error = %e, "could not unlink temporary name");
+                }
+                Ok(())
+            }
+            Err(e) if e == Errno::PERM || e == Errno::NOTSUP || e == Errno::OPNOTSUPP => {
+                tracing::debug!(error = %e, "no hard links here; reserving the name instead");
+                self.reserve_and_rename(temp, dest)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The last fallback: reserve `dest` with `O_CREAT | O_EXCL`, rename `temp` over it.
+    fn reserve_and_rename(&self, temp: &str, dest: &str) -> io::Result<()> {
+        use rustix::fs::{Mode, OFlags, openat, renameat};
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
+        drop(openat(
+            &self.fd,
+            dest,
+            flags | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )?);
+        renameat(&self.fd, temp, &self.fd, dest)
+            .map_err(io::Error::from)
+            .inspect_err(|_| {
+                let _ = self.unlink(dest);
+            })
+    }
+
+    /// Removes `name` (never follows a symlink; removes the link itself).
+    pub(crate) fn unlink(&self, name: &str) -> io::Result<()> {
+        use rustix::fs::{AtFlags, unlinkat};
+        unlinkat(&self.fd, name, AtFlags::empty()).map_err(io::Error::from)
+    }
+
+    /// Removes `name` if it still is the file `id`.
+    pub(crate) fn unlink_if(&self, name: &str, id: FileId) -> io::Result<()> {
+        match self.id_of(name) {
+            Ok(Some(found)) if found == id => self.unlink(name),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// True when the temporary file `name` belongs to no running receiver: nobody holds its
+    /// lock (the process that created it ended). `None` when this cannot be told (not a
+    /// regular file, or the file system has no locks).
+    pub(crate) fn is_abandoned(&self, name: &str) -> Option<bool> {
+        use rustix::fs::{FlockOperation, Mode, OFlags, flock, openat};
+        use rustix::io::Errno;
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let file = File::from(openat(&self.fd, name, flags, Mode::empty()).ok()?);
+        if !file.metadata().ok()?.is_file() {
+            return None;
+        }
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Some(true),
+            Err(e) if e == Errno::WOULDBLOCK => Some(false),
+            Err(_) => None,
+        }
+    }
+
+    /// Flushes the directory's entries to stable storage.
+    pub(crate) fn sync(&self) -> io::Result<()> {
+        self.fd.sync_all()
+    }
+}
+
+#[cfg(unix)]
+fn swapped(temp: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("the temporary file {temp} was replaced by something else; not publishing it"),
+    )
+}
+
+#[cfg(not(unix))]
+impl FileId {
+    /// No inode numbers here: every file looks the same.
+    pub(crate) fn of(_file: &File) -> io::Result<Self> {
+        Ok(Self { dev: 0, ino: 0 })
+    }
+}
+
+/// Without `openat`: the same operations on paths.
+#[cfg(not(unix))]
+impl SaveDir {
+    pub(crate) fn open(path: &Path) -> io::Result<Self> {
+        if !fs::metadata(path)?.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                "not a directory",
+            ));
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn create_temp(&self, prefix: &str, suffix: &str) -> io::Result<(File, String)> {
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create_new(true);
+        let (file, path) = create_temp(&self.path, prefix, suffix, &options)?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok((file, name))
+    }
+
+    pub(crate) fn id_of(&self, name: &str) -> io::Result<Option<FileId>> {
+        let m = fs::symlink_metadata(self.path.join(name))?;
+        Ok(m.is_file().then_some(FileId { dev: 0, ino: 0 }))
+    }
+
+    pub(crate) fn publish(&self, temp: &str, _id: FileId, dest: &str) -> io::Result<()> {
+        publish_no_replace(&self.path.join(temp), &self.path.join(dest))
+    }
+
+    pub(crate) fn unlink(&self, name: &str) -> io::Result<()> {
+        fs::remove_file(self.path.join(name))
+    }
+
+    pub(crate) fn unlink_if(&self, name: &str, _id: FileId) -> io::Result<()> {
+        self.unlink(name)
+    }
+
+    pub(crate) fn is_abandoned(&self, _name: &str) -> Option<bool> {
+        None
+    }
+
+    pub(crate) fn sync(&self) -> io::Result<()> {
+        sync_dir(&self.path)
+    }
 }
 
 /// Sets the Unix mode bits that a new file is created with.

@@ -68,6 +68,37 @@
 //!   reading the file in chunks and writing received bytes off the runtime.
 //! - [`error`]: one error enum per operation.
 //!
+//! # Rules that keep a node safe to expose
+//!
+//! Each rule lives beside the code that enforces it; this is the list.
+//!
+//! - **Saves cannot be raced** ([`save::IncomingFile`]): the save directory is held open
+//!   (`O_DIRECTORY | O_NOFOLLOW`), the temporary file is created once in it with
+//!   `O_CREAT | O_EXCL | O_NOFOLLOW`, mode 0600, and only ever used through that descriptor
+//!   (direct I/O switches the same descriptor to `O_DIRECT`); it is published with a rename that
+//!   never replaces a name (`renameat2(RENAME_NOREPLACE)`, or link and unlink) relative to the
+//!   directory handle, after checking the name still is that file, and the directory is fsynced.
+//!   Partial and received files are readable by their owner only. Names from the network are
+//!   reduced to one path component ([`names`]).
+//! - **Leftovers are cleaned** ([`save::remove_stale_temp_files`]): every live temporary file is
+//!   locked (`flock`) by its receiver; when a watch starts on a save directory, temporary files
+//!   nobody holds (their `listen` was killed) are removed.
+//! - **Keys are remembered only after a verified transfer** ([`policy`]): trust on first use
+//!   records a peer's key after the receiver stored a file whose SHA-256 matched (receiver) or the
+//!   sender got that receiver's ACK (sender), never at claim or offer time, so someone using an
+//!   actor id on the hub without holding its key cannot poison what is remembered.
+//! - **One accept per transfer**: the sender takes the first accept the claimer posted; a
+//!   receiver whose accept was not the first one for its actor id (a second `listen` with the
+//!   same id) steps aside (`accepted_elsewhere`) and leaves the task alone, and a node receives a
+//!   transfer once however many watches see it.
+//! - **Progress deadlines** ([`transfer::progress`]): while file bytes remain, each side must move
+//!   [`NodeConfig::progress`] (default 64 KiB per 30 s) or the transfer fails as `stalled`
+//!   ([`events::FailureKind::TimedOut`]).
+//! - **Bounded receiving** ([`Node::watch`]): at most [`NodeConfig::max_concurrent_receives`]
+//!   (default 4) offers are received at once; later ones wait unclaimed (`queued` event), and
+//!   beyond [`node::MAX_QUEUED_RECEIVES`] waiting offers new ones are rejected as `busy`. Free
+//!   space is checked against the offer plus what running receives still have to write.
+//!
 //! File-system work here is blocking by design; async callers run it on
 //! `tokio::task::spawn_blocking` or a dedicated thread ([`hashing::sha256_file_async`] does so).
 //!

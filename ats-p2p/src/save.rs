@@ -18,7 +18,7 @@
 //! # Ok(()) }
 //! ```
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -48,10 +48,16 @@ pub const STALE_TEMP_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 /// start-up.
 pub const MAX_STALE_SCAN_ENTRIES: usize = 100_000;
 
-/// Removes temporary files that a crashed receiver left in `dir`: regular files named
-/// `.ats-p2p-*.part` not modified for `max_age` (use [`STALE_TEMP_AGE`]). Other files, symlinks
-/// and fresh temporary files are left alone. A missing `dir` has nothing to clean. Returns the
-/// removed paths. Blocks.
+/// Removes temporary files that a crashed or killed receiver left in `dir`: regular files named
+/// `.ats-p2p-*.part` that **no running receiver holds** (every [`IncomingFile`] keeps an
+/// exclusive `flock` on its temporary file until it is closed, and the kernel drops the lock
+/// when its process dies), or, where the file system has no locks, that were not modified for
+/// `max_age` (use [`STALE_TEMP_AGE`]). A file older than `max_age` is removed either way. Other
+/// files, symlinks and live transfers' files are left alone. A missing `dir` has nothing to
+/// clean. Returns the removed paths. Blocks.
+///
+/// [`Node::watch`](crate::Node::watch) calls this when it starts watching a save directory, so a
+/// `listen` that was killed leaves nothing behind after the next start.
 pub fn remove_stale_temp_files(dir: &Path, max_age: Duration) -> Result<Vec<PathBuf>, SaveError> {
     let dir_err = |source| SaveError::SaveDir {
         dir: dir.to_path_buf(),
@@ -59,6 +65,11 @@ pub fn remove_stale_temp_files(dir: &Path, max_age: Duration) -> Result<Vec<Path
     };
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(dir_err(e)),
+    };
+    let handle = match fsutil::SaveDir::open(dir) {
+        Ok(h) => h,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(dir_err(e)),
     };
@@ -71,17 +82,21 @@ pub fn remove_stale_temp_files(dir: &Path, max_age: Duration) -> Result<Vec<Path
         if !name.starts_with(TEMP_PREFIX) || !name.ends_with(&format!(".{TEMP_SUFFIX}")) {
             continue;
         }
-        // `DirEntry::metadata` does not follow symlinks.
-        let Ok(meta) = entry.metadata() else { continue };
-        let age = meta
-            .modified()
+        // Not following symlinks: only regular files are ours.
+        let Ok(Some(id)) = handle.id_of(name) else {
+            continue;
+        };
+        let old = entry
+            .metadata()
             .ok()
-            .and_then(|m| now.duration_since(m).ok());
-        if !meta.is_file() || age.is_none_or(|a| a < max_age) {
+            .and_then(|m| m.modified().ok())
+            .and_then(|m| now.duration_since(m).ok())
+            .is_some_and(|age| age >= max_age);
+        if !old && handle.is_abandoned(name) != Some(true) {
             continue;
         }
         let path = entry.path();
-        match fs::remove_file(&path) {
+        match handle.unlink_if(name, id) {
             Ok(()) => {
                 tracing::info!(path = %path.display(), "removed a stale temporary file");
                 removed.push(path);
@@ -117,6 +132,15 @@ pub fn available_space(dir: &Path) -> Result<u64, SaveError> {
 /// A file being received: bytes go to a hidden temporary file in the save directory until
 /// [`commit`](Self::commit) moves it to its final name.
 ///
+/// The file is worked on through the descriptor opened when it was created, never reopened by
+/// name: the save directory is held open (`O_DIRECTORY | O_NOFOLLOW`), the temporary file is
+/// created in it once with `O_CREAT | O_EXCL | O_NOFOLLOW` and mode 0600 (others cannot read a
+/// partial file; the received file keeps that mode), and the commit renames it without
+/// replacing anything (`renameat2(RENAME_NOREPLACE)`, or link and unlink) relative to the
+/// directory handle, after checking that the temporary name still refers to this file. Whoever
+/// can write the save directory can at most make the commit fail: a symlink swapped in for the
+/// temporary name is neither written through nor published.
+///
 /// Dropping it (or calling [`abort`](Self::abort)) before `commit` removes the temporary file.
 /// All methods block; see the module docs.
 #[derive(Debug)]
@@ -124,7 +148,6 @@ pub struct IncomingFile {
     // Field order matters: `file` is closed before `temp` removes the name.
     file: File,
     temp: TempGuard,
-    dir: PathBuf,
     name: String,
     /// One past the highest byte written so far.
     end: u64,
@@ -135,6 +158,12 @@ pub struct IncomingFile {
 /// Removes the temporary file on drop unless disarmed.
 #[derive(Debug)]
 struct TempGuard {
+    dir: fsutil::SaveDir,
+    /// The temporary file's name in `dir`.
+    name: String,
+    /// What that name must refer to (it is removed only then).
+    id: fsutil::FileId,
+    /// `dir` joined with `name`, for messages.
     path: PathBuf,
     armed: bool,
 }
@@ -146,7 +175,7 @@ impl TempGuard {
 
     fn remove(mut self) -> io::Result<()> {
         self.armed = false;
-        fs::remove_file(&self.path)
+        self.dir.unlink_if(&self.name, self.id)
     }
 }
 
@@ -156,7 +185,7 @@ impl Drop for TempGuard {
             return;
         }
         tracing::debug!(temp = %self.path.display(), "removing unfinished file");
-        if let Err(e) = fs::remove_file(&self.path) {
+        if let Err(e) = self.dir.unlink_if(&self.name, self.id) {
             if e.kind() != io::ErrorKind::NotFound {
                 tracing::warn!(temp = %self.path.display(), error = %e, "could not remove temporary file");
             }
@@ -166,10 +195,11 @@ impl Drop for TempGuard {
 
 impl IncomingFile {
     /// Starts receiving `offered_name` (a name from the network, sanitised here) into `save_dir`
-    /// (created if missing). The temporary file is `.ats-p2p-<transfer id>-<random>.part`, created
-    /// with `create_new` and the default mode (the umask applies, as for any file the user
-    /// downloads; the final file keeps that mode). Its leading dot hides it, and sanitised names
-    /// never start with a dot, so it cannot collide with a received file.
+    /// (created if missing). The temporary file is `.ats-p2p-<transfer id>-<random>.part`,
+    /// created once with `O_CREAT | O_EXCL | O_NOFOLLOW`, mode 0600, and locked (`flock`) while
+    /// this value lives, so [`remove_stale_temp_files`] can tell it from a dead receiver's. Its
+    /// leading dot hides it, and sanitised names never start with a dot, so it cannot collide
+    /// with a received file.
     pub fn create(
         save_dir: &Path,
         transfer_id_hex: &str,
@@ -193,24 +223,33 @@ impl IncomingFile {
                 "not a directory",
             )));
         }
+        let dir = fsutil::SaveDir::open(save_dir).map_err(save_err)?;
         let name = sanitize_file_name(offered_name);
-        let mut options = OpenOptions::new();
-        options.read(true).write(true).create_new(true);
         // `create_temp` adds the leading dot: `.ats-p2p-<id>-<random>.part` (see TEMP_PREFIX).
         let prefix = format!("ats-p2p-{}", transfer_id_hex.to_ascii_lowercase());
-        let (file, temp_path) = fsutil::create_temp(save_dir, &prefix, TEMP_SUFFIX, &options)
-            .map_err(|source| SaveError::CreateTemp {
-                dir: save_dir.to_path_buf(),
-                source,
-            })?;
+        let temp_err = |source| SaveError::CreateTemp {
+            dir: save_dir.to_path_buf(),
+            source,
+        };
+        let (file, temp_name) = dir.create_temp(&prefix, TEMP_SUFFIX).map_err(temp_err)?;
+        let temp_path = save_dir.join(&temp_name);
+        let id = match fsutil::FileId::of(&file) {
+            Ok(id) => id,
+            Err(e) => {
+                let _ = dir.unlink(&temp_name);
+                return Err(temp_err(e));
+            }
+        };
         tracing::debug!(temp = %temp_path.display(), %name, "receiving into temporary file");
         Ok(Self {
             file,
             temp: TempGuard {
+                dir,
+                name: temp_name,
+                id,
                 path: temp_path,
                 armed: true,
             },
-            dir: save_dir.to_path_buf(),
             name,
             end: 0,
             limit: None,
@@ -270,9 +309,15 @@ impl IncomingFile {
         &self.name
     }
 
-    /// Where the bytes are being written now.
+    /// Where the bytes are being written now (for messages: the file is never reopened by this
+    /// path).
     pub fn temp_path(&self) -> &Path {
         &self.temp.path
+    }
+
+    /// The open temporary file (the direct writer shares this descriptor).
+    pub(crate) fn file(&self) -> &File {
+        &self.file
     }
 
     /// Finishes the file: fsync, move it to the first free name among `name`, `name (1)`, …
@@ -299,22 +344,24 @@ impl IncomingFile {
             path: self.temp.path.clone(),
             source,
         })?;
+        let dir = &self.temp.dir;
         for n in 0..MAX_NAME_ATTEMPTS {
-            let dest = self.dir.join(numbered_name(&self.name, n));
-            if dest.parent() != Some(self.dir.as_path()) {
+            let dest_name = numbered_name(&self.name, n);
+            let dest = dir.path().join(&dest_name);
+            if dest.parent() != Some(dir.path()) || dest_name == "." || dest_name == ".." {
                 // The sanitiser guarantees one component; refuse rather than write elsewhere.
                 return Err(SaveError::Publish {
                     path: dest,
                     source: io::Error::other("name is not a single path component"),
                 });
             }
-            match fsutil::publish_no_replace(&self.temp.path, &dest) {
+            match dir.publish(&self.temp.name, self.temp.id, &dest_name) {
                 Ok(()) => {
-                    if let Err(source) = fsutil::sync_dir(&self.dir) {
+                    if let Err(source) = dir.sync() {
                         // Not durable: undo, so a failed commit leaves nothing behind.
-                        let _ = fs::remove_file(&dest);
+                        let _ = dir.unlink_if(&dest_name, self.temp.id);
                         return Err(SaveError::Sync {
-                            path: self.dir.clone(),
+                            path: dir.path().to_path_buf(),
                             source,
                         });
                     }
@@ -326,7 +373,7 @@ impl IncomingFile {
             }
         }
         Err(SaveError::NoFreeName {
-            dir: self.dir.clone(),
+            dir: dir.path().to_path_buf(),
             name: self.name.clone(),
             attempts: MAX_NAME_ATTEMPTS,
         })

@@ -359,3 +359,104 @@ fn full_disk_fails_clearly_and_leaves_nothing() {
     assert_eq!(available_space(&point).unwrap(), free);
     drop(mount);
 }
+
+/// Swaps `path` for a symlink to `target` the way an attacker who can write the directory
+/// would: a new link under another name, renamed over `path` in one step.
+#[cfg(unix)]
+fn swap_for_symlink(path: &Path, target: &Path) {
+    let staging = path.with_file_name("attacker-link");
+    std::os::unix::fs::symlink(target, &staging).expect("plant the link");
+    fs::rename(&staging, path).expect("swap it in");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_symlink_swapped_for_the_temp_file_is_neither_written_nor_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().join("victim");
+    fs::write(&target, b"keep me").unwrap();
+
+    let mut f = IncomingFile::create(dir.path(), TID, "report.txt").unwrap();
+    f.append(b"first half, ").unwrap();
+    let temp = f.temp_path().to_path_buf();
+    // Between create and commit, for real: the temporary name now points outside.
+    swap_for_symlink(&temp, &target);
+    f.append(b"second half").unwrap();
+    let err = f.commit().unwrap_err();
+    assert!(matches!(err, SaveError::Publish { .. }), "{err:?}");
+
+    // Nothing was written through the link, and the link was not published as the file.
+    assert_eq!(fs::read(&target).unwrap(), b"keep me");
+    assert!(!dir.path().join("report.txt").exists());
+    assert!(
+        fs::symlink_metadata(dir.path().join("report.txt")).is_err(),
+        "{:?}",
+        entries(dir.path())
+    );
+    // The attacker's own link is theirs; nothing else is left.
+    assert_eq!(
+        entries(dir.path()),
+        [temp.file_name().unwrap().to_str().unwrap()]
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_symlink_swapped_for_the_save_dir_does_not_redirect_the_commit() {
+    let parent = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let save = parent.path().join("incoming");
+    let mut f = IncomingFile::create(&save, TID, "moved.txt").unwrap();
+    f.append(b"bytes").unwrap();
+    // The save directory is moved away and replaced by a symlink to another directory.
+    fs::rename(&save, parent.path().join("moved-away")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), &save).unwrap();
+    f.commit().unwrap();
+    assert!(entries(outside.path()).is_empty());
+    assert_eq!(
+        fs::read(parent.path().join("moved-away").join("moved.txt")).unwrap(),
+        b"bytes"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn partial_and_received_files_are_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut f = IncomingFile::create(dir.path(), TID, "private.txt").unwrap();
+    f.append(b"secret").unwrap();
+    let mode = fs::metadata(f.temp_path()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "partial file mode {mode:o}");
+    let path = f.commit().unwrap();
+    let mode = fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "received file mode {mode:o}");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn temp_files_nobody_holds_are_removed_at_once_and_live_ones_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // What a killed receiver leaves: a fresh temporary file whose lock died with its process.
+    let abandoned = d.join(".ats-p2p-00112233445566778899aabbccddeeff-0123456789abcdef.part");
+    fs::write(&abandoned, b"half").unwrap();
+    // A running receiver's file (it holds the lock), and a file that is not ours.
+    let live = IncomingFile::create(d, TID, "y").unwrap();
+    fs::write(d.join("keep.txt"), b"mine").unwrap();
+
+    let removed = remove_stale_temp_files(d, STALE_TEMP_AGE).unwrap();
+    assert_eq!(removed, std::slice::from_ref(&abandoned));
+    assert!(!abandoned.exists());
+    assert!(live.temp_path().exists());
+    assert!(d.join("keep.txt").exists());
+    // Once the receiver is gone, its file is fair game too (here it removes its own).
+    drop(live);
+    assert!(
+        remove_stale_temp_files(d, STALE_TEMP_AGE)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(entries(d), ["keep.txt"]);
+}

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use ats_p2p::error::{StreamReceiveError, StreamSendError};
 use ats_p2p::events::FailureKind;
-use ats_p2p::transfer::{Received, Sent, receive_stream, send_stream};
+use ats_p2p::transfer::{
+    ProgressRule, Received, Sent, receive_stream, receive_stream_with, send_stream,
+    send_stream_with,
+};
 use ats_p2p::wire::{
     FileHash, Frame, Meta, ReceiverConfig, SenderConfig, TransferError, encode_parts,
 };
@@ -454,4 +457,138 @@ async fn hash_mismatch_on_a_multi_buffer_file_leaves_nothing() {
     ));
     assert!(sent.is_err());
     assert!(entries(&save).is_empty(), "{:?}", entries(&save));
+}
+
+/// A rule that a stall breaks quickly: 64 KiB per 300 ms.
+const QUICK_RULE: ProgressRule = ProgressRule {
+    window: Duration::from_millis(300),
+    min_bytes: 64 * 1024,
+};
+
+#[tokio::test]
+async fn a_receiver_that_stops_reading_cannot_stall_the_sender() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, data) = random_file(dir.path(), "big", 4 * 1024 * 1024, 12);
+    let meta = Meta {
+        name: "big".into(),
+        size: data.len() as u64,
+        hash: FileHash::of(&data),
+    };
+    // The peer holds its end open and never reads: the pipe fills, the window is zero.
+    let (a, _b) = tokio::io::duplex(64 * 1024);
+    let sent = tokio::time::timeout(
+        TEST_TIMEOUT,
+        send_stream_with(
+            a,
+            &src,
+            meta,
+            SenderConfig::default(),
+            QUICK_RULE,
+            |_, _| {},
+        ),
+    )
+    .await
+    .expect("the send must end by itself");
+    let err = sent.unwrap_err();
+    assert!(
+        matches!(err, StreamSendError::Stalled { moved, .. } if moved < QUICK_RULE.min_bytes),
+        "{err:?}"
+    );
+    assert_eq!((err.kind(), err.code()), (FailureKind::TimedOut, "stalled"));
+}
+
+#[tokio::test]
+async fn a_trickling_sender_cannot_hold_the_receiver() {
+    let dir = tempfile::tempdir().unwrap();
+    let save = dir.path().join("in");
+    let meta = Meta {
+        name: "slow".into(),
+        size: 1_000_000,
+        hash: FileHash::of(b"irrelevant"),
+    };
+    let (mut a, b) = tokio::io::duplex(64 * 1024);
+    // One byte every 50 ms: each frame resets the receiver's idle timer, so only the progress
+    // rule can end this.
+    let peer = async move {
+        let mut m = encode_parts(&Frame::Meta(meta_of("slow", 1_000_000))).unwrap();
+        a.write_all_buf(&mut m).await.unwrap();
+        loop {
+            let mut d = encode_parts(&Frame::Data(vec![7u8; 1].into())).unwrap();
+            if a.write_all_buf(&mut d).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let received = tokio::time::timeout(TEST_TIMEOUT, async {
+        tokio::select! {
+            r = receive_stream_with(
+                b,
+                &save,
+                ID,
+                meta.clone(),
+                ReceiverConfig::new(1 << 30),
+                QUICK_RULE,
+                |_, _| {},
+            ) => r,
+            () = peer => panic!("the peer stopped first"),
+        }
+    })
+    .await
+    .expect("the receive must end by itself");
+    let err = received.unwrap_err();
+    assert!(matches!(err, StreamReceiveError::Stalled { .. }), "{err:?}");
+    assert_eq!((err.kind(), err.code()), (FailureKind::TimedOut, "stalled"));
+    assert!(entries(&save).is_empty(), "{:?}", entries(&save));
+}
+
+#[tokio::test]
+async fn a_moving_transfer_is_not_stalled() {
+    // 64 KiB per 5 s: any transfer that moves at all keeps within it, even on a loaded machine.
+    let rule = ProgressRule {
+        window: Duration::from_secs(5),
+        ..QUICK_RULE
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (src, data) = random_file(dir.path(), "steady", 2 * 1024 * 1024, 13);
+    let meta = Meta {
+        name: "steady".into(),
+        size: data.len() as u64,
+        hash: FileHash::of(&data),
+    };
+    let save = dir.path().join("in");
+    let (a, b) = tokio::io::duplex(16 * 1024);
+    let (sent, received) = tokio::time::timeout(TEST_TIMEOUT, async {
+        tokio::join!(
+            send_stream_with(
+                a,
+                &src,
+                meta.clone(),
+                SenderConfig::default(),
+                rule,
+                |_, _| {}
+            ),
+            receive_stream_with(
+                b,
+                &save,
+                ID,
+                meta.clone(),
+                ReceiverConfig::new(1 << 30),
+                rule,
+                |_, _| {},
+            ),
+        )
+    })
+    .await
+    .unwrap();
+    sent.unwrap();
+    assert_eq!(std::fs::read(received.unwrap().path).unwrap(), data);
+}
+
+fn meta_of(name: &str, size: u64) -> Meta {
+    Meta {
+        name: name.into(),
+        size,
+        hash: FileHash::of(b"irrelevant"),
+    }
 }

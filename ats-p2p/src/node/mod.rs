@@ -35,6 +35,7 @@ use crate::error::NodeError;
 use crate::events::Event;
 use crate::identity::KeySource;
 use crate::policy::{Allowlist, KnownKeys, PeerPolicy, ReceivePolicy, validate_actor_id};
+use crate::transfer::ProgressRule;
 
 pub use receive::{Inbox, Incoming, PendingOffer, ReceiveReport};
 pub use send::SendReport;
@@ -58,6 +59,12 @@ pub const PUBLIC_BOOTSTRAP: &[&str] = &[
 /// Longest wait for the DHT to answer at start: long enough for a slow network, short enough
 /// that a wrong bootstrap address is reported instead of hanging.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Offers a watch with a save directory receives at once, by default: enough for a burst of
+/// files from a few agents, few enough that a flood of offers cannot open unbounded transfers.
+pub const DEFAULT_MAX_CONCURRENT_RECEIVES: usize = 4;
+/// Offers that may wait for a free receive slot (beyond those running) before further offers
+/// are rejected as `busy`: waiting offers are only held in memory, so this bounds that memory.
+pub const MAX_QUEUED_RECEIVES: usize = 64;
 /// Fewest milliseconds between two progress events of one transfer.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -88,6 +95,12 @@ pub struct NodeConfig {
     /// path exists (default: a relay announced on the DHT; `--relay KEY` pins one,
     /// `--no-relay` forbids relaying).
     pub relay: RelayMode,
+    /// How much a running transfer must move per window, on both sides, before it fails as
+    /// `stalled` ([`ProgressRule`]; default 64 KiB per 30 s).
+    pub progress: ProgressRule,
+    /// Most offers a watch with a save directory receives at once (default
+    /// [`DEFAULT_MAX_CONCURRENT_RECEIVES`]); see [`Node::watch`] for what happens to the rest.
+    pub max_concurrent_receives: usize,
 }
 
 impl NodeConfig {
@@ -111,6 +124,8 @@ impl NodeConfig {
             known_keys_path: KnownKeys::default_path(),
             host: Ipv4Addr::UNSPECIFIED,
             relay: RelayMode::Auto,
+            progress: ProgressRule::default(),
+            max_concurrent_receives: DEFAULT_MAX_CONCURRENT_RECEIVES,
         }
     }
 }
@@ -127,6 +142,10 @@ pub(crate) struct Shared {
     pub(crate) peer_locks: Mutex<HashMap<PublicKey, Arc<tokio::sync::Mutex<()>>>>,
     /// Our offers nobody answered yet (cancelled by `destroy`).
     pub(crate) open_offers: Mutex<HashSet<TaskId>>,
+    /// Transfers this node is receiving (each at most once, however many watches see it).
+    pub(crate) receiving: Mutex<HashSet<ats_p2p_signal::TransferId>>,
+    /// Bytes that receives already running still have to write (counted against free space).
+    pub(crate) reserved_bytes: Mutex<u64>,
     /// Cancelled by `destroy`.
     pub(crate) shutdown: CancellationToken,
 }
@@ -217,6 +236,8 @@ impl Node {
                 known: Mutex::new(known),
                 peer_locks: Mutex::default(),
                 open_offers: Mutex::default(),
+                receiving: Mutex::default(),
+                reserved_bytes: Mutex::default(),
                 shutdown: CancellationToken::new(),
             }),
         })
@@ -261,6 +282,18 @@ impl Node {
     /// [`Incoming::Offer`] for the caller to [`accept`](PendingOffer::accept) or
     /// [`reject`](PendingOffer::reject). Offers the policy refuses are always rejected on ATS
     /// with the reason. Dropping the [`Inbox`] stops watching.
+    ///
+    /// With a save directory:
+    /// - Temporary files a killed receiver left there are removed first
+    ///   ([`remove_stale_temp_files`](crate::save::remove_stale_temp_files): files no running
+    ///   receiver holds).
+    /// - At most [`NodeConfig::max_concurrent_receives`] offers are received at once. Further
+    ///   offers wait unclaimed, in order, with a `queued` event (their senders keep waiting for
+    ///   a claim up to their own timeout, as for a receiver that is slow to answer), since a
+    ///   user sending a burst of files expects them all to arrive; beyond
+    ///   [`MAX_QUEUED_RECEIVES`] waiting offers, new ones are rejected as `busy`.
+    /// - An offer is accepted only if its size plus the free-space margin fits in the free
+    ///   space less what receives already running still have to write.
     pub fn watch(&self, channel: &str, save_dir: Option<PathBuf>) -> Inbox {
         receive::watch(self.shared.clone(), channel, save_dir)
     }

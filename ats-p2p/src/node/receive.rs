@@ -10,27 +10,27 @@ use std::time::Instant;
 
 use ats_p2p_signal::offer::OFFER_TASK_TYPE;
 use ats_p2p_signal::{
-    AcceptMessage, FileOffer, Part, SignalError, Task, TaskId, TaskStatus, WatchConfig,
+    AcceptMessage, FileOffer, Part, SignalError, Task, TaskId, TaskStatus, TransferId, WatchConfig,
 };
 use ats_p2p_swarm::PublicKey;
 use ats_p2p_wire::{FileHash, Meta, ReceiverConfig};
 use futures::{Stream, StreamExt};
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant as Deadline;
 use tracing::debug;
 
-use super::send::remember_key;
+use super::send::{first_accept, remember_key};
 use super::transport::NoConnection;
-use super::{ProgressThrottle, Shared, locked, millis};
+use super::{MAX_QUEUED_RECEIVES, ProgressThrottle, Shared, locked, millis};
 use crate::error::{ReceiveError, reason_chain};
 use crate::events::{ConnectionPath, Direction, Event, FailureKind};
 use crate::names::sanitize_file_name;
 use crate::policy::{OfferFacts, PeerApproval, ReceiveRejection};
-use crate::save::available_space;
+use crate::save::{STALE_TEMP_AGE, available_space, remove_stale_temp_files};
 use crate::topic::transfer_topic;
-use crate::transfer::receive_stream;
+use crate::transfer::receive_stream_with;
 
 /// Offers remembered as already handled, so a repeated event does not start a second transfer.
 const SEEN_OFFERS: usize = 16_384;
@@ -118,11 +118,14 @@ impl PendingOffer {
             approval: self.approval,
             events: self.events,
         };
-        if let Err(rejection) = job.check_space(&save_dir) {
-            job.refuse(&rejection).await;
-            return Err(ReceiveError::Refused(rejection));
-        }
-        job.run(&save_dir).await
+        let space = match job.reserve_space(&save_dir) {
+            Ok(space) => space,
+            Err(rejection) => {
+                job.refuse(&rejection).await;
+                return Err(ReceiveError::Refused(rejection));
+            }
+        };
+        job.run(&save_dir, space).await
     }
 
     /// Declines the offer: the task is rejected with `reason`.
@@ -191,6 +194,7 @@ async fn run_watch(
                 message: format!("cannot create the save directory {}: {e}", dir.display()),
             }));
         }
+        clean_save_dir(dir.clone(), &tx).await;
     }
     // Offers older than the timeout are dead (their sender gave up); newer ones still count.
     let since = chrono::Duration::from_std(shared.config.timeout)
@@ -204,6 +208,8 @@ async fn run_watch(
     });
     let mut seen = Seen::default();
     let mut jobs = JoinSet::new();
+    let limit = shared.config.max_concurrent_receives.max(1);
+    let slots = Arc::new(Semaphore::new(limit));
     loop {
         tokio::select! {
             () = shared.shutdown.cancelled() => break,
@@ -216,13 +222,29 @@ async fn run_watch(
                 let Some(job) = judge(&shared, ev.task, &tx).await else { continue };
                 match &save_dir {
                     Some(dir) => {
+                        // Running and waiting jobs; beyond the queue's bound, refuse.
+                        if jobs.len() >= limit.saturating_add(MAX_QUEUED_RECEIVES) {
+                            let busy = ReceiveRejection::Busy {
+                                running: limit,
+                                queued: MAX_QUEUED_RECEIVES,
+                            };
+                            job.refuse(&busy).await;
+                            continue;
+                        }
                         let dir = dir.clone();
+                        let slots = slots.clone();
                         jobs.spawn(async move {
-                            if let Err(rejection) = job.check_space(&dir) {
-                                job.refuse(&rejection).await;
+                            let Some(_slot) = job.wait_for_slot(slots, limit).await else {
                                 return;
-                            }
-                            let _ = job.run(&dir).await;
+                            };
+                            let space = match job.reserve_space(&dir) {
+                                Ok(space) => space,
+                                Err(rejection) => {
+                                    job.refuse(&rejection).await;
+                                    return;
+                                }
+                            };
+                            let _ = job.run(&dir, space).await;
                         });
                     }
                     None => {
@@ -240,6 +262,29 @@ async fn run_watch(
     }
     drop(watch);
     while jobs.join_next().await.is_some() {}
+}
+
+/// Removes the temporary files a killed receiver left in `dir` (nobody holds their lock; see
+/// [`remove_stale_temp_files`]) before any transfer starts there.
+async fn clean_save_dir(dir: PathBuf, tx: &mpsc::UnboundedSender<Incoming>) {
+    let shown = dir.display().to_string();
+    let cleaned =
+        tokio::task::spawn_blocking(move || remove_stale_temp_files(&dir, STALE_TEMP_AGE)).await;
+    match cleaned {
+        Ok(Ok(removed)) if !removed.is_empty() => {
+            debug!(dir = %shown, removed = removed.len(), "removed abandoned temporary files");
+        }
+        Ok(Ok(_)) | Err(_) => {}
+        Ok(Err(e)) => {
+            let _ = tx.send(Incoming::Event(Event::Error {
+                transfer_id: None,
+                message: format!(
+                    "cannot clean temporary files in {shown}: {}",
+                    reason_chain(&e)
+                ),
+            }));
+        }
+    }
 }
 
 /// Parses a pending task and applies the policy: `None` when it is not for us, or was refused
@@ -371,6 +416,54 @@ struct Job {
     events: mpsc::UnboundedSender<Incoming>,
 }
 
+/// Free space held for a running receive: the bytes it has yet to write. Shrinks as bytes
+/// arrive (they then count in the file system's own free space) and is released on drop.
+#[derive(Debug)]
+pub(crate) struct SpaceReservation {
+    shared: Arc<Shared>,
+    held: u64,
+}
+
+impl SpaceReservation {
+    /// `left` bytes remain to be written.
+    fn shrink_to(&mut self, left: u64) {
+        if left < self.held {
+            let mut reserved = locked(&self.shared.reserved_bytes);
+            *reserved = reserved.saturating_sub(self.held - left);
+            self.held = left;
+        }
+    }
+}
+
+impl Drop for SpaceReservation {
+    fn drop(&mut self) {
+        let mut reserved = locked(&self.shared.reserved_bytes);
+        *reserved = reserved.saturating_sub(self.held);
+    }
+}
+
+/// Marks a transfer as being received by this node until dropped.
+struct ReceivingGuard {
+    shared: Arc<Shared>,
+    id: TransferId,
+}
+
+impl ReceivingGuard {
+    /// `None` when this node already receives `id`.
+    fn begin(shared: &Arc<Shared>, id: TransferId) -> Option<Self> {
+        locked(&shared.receiving).insert(id).then(|| Self {
+            shared: shared.clone(),
+            id,
+        })
+    }
+}
+
+impl Drop for ReceivingGuard {
+    fn drop(&mut self) {
+        locked(&self.shared.receiving).remove(&self.id);
+    }
+}
+
 /// Renews the claim's lease while a transfer runs; stops when dropped.
 struct LeaseKeeper(JoinHandle<()>);
 
@@ -385,16 +478,45 @@ impl Job {
         let _ = self.events.send(Incoming::Event(event));
     }
 
-    /// Checks the free space in `save_dir` (creating it) against the offer's size.
-    fn check_space(&self, save_dir: &Path) -> Result<(), ReceiveRejection> {
+    /// Checks the free space in `save_dir` (creating it) against the offer's size, counting the
+    /// bytes that receives already running still have to write, and reserves the offer's size
+    /// until the returned reservation is dropped. Reservations are per node, whatever the file
+    /// system (conservative when save directories are on different disks).
+    fn reserve_space(&self, save_dir: &Path) -> Result<SpaceReservation, ReceiveRejection> {
         let _ = std::fs::create_dir_all(save_dir);
-        match available_space(save_dir) {
-            Ok(available) => self
-                .shared
+        let available = available_space(save_dir);
+        let mut reserved = locked(&self.shared.reserved_bytes);
+        // Unknown free space: the write itself reports a full disk.
+        if let Ok(available) = available {
+            self.shared
                 .receive_policy()
-                .check_space(self.offer.size, available),
-            // Unknown free space: the write itself reports a full disk.
-            Err(_) => Ok(()),
+                .check_space(self.offer.size, available.saturating_sub(*reserved))?;
+        }
+        *reserved = reserved.saturating_add(self.offer.size);
+        Ok(SpaceReservation {
+            shared: self.shared.clone(),
+            held: self.offer.size,
+        })
+    }
+
+    /// Waits, unclaimed, for one of the watch's receive slots (announcing a `queued` event when
+    /// none is free); `None` when the node shuts down first. The offer's sender still waits for
+    /// a claim only as long as its own timeout.
+    async fn wait_for_slot(
+        &self,
+        slots: Arc<Semaphore>,
+        limit: usize,
+    ) -> Option<OwnedSemaphorePermit> {
+        if let Ok(permit) = slots.clone().try_acquire_owned() {
+            return Some(permit);
+        }
+        self.emit(Event::Queued {
+            transfer_id: self.offer.transfer_id.to_string(),
+            limit,
+        });
+        tokio::select! {
+            p = slots.acquire_owned() => p.ok(),
+            () = self.shared.shutdown.cancelled() => None,
         }
     }
 
@@ -413,9 +535,13 @@ impl Job {
 
     /// Claims, accepts, receives, completes; on failure after the claim the task is failed
     /// with the reason. Reports through events as well as the result.
-    async fn run(self, save_dir: &Path) -> Result<ReceiveReport, ReceiveError> {
+    async fn run(
+        self,
+        save_dir: &Path,
+        space: SpaceReservation,
+    ) -> Result<ReceiveReport, ReceiveError> {
         let transfer_id = self.offer.transfer_id.to_string();
-        let result = self.receive(save_dir).await;
+        let result = self.receive(save_dir, space).await;
         match &result {
             Ok(report) => self.emit(Event::TransferComplete {
                 transfer_id,
@@ -437,8 +563,18 @@ impl Job {
         result
     }
 
-    async fn receive(&self, save_dir: &Path) -> Result<ReceiveReport, ReceiveError> {
+    async fn receive(
+        &self,
+        save_dir: &Path,
+        space: SpaceReservation,
+    ) -> Result<ReceiveReport, ReceiveError> {
         let shared = &self.shared;
+        // This node receives a transfer once, however many watches saw the offer.
+        let Some(_receiving) = ReceivingGuard::begin(shared, self.offer.transfer_id) else {
+            return Err(ReceiveError::AcceptedElsewhere {
+                actor: shared.config.actor_id.clone(),
+            });
+        };
         let sender_key = PublicKey::from_bytes(self.offer.sender_key);
         // One transfer per sender at a time (the sender matches connections by key).
         let lock = shared.peer_lock(sender_key);
@@ -458,8 +594,10 @@ impl Job {
                     source,
                 },
             })?;
-        match self.after_claim(save_dir).await {
+        match self.after_claim(save_dir, space).await {
             Ok(report) => Ok(report),
+            // The task belongs to the receiver whose accept came first: leave it alone.
+            Err(e @ ReceiveError::AcceptedElsewhere { .. }) => Err(e),
             Err(e) => {
                 let reason = reason_chain(&e);
                 if let Err(fe) = shared.client.fail(self.task.id, Some(&reason)).await {
@@ -470,13 +608,14 @@ impl Job {
         }
     }
 
-    async fn after_claim(&self, save_dir: &Path) -> Result<ReceiveReport, ReceiveError> {
+    async fn after_claim(
+        &self,
+        save_dir: &Path,
+        mut space: SpaceReservation,
+    ) -> Result<ReceiveReport, ReceiveError> {
         let shared = &self.shared;
         let timeout = shared.config.timeout;
         let _lease = self.keep_lease();
-        remember_key(shared.clone(), self.offer.sender_id.clone(), self.approval)
-            .await
-            .map_err(ReceiveError::KnownKeys)?;
         let accept = AcceptMessage {
             transfer_id: self.offer.transfer_id,
             receiver_key: *shared.transport.public_key().as_bytes(),
@@ -489,6 +628,7 @@ impl Job {
                 doing: "posting the accept message",
                 source,
             })?;
+        self.check_first_accept().await?;
 
         let topic = transfer_topic(self.offer.transfer_id.as_bytes());
         let sender_key = PublicKey::from_bytes(self.offer.sender_key);
@@ -525,7 +665,8 @@ impl Job {
         let mut throttle = ProgressThrottle::new();
         let events = self.events.clone();
         let progress_id = transfer_id.clone();
-        let progress = move |bytes, total| {
+        let progress = move |bytes: u64, total: u64| {
+            space.shrink_to(total.saturating_sub(bytes));
             if throttle.ready(bytes, total) {
                 let _ = events.send(Incoming::Event(Event::Progress {
                     transfer_id: progress_id.clone(),
@@ -536,7 +677,7 @@ impl Job {
             }
         };
         let received = tokio::select! {
-            r = receive_stream(conn, save_dir, &transfer_id, meta, config, progress) => {
+            r = receive_stream_with(conn, save_dir, &transfer_id, meta, config, shared.config.progress, progress) => {
                 r.map_err(ReceiveError::Stream)?
             }
             () = shared.shutdown.cancelled() => return Err(ReceiveError::Cancelled),
@@ -560,6 +701,20 @@ impl Job {
                 ),
             });
         }
+        // Trust on first use only now: the sender proved it holds the key (Noise) and sent the
+        // bytes whose SHA-256 matched, and the file is stored. An offer alone proves nothing.
+        if let Err(e) =
+            remember_key(shared.clone(), self.offer.sender_id.clone(), self.approval).await
+        {
+            self.emit(Event::Error {
+                transfer_id: Some(transfer_id.clone()),
+                message: format!(
+                    "file saved, but remembering the key of {} failed: {}",
+                    self.offer.sender_id,
+                    reason_chain(&e)
+                ),
+            });
+        }
         Ok(ReceiveReport {
             transfer_id,
             task_id: self.task.id.to_string(),
@@ -569,6 +724,30 @@ impl Job {
             duration_ms,
             path: connection_path,
         })
+    }
+
+    /// Fails with [`ReceiveError::AcceptedElsewhere`] unless the first accept our actor id
+    /// posted on the task is ours: the same actor id claimed twice (a second `listen`), and the
+    /// sender takes only the first accept, so the later receiver must not start a transfer.
+    async fn check_first_accept(&self) -> Result<(), ReceiveError> {
+        let shared = &self.shared;
+        let messages = shared
+            .client
+            .list_messages(self.task.id)
+            .await
+            .map_err(|source| ReceiveError::Signal {
+                doing: "reading the accept messages",
+                source,
+            })?;
+        let first = first_accept(&messages, &shared.config.actor_id);
+        match first {
+            Some(a) if a.receiver_key != *shared.transport.public_key().as_bytes() => {
+                Err(ReceiveError::AcceptedElsewhere {
+                    actor: shared.config.actor_id.clone(),
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Renews the claim every third of the lease while the transfer runs.

@@ -20,9 +20,9 @@ use crate::error::{KnownKeysError, SendError, StreamSendError};
 use crate::events::{ConnectionPath, Direction, Event};
 use crate::hashing::sha256_file_async;
 use crate::names::sanitize_file_name;
-use crate::policy::{ClaimFacts, PeerApproval, validate_actor_id};
+use crate::policy::{ClaimFacts, KeyUpdate, PeerApproval, validate_actor_id};
 use crate::topic::transfer_topic;
-use crate::transfer::send_stream;
+use crate::transfer::send_stream_with;
 
 /// A file delivered: the receiver verified it and ACKed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,9 +190,6 @@ async fn deliver(
         () = shared.shutdown.cancelled() => return Err(SendError::Cancelled),
     };
     locked(&shared.open_offers).remove(&task.id);
-    remember_key(shared.clone(), offer.recipient_id.clone(), approval)
-        .await
-        .map_err(SendError::KnownKeys)?;
 
     let mut expected = shared.transport.expect(approval.key);
     let topic = transfer_topic(offer.transfer_id.as_bytes());
@@ -239,7 +236,7 @@ async fn deliver(
         }
     };
     let sent = tokio::select! {
-        r = send_stream(conn, path, meta, SenderConfig::default(), progress) => r,
+        r = send_stream_with(conn, path, meta, SenderConfig::default(), shared.config.progress, progress) => r,
         () = shared.shutdown.cancelled() => return Err(SendError::Cancelled),
     };
     let sent = match sent {
@@ -249,6 +246,19 @@ async fn deliver(
         }
         Err(e) => return Err(SendError::Stream(e)),
     };
+    // Trust on first use only now: the peer proved it holds the key (Noise) and stored the
+    // file (ACK after its SHA-256 matched). A claim alone proves nothing: anyone on the hub can
+    // claim as any actor id.
+    if let Err(e) = remember_key(shared.clone(), offer.recipient_id.clone(), approval).await {
+        on_event(&Event::Error {
+            transfer_id: Some(transfer_id.clone()),
+            message: format!(
+                "file delivered, but remembering the key of {} failed: {}",
+                offer.recipient_id,
+                crate::error::reason_chain(&e)
+            ),
+        });
+    }
     Ok(SendReport {
         transfer_id,
         task_id: task.id.to_string(),
@@ -314,20 +324,26 @@ async fn await_accept(
                 .send_policy_decision(&facts)
                 .map_err(SendError::Claim);
         }
-        let accept = match (&ev.kind, &ev.message) {
-            (EventKind::Message, Some(m)) => accept_from(m, &claimer),
-            (EventKind::Message, None) | (_, _) => {
-                let messages = shared
-                    .client
-                    .list_messages(task.id)
-                    .await
-                    .map_err(|source| SendError::Signal {
-                        doing: "reading the accept message",
-                        source,
-                    })?;
-                messages.iter().rev().find_map(|m| accept_from(m, &claimer))
-            }
-        };
+        // Always the **first** accept the claimer posted, read from the task's messages (not
+        // the event at hand): a second claim by the same actor id (another process, or anyone
+        // using that id on the hub) cannot replace the key the first accept announced.
+        if ev.kind == EventKind::Message
+            && ev
+                .message
+                .as_ref()
+                .is_some_and(|m| accept_from(m, &claimer).is_none())
+        {
+            continue;
+        }
+        let messages = shared
+            .client
+            .list_messages(task.id)
+            .await
+            .map_err(|source| SendError::Signal {
+                doing: "reading the accept message",
+                source,
+            })?;
+        let accept = first_accept(&messages, &claimer);
         let Some(accept) = accept else {
             continue;
         };
@@ -336,6 +352,16 @@ async fn await_accept(
             .send_policy_decision(&facts)
             .map_err(SendError::Claim);
     }
+}
+
+/// The first accept the claimer posted among `messages` (by message id, whatever the order
+/// they are listed in).
+pub(super) fn first_accept(messages: &[Message], claimer: &str) -> Option<AcceptMessage> {
+    messages
+        .iter()
+        .filter_map(|m| accept_from(m, claimer).map(|a| (m.id, a)))
+        .min_by_key(|(id, _)| *id)
+        .map(|(_, a)| a)
 }
 
 /// The accept in `message`, if the claimer wrote it for this transfer. An accept for another
@@ -423,7 +449,10 @@ async fn task_ended(watch: &mut Watch, id: TaskId) -> SendError {
     std::future::pending().await
 }
 
-/// Remembers `actor`'s approved key (trust on first use), off the async runtime.
+/// Remembers `actor`'s approved key (trust on first use), off the async runtime. Called only
+/// after a transfer with that key was verified and stored (never at claim time). If another
+/// transfer remembered a different key for `actor` since this one was approved, the first
+/// verified key stays.
 pub(super) async fn remember_key(
     shared: Arc<Shared>,
     actor: String,
@@ -431,6 +460,12 @@ pub(super) async fn remember_key(
 ) -> Result<(), KnownKeysError> {
     let task = tokio::task::spawn_blocking(move || {
         let mut known = locked(&shared.known);
+        let first_was_other = approval.key_update == KeyUpdate::Remember
+            && known.get(&actor).is_some_and(|k| *k != approval.key);
+        if first_was_other {
+            debug!(%actor, "another verified key was remembered first; keeping it");
+            return Ok(());
+        }
         match known.apply(&actor, &approval) {
             Ok(true) => known.save(),
             Ok(false) => Ok(()),
@@ -439,4 +474,42 @@ pub(super) async fn remember_key(
         }
     });
     task.await.unwrap_or(Ok(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ats_p2p_signal::Part;
+
+    fn message(id: i64, actor: &str, key: u8, transfer: TransferId) -> Message {
+        let accept = AcceptMessage {
+            transfer_id: transfer,
+            receiver_key: [key; 32],
+        };
+        Message {
+            id,
+            task_id: Some(1),
+            actor_type: Some("agent".into()),
+            actor_id: Some(actor.into()),
+            actor_name: None,
+            parts: vec![Part::text(accept.to_content())],
+            created_at: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn the_first_accept_of_the_claimer_wins_in_any_listing_order() {
+        let t = TransferId::random();
+        let first = message(10, "agent-b", 1, t);
+        let second = message(11, "agent-b", 2, t);
+        let other = message(9, "agent-c", 3, t);
+        for listed in [
+            vec![other.clone(), first.clone(), second.clone()],
+            vec![second.clone(), other.clone(), first.clone()],
+        ] {
+            let a = first_accept(&listed, "agent-b").unwrap();
+            assert_eq!(a.receiver_key, [1; 32]);
+        }
+        assert!(first_accept(&[other], "agent-b").is_none());
+    }
 }

@@ -179,8 +179,19 @@ pub enum ReceiveRejection {
     InsufficientSpace {
         /// Size plus margin.
         needed: u64,
-        /// What is free.
+        /// What is free, less what transfers already running still need.
         available: u64,
+    },
+    /// The receiver runs as many transfers as it allows and its queue of waiting offers is
+    /// full.
+    #[error(
+        "receiver busy: {running} transfers running and {queued} offers waiting; try again later"
+    )]
+    Busy {
+        /// Transfers received at once.
+        running: usize,
+        /// Offers waiting for a slot.
+        queued: usize,
     },
 }
 
@@ -191,6 +202,7 @@ impl ReceiveRejection {
             Self::Peer(p) => p.code(),
             Self::TooLarge { .. } => "too_large",
             Self::InsufficientSpace { .. } => "insufficient_space",
+            Self::Busy { .. } => "busy",
         }
     }
 }

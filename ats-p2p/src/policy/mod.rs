@@ -5,9 +5,11 @@
 //!
 //! - an [`Allowlist`] of actor ids (`agent-b`) and pinned keys (`agent-b=<64 hex>`); an empty
 //!   list allows every actor id;
-//! - [`KnownKeys`], remembered like SSH's `known_hosts`: the first key seen for an actor id is
-//!   remembered, and a different key later is refused unless changed keys are explicitly allowed.
-//!   An explicit pin in the allowlist overrides what was remembered.
+//! - [`KnownKeys`], remembered like SSH's `known_hosts`: the key of the first **verified**
+//!   transfer with an actor id is remembered (the node records it only after the file's SHA-256
+//!   matched and it was stored, or the receiver ACKed it; never when an offer or claim merely
+//!   names a key), and a different key later is refused unless changed keys are explicitly
+//!   allowed. An explicit pin in the allowlist overrides what was remembered.
 //!
 //! [`ReceivePolicy::decide`] judges an incoming offer (peer, size, free space);
 //! [`SendPolicy::decide_claim`] judges whoever claimed our offer (must be the named recipient,

@@ -6,7 +6,6 @@
 
 use std::fs::File;
 use std::io;
-use std::path::Path;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
@@ -64,10 +63,17 @@ pub(super) struct DirectWriter {
 }
 
 impl DirectWriter {
-    /// Opens `file`'s temporary path a second time for direct writes; `None` when direct I/O
-    /// is not available there (then write through [`IncomingFile::write_at`]).
+    /// Switches `file`'s open descriptor to direct writes (the file is never reopened by
+    /// name); `None` when direct I/O is not available there (then write through
+    /// [`IncomingFile::write_at`]).
     pub(super) fn open(file: &IncomingFile) -> Option<Self> {
-        let direct = open_direct(file.temp_path()).ok()?;
+        let direct = match open_direct(file.file()) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::debug!(error = %e, "no direct I/O for this file");
+                return None;
+            }
+        };
         let (jobs, job_rx) = mpsc::sync_channel::<IoJob>(DIRECT_BUFFERS);
         let (done_tx, done) = mpsc::sync_channel(DIRECT_BUFFERS);
         let thread = std::thread::Builder::new()
@@ -157,6 +163,9 @@ impl DirectWriter {
             result.map_err(wrap)?;
             tail_buf = Some(buf);
         }
+        // Every direct write is done: the shared descriptor goes back to buffered writes for
+        // the unaligned tail.
+        set_direct(file.file(), false).map_err(wrap)?;
         let tail_src = if aligned > 0 {
             tail_buf.as_ref().unwrap_or(&self.buf)
         } else {
@@ -207,23 +216,44 @@ fn io_loop(
     }
 }
 
+/// A second descriptor for `file`'s open file description (`dup`: same file, same offset
+/// flags, no lookup by name) with `O_DIRECT` set through `fcntl(F_SETFL)`. The flag is shared
+/// by both descriptors, so buffered writes through `file` wait until [`set_direct`] clears it.
 #[cfg(target_os = "linux")]
-fn open_direct(path: &Path) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let flag = i32::try_from(rustix::fs::OFlags::DIRECT.bits()).map_err(io::Error::other)?;
-    let file = File::options().write(true).custom_flags(flag).open(path)?;
-    // Some file systems accept the flag at open and refuse the first write: try one aligned
-    // block now (the writer overwrites it), so the choice is made before any data.
+fn open_direct(file: &File) -> io::Result<File> {
+    let direct = file.try_clone()?;
+    set_direct(&direct, true)?;
+    // Some file systems accept the flag and refuse the first write: try one aligned block now
+    // (the writer overwrites it), so the choice is made before any data.
     let probe = AlignedBuf::new();
-    crate::save::write_all_at(&file, probe.slice(ALIGN), 0)?;
-    file.set_len(0)?;
-    Ok(file)
+    let tried =
+        crate::save::write_all_at(&direct, probe.slice(ALIGN), 0).and_then(|()| direct.set_len(0));
+    if let Err(e) = tried {
+        let _ = set_direct(&direct, false);
+        return Err(e);
+    }
+    Ok(direct)
+}
+
+/// Sets or clears `O_DIRECT` on the open file description behind `file`.
+#[cfg(target_os = "linux")]
+fn set_direct(file: &File, on: bool) -> io::Result<()> {
+    use rustix::fs::{OFlags, fcntl_getfl, fcntl_setfl};
+    let mut flags = fcntl_getfl(file)?;
+    flags.set(OFlags::DIRECT, on);
+    fcntl_setfl(file, flags)?;
+    Ok(())
 }
 
 #[cfg(not(target_os = "linux"))]
-fn open_direct(_path: &Path) -> io::Result<File> {
+fn open_direct(_file: &File) -> io::Result<File> {
     Err(io::Error::new(
         io::ErrorKind::Unsupported,
         "no O_DIRECT here",
     ))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_direct(_file: &File, _on: bool) -> io::Result<()> {
+    Ok(())
 }

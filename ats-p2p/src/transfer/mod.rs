@@ -20,6 +20,10 @@
 //! - After ACK both ends close their side and the sender waits (briefly) for the receiver's
 //!   end, so neither transport is left retransmitting to a peer that has gone.
 //!
+//! - While file bytes remain, both enforce a [`ProgressRule`] (default: 64 KiB per 30 s): a
+//!   peer that stops reading (zero window) or trickles bytes ends the transfer as `stalled`
+//!   ([`send_stream_with`], [`receive_stream_with`] take the rule; see [`progress`]).
+//!
 //! Both report progress through a callback `(bytes, total)`, called at most once per frame.
 //!
 //! ```
@@ -47,13 +51,15 @@
 //! ```
 
 mod direct;
+pub mod progress;
 mod receive;
 mod send;
 
 use std::time::Duration;
 
-pub use receive::{Received, receive_stream};
-pub use send::{Sent, send_stream};
+pub use progress::{DEFAULT_MIN_PROGRESS_BYTES, DEFAULT_PROGRESS_WINDOW, ProgressRule};
+pub use receive::{Received, receive_stream, receive_stream_with};
+pub use send::{Sent, send_stream, send_stream_with};
 
 /// Bytes read from the file per step: a few DATA frames' worth, so reads are large but the
 /// memory held per transfer stays small.

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::direct::DirectWriter;
+use super::progress::{ProgressRule, ProgressWatch, earliest};
 use super::{FAREWELL_TIMEOUT, STREAM_READ_BUF, WRITE_QUEUE_DEPTH, sleep_until, tokio_deadline};
 use crate::error::{SaveError, StreamReceiveError};
 use crate::save::IncomingFile;
@@ -54,6 +55,34 @@ pub async fn receive_stream<S>(
     transfer_id_hex: &str,
     offer: Meta,
     config: ReceiverConfig,
+    on_progress: impl FnMut(u64, u64) + Send,
+) -> Result<Received, StreamReceiveError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    receive_stream_with(
+        stream,
+        save_dir,
+        transfer_id_hex,
+        offer,
+        config,
+        ProgressRule::default(),
+        on_progress,
+    )
+    .await
+}
+
+/// [`receive_stream`] with an explicit [`ProgressRule`]: until every byte arrived, at least
+/// `rule.min_bytes` must arrive per `rule.window`, or the transfer fails with
+/// [`StreamReceiveError::Stalled`] (a sender trickling a byte now and then cannot hold the
+/// receive for ever).
+pub async fn receive_stream_with<S>(
+    stream: S,
+    save_dir: &Path,
+    transfer_id_hex: &str,
+    offer: Meta,
+    config: ReceiverConfig,
+    rule: ProgressRule,
     mut on_progress: impl FnMut(u64, u64) + Send,
 ) -> Result<Received, StreamReceiveError>
 where
@@ -99,7 +128,16 @@ where
             write_loop(incoming, rx)
         })),
     };
-    let result = drive(&mut receiver, writer, &mut rd, &mut wr, &mut on_progress).await;
+    let progress = ProgressWatch::new(rule, offer.size, Instant::now());
+    let result = drive(
+        &mut receiver,
+        writer,
+        progress,
+        &mut rd,
+        &mut wr,
+        &mut on_progress,
+    )
+    .await;
     // Bounded: a sender that vanished after our last frame never acknowledges our end.
     match tokio::time::timeout(FAREWELL_TIMEOUT, wr.shutdown()).await {
         Ok(Ok(())) => {}
@@ -214,6 +252,7 @@ fn check_limit(file: &IncomingFile, offset: u64, len: usize) -> Result<(), SaveE
 async fn drive<R, W>(
     receiver: &mut Receiver,
     mut writer: Writer,
+    mut progress: ProgressWatch,
     rd: &mut R,
     wr: &mut W,
     on_progress: &mut (impl FnMut(u64, u64) + Send),
@@ -307,17 +346,30 @@ where
             receiver.handle_closed();
             continue;
         }
-        let deadline = tokio_deadline(receiver.poll_timeout());
+        let deadline = tokio_deadline(earliest(receiver.poll_timeout(), progress.poll_timeout()));
         tokio::select! {
             r = rd.read_buf(&mut inbuf) => match r {
                 Ok(0) => eof = true,
-                Ok(_) => {}
+                Ok(n) => progress.moved(u64::try_from(n).unwrap_or(u64::MAX), Instant::now()),
                 Err(e) => {
                     receiver.fail_local(format!("stream error: {e}"));
                     local_err = Some(StreamReceiveError::Io(e));
                 }
             },
-            () = sleep_until(deadline) => receiver.handle_timeout(Instant::now()),
+            () = sleep_until(deadline) => {
+                let now = Instant::now();
+                receiver.handle_timeout(now);
+                if let Err(stall) = progress.check(now) {
+                    let rule = progress.rule();
+                    let err = StreamReceiveError::Stalled {
+                        window: rule.window,
+                        moved: stall.moved,
+                        min_bytes: rule.min_bytes,
+                    };
+                    receiver.fail_local(err.to_string());
+                    local_err = Some(err);
+                }
+            }
         }
     }
 }

@@ -11,6 +11,7 @@ use bytes::{Buf as _, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use super::progress::{ProgressRule, ProgressWatch, earliest};
 use super::{
     FAREWELL_TIMEOUT, FILE_READ_AHEAD, FILE_READ_CHUNK, STREAM_READ_BUF, sleep_until,
     tokio_deadline,
@@ -37,6 +38,32 @@ pub async fn send_stream<S>(
     path: &Path,
     meta: Meta,
     config: SenderConfig,
+    on_progress: impl FnMut(u64, u64) + Send,
+) -> Result<Sent, StreamSendError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    send_stream_with(
+        stream,
+        path,
+        meta,
+        config,
+        ProgressRule::default(),
+        on_progress,
+    )
+    .await
+}
+
+/// [`send_stream`] with an explicit [`ProgressRule`]: while file bytes remain, the stream must
+/// take at least `rule.min_bytes` per `rule.window`, or the transfer fails with
+/// [`StreamSendError::Stalled`] (a receiver that stops reading or advertises a zero window
+/// cannot hold the send for ever).
+pub async fn send_stream_with<S>(
+    stream: S,
+    path: &Path,
+    meta: Meta,
+    config: SenderConfig,
+    rule: ProgressRule,
     mut on_progress: impl FnMut(u64, u64) + Send,
 ) -> Result<Sent, StreamSendError>
 where
@@ -52,6 +79,7 @@ where
     let total = meta.size;
     let reader = tokio::task::spawn_blocking(move || read_loop(file, total, &chunks_tx));
     let _stop_reader = AbortOnDrop(reader);
+    let mut progress = ProgressWatch::new(rule, total, Instant::now());
     let mut sender =
         Sender::new(meta, config, Instant::now()).map_err(StreamSendError::Transfer)?;
     let (mut rd, mut wr) = tokio::io::split(stream);
@@ -117,7 +145,7 @@ where
             }
             continue;
         }
-        let deadline = tokio_deadline(sender.poll_timeout());
+        let deadline = tokio_deadline(earliest(sender.poll_timeout(), progress.poll_timeout()));
         tokio::select! {
             r = write_some(&mut wr, &mut out) => {
                 match r {
@@ -126,7 +154,8 @@ where
                         sender.fail_local(e.to_string());
                         local_err = Some(StreamSendError::Io(e));
                     }
-                    Ok(_) => {
+                    Ok(n) => {
+                        progress.moved(u64::try_from(n).unwrap_or(u64::MAX), Instant::now());
                         if out.as_ref().is_some_and(|f| !bytes::Buf::has_remaining(f)) {
                             out = None;
                         }
@@ -156,8 +185,25 @@ where
                     }
                 }
             }
-            () = sleep_until(deadline) => sender.handle_timeout(Instant::now()),
+            () = sleep_until(deadline) => {
+                let now = Instant::now();
+                sender.handle_timeout(now);
+                if let Err(stall) = progress.check(now) {
+                    let err = stalled(progress.rule(), stall.moved);
+                    sender.fail_local(err.to_string());
+                    local_err = Some(err);
+                }
+            }
         }
+    }
+}
+
+/// The error for a send that broke the progress rule.
+fn stalled(rule: ProgressRule, moved: u64) -> StreamSendError {
+    StreamSendError::Stalled {
+        window: rule.window,
+        moved,
+        min_bytes: rule.min_bytes,
     }
 }
 
