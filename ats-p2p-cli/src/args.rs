@@ -66,6 +66,10 @@ pub(crate) enum Command {
     /// this machine: everything two nodes need to find each other without the internet.
     #[cfg(feature = "hub")]
     Hub(HubArgs),
+    /// Run a blind relay: peers that cannot holepunch (both behind randomizing NATs) meet
+    /// through it. It splices encrypted UDX streams and never sees plaintext.
+    #[cfg(feature = "hub")]
+    Relay(RelayArgs),
     /// Start a hub, a DHT bootstrap node and two nodes on loopback in this process, and send a
     /// generated file from one to the other, showing each step. Needs no internet.
     #[cfg(feature = "hub")]
@@ -138,6 +142,22 @@ pub(crate) struct NodeArgs {
     /// Local IPv4 address the node's UDP socket binds.
     #[arg(long, env = "ATS_P2P_HOST", default_value = "0.0.0.0")]
     pub(crate) host: Ipv4Addr,
+    /// Relay through this blind relay (its public key, 64 hex) when no direct or holepunched
+    /// path exists [default: a relay announced on the DHT, e.g. the hub's].
+    #[arg(long, env = "ATS_P2P_RELAY", value_name = "KEY", value_parser = parse_key)]
+    pub(crate) relay: Option<ats_p2p::swarm::PublicKey>,
+    /// Never relay: only direct and holepunched connections (and refuse a peer's relay).
+    #[arg(long, env = "ATS_P2P_NO_RELAY", conflicts_with = "relay")]
+    pub(crate) no_relay: bool,
+}
+
+/// A public key: 64 hex characters.
+fn parse_key(s: &str) -> Result<ats_p2p::swarm::PublicKey, String> {
+    let bytes = hex::decode(s.trim()).map_err(|e| format!("not hex: {e}"))?;
+    let arr: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| "a key is 32 bytes (64 hex characters)".to_string())?;
+    Ok(ats_p2p::swarm::PublicKey::from_bytes(arr))
 }
 
 /// `ats-p2p send`.
@@ -229,11 +249,34 @@ pub(crate) struct HubArgs {
     /// Run the hub without the DHT bootstrap node.
     #[arg(long)]
     pub(crate) no_bootstrap: bool,
+    /// Run the hub without the blind relay it starts beside its bootstrap node (the relay
+    /// carries transfers between peers that cannot holepunch; it sees only ciphertext).
+    #[arg(long)]
+    pub(crate) no_relay: bool,
     /// A browser origin whose pages may use the hub, e.g. `https://dashboard.example`
     /// (repeatable). Requests from any other page are refused; the `ats` CLI and ats-p2p send
     /// no origin and need none.
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     pub(crate) allow_origins: Vec<String>,
+}
+
+/// `ats-p2p relay`.
+#[cfg(feature = "hub")]
+#[derive(Debug, Args)]
+pub(crate) struct RelayArgs {
+    /// Address the relay's UDP socket binds (IPv4; port 0 picks a free port). Peers must be able
+    /// to reach it: on a public host, its public interface.
+    #[arg(long, env = "ATS_P2P_RELAY_LISTEN", default_value = "0.0.0.0:49738")]
+    pub(crate) listen: std::net::SocketAddrV4,
+    /// HyperDHT bootstrap node HOST:PORT (repeat or comma-separate) [default: the public
+    /// HyperDHT bootstrap nodes].
+    #[arg(
+        long,
+        env = "ATS_P2P_BOOTSTRAP",
+        value_delimiter = ',',
+        value_name = "HOST:PORT"
+    )]
+    pub(crate) bootstrap: Vec<String>,
 }
 
 /// Size of the demo's generated file by default.

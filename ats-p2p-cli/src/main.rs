@@ -68,6 +68,8 @@ async fn run(cli: Cli) -> Result<Exit, Failure> {
         Command::Status(args) => cmd::status::run(&out, args).await,
         #[cfg(feature = "hub")]
         Command::Hub(args) => cmd::hub::run(&out, args).await,
+        #[cfg(feature = "hub")]
+        Command::Relay(args) => cmd::relay::run(&out, args).await,
         Command::Send(args) => cmd::send::run(&mut out, args).await,
         Command::Listen(args) => cmd::listen::run(&mut out, args).await,
         #[cfg(feature = "hub")]

@@ -42,29 +42,42 @@ fn spawn(lab: &NetLab, node: Node, home: &Path, args: &[&str]) -> LabProcess {
     lab.spawn(node, "env", &all)
 }
 
-#[test]
-fn a_file_crosses_two_nats_between_cli_nodes() {
-    let Some(lab) = NetLab::start(NatKind::Consistent) else {
-        return;
-    };
+/// What one CLI transfer across the lab ended with.
+struct Crossing {
+    /// The hub's `hub_ready` line.
+    ready: Value,
+    /// The sender's last transfer event.
+    sent: Value,
+    /// The receiver's last transfer event.
+    received: Value,
+    /// Exit codes of `send` and `listen --once`.
+    exits: (Option<i32>, Option<i32>),
+    /// The file sent, and where the receiver saved what it got.
+    data: Vec<u8>,
+    save: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// Hub (with `hub_args`) on the public side, `listen --once` behind NAT A, `send` behind NAT
+/// B; both NATs of `kind`.
+fn cross(kind: NatKind, hub_args: &[&str], node_args: &[&str]) -> Option<Crossing> {
+    let lab = NetLab::start(kind)?;
     let dir = tempfile::tempdir().unwrap();
     let public = Node::Public.addr().to_string();
     let db = dir.path().join("hub.sqlite").display().to_string();
-    let mut hub = spawn(
-        &lab,
-        Node::Public,
-        dir.path(),
-        &[
-            "hub",
-            "--listen",
-            &format!("{public}:0"),
-            "--bootstrap-listen",
-            &format!("{public}:0"),
-            "--db",
-            &db,
-            "--json",
-        ],
-    );
+    let listen_at = format!("{public}:0");
+    let mut args = vec![
+        "hub",
+        "--listen",
+        &listen_at,
+        "--bootstrap-listen",
+        &listen_at,
+        "--db",
+        &db,
+        "--json",
+    ];
+    args.extend_from_slice(hub_args);
+    let mut hub = spawn(&lab, Node::Public, dir.path(), &args);
     let ready = json(&hub.wait_for(HUB_READY, |l| is_event(l, "hub_ready")));
     let ats_url = ready["ats_url"].as_str().unwrap().to_owned();
     let bootstrap = ready["bootstrap"].as_str().unwrap().to_owned();
@@ -93,7 +106,10 @@ fn a_file_crosses_two_nats_between_cli_nodes() {
             &save_arg,
             "--timeout",
             "45000",
-        ],
+        ]
+        .into_iter()
+        .chain(node_args.iter().copied())
+        .collect::<Vec<_>>(),
     );
     listen.wait_for(LISTENING, |l| is_event(l, "listening"));
 
@@ -124,40 +140,117 @@ fn a_file_crosses_two_nats_between_cli_nodes() {
             &host_b,
             "--timeout",
             "45000",
-        ],
+        ]
+        .into_iter()
+        .chain(node_args.iter().copied())
+        .collect::<Vec<_>>(),
     );
-    let done = json(&send.wait_for(TRANSFER_DONE, |l| {
+    let sent = json(&send.wait_for(TRANSFER_DONE, |l| {
         is_event(l, "transfer_complete") || is_event(l, "transfer_failed")
     }));
-    assert_eq!(
-        done["event"],
-        "transfer_complete",
-        "sender: {:?}",
-        send.log()
-    );
     let received = json(&listen.wait_for(TRANSFER_DONE, |l| {
         is_event(l, "transfer_complete") || is_event(l, "transfer_failed")
     }));
-    assert_eq!(
-        received["event"],
-        "transfer_complete",
-        "receiver: {:?}",
-        listen.log()
-    );
-    let status = send.wait_exit(Duration::from_secs(10)).expect("send exits");
-    assert!(status.success(), "send: {status:?}");
-    let status = listen
-        .wait_exit(Duration::from_secs(10))
-        .expect("listen --once exits");
-    assert!(status.success(), "listen: {status:?}");
+    let send_exit = send
+        .wait_exit(Duration::from_secs(15))
+        .expect("send exits")
+        .code();
+    let listen_exit = listen
+        .wait_exit(Duration::from_secs(15))
+        .expect("listen --once exits")
+        .code();
+    drop((send, listen, hub, lab));
+    Some(Crossing {
+        ready,
+        sent,
+        received,
+        exits: (send_exit, listen_exit),
+        data,
+        save,
+        _dir: dir,
+    })
+}
 
-    let expected = hex::encode(Sha256::digest(&data));
-    assert_eq!(done["file_hash"], expected.as_str());
-    let path = received["file_path"].as_str().unwrap();
-    assert!(Path::new(path).starts_with(&save), "{path}");
-    assert_eq!(
-        hex::encode(Sha256::digest(std::fs::read(path).unwrap())),
-        expected
+impl Crossing {
+    /// Both sides completed and the saved file is the one sent.
+    fn assert_delivered(&self) {
+        assert_eq!(
+            self.sent["event"], "transfer_complete",
+            "sender: {}",
+            self.sent
+        );
+        assert_eq!(
+            self.received["event"], "transfer_complete",
+            "receiver: {}",
+            self.received
+        );
+        assert_eq!(self.exits, (Some(0), Some(0)));
+        let expected = hex::encode(Sha256::digest(&self.data));
+        assert_eq!(self.sent["file_hash"], expected.as_str());
+        let path = self.received["file_path"].as_str().unwrap();
+        assert!(Path::new(path).starts_with(&self.save), "{path}");
+        assert_eq!(
+            hex::encode(Sha256::digest(std::fs::read(path).unwrap())),
+            expected
+        );
+    }
+}
+
+#[test]
+fn a_file_crosses_two_nats_between_cli_nodes() {
+    let Some(c) = cross(NatKind::Consistent, &[], &[]) else {
+        return;
+    };
+    c.assert_delivered();
+    assert_eq!(c.sent["path"], "holepunched", "{}", c.sent);
+    assert_eq!(c.received["path"], "holepunched", "{}", c.received);
+}
+
+/// Both NATs randomize ports: no punch can work; both nodes find the hub's relay on the DHT
+/// and the file goes through it, each side saying `relayed` and naming the relay.
+#[test]
+fn a_file_crosses_two_random_nats_through_the_hubs_relay() {
+    let Some(c) = cross(NatKind::Random, &[], &[]) else {
+        return;
+    };
+    c.assert_delivered();
+    let relay = c.ready["relay"]
+        .as_str()
+        .expect("hub_ready names its relay");
+    for side in [&c.sent, &c.received] {
+        assert_eq!(side["path"], "relayed", "{side}");
+        assert_eq!(side["relay"], relay, "{side}");
+    }
+}
+
+/// Both NATs randomize ports and the nodes may not relay (`--no-relay`): both sides end with
+/// exit 6 and say what was detected, well before their timeout.
+#[test]
+fn two_random_nats_without_a_relay_fail_clearly() {
+    let started = std::time::Instant::now();
+    let Some(c) = cross(NatKind::Random, &[], &["--no-relay"]) else {
+        return;
+    };
+    assert_eq!(c.received["event"], "transfer_failed", "{}", c.received);
+    assert_eq!(c.received["code"], "no_path", "{}", c.received);
+    let reason = c.received["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("both peers behind randomizing NATs") && reason.contains("relay"),
+        "{reason}"
     );
-    drop((send, listen, hub));
+    assert_eq!(c.sent["event"], "transfer_failed", "{}", c.sent);
+    assert!(
+        c.sent["reason"]
+            .as_str()
+            .unwrap()
+            .contains("randomizing NATs"),
+        "{}",
+        c.sent
+    );
+    assert_eq!(c.exits, (Some(6), Some(6)));
+    assert!(
+        started.elapsed() < Duration::from_secs(45),
+        "{:?}",
+        started.elapsed()
+    );
 }

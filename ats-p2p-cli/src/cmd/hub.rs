@@ -42,17 +42,42 @@ pub(crate) async fn run(out: &Output, args: HubArgs) -> Result<Exit, Failure> {
         }
     };
     let bootstrap_addr = bootstrap.as_ref().map(|b| b.addr().to_string());
+    // The relay beside the bootstrap node: peers behind two randomizing NATs meet through it
+    // (found on the DHT's relay topic, or pinned with --relay).
+    let relay = match (&bootstrap, args.no_relay) {
+        (Some(b), false) => {
+            let addr = b.addr();
+            match crate::cmd::relay::start(*addr.ip(), 0, vec![addr]).await {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    if let Some(b) = bootstrap {
+                        b.destroy().await;
+                    }
+                    hub.shutdown().await;
+                    return Err(e
+                        .context("cannot start the relay (or pass --no-relay)")
+                        .into());
+                }
+            }
+        }
+        _ => None,
+    };
+    let relay_key = relay.as_ref().map(|r| r.public_key().to_hex());
     if out.is_json() {
         // Written by hand to keep the documented key order (`event` first).
         let url = serde_json::Value::String(hub.url());
         let boot = serde_json::to_string(&bootstrap_addr)?;
+        let relay = serde_json::to_string(&relay_key)?;
         crate::output::say(&format!(
-            r#"{{"event":"hub_ready","ats_url":{url},"bootstrap":{boot}}}"#
+            r#"{{"event":"hub_ready","ats_url":{url},"bootstrap":{boot},"relay":{relay}}}"#
         ));
     } else {
         let mut ready = format!("ATS hub listening on {}", hub.url());
         if let Some(addr) = &bootstrap_addr {
             ready.push_str(&format!("\nDHT bootstrap node on {addr}"));
+        }
+        if let Some(key) = &relay_key {
+            ready.push_str(&format!("\nblind relay {key}"));
         }
         out.result(&ready);
         out.note(&format!(
@@ -66,6 +91,9 @@ pub(crate) async fn run(out: &Output, args: HubArgs) -> Result<Exit, Failure> {
         ));
     }
     let stopped = stop.wait().await;
+    if let Some(r) = relay {
+        r.stop().await;
+    }
     if let Some(b) = bootstrap {
         b.destroy().await;
     }

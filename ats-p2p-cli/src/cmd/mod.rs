@@ -7,5 +7,7 @@ pub(crate) mod hub;
 pub(crate) mod id;
 pub(crate) mod listen;
 pub(crate) mod node;
+#[cfg(feature = "hub")]
+pub(crate) mod relay;
 pub(crate) mod send;
 pub(crate) mod status;

@@ -29,6 +29,11 @@ pub(crate) fn node_config(args: &NodeArgs, max_size: Option<u64>) -> Result<Node
         config.known_keys_path = Some(path.clone());
     }
     config.host = args.host;
+    config.relay = match (args.no_relay, args.relay) {
+        (true, _) => ats_p2p::RelayMode::Disabled,
+        (false, Some(k)) => ats_p2p::RelayMode::Pinned(k),
+        (false, None) => ats_p2p::RelayMode::Auto,
+    };
     Ok(config)
 }
 

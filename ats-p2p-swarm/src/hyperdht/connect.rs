@@ -634,6 +634,9 @@ impl HyperDht {
                 Ok(None) | Err(_) => break,
             }
         }
+        if sampler.class() == NatClass::Unknown {
+            sampler.conclude();
+        }
         debug!(class = %sampler.class(), samples = sampler.sampled(), "nat sampled");
         if sampler.class() != NatClass::Unknown {
             *self.nat.lock().unwrap_or_else(|e| e.into_inner()) =

@@ -209,6 +209,24 @@ impl NatSampler {
         (self.sampled > 4).then_some(NatClass::Random)
     }
 
+    /// Decides with fewer samples than JS needs, when no more DHT nodes answer (a small
+    /// private DHT such as a hub's): two equal sightings are consistent, two ports for one
+    /// host random; a single sighting is assumed consistent (probing then shows it, and a
+    /// relay remains the fallback).
+    pub fn conclude(&mut self) {
+        if self.class.is_some() || !self.firewalled || self.sampled == 0 {
+            return;
+        }
+        let best = self.full.first().map_or(0, |s| s.hits);
+        self.class = Some(if best == self.sampled {
+            NatClass::Consistent
+        } else if self.hosts.len() == 1 {
+            NatClass::Random
+        } else {
+            NatClass::Consistent
+        });
+    }
+
     /// The class so far.
     pub fn class(&self) -> NatClass {
         self.class.unwrap_or(if self.firewalled {
@@ -378,6 +396,24 @@ mod tests {
         n.add(a("1.2.3.4:3"), a("9.0.0.4:1"));
         n.add(a("1.2.3.4:3"), a("9.0.0.5:1"));
         assert_eq!(n.class(), NatClass::Random);
+    }
+
+    #[test]
+    fn few_samples_conclude() {
+        let mut n = NatSampler::new(true);
+        n.add(a("1.2.3.4:1"), a("9.0.0.1:1"));
+        n.add(a("1.2.3.4:2"), a("9.0.0.2:1"));
+        assert_eq!(n.class(), NatClass::Unknown);
+        n.conclude();
+        assert_eq!(n.class(), NatClass::Random);
+        let mut n = NatSampler::new(true);
+        n.add(a("1.2.3.4:1"), a("9.0.0.1:1"));
+        n.add(a("1.2.3.4:1"), a("9.0.0.2:1"));
+        n.conclude();
+        assert_eq!(n.class(), NatClass::Consistent);
+        let mut n = NatSampler::new(true);
+        n.conclude();
+        assert_eq!(n.class(), NatClass::Unknown);
     }
 
     #[test]
