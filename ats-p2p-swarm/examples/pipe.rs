@@ -9,6 +9,8 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
+use ats_p2p_swarm::PublicKey;
+use ats_p2p_swarm::hyperdht::RelayMode;
 use ats_p2p_swarm::swarm::{JoinMode, Swarm, SwarmConfig};
 use clap::Parser;
 use tokio::io::{AsyncWriteExt, copy, split, stdin, stdout};
@@ -28,9 +30,16 @@ struct Args {
     /// Look up and connect.
     #[arg(long)]
     client: bool,
-    /// Host to bind.
-    #[arg(long, default_value = "127.0.0.1")]
+    /// Host to bind (all interfaces by default, so peers on the LAN and behind NATs reach us).
+    #[arg(long, default_value = "0.0.0.0")]
     host: Ipv4Addr,
+    /// Relay through this blind relay (64 hex) when no direct or holepunched path exists
+    /// [default: a relay announced on the DHT].
+    #[arg(long, conflicts_with = "no_relay")]
+    relay: Option<String>,
+    /// Never relay.
+    #[arg(long)]
+    no_relay: bool,
     /// Key pair seed, 64 hex characters (default: ephemeral).
     #[arg(long)]
     seed: Option<String>,
@@ -54,6 +63,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let topic = hex32(&args.topic)?;
     let mut cfg = SwarmConfig::new(args.host, args.bootstrap);
     cfg.seed = args.seed.as_deref().map(hex32).transpose()?;
+    cfg.relay = match (&args.relay, args.no_relay) {
+        (_, true) => RelayMode::Disabled,
+        (Some(k), false) => RelayMode::Pinned(PublicKey::from_bytes(hex32(k)?)),
+        (None, false) => RelayMode::Auto,
+    };
+    let started = std::time::Instant::now();
     let mut swarm = Swarm::new(cfg).await?;
     eprintln!("pipe: public key {}", swarm.public_key().to_hex());
     let mode = if args.server {
@@ -67,7 +82,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await
         .map_err(|_| "no peer within the timeout")?
         .ok_or("swarm closed")?;
-    eprintln!("pipe: connected to {}", conn.remote_public_key().to_hex());
+    eprintln!(
+        "pipe: connected to {} after {} ms via {}",
+        conn.remote_public_key().to_hex(),
+        started.elapsed().as_millis(),
+        conn.path()
+    );
     let (mut r, mut w) = split(conn);
     let up = async {
         copy(&mut stdin(), &mut w).await?;

@@ -96,6 +96,8 @@ pub struct SwarmConfig {
     pub seed: Option<[u8; 32]>,
     /// Keys allowed to connect to us; `None` = anyone.
     pub allow: Option<Vec<PublicKey>>,
+    /// Whether and through which relay to connect when no direct path exists.
+    pub relay: crate::hyperdht::RelayMode,
 }
 
 impl SwarmConfig {
@@ -106,6 +108,7 @@ impl SwarmConfig {
             bootstrap,
             seed: None,
             allow: None,
+            relay: crate::hyperdht::RelayMode::Auto,
         }
     }
 }
@@ -218,6 +221,7 @@ impl Swarm {
             .seed
             .map_or_else(KeyPair::generate, KeyPair::from_seed);
         let dht = Arc::new(HyperDht::bind(DhtConfig::new(config.host, config.bootstrap)).await?);
+        dht.set_relay_mode(config.relay);
         dht.ready().await?;
         let (tx, rx) = mpsc::channel(CONNECTION_QUEUE);
         let own = key_pair.public_key();
@@ -425,6 +429,11 @@ impl SwarmConnection {
     /// The remote peer's public key (authenticated by the handshake).
     pub fn remote_public_key(&self) -> PublicKey {
         self.remote
+    }
+
+    /// How the connection reached the peer.
+    pub fn path(&self) -> &crate::hyperdht::PathInfo {
+        self.conn.path()
     }
 
     /// Whether we dialed (Noise initiator).
