@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ats_p2p_swarm::hyperdht::{DhtConfig, Firewall, HyperDht};
-use ats_p2p_swarm::relay::RelayServer;
 use ats_p2p_swarm::{KeyPair, PublicKey};
 use netlab::{LabProcess, NatKind, NetLab, Node};
 use rand::RngCore;
@@ -193,48 +192,6 @@ fn js_client_holepunches_to_rust_server_through_consistent_nats() {
     );
 }
 
-/// A Rust client behind NAT A holepunches to a firewalled JS server behind NAT B: our probe
-/// and punch rounds against hyperdht's server, and its puncher's probes.
-#[test]
-fn rust_client_holepunches_to_js_server_through_consistent_nats() {
-    js_dir();
-    let Some(lab) = NetLab::start(NatKind::Consistent) else {
-        return;
-    };
-    let (_dht, bootstrap) = start_dht(&lab);
-    let script = js_dir().join("netlab-peer.js").display().to_string();
-    let seed = hex::encode(SERVER_SEED);
-    let mut server = lab.spawn(
-        Node::HostB,
-        "node",
-        &[
-            &script,
-            "server",
-            "--bootstrap",
-            &bootstrap,
-            "--seed",
-            &seed,
-        ],
-    );
-    server.wait_for(SERVER_READY, |l| is_event(l, "listening"));
-    let mut client = peer(&lab, Node::HostA, "client", &bootstrap);
-    let connected = json_line(&client.wait_for(CLIENT_DONE, |l| {
-        is_event(l, "connected") || is_event(l, "error")
-    }));
-    assert_eq!(
-        connected["event"], "connected",
-        "client failed: {connected}"
-    );
-    assert_eq!(connected["path"], "holepunched", "{connected}");
-    let done =
-        json_line(&client.wait_for(CLIENT_DONE, |l| is_event(l, "done") || is_event(l, "error")));
-    assert_eq!(done["event"], "done", "transfer failed: {done}");
-    println!(
-        "rust client -> js server: connect {} ms via {}",
-        connected["connectMs"], connected["path"]
-    );
-}
-
 #[test]
 fn rust_peers_holepunch_through_consistent_nats() {
     let Some((_dht, mut server, mut client, _lab)) = run(NatKind::Consistent) else {
@@ -268,45 +225,6 @@ fn rust_peers_holepunch_through_consistent_nats() {
     );
     println!(
         "rust consistent NAT: connect {} ms, 16 MiB in {} ms, total {:?}",
-        connected["connectMs"],
-        done["ms"],
-        started.elapsed()
-    );
-}
-
-/// Both NATs randomize ports: no punch can work, so both peers find the relay announced on the
-/// DHT (a Rust relay on the public side) and connect through it, each saying `relayed`.
-#[test]
-fn rust_peers_meet_through_the_relay_across_random_nats() {
-    js_dir();
-    let Some(lab) = NetLab::start(NatKind::Random) else {
-        return;
-    };
-    let (_dht, bootstrap) = start_dht(&lab);
-    let mut relay = peer(&lab, Node::Public, "relay", &bootstrap);
-    let relay_key =
-        json_line(&relay.wait_for(SERVER_READY, |l| is_event(l, "relay")))["publicKey"].clone();
-    let mut server = peer(&lab, Node::HostB, "server", &bootstrap);
-    server.wait_for(SERVER_READY, |l| is_event(l, "listening"));
-    let started = Instant::now();
-    let mut client = peer(&lab, Node::HostA, "client", &bootstrap);
-    let connected = json_line(&client.wait_for(CLIENT_DONE, |l| {
-        is_event(l, "connected") || is_event(l, "error")
-    }));
-    assert_eq!(
-        connected["event"], "connected",
-        "client failed: {connected}"
-    );
-    assert_eq!(connected["path"], "relayed", "{connected}");
-    assert_eq!(connected["relay"], relay_key, "{connected}");
-    let done =
-        json_line(&client.wait_for(CLIENT_DONE, |l| is_event(l, "done") || is_event(l, "error")));
-    assert_eq!(done["event"], "done", "transfer failed: {done}");
-    let received = json_line(&server.wait_for(CLIENT_DONE, |l| is_event(l, "received")));
-    assert_eq!(received["sha256"], done["sha256"], "hashes differ");
-    assert_eq!(received["path"], "relayed", "{received}");
-    println!(
-        "rust random NATs via relay: connect {} ms, 16 MiB in {} ms, total {:?}",
         connected["connectMs"],
         done["ms"],
         started.elapsed()
@@ -359,14 +277,6 @@ fn netlab_rust_peer() {
         );
         dht.ready().await.unwrap();
         let skp = KeyPair::from_seed(SERVER_SEED);
-        if role == "relay" {
-            let relay = RelayServer::spawn(dht.clone(), KeyPair::generate())
-                .await
-                .unwrap();
-            emit(json!({"event":"relay","publicKey":relay.public_key().to_hex()}));
-            tokio::time::sleep(Duration::from_secs(120)).await;
-            return;
-        }
         if role == "server" {
             let fw: Firewall = Arc::new(|_: &PublicKey| true);
             let mut server = dht.listen(skp.clone(), fw).await.unwrap();

@@ -32,6 +32,11 @@ pub const RANDOM_PROBE_BURST: u32 = 4;
 /// Most random-port probe steps in one punch (JS: 1750 probes ≈ 35 s; ours ≤ 10,000 probes in
 /// ≈ 10 s).
 pub const MAX_RANDOM_PROBES: u32 = 2500;
+/// Interval between the birthday sockets' keep-alive probes, round robin (JS: 20 ms).
+pub const BIRTHDAY_KEEPALIVE_INTERVAL: Duration = Duration::from_millis(20);
+/// Keep-alive steps of the birthday sockets: ≈ 36 s, as long as a JS peer sprays random ports
+/// (its 1750 probes at 20 ms).
+pub const MAX_BIRTHDAY_KEEPALIVES: u32 = 1800;
 /// Interval between probes to each address of a consistent peer (JS: 1 s).
 pub const CONSISTENT_PROBE_INTERVAL: Duration = Duration::from_millis(100);
 /// Most consistent probe rounds (≈ 10 s, as JS's 10 tries at 1 s).

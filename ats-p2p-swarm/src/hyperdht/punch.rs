@@ -274,9 +274,20 @@ impl ProbeSchedule {
                 MAX_CONSISTENT_ROUNDS,
                 super::holepunch::CONSISTENT_PROBE_INTERVAL,
             ),
-            Strategy::RandomPorts { .. } | Strategy::Birthday { .. } => {
+            Strategy::RandomPorts { .. } => {
                 (MAX_RANDOM_PROBES, super::holepunch::RANDOM_PROBE_INTERVAL)
             }
+            // Open the sockets fast, then keep their mappings alive as long as a (JS) peer
+            // may still spray probes at them.
+            Strategy::Birthday { .. }
+                if self.birthday_opened < super::holepunch::BIRTHDAY_SOCKETS =>
+            {
+                (u32::MAX, super::holepunch::RANDOM_PROBE_INTERVAL)
+            }
+            Strategy::Birthday { .. } => (
+                super::holepunch::MAX_BIRTHDAY_KEEPALIVES,
+                super::holepunch::BIRTHDAY_KEEPALIVE_INTERVAL,
+            ),
             _ => return None,
         };
         if self.steps >= budget {

@@ -44,8 +44,9 @@ use futures::future::BoxFuture;
 
 /// How long a server waits for the client's first UDX packet (JS waits 10 s).
 pub const SERVER_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a server keeps punching once the client asked it to (covers the client's budget).
-pub const PUNCH_DURATION: Duration = Duration::from_secs(15);
+/// How long a server keeps punching once the client asked it to (covers the longest client
+/// budget: a JS client sprays random ports for ≈ 35 s).
+pub const PUNCH_DURATION: Duration = Duration::from_secs(40);
 /// How long a handshake's msg2 is kept for duplicates (JS `handshakeClearWait`).
 pub const HANDSHAKE_CLEAR_WAIT: Duration = Duration::from_secs(10);
 /// Self-announce refresh period (JS re-announces every ~5 min; relays forget after 20 min).

@@ -38,7 +38,7 @@ const LOOKUP_RETRY_MAX: Duration = Duration::from_secs(1);
 const CONNECT_RETRY: Duration = Duration::from_millis(250);
 
 /// Longest wait for one lookup or connect attempt, so a stuck query cannot eat the deadline.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Transfers waiting for an inbound connection, by the remote key they expect.
 #[derive(Debug, Default)]
