@@ -194,3 +194,30 @@ async fn connect_expected_key_and_allowlist() {
     .await
     .expect("test timed out");
 }
+
+/// Bootstrap nodes that never answer: the swarm says so at start instead of joining a topic
+/// where no peer can ever be found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswered_bootstrap_is_an_error_at_start() {
+    // A bound UDP socket that never answers stands in for a dead bootstrap node.
+    let silent = std::net::UdpSocket::bind((LOCAL, 0)).unwrap();
+    let addr = match silent.local_addr().unwrap() {
+        std::net::SocketAddr::V4(a) => a,
+        std::net::SocketAddr::V6(_) => unreachable!("bound on IPv4"),
+    };
+    let started = Instant::now();
+    let r = tokio::time::timeout(
+        TEST_TIMEOUT,
+        Swarm::new(SwarmConfig::new(LOCAL, vec![addr])),
+    )
+    .await
+    .expect("Swarm::new returns");
+    match r {
+        Err(e) => assert!(
+            e.to_string().contains("no DHT bootstrap node answered"),
+            "{e}"
+        ),
+        Ok(_) => panic!("a swarm with a dead bootstrap node started"),
+    }
+    println!("dead bootstrap reported after {:?}", started.elapsed());
+}
