@@ -1,7 +1,7 @@
 //! The commands that need no peer: `id`, `status`, usage errors. Real processes, a real hub.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

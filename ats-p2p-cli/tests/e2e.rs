@@ -2,7 +2,7 @@
 //! `ats-p2p listen` / `ats-p2p send` nodes talking through it, as a user would run them.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

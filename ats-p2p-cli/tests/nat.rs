@@ -4,8 +4,7 @@
 //! host to host by HyperDHT holepunching. Needs root and iptables; skips with a message otherwise.
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns; a panic is a failed test
 
-#[path = "../../ats-p2p-swarm/tests/support/netlab.rs"]
-mod netlab;
+use crate::netlab;
 
 use std::path::Path;
 use std::time::Duration;

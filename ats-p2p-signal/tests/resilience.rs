@@ -2,7 +2,7 @@
 // Test helpers may unwrap: a panic here is a failed test (clippy.toml allows it in #[test]s).
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -5,8 +5,7 @@
 //!
 //! Skipped (with a printed reason) where `ip netns` or iptables NAT is unavailable.
 
-#[path = "support/netlab.rs"]
-mod netlab;
+use crate::netlab;
 
 use netlab::{LabProcess, NatKind, NetLab, Node};
 use serde_json::Value;

@@ -3,11 +3,10 @@
 //! SHA-256s checked and both sides reporting the expected path (`holepunched`, or `relayed`
 //! through a blind relay on the public side when both NATs randomize). See `docs/nat-lab.md`.
 //!
-//! - JS↔JS cells (npm `hyperdht`) run now: they are the reference the Rust cells must match.
+//! - JS↔JS cells (npm `hyperdht`) are the reference the Rust cells must match.
 //! - Rust↔Rust, Rust server↔JS client and JS server↔Rust client cells, and random↔random through
-//!   our relay, need random-NAT punching and relaying in `ats_p2p_swarm::hyperdht` (issue 11):
-//!   they are `#[ignore]`d until it lands (un-ignore them then; the Rust peer is
-//!   `support/lab_peer.rs`, its `NEEDS-API:` blocks enabled).
+//!   our relay and through npm `blind-relay`, exercise `ats_p2p_swarm::hyperdht`'s random-NAT
+//!   punching and relay fallback (the Rust peer is `support/lab_peer.rs`).
 //!
 //! The Rust peers are this test binary re-executed inside the namespaces: the `#[ignore]`d
 //! `matrix_rust_peer` entry point runs a peer when `ATS_NETLAB_ROLE` is set (a no-op otherwise).
@@ -17,12 +16,9 @@
 // Test helpers may unwrap: a panic is a failed test.
 #![allow(clippy::unwrap_used)]
 
-#[path = "support/lab_peer.rs"]
-mod lab_peer;
-#[path = "support/matrix.rs"]
-mod matrix;
-#[path = "support/netlab.rs"]
-mod netlab;
+use crate::lab_peer;
+use crate::matrix;
+use crate::netlab;
 
 use matrix::{RustPeer, check_cell};
 use netlab::NatKind::Consistent;
@@ -34,7 +30,7 @@ fn rust_peer() -> RustPeer {
         args: [
             "--ignored",
             "--exact",
-            "matrix_rust_peer",
+            "netlab_matrix::matrix_rust_peer",
             "--nocapture",
             "--test-threads=1",
         ]
@@ -121,9 +117,14 @@ fn unavailable_lab_fails_under_ci_and_skips_visibly_elsewhere() {
     let exe = std::env::current_exe().unwrap();
     let probe = |ci: bool| {
         let mut cmd = std::process::Command::new(&exe);
-        cmd.args(["--ignored", "--exact", "lab_probe", "--nocapture"])
-            .env("ATS_NETLAB_PROBE", "1")
-            .env("PATH", "/nonexistent");
+        cmd.args([
+            "--ignored",
+            "--exact",
+            "netlab_matrix::lab_probe",
+            "--nocapture",
+        ])
+        .env("ATS_NETLAB_PROBE", "1")
+        .env("PATH", "/nonexistent");
         if ci {
             cmd.env("CI", "true");
         } else {

@@ -11,8 +11,7 @@
 // Test helpers may unwrap: a panic is a failed test.
 #![allow(clippy::unwrap_used)]
 
-#[path = "support/netlab.rs"]
-mod netlab;
+use crate::netlab;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
@@ -92,7 +91,7 @@ fn peer(lab: &NetLab, node: Node, role: &str, bootstrap: &str) -> LabProcess {
             &exe,
             "--ignored",
             "--exact",
-            "netlab_rust_peer",
+            "netlab_rust::netlab_rust_peer",
             "--nocapture",
             "--test-threads=1",
         ],

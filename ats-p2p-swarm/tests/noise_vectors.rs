@@ -5,7 +5,7 @@
 // Test helpers outside #[test] fns may unwrap too: a panic here is a failed test.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

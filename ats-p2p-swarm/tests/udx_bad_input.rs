@@ -5,8 +5,7 @@
 // Helpers outside #[test] fns may unwrap: a panic there is a failed test.
 #![allow(clippy::unwrap_used)]
 
-#[path = "common/sim.rs"]
-mod sim;
+use crate::common::sim;
 
 use std::net::SocketAddr;
 use std::time::Instant;

@@ -1,7 +1,6 @@
 //! The sans-io UDX core over a deterministic simulated network.
 
-#[path = "common/sim.rs"]
-mod sim;
+use crate::common::sim;
 
 use std::time::Duration;
 

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+pub mod sim;
+
 /// `interop/js`, failing loudly when its dependencies are not installed.
 pub fn js_dir() -> PathBuf {
     let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../interop/js"));

@@ -16,9 +16,6 @@
 //! bytes and, once it has received as many, the 32-byte SHA-256 of them, then ends; each side
 //! checks the hash it gets back against what it sent. `ms` is milliseconds since this process
 //! started (from `/proc/self/stat`, 10 ms resolution), as the JS peer's `performance.now()`.
-//!
-//! Blocks marked `NEEDS-API:` use the API of issue 11 (`RelayMode`, `Connection::path`,
-//! `RelayServer`) and are commented out until it lands; each has a working stand-in beside it.
 #![allow(dead_code)]
 
 use std::net::{Ipv4Addr, SocketAddrV4};

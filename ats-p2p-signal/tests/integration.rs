@@ -1,0 +1,14 @@
+//! The signal crate's integration tests against a real hub on loopback, one binary with a
+//! module per subject. The slow-subscriber test, which measures this process's memory, is alone
+//! in `tests/memory.rs`.
+
+// Test helpers may unwrap: a panic is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+mod client_errors;
+mod exposure;
+mod http_api;
+mod lifecycle;
+mod resilience;
