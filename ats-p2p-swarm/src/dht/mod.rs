@@ -6,6 +6,7 @@
 //! issue commands ([`Node::query`], [`Node::request`]), then drain [`Node::poll_transmit`] and
 //! [`Node::poll_event`] until both return `None`, and sleep until [`Node::poll_timeout`].
 
+mod limits;
 mod message;
 mod nat;
 pub mod node;
@@ -17,6 +18,7 @@ use std::net::SocketAddrV4;
 use blake2::digest::consts::U32;
 use blake2::digest::{Digest, KeyInit, Mac};
 
+pub use limits::{LimitStats, SourceLimits};
 pub use message::{Id, MAX_CLOSER_NODES, Message, REQUEST_ID, RESPONSE_ID, Request, Response};
 pub use nat::NatSampler;
 pub use node::{

@@ -9,6 +9,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tracing::{debug, trace};
 
+use super::limits::{LimitStats, SourceLimiter, SourceLimits};
 use super::message::{Message, Request, Response};
 use super::nat::NatSampler;
 use super::query::{Commit, Query, Seen};
@@ -38,7 +39,10 @@ pub const MAX_INFLIGHT: usize = 4096;
 pub const MAX_QUERIES: usize = 256;
 /// Most queued outgoing datagrams before the oldest are dropped (the driver drains per input).
 pub const MAX_TRANSMITS: usize = 8192;
-/// Most queued events before new ones are dropped (the driver drains per input).
+/// Most queued incoming application requests ([`Event::Request`]); beyond it they are dropped
+/// and counted (the sender retransmits). Other events are never dropped: each answers a request
+/// or query in flight, so they are bounded by [`MAX_INFLIGHT`] and [`MAX_QUERIES`] between two
+/// drains (the driver drains after every input).
 pub const MAX_EVENTS: usize = 8192;
 /// Most delayed pings waiting (the rest are dropped).
 pub const MAX_DELAYED_PINGS: usize = 64;
@@ -275,6 +279,8 @@ pub struct NodeConfig {
     pub concurrency: usize,
     /// Seed of the node's random generator (table id, tokens, tids).
     pub seed: [u8; 32],
+    /// Per-source request rate and reply budget.
+    pub limits: SourceLimits,
 }
 
 impl NodeConfig {
@@ -289,6 +295,7 @@ impl NodeConfig {
             firewalled: true,
             concurrency: 10,
             seed,
+            limits: SourceLimits::default(),
         }
     }
 }
@@ -427,6 +434,8 @@ pub struct Node {
     destroyed: bool,
     recent: VecDeque<Id>,
     last_now: Option<Instant>,
+    limiter: SourceLimiter,
+    limit_stats: LimitStats,
 }
 
 impl Node {
@@ -495,6 +504,8 @@ impl Node {
             destroyed: false,
             recent: VecDeque::new(),
             last_now: None,
+            limiter: SourceLimiter::new(cfg.limits),
+            limit_stats: LimitStats::default(),
             cfg,
         }
     }
@@ -598,12 +609,33 @@ impl Node {
         t
     }
 
+    /// Queues an event. Only incoming application requests are ever dropped (counted, logged):
+    /// their sender retransmits, while a lost completion would leave its owner waiting forever.
     fn push_event(&mut self, e: Event) {
-        if self.events.len() >= MAX_EVENTS {
-            debug!("dht event queue full, dropping event");
+        if matches!(e, Event::Request(_)) && self.events.len() >= MAX_EVENTS {
+            self.limit_stats.events_dropped += 1;
+            debug!(
+                dropped = self.limit_stats.events_dropped,
+                "dht event queue full: incoming request dropped"
+            );
             return;
         }
         self.events.push_back(e);
+    }
+
+    /// Counters of the per-source limits and the event queue.
+    pub fn limit_stats(&self) -> LimitStats {
+        self.limit_stats
+    }
+
+    /// Reply bytes `req`'s source may receive now: `None` when unlimited (the request carried a
+    /// valid token, proving its source receives, or the source is exempt). A reply over budget is
+    /// truncated: callers with a divisible value (records) cut it to fit first.
+    pub fn reply_budget(&self, req: &IncomingRequest) -> Option<usize> {
+        if req.token.is_some() {
+            return None;
+        }
+        self.limiter.reply_budget(req.from.ip())
     }
 
     fn push_transmit(&mut self, t: Transmit) {
@@ -675,7 +707,14 @@ impl Node {
         }
         let external = socket != self.request_socket();
         match Message::decode(buf) {
-            Ok(Message::Request(req)) => self.on_request(now, socket, from, req, external),
+            Ok(Message::Request(req)) => {
+                if !self.limiter.admit(now, *from.ip(), buf.len()) {
+                    self.limit_stats.requests_dropped += 1;
+                    trace!(%from, "request over its source's rate dropped");
+                    return;
+                }
+                self.on_request(now, socket, from, req, external);
+            }
             Ok(Message::Response(res)) => self.on_response(now, from, res, external),
             Err(e) => trace!(%from, error = %e, "undecodable dht datagram"),
         }
@@ -791,6 +830,7 @@ impl Node {
             value,
             token,
             closer_nodes,
+            req.token.is_some(),
         );
     }
 
@@ -805,6 +845,7 @@ impl Node {
             value,
             false,
             false,
+            req.token.is_some(),
         );
     }
 
@@ -819,6 +860,7 @@ impl Node {
             None,
             token,
             true,
+            req.token.is_some(),
         );
     }
 

@@ -13,14 +13,14 @@ use rand::RngCore;
 use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, trace};
+use tracing::{debug, trace, warn};
 
 use super::messages::{Handshake, Holepunch, RelayInfo};
 use super::mutable::MutableValue;
 use super::node::{HyperEvent, HyperNode, LookupResult, OpId, OpResult, RelayStats};
 use crate::dht::{
-    Event, Id, IncomingRequest, Node, NodeConfig, QueryReply, RequestError, RequestId, SocketKind,
-    UserRequest, hash,
+    Event, Id, IncomingRequest, LimitStats, Node, NodeConfig, QueryReply, RequestError, RequestId,
+    SocketKind, SourceLimits, UserRequest, hash,
 };
 use crate::keys::KeyPair;
 
@@ -129,6 +129,8 @@ pub struct DhtConfig {
     pub public_addr: Option<SocketAddrV4>,
     /// RNG seed (random if `None`).
     pub seed: Option<[u8; 32]>,
+    /// Per-source request rate and reply budget of the node's request handling.
+    pub limits: SourceLimits,
 }
 
 impl DhtConfig {
@@ -142,6 +144,7 @@ impl DhtConfig {
             adaptive: false,
             public_addr: None,
             seed: None,
+            limits: SourceLimits::default(),
         }
     }
 }
@@ -165,6 +168,11 @@ pub struct NodeInfo {
     pub nat_addr: Option<SocketAddrV4>,
     /// Our reachable server address, only when unfirewalled.
     pub remote_addr: Option<SocketAddrV4>,
+    /// Per-source limit counters (requests dropped, replies truncated, events dropped).
+    pub limits: LimitStats,
+    /// Relayed handshakes/holepunches not delivered to a listener: its queue was full or the
+    /// node's event queue was.
+    pub server_events_dropped: u64,
 }
 
 enum Command {
@@ -250,6 +258,7 @@ impl DhtNode {
         let mut nc = NodeConfig::new(config.bootstrap.clone(), server_addr.port(), seed);
         nc.ephemeral = config.ephemeral;
         nc.adaptive = config.adaptive;
+        nc.limits = config.limits;
         nc.public_addr = config
             .public_addr
             .map(|a| if a.port() == 0 { server_addr } else { a });
@@ -539,6 +548,24 @@ fn wall_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// Hands a relayed handshake or holepunch to its listener without blocking the node: a
+/// listener that does not keep up loses it, counted and logged (the client retransmits; a
+/// blocked DHT task would stop every other peer's traffic instead).
+fn deliver(listener: &mpsc::Sender<ServerEvent>, event: ServerEvent, dropped: &mut u64) {
+    match listener.try_send(event) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            *dropped += 1;
+            warn!(
+                dropped = *dropped,
+                "listener queue full: relayed handshake/holepunch dropped"
+            );
+        }
+        // The listener went away; its `Unlisten` is on the way.
+        Err(mpsc::error::TrySendError::Closed(_)) => {}
+    }
+}
+
 async fn run(
     mut node: HyperNode,
     server: Arc<dyn DatagramSocket>,
@@ -556,6 +583,7 @@ async fn run(
     let mut listeners: HashMap<Id, mpsc::Sender<ServerEvent>> = HashMap::new();
     let mut raw: HashMap<RequestId, oneshot::Sender<Result<QueryReply, RequestError>>> =
         HashMap::new();
+    let mut server_events_dropped: u64 = 0;
     node.set_wall_clock_ms(wall_ms());
     node.handle_timeout(Instant::now());
     loop {
@@ -594,12 +622,20 @@ async fn run(
                 }
                 HyperEvent::PeerHandshake { req, handshake } => {
                     if let Some(l) = req.target.and_then(|t| listeners.get(&t)) {
-                        let _ = l.try_send(ServerEvent::Handshake { req, handshake });
+                        deliver(
+                            l,
+                            ServerEvent::Handshake { req, handshake },
+                            &mut server_events_dropped,
+                        );
                     }
                 }
                 HyperEvent::PeerHolepunch { req, holepunch } => {
                     if let Some(l) = req.target.and_then(|t| listeners.get(&t)) {
-                        let _ = l.try_send(ServerEvent::Holepunch { req, holepunch });
+                        deliver(
+                            l,
+                            ServerEvent::Holepunch { req, holepunch },
+                            &mut server_events_dropped,
+                        );
                     }
                 }
                 HyperEvent::Dht(Event::Response { request, reply }) => {
@@ -644,6 +680,8 @@ async fn run(
                             relayed: node.relay_stats(),
                             nat_addr: d.nat_address(),
                             remote_addr: d.remote_address(),
+                            limits: d.limit_stats(),
+                            server_events_dropped: server_events_dropped + node.events_dropped(),
                         });
                     }
                     Command::Bootstrapped(reply) => {

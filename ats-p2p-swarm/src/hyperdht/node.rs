@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddrV4;
 use std::time::Instant;
 
-use tracing::trace;
+use tracing::{trace, warn};
 
 use super::crypto::{ns, sign_announce, verify_announce};
 use super::messages::{Announce, Handshake, Holepunch, LookupReply, Mode, PeerRecord, RelayInfo};
@@ -22,10 +22,14 @@ mod router;
 
 /// Most concurrent client operations (lookups, announces, ...); beyond it they fail `Busy`.
 pub const MAX_OPS: usize = 128;
-/// Most queued HyperDHT events before new ones are dropped (the driver drains per input).
+/// Most queued HyperDHT events before relayed handshakes/holepunches are dropped (the driver
+/// drains per input).
 pub const MAX_HYPER_EVENTS: usize = 4096;
 /// Most lookup results kept per operation.
 pub const MAX_LOOKUP_RESULTS: usize = 256;
+/// Bytes of a reply around its value: header (10), id (32), token (32) and the value's length
+/// prefix (3); what a LOOKUP's records must leave room for within a reply budget.
+const REPLY_OVERHEAD: usize = 77;
 
 /// Identifies a client operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -152,6 +156,7 @@ pub struct HyperNode {
     wall_ms: u64,
     last_expire: Option<Instant>,
     relayed: RelayStats,
+    events_dropped: u64,
 }
 
 /// Counters of relayed messages (for tests and metrics).
@@ -183,6 +188,7 @@ impl HyperNode {
             wall_ms: 0,
             last_expire: None,
             relayed: RelayStats::default(),
+            events_dropped: 0,
         }
     }
 
@@ -269,10 +275,28 @@ impl HyperNode {
         self.process(now);
     }
 
+    /// Queues an event. Only network-driven events (a relayed handshake or holepunch for a key
+    /// we listen on) are ever dropped, counted and logged: their client retransmits. Completions
+    /// are bounded by [`MAX_OPS`] and raw requests in flight, and never lost.
     fn push(&mut self, e: HyperEvent) {
-        if self.events.len() < MAX_HYPER_EVENTS {
-            self.events.push_back(e);
+        let from_network = matches!(
+            e,
+            HyperEvent::PeerHandshake { .. } | HyperEvent::PeerHolepunch { .. }
+        );
+        if from_network && self.events.len() >= MAX_HYPER_EVENTS {
+            self.events_dropped += 1;
+            warn!(
+                dropped = self.events_dropped,
+                "hyperdht event queue full: relayed handshake/holepunch dropped"
+            );
+            return;
         }
+        self.events.push_back(e);
+    }
+
+    /// Relayed handshakes and holepunches dropped because the event queue was full.
+    pub fn events_dropped(&self) -> u64 {
+        self.events_dropped
     }
 
     fn process(&mut self, now: Instant) {
@@ -692,6 +716,16 @@ impl HyperNode {
                 if let Some(f) = fwd {
                     if records.len() < LOOKUP_RECORDS {
                         records.push(f);
+                    }
+                }
+                // An unproven source gets the records that fit its reply budget (the reply's
+                // fixed part, id and token aside); the rest of a flood's replies stay small.
+                if let Some(budget) = self.dht.reply_budget(&req) {
+                    let room = budget.saturating_sub(REPLY_OVERHEAD);
+                    while !records.is_empty()
+                        && LookupReply::encode_raw(&records, bump).len() > room
+                    {
+                        records.pop();
                     }
                 }
                 let value = (!records.is_empty()).then(|| LookupReply::encode_raw(&records, bump));

@@ -186,7 +186,10 @@ async fn run_server(
                     ServerEvent::Holepunch { req, holepunch } => {
                         match sessions.get(&holepunch.id) {
                             Some(s) => {
-                                let _ = s.tx.try_send((req, holepunch));
+                                let slot = holepunch.id;
+                                if let Err(mpsc::error::TrySendError::Full(_)) = s.tx.try_send((req, holepunch)) {
+                                    debug!(slot, "holepunch session queue full: round dropped (the client resends)");
+                                }
                             }
                             None => trace!(id = holepunch.id, "holepunch for an unknown slot"),
                         }

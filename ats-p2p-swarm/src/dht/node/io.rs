@@ -7,6 +7,9 @@ impl Node {
         (!self.ephemeral && socket == SocketKind::Server).then(|| *self.table.id())
     }
 
+    /// Sends a reply. Unless `verified` (the request carried a valid token), it is cut to the
+    /// source's reply budget: farthest closer nodes first, then the value; a reply that does not
+    /// fit even bare is not sent. Every cut is counted.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn send_reply(
         &mut self,
@@ -18,6 +21,7 @@ impl Node {
         value: Option<Vec<u8>>,
         token: bool,
         closer: bool,
+        verified: bool,
     ) {
         let closer_nodes = match (target, closer) {
             (Some(t), true) => self
@@ -28,7 +32,7 @@ impl Node {
                 .collect(),
             _ => Vec::new(),
         };
-        let res = Response {
+        let mut res = Response {
             tid,
             to,
             id: self.own_id_for(socket),
@@ -37,10 +41,32 @@ impl Node {
             error,
             value,
         };
+        let mut payload = res.encode();
+        let budget = if verified {
+            None
+        } else {
+            self.limiter.reply_budget(to.ip())
+        };
+        if let Some(budget) = budget {
+            if payload.len() > budget {
+                self.limit_stats.replies_truncated += 1;
+                while payload.len() > budget && res.closer_nodes.pop().is_some() {
+                    payload = res.encode();
+                }
+                if payload.len() > budget && res.value.take().is_some() {
+                    payload = res.encode();
+                }
+                if payload.len() > budget {
+                    trace!(%to, "reply over an unproven source's budget not sent");
+                    return;
+                }
+            }
+            self.limiter.spend(to.ip(), payload.len());
+        }
         self.push_transmit(Transmit {
             socket,
             to,
-            payload: res.encode(),
+            payload,
         });
     }
 
@@ -227,10 +253,12 @@ impl Node {
                     None,
                     true,
                     true,
+                    false,
                 );
                 return;
             }
         }
+        let verified = req.token.is_some();
         let from_id = req.id.filter(|id| *id == node_id(&from));
         if from_id.is_some() {
             self.add_node_from_network(!external, from, from_id, req.to);
@@ -238,7 +266,7 @@ impl Node {
         if req.internal {
             match req.command {
                 commands::PING => {
-                    self.send_reply(socket, req.tid, from, None, 0, None, false, false);
+                    self.send_reply(socket, req.tid, from, None, 0, None, false, false, verified);
                 }
                 commands::PING_NAT => {
                     let Some(v) = req.value.as_deref() else {
@@ -251,7 +279,7 @@ impl Node {
                         return;
                     }
                     let to = SocketAddrV4::new(*from.ip(), port);
-                    self.send_reply(socket, req.tid, to, None, 0, None, false, false);
+                    self.send_reply(socket, req.tid, to, None, 0, None, false, false, verified);
                 }
                 commands::FIND_NODE => {
                     if req.target.is_none() {
@@ -266,6 +294,7 @@ impl Node {
                         None,
                         false,
                         true,
+                        verified,
                     );
                 }
                 commands::DOWN_HINT => {
@@ -282,7 +311,7 @@ impl Node {
                             }
                         }
                     }
-                    self.send_reply(socket, req.tid, from, None, 0, None, false, false);
+                    self.send_reply(socket, req.tid, from, None, 0, None, false, false, verified);
                 }
                 commands::DELAYED_PING => {
                     let Some(v) = req.value.as_deref().and_then(|v| v.get(..4)) else {
@@ -321,6 +350,7 @@ impl Node {
                         None,
                         false,
                         true,
+                        verified,
                     );
                 }
             }
