@@ -350,7 +350,7 @@ async fn ik_then_from_handshake_both_roles() {
             let js_key: PublicKey = js.expect("PUBLIC ").await.parse().unwrap();
             let ours = KeyPair::generate();
             let mut hs =
-                NoiseHandshake::new(NoiseConfig::ik(true, ours.clone(), &prologue, Some(js_key)))
+                NoiseHandshake::new(NoiseConfig::ik_initiator(ours.clone(), &prologue, js_key))
                     .unwrap();
             let m1 = hs.write_message(b"rust client payload").unwrap();
             js.send_line(&format!("MSG1 {}", hex::encode(m1))).await;
@@ -388,8 +388,7 @@ async fn ik_then_from_handshake_both_roles() {
                 "--bytes",
                 &small.to_string(),
             ]);
-            let mut hs =
-                NoiseHandshake::new(NoiseConfig::ik(false, ours, &prologue, None)).unwrap();
+            let mut hs = NoiseHandshake::new(NoiseConfig::ik_responder(ours, &prologue)).unwrap();
             let m1 = hex::decode(js.expect("MSG1 ").await).unwrap();
             assert_eq!(hs.read_message(&m1).unwrap(), b"ik client payload");
             assert!(matches!(

@@ -265,14 +265,10 @@ async fn from_ik_handshake() {
     timeout(LIMIT, async {
         let ki = KeyPair::from_seed([1; 32]);
         let kr = KeyPair::from_seed([2; 32]);
-        let mut i = NoiseHandshake::new(NoiseConfig::ik(
-            true,
-            ki,
-            b"prologue",
-            Some(kr.public_key()),
-        ))
-        .unwrap();
-        let mut r = NoiseHandshake::new(NoiseConfig::ik(false, kr, b"prologue", None)).unwrap();
+        let mut i =
+            NoiseHandshake::new(NoiseConfig::ik_initiator(ki, b"prologue", kr.public_key()))
+                .unwrap();
+        let mut r = NoiseHandshake::new(NoiseConfig::ik_responder(kr, b"prologue")).unwrap();
         assert_eq!(i.next_step(), Step::Write);
         let m1 = i.write_message(b"client").unwrap();
         assert_eq!(r.read_message(&m1).unwrap(), b"client");

@@ -92,11 +92,15 @@ impl std::fmt::Debug for SecretStreamCore {
 }
 
 impl SecretStreamCore {
-    /// Stand-alone mode: runs Noise XX with `keypair` on the stream. The initiator's first
-    /// message is queued at once.
-    pub fn new_xx(is_initiator: bool, keypair: KeyPair) -> Result<Self, SecretStreamError> {
-        let hs = NoiseHandshake::new(NoiseConfig::xx(is_initiator, keypair))?;
-        Self::from_noise(hs)
+    /// Stand-alone mode, the side that connects: runs Noise XX with `keypair` on the stream,
+    /// our first message queued at once.
+    pub fn xx_initiator(keypair: KeyPair) -> Result<Self, SecretStreamError> {
+        Self::from_noise(NoiseHandshake::new(NoiseConfig::xx_initiator(keypair))?)
+    }
+
+    /// Stand-alone mode, the side that accepts: runs Noise XX with `keypair` on the stream.
+    pub fn xx_responder(keypair: KeyPair) -> Result<Self, SecretStreamError> {
+        Self::from_noise(NoiseHandshake::new(NoiseConfig::xx_responder(keypair))?)
     }
 
     /// Stand-alone mode with a caller-built XX handshake state (e.g. fixed ephemeral keys).
@@ -376,8 +380,8 @@ mod tests {
         let ki = KeyPair::from_seed([1; 32]);
         let kr = KeyPair::from_seed([2; 32]);
         let mut i =
-            NoiseHandshake::new(NoiseConfig::ik(true, ki, b"", Some(kr.public_key()))).unwrap();
-        let mut r = NoiseHandshake::new(NoiseConfig::ik(false, kr, b"", None)).unwrap();
+            NoiseHandshake::new(NoiseConfig::ik_initiator(ki, b"", kr.public_key())).unwrap();
+        let mut r = NoiseHandshake::new(NoiseConfig::ik_responder(kr, b"")).unwrap();
         r.read_message(&i.write_message(b"").unwrap()).unwrap();
         assert!(matches!(r.next_step(), Step::Verdict(_)));
         r.handle_verdict(true).unwrap();
@@ -440,7 +444,7 @@ mod tests {
             a.send(&vec![0u8; MAX_MESSAGE_LEN + 1], now),
             Err(SecretStreamError::MessageTooLong(_))
         ));
-        let mut xx = SecretStreamCore::new_xx(false, KeyPair::from_seed([3; 32])).unwrap();
+        let mut xx = SecretStreamCore::xx_responder(KeyPair::from_seed([3; 32])).unwrap();
         assert!(matches!(
             xx.send(b"early", now),
             Err(SecretStreamError::ApiMisuse(_))

@@ -78,7 +78,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecretStream<S> {
         keypair: KeyPair,
         expected_remote: Option<PublicKey>,
     ) -> Result<Self, SecretStreamError> {
-        let core = SecretStreamCore::new_xx(true, keypair)?;
+        let core = SecretStreamCore::xx_initiator(keypair)?;
         Self::run_handshake(raw, core, move |pk: &PublicKey| {
             expected_remote.is_none_or(|e| e == *pk)
         })
@@ -92,7 +92,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecretStream<S> {
         keypair: KeyPair,
         firewall: impl FnMut(&PublicKey) -> bool,
     ) -> Result<Self, SecretStreamError> {
-        let core = SecretStreamCore::new_xx(false, keypair)?;
+        let core = SecretStreamCore::xx_responder(keypair)?;
         Self::run_handshake(raw, core, firewall).await
     }
 
