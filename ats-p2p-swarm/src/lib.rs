@@ -1,6 +1,7 @@
 //! Hyperswarm transport for ats-p2p: UDX streams, the Noise secret stream and HyperDHT.
 //!
 //! - [`keys`]: Ed25519 identity keys.
+//! - [`crypto`]: keyed BLAKE2b-256, the one hash helper the layers share.
 //! - [`encoding`]: compact-encoding, as a checked reader and a writer.
 //! - [`udx`]: UDX reliable streams over UDP: a sans-io core and a tokio socket driver.
 //! - [`noise`]: sans-io Noise XX / IK handshakes with Hyperswarm's Ed25519 DH.
@@ -17,6 +18,7 @@
 //! - [`swarm`]: the Hyperswarm-style API: topics, connection dedup, an allowlist firewall.
 #![forbid(unsafe_code)]
 
+pub mod crypto;
 pub mod dht;
 pub mod encoding;
 pub mod hyperdht;

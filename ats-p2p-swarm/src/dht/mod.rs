@@ -15,8 +15,8 @@ mod table;
 
 use std::net::SocketAddrV4;
 
+use blake2::digest::Digest;
 use blake2::digest::consts::U32;
-use blake2::digest::{Digest, KeyInit, Mac};
 
 pub use limits::{LimitStats, SourceLimits};
 pub use message::{Id, MAX_CLOSER_NODES, Message, REQUEST_ID, RESPONSE_ID, Request, Response};
@@ -67,18 +67,6 @@ pub fn hash_batch(parts: &[&[u8]]) -> Id {
         Digest::update(&mut h, p);
     }
     h.finalize().into()
-}
-
-/// Keyed BLAKE2b-256 (`crypto_generichash(out, data, key)`), key 1..=64 bytes.
-pub fn keyed_hash(key: &[u8], data: &[u8]) -> Id {
-    match <blake2::Blake2bMac<U32> as KeyInit>::new_from_slice(key) {
-        Ok(mut mac) => {
-            Mac::update(&mut mac, data);
-            mac.finalize().into_bytes().into()
-        }
-        // Only reachable with an empty or >64-byte key, which no caller passes.
-        Err(_) => hash_batch(&[key, data]),
-    }
 }
 
 /// A node's id: BLAKE2b-256 of its 6-byte `ipv4Address` (`lib/peer.js`).

@@ -14,7 +14,8 @@ use super::message::{Message, Request, Response};
 use super::nat::NatSampler;
 use super::query::{Commit, Query, Seen};
 use super::table::{AddOutcome, RoutingTable, TableNode};
-use super::{Id, K, commands, errors, hash, keyed_hash, node_id};
+use super::{Id, K, commands, errors, hash, node_id};
+use crate::crypto::keyed_blake2b_256;
 use crate::encoding::ipv4_bytes;
 
 mod bootstrap;
@@ -577,7 +578,7 @@ impl Node {
     /// `token(addr, i)`: keyed BLAKE2b of the host string with secret `i`.
     pub fn token(&self, host: &Ipv4Addr, i: usize) -> Id {
         let secret = self.secrets.get(i).copied().unwrap_or([0; 32]);
-        keyed_hash(&secret, host.to_string().as_bytes())
+        keyed_blake2b_256(&secret, &[host.to_string().as_bytes()])
     }
 
     // ----- output -----

@@ -265,12 +265,8 @@ impl Responder<'_> {
     ) -> Result<(Option<Vec<u8>>, Option<Session>), ConnectError> {
         let dht = self.dht;
         let prologue = ns::peer_handshake();
-        let mut noise = NoiseHandshake::new(NoiseConfig::ik(
-            false,
-            self.key_pair.clone(),
-            &prologue,
-            None,
-        ))?;
+        let mut noise =
+            NoiseHandshake::new(NoiseConfig::ik_responder(self.key_pair.clone(), &prologue))?;
         let client_payload = noise.read_message(&handshake.noise)?;
         let mut remote_key = None;
         if let Step::Verdict(pk) = noise.next_step() {
