@@ -6,9 +6,12 @@
 
 use crate::common;
 
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ats_p2p_signal::types::Actor;
@@ -211,6 +214,105 @@ fn hub_restarted_while_the_bytes_flow_the_transfer_still_completes() {
     assert_eq!(sha256_hex(&save.join("big.bin")), hash);
     let v = net.wait_status(&tid, "completed");
     assert_eq!(v["outputs"][0]["sha256"], hash.as_str(), "{v}");
+}
+
+#[test]
+fn hub_down_from_mid_transfer_until_after_the_bytes_the_task_still_completes() {
+    let mut net = Net::start_with(FAULT_TIMEOUT);
+    let src = subdir(net.path(), "src");
+    let save = net.path().join("incoming");
+    let file = random_file(&src, "big.bin", LARGE);
+    let hash = sha256_hex(&file);
+
+    let mut rx = net.listen("agent-b", &save, &["--once"]);
+    let mut tx = net.send("agent-a", &file, "agent-b", &[]);
+    let offer = tx.wait_event("offer_sent", net.deadline);
+    let tid = offer["transfer_id"].as_str().unwrap().to_owned();
+    wait_mid_transfer(&mut rx, net.deadline);
+    net.kill_hub();
+    // In its place, something that answers no request: the receiver's attempts to complete the
+    // task are counted, and the hub comes back only after more of them than the ATS client's
+    // own retries (4 attempts) would make.
+    let down = DeadHub::listen(&net.hub.ats_url, task_id(&offer), net.deadline);
+    // The bytes need no hub: the sender ends with the receiver's ACK while the hub is down, so
+    // the receiver has a stored, verified file and a task it cannot complete yet.
+    let (code, err) = exit_code(&mut tx, net.deadline);
+    assert_eq!(code, 0, "sender stderr: {err}");
+    down.wait_for_completions(2 * (ats_p2p_signal::client::DEFAULT_MAX_RETRIES as usize + 1));
+    drop(down);
+    net.start_hub_again();
+
+    let (code, err) = exit_code(&mut rx, net.deadline);
+    assert_eq!(code, 0, "listener stderr: {err}");
+    assert!(
+        !events(&rx).iter().any(|e| e == "error"),
+        "no bookkeeping error: {:?}",
+        rx.seen
+    );
+    assert_eq!(dir_names(&save), ["big.bin"]);
+    assert_eq!(sha256_hex(&save.join("big.bin")), hash);
+    let v = net.wait_status(&tid, "completed");
+    assert_eq!(v["outputs"][0]["sha256"], hash.as_str(), "{v}");
+}
+
+/// A hub that is down: its HTTP port accepts connections and closes them unanswered,
+/// counting the requests that try to complete one task. Stops listening on drop.
+struct DeadHub {
+    completions: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    deadline: Instant,
+}
+
+impl DeadHub {
+    fn listen(ats_url: &str, task: i64, deadline: Instant) -> Self {
+        let addr = ats_url.trim_start_matches("http://").trim_end_matches('/');
+        let listener = TcpListener::bind(addr).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let completions = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let wanted = format!("POST /tasks/{task}/complete ");
+        let thread = {
+            let (completions, stop) = (completions.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    let Ok((mut conn, _)) = listener.accept() else {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    };
+                    conn.set_nonblocking(false).unwrap();
+                    conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                    let mut head = [0u8; 256];
+                    let n = conn.read(&mut head).unwrap_or(0);
+                    if String::from_utf8_lossy(&head[..n]).starts_with(&wanted) {
+                        completions.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        };
+        Self {
+            completions,
+            stop,
+            thread: Some(thread),
+            deadline,
+        }
+    }
+
+    /// Waits until `n` requests tried to complete the task.
+    fn wait_for_completions(&self, n: usize) {
+        wait_until(self.deadline, &format!("{n} attempts to complete"), || {
+            self.completions.load(Ordering::Relaxed) >= n
+        });
+    }
+}
+
+impl Drop for DeadHub {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// A size-limited tmpfs mounted for one test, unmounted on drop.

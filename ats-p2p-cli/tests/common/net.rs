@@ -204,7 +204,18 @@ impl Net {
     /// Kills the hub with SIGKILL and starts it again on the same ports with the same database
     /// file, as a crash and a supervisor's restart would.
     pub(crate) fn restart_hub(&mut self) {
+        self.kill_hub();
+        self.start_hub_again();
+    }
+
+    /// Kills the hub with SIGKILL (its database file stays).
+    pub(crate) fn kill_hub(&mut self) {
         self.hub.proc.kill9();
+    }
+
+    /// Starts the hub killed by [`kill_hub`](Self::kill_hub) again, on the same ports with the
+    /// same database file.
+    pub(crate) fn start_hub_again(&mut self) {
         let listen = self
             .hub
             .ats_url
