@@ -1,5 +1,6 @@
 //! Hyperswarm transport for ats-p2p: UDX streams, the Noise secret stream and HyperDHT.
 //!
+//! - [`backoff`]: the exponential backoff schedule every retry loop uses.
 //! - [`keys`]: Ed25519 identity keys.
 //! - [`encoding`]: compact-encoding, as a checked reader and a writer.
 //! - [`udx`]: UDX reliable streams over UDP: a sans-io core and a tokio socket driver.
@@ -17,6 +18,7 @@
 //! - [`swarm`]: the Hyperswarm-style API: topics, connection dedup, an allowlist firewall.
 #![forbid(unsafe_code)]
 
+pub mod backoff;
 pub mod dht;
 pub mod encoding;
 pub mod hyperdht;
