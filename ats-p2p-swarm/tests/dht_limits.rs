@@ -8,15 +8,15 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use ats_p2p_swarm::KeyPair;
-use ats_p2p_swarm::dht::node::MAX_EVENTS;
+use ats_p2p_swarm::dht::config::MAX_EVENTS;
 use ats_p2p_swarm::dht::{
-    Event, Message, Node, NodeConfig, Request, Response, SocketKind, SourceLimits, UserRequest,
+    Event, Message, Request, Response, RpcConfig, RpcNode, SocketKind, SourceLimits, UserRequest,
     hash,
 };
 use ats_p2p_swarm::hyperdht::crypto::{ns, sign_announce};
 use ats_p2p_swarm::hyperdht::messages::{Announce, Handshake, LookupReply, Mode, PeerRecord};
 use ats_p2p_swarm::hyperdht::{
-    DhtConfig, DhtNode, HyperEvent, HyperNode, MAX_HYPER_EVENTS, commands,
+    DhtConfig, DhtNode, HyperDhtCore, HyperEvent, MAX_HYPER_EVENTS, commands,
 };
 
 const SERVER: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 49737);
@@ -31,12 +31,12 @@ const TOPIC: [u8; 32] = [7; 32];
 
 /// A persistent HyperDHT node at `SERVER` with a full-ish routing table and `RECORDS` records
 /// (three relay addresses each) under `TOPIC`: the worst case for reply size.
-fn loaded_server(limits: SourceLimits, now: Instant) -> HyperNode {
-    let mut cfg = NodeConfig::new(Vec::new(), SERVER.port(), [3; 32]);
+fn loaded_server(limits: SourceLimits, now: Instant) -> HyperDhtCore {
+    let mut cfg = RpcConfig::new(Vec::new(), SERVER.port(), [3; 32]);
     cfg.public_addr = Some(SERVER);
     cfg.ephemeral = false;
     cfg.limits = limits;
-    let mut node = HyperNode::new(Node::new(cfg));
+    let mut node = HyperDhtCore::new(RpcNode::new(cfg));
     node.handle_timeout(now);
     for i in 0..40u8 {
         node.dht_mut()
@@ -102,7 +102,7 @@ fn lookup(tid: u16, token: Option<[u8; 32]>) -> Vec<u8> {
     .encode()
 }
 
-fn drain(node: &mut HyperNode) -> Vec<(SocketAddrV4, Vec<u8>)> {
+fn drain(node: &mut HyperDhtCore) -> Vec<(SocketAddrV4, Vec<u8>)> {
     let mut out = Vec::new();
     while let Some(t) = node.poll_transmit() {
         out.push((t.to, t.payload));
@@ -119,7 +119,7 @@ fn decode_response(bytes: &[u8]) -> Response {
 }
 
 /// Sends one request from `from` and returns the single reply to it.
-fn ask(node: &mut HyperNode, now: Instant, from: SocketAddrV4, req: Vec<u8>) -> Response {
+fn ask(node: &mut HyperDhtCore, now: Instant, from: SocketAddrV4, req: Vec<u8>) -> Response {
     node.handle_datagram(now, SocketKind::Server, from, &req);
     let replies: Vec<_> = drain(node)
         .into_iter()
@@ -137,7 +137,7 @@ fn records(res: &Response) -> usize {
 
 /// Sends `n` LOOKUPs from `from` at `now`; returns (request bytes, replies, reply bytes).
 fn flood(
-    node: &mut HyperNode,
+    node: &mut HyperDhtCore,
     now: Instant,
     from: SocketAddrV4,
     n: usize,
@@ -238,7 +238,7 @@ fn replies_to_an_unproven_source_stay_within_the_amplification_cap() {
 #[test]
 fn a_full_dht_event_queue_drops_incoming_requests_but_never_a_completion() {
     let now = Instant::now();
-    let mut node = Node::new(NodeConfig::new(Vec::new(), 49737, [5; 32]));
+    let mut node = RpcNode::new(RpcConfig::new(Vec::new(), 49737, [5; 32]));
     node.handle_timeout(now);
     while node.poll_transmit().is_some() {}
     while node.poll_event().is_some() {}
@@ -305,7 +305,7 @@ fn a_full_dht_event_queue_drops_incoming_requests_but_never_a_completion() {
 #[test]
 fn a_full_hyperdht_event_queue_counts_dropped_handshakes_and_keeps_completions() {
     let now = Instant::now();
-    let mut node = HyperNode::new(Node::new(NodeConfig::new(Vec::new(), 49737, [6; 32])));
+    let mut node = HyperDhtCore::new(RpcNode::new(RpcConfig::new(Vec::new(), 49737, [6; 32])));
     node.handle_timeout(now);
     drain(&mut node);
     let key = [9u8; 32];
@@ -477,4 +477,43 @@ async fn junk_handshakes_beyond_the_dedup_table_do_not_lock_out_a_real_client() 
     })
     .await
     .expect("test timed out");
+}
+
+/// A relay's REPLY leg goes to a client this node never heard from (it reached the server
+/// through another relay): it must not be held to that client's (empty) reply budget.
+#[test]
+fn a_relayed_reply_reaches_a_client_this_node_never_heard_from() {
+    let now = Instant::now();
+    let mut cfg = RpcConfig::new(Vec::new(), SERVER.port(), [8; 32]);
+    cfg.public_addr = Some(SERVER);
+    cfg.ephemeral = false;
+    let mut relay = HyperDhtCore::new(RpcNode::new(cfg));
+    relay.handle_timeout(now);
+    drain(&mut relay);
+    let server = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 5), 5000);
+    let client = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 6), 6000);
+    let hs = Handshake {
+        mode: Mode::FromServer,
+        noise: vec![2; 400],
+        peer_address: Some(client),
+        relay_address: None,
+    };
+    let req = Request {
+        tid: 1,
+        to: SERVER,
+        id: None,
+        token: None,
+        internal: false,
+        command: commands::PEER_HANDSHAKE,
+        target: Some(TOPIC),
+        value: Some(hs.encode()),
+    };
+    relay.handle_datagram(now, SocketKind::Server, server, &req.encode());
+    let out = drain(&mut relay);
+    let to_client: Vec<_> = out.iter().filter(|(to, _)| *to == client).collect();
+    assert_eq!(to_client.len(), 1, "the REPLY leg reaches the client");
+    let res = decode_response(&to_client[0].1);
+    let reply = Handshake::decode(res.value.as_deref().unwrap()).unwrap();
+    assert_eq!(reply.mode, Mode::Reply);
+    assert_eq!(reply.noise.len(), 400);
 }
