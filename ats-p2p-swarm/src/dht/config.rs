@@ -24,7 +24,7 @@ pub const MAX_INFLIGHT: usize = 4096;
 pub const MAX_QUERIES: usize = 256;
 /// Most queued outgoing datagrams before the oldest are dropped (the driver drains per input).
 pub const MAX_TRANSMITS: usize = 8192;
-/// Most queued incoming application requests ([`Event::Request`]); beyond it they are dropped
+/// Most queued incoming application requests ([`Event::Request`](super::Event::Request)); beyond it they are dropped
 /// and counted (the sender retransmits). Other events are never dropped: each answers a request
 /// or query in flight, so they are bounded by [`MAX_INFLIGHT`] and [`MAX_QUERIES`] between two
 /// drains (the driver drains after every input).
@@ -54,7 +54,7 @@ pub const SLEEPING_INTERVAL: Duration = Duration::from_secs(15);
 /// Nodes asked in a firewall check.
 pub(crate) const FIREWALL_CHECK_NODES: usize = 5;
 
-/// Configuration of a [`RpcNode`].
+/// Configuration of a [`RpcNode`](super::RpcNode).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RpcConfig {
     /// Bootstrap nodes.

@@ -31,7 +31,7 @@ const SCALE: u64 = 1000;
 /// The source table is swept for idle entries at most this often.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Limits applied to requests per source IP. See the [module docs](self).
+/// Limits applied to requests per source IP. See the [`dht`](super) module's limits: request rate and reply budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SourceLimits {
     /// Requests a source IP may send at once.

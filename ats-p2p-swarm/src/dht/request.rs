@@ -47,7 +47,8 @@ pub enum RequestError {
 }
 
 /// An application request (internal = false) received by this node, to be answered with
-/// [`RpcNode::reply`], [`RpcNode::error_reply`] or [`RpcNode::relay`], or ignored.
+/// [`RpcNode::reply`](super::RpcNode::reply), [`RpcNode::error_reply`](super::RpcNode::error_reply) or
+/// [`RpcNode::relay`](super::RpcNode::relay), or ignored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IncomingRequest {
     /// Socket it arrived on; replies go out on it.
@@ -89,6 +90,6 @@ pub struct UserRequest {
     pub value: Option<Vec<u8>>,
     /// Socket override (default: client socket while firewalled, else server socket).
     pub socket: Option<SocketKind>,
-    /// Retransmissions (default [`DEFAULT_RETRIES`]).
+    /// Retransmissions (default [`DEFAULT_RETRIES`](super::config::DEFAULT_RETRIES)).
     pub retries: Option<u32>,
 }
