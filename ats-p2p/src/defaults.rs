@@ -5,13 +5,13 @@
 use std::time::Duration;
 
 /// The public ATS server (the `ats` CLI's default too).
-pub const ATS_URL: &str = ats_p2p_signal::client::DEFAULT_ATS_URL;
+pub const ATS_URL: &str = ats_p2p_signal::defaults::ATS_URL;
 
 /// The actor id a node uses unless told otherwise.
-pub const ACTOR_ID: &str = "p2p-node";
+pub const ACTOR_ID: &str = ats_p2p_signal::defaults::ACTOR_ID;
 
 /// The channel offers go to unless told otherwise.
-pub const CHANNEL: &str = ats_p2p_signal::offer::DEFAULT_OFFER_CHANNEL;
+pub const CHANNEL: &str = ats_p2p_signal::defaults::OFFER_CHANNEL;
 
 /// How long to wait for a claim, an accept, a connection (and the receiver's lease).
 pub const TIMEOUT: Duration = Duration::from_secs(120);
