@@ -1,5 +1,6 @@
 //! Hyperswarm transport for ats-p2p: UDX streams, the Noise secret stream and HyperDHT.
 //!
+//! - [`backoff`]: the exponential backoff schedule every retry loop uses.
 //! - [`keys`]: Ed25519 identity keys.
 //! - [`crypto`]: keyed BLAKE2b-256, the one hash helper the layers share.
 //! - [`encoding`]: compact-encoding, as a checked reader and a writer.
@@ -18,6 +19,7 @@
 //! - [`swarm`]: the Hyperswarm-style API: topics, connection dedup, an allowlist firewall.
 #![forbid(unsafe_code)]
 
+pub mod backoff;
 pub mod crypto;
 pub mod dht;
 pub mod encoding;
