@@ -1,18 +1,22 @@
 //! The sans-io UDX stream: reliable, ordered, flow- and congestion-controlled bytes plus
 //! unreliable messages, over packets handed in and out by the caller.
 
-use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 
+mod mtu;
 mod recovery;
 mod recv;
 mod send;
 
+use self::mtu::Mtu;
+pub use self::mtu::{MTU_BASE, MTU_MAX, MTU_STEP};
+use self::recv::RecvState;
+use self::send::{SendState, Sent, SentState};
 use super::congestion::{Congestion, Pacer};
-use super::packet::{HEADER_SIZE, Header, Packet, flags, seq_diff};
+use super::packet::{Header, Packet, flags, seq_diff};
 use super::rtt::RttEstimator;
 use super::{CloseReason, ReadError, Transmit, WriteError};
 
@@ -20,18 +24,6 @@ use super::{CloseReason, ReadError, Transmit, WriteError};
 pub const DEFAULT_RWND_MAX: u32 = 4 * 1024 * 1024;
 /// Default cap on bytes written but not yet acknowledged; above it `write` returns `Blocked`.
 pub const DEFAULT_SEND_BUFFER: usize = 8 * 1024 * 1024;
-/// Starting MTU (IP + UDP + UDX headers included), libudx `UDX_MTU_BASE`.
-pub const MTU_BASE: u16 = 1200;
-/// Largest MTU probed by default, libudx `UDX_MTU_MAX` (libudx reads into 2048-byte buffers).
-pub const MTU_MAX: u16 = 1500;
-/// MTU probe step, libudx `UDX_MTU_STEP`.
-pub const MTU_STEP: u16 = 32;
-/// Failed probes that end the MTU search, libudx `UDX_MTU_MAX_PROBES`.
-const MTU_MAX_PROBES: u8 = 3;
-/// IPv4 + UDP + UDX header bytes.
-const IPV4_OVERHEAD: u16 = 20 + 8 + 20;
-/// IPv6 + UDP + UDX header bytes.
-const IPV6_OVERHEAD: u16 = 40 + 8 + 20;
 /// Consecutive RTO expiries after which the stream times out (`UDX_MAX_RTO_TIMEOUTS`).
 const MAX_RTO_TIMEOUTS: u32 = 6;
 /// Out-of-order packets are accepted at most this far ahead of the cumulative ack (libudx scans
@@ -119,56 +111,6 @@ const ALL_TIMERS: [Timer; TIMER_COUNT] = [
     Timer::Zwp,
 ];
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum SentState {
-    InFlight,
-    Lost,
-    Delivered,
-}
-
-#[derive(Debug)]
-struct Sent {
-    flags: u8,
-    payload: Bytes,
-    sent_at: Instant,
-    retransmitted: bool,
-    state: SentState,
-}
-
-impl Sent {
-    fn wire_len(&self) -> u64 {
-        (self.payload.len() + HEADER_SIZE) as u64
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum MtuState {
-    Base,
-    Search,
-    Complete,
-}
-
-#[derive(Debug)]
-struct Mtu {
-    state: MtuState,
-    mtu: u16,
-    max: u16,
-    overhead: u16,
-    probe: Option<(u32, u16)>,
-    failures: u8,
-}
-
-impl Mtu {
-    fn mss(&self) -> usize {
-        usize::from(self.mtu.saturating_sub(self.overhead).max(1))
-    }
-
-    fn next_probe(&self) -> Option<u16> {
-        let next = self.mtu.saturating_add(MTU_STEP).min(self.max);
-        (self.state == MtuState::Search && self.probe.is_none() && next > self.mtu).then_some(next)
-    }
-}
-
 /// Counters for tests and benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StreamStats {
@@ -217,52 +159,26 @@ pub struct Stream {
     closed_at: Option<Instant>,
     close_event_sent: bool,
 
-    // ---- send side
-    seq: u32,
-    remote_acked: u32,
-    sent: VecDeque<Sent>,
-    /// Written, not yet packetised: the application's chunks, sliced without copying.
-    send_queue: VecDeque<Bytes>,
-    send_queued: usize,
-    send_buffered: usize,
-    write_blocked: bool,
-    retransmit: VecDeque<u32>,
-    tlp_probe: Option<u32>,
-    tlp_in_flight: bool,
-    inflight_bytes: u64,
-    send_rwnd: u32,
-    send_wl1: u32,
-    send_wl2: u32,
-    end_requested: bool,
-    end_seq: Option<u32>,
-    end_acked: bool,
+    /// Destroyed while connected: one DESTROY packet is still to go out.
     destroy_pending: bool,
+    /// A HEARTBEAT (keep-alive or zero-window probe) is due.
     heartbeat_pending: bool,
-    out_messages: VecDeque<Bytes>,
+    /// Send-buffer space freed after a `Blocked` write: tell the application.
+    writable_event: bool,
+
+    // ---- the path: RTT, congestion, pacing, MTU, timers
     rtt: RttEstimator,
     cc: Congestion,
     pacer: Pacer,
-    cwnd_limited: bool,
     pacing_wait: Option<Instant>,
     mtu: Mtu,
-    rto_count: u32,
-    rack_xmit: Option<(Instant, u32)>,
-    rack_rtt: Duration,
     timers: [Option<Instant>; TIMER_COUNT],
     last_activity: Instant,
 
-    // ---- receive side
-    recv_next: u64,
-    recv_buf: BytesMut,
-    ooo: BTreeMap<u64, (u8, Bytes)>,
-    ooo_bytes: usize,
-    remote_end: Option<u64>,
-    remote_ended: bool,
-    ack_pending: bool,
-    last_adv_rwnd: u32,
-    in_messages: VecDeque<Bytes>,
-    readable_event: bool,
-    writable_event: bool,
+    /// What we send: sequence numbers, packets in flight, retransmissions, our END.
+    send: SendState,
+    /// What we receive: reassembly, the read buffer, acknowledgements, the peer's END.
+    recv: RecvState,
 
     stats: StreamStats,
 }
@@ -270,64 +186,27 @@ pub struct Stream {
 impl Stream {
     /// A new, unconnected stream with local id `local_id`.
     pub fn new(local_id: u32, cfg: StreamConfig, now: Instant) -> Self {
-        let mtu = Mtu {
-            state: MtuState::Base,
-            mtu: MTU_BASE.min(cfg.max_mtu.max(MTU_BASE)),
-            max: cfg.max_mtu.max(MTU_BASE),
-            overhead: IPV4_OVERHEAD,
-            probe: None,
-            failures: 0,
-        };
+        let mtu = Mtu::new(cfg.max_mtu);
         let mss = mtu.mss() as u64;
         Self {
             local_id,
             remote: None,
-            seq: cfg.initial_seq,
-            remote_acked: cfg.initial_seq,
-            send_wl1: 0,
-            send_wl2: 0,
+            send: SendState::new(cfg.initial_seq),
+            recv: RecvState::new(cfg.rwnd_max),
             rtt: RttEstimator::new(cfg.min_rto),
-            last_adv_rwnd: cfg.rwnd_max,
             cfg,
             closed: None,
             closed_at: None,
             close_event_sent: false,
-            sent: VecDeque::new(),
-            send_queue: VecDeque::new(),
-            send_queued: 0,
-            send_buffered: 0,
-            write_blocked: false,
-            retransmit: VecDeque::new(),
-            tlp_probe: None,
-            tlp_in_flight: false,
-            inflight_bytes: 0,
-            send_rwnd: DEFAULT_RWND_MAX,
-            end_requested: false,
-            end_seq: None,
-            end_acked: false,
             destroy_pending: false,
             heartbeat_pending: false,
-            out_messages: VecDeque::new(),
+            writable_event: false,
             cc: Congestion::new(mss),
             pacer: Pacer::default(),
-            cwnd_limited: false,
             pacing_wait: None,
             mtu,
-            rto_count: 0,
-            rack_xmit: None,
-            rack_rtt: Duration::ZERO,
             timers: [None; TIMER_COUNT],
             last_activity: now,
-            recv_next: 0,
-            recv_buf: BytesMut::new(),
-            ooo: BTreeMap::new(),
-            ooo_bytes: 0,
-            remote_end: None,
-            remote_ended: false,
-            ack_pending: false,
-            in_messages: VecDeque::new(),
-            readable_event: false,
-            writable_event: false,
             stats: StreamStats::default(),
         }
     }
@@ -364,7 +243,7 @@ impl Stream {
     pub fn is_drained(&self, now: Instant) -> bool {
         match (self.closed, self.closed_at) {
             (Some(CloseReason::Finished), Some(at)) => {
-                !self.ack_pending && now >= at.max(self.last_activity) + FINISHED_LINGER
+                !self.recv.ack_pending && now >= at.max(self.last_activity) + FINISHED_LINGER
             }
             (Some(_), _) => !self.destroy_pending,
             (None, _) => false,
@@ -373,31 +252,31 @@ impl Stream {
 
     /// Bytes written and not yet acknowledged.
     pub fn send_buffered(&self) -> usize {
-        self.send_buffered
+        self.send.buffered
     }
 
     /// Bytes written but not yet packetised.
     pub fn send_queued(&self) -> usize {
-        self.send_queued
+        self.send.queued
     }
 
     /// True when a control packet (ACK, window update, DESTROY, HEARTBEAT, MESSAGE) is waiting
     /// for [`Stream::poll_transmit`].
     pub fn has_pending_control(&self) -> bool {
-        self.ack_pending
+        self.recv.ack_pending
             || self.destroy_pending
             || self.heartbeat_pending
-            || !self.out_messages.is_empty()
+            || !self.send.messages.is_empty()
     }
 
     /// True when everything written (and the END, if requested) has been acknowledged.
     pub fn is_flushed(&self) -> bool {
-        self.send_buffered == 0 && (!self.end_requested || self.end_acked)
+        self.send.is_flushed()
     }
 
     /// True when our END was acknowledged.
     pub fn is_end_acked(&self) -> bool {
-        self.end_acked
+        self.send.end_acked
     }
 
     /// Counters.
@@ -414,6 +293,7 @@ impl Stream {
     #[doc(hidden)]
     pub fn debug_summary(&self) -> String {
         let states: Vec<String> = self
+            .send
             .sent
             .iter()
             .take(8)
@@ -422,21 +302,21 @@ impl Stream {
         format!(
             "id={} seq={} remote_acked={} sent={} first={:?} retransmit={:?} inflight={} cwnd={} rwnd={} timers={:?} pacing={:?} recv_next={} ooo={} closed={:?} rto_count={} tlp_in_flight={} srtt={:?}",
             self.local_id,
-            self.seq,
-            self.remote_acked,
-            self.sent.len(),
+            self.send.seq,
+            self.send.acked,
+            self.send.sent.len(),
             states,
-            self.retransmit.iter().take(8).collect::<Vec<_>>(),
-            self.inflight_bytes,
+            self.send.retransmit.iter().take(8).collect::<Vec<_>>(),
+            self.send.inflight_bytes,
             self.cc.window(),
-            self.send_rwnd,
+            self.send.peer_rwnd,
             self.timers,
             self.pacing_wait,
-            self.recv_next,
-            self.ooo.len(),
+            self.recv.next,
+            self.recv.ooo.len(),
             self.closed,
-            self.rto_count,
-            self.tlp_in_flight,
+            self.send.rto_count,
+            self.send.tlp_in_flight,
             self.rtt.srtt(),
         )
     }
@@ -444,19 +324,17 @@ impl Stream {
     /// Bytes held on the receive side (read buffer plus out-of-order packets); bounded by
     /// `rwnd_max` plus a small slack whatever the peer sends.
     pub fn recv_held(&self) -> usize {
-        self.recv_buf.len().saturating_add(self.ooo_bytes)
+        self.recv.held()
     }
 
     /// Out-of-order packets held (bounded by the reorder distance, 65536).
     pub fn recv_out_of_order(&self) -> usize {
-        self.ooo.len()
+        self.recv.ooo.len()
     }
 
     /// Bytes of space left in the receive window (what we advertise).
     pub fn recv_window(&self) -> u32 {
-        let held = self.recv_buf.len().saturating_add(self.ooo_bytes);
-        let held = u32::try_from(held).unwrap_or(u32::MAX);
-        self.cfg.rwnd_max.saturating_sub(held)
+        self.recv.window(self.cfg.rwnd_max)
     }
 
     // ------------------------------------------------------------ app commands
@@ -467,11 +345,7 @@ impl Stream {
             return;
         }
         self.remote = Some((remote_id, addr));
-        self.mtu.overhead = if addr.is_ipv6() {
-            IPV6_OVERHEAD
-        } else {
-            IPV4_OVERHEAD
-        };
+        self.mtu.set_path(addr);
         self.cc.set_mss(self.mtu.mss() as u64);
         self.last_activity = now;
         self.arm_keepalive(now);
@@ -483,23 +357,13 @@ impl Stream {
         if let Some(r) = self.closed {
             return Err(WriteError::Closed(r));
         }
-        if self.end_requested || self.destroy_pending {
+        if self.send.end_requested || self.destroy_pending {
             return Err(WriteError::Ended);
         }
         if data.is_empty() {
             return Ok(0);
         }
-        let room = self.cfg.send_buffer.saturating_sub(self.send_buffered);
-        if room == 0 {
-            self.write_blocked = true;
-            return Err(WriteError::Blocked);
-        }
-        let n = room.min(data.len());
-        let chunk = data.get(..n).unwrap_or(data);
-        self.send_queue.push_back(Bytes::copy_from_slice(chunk));
-        self.send_queued += n;
-        self.send_buffered += n;
-        Ok(n)
+        self.send.queue(data, self.cfg.send_buffer)
     }
 
     /// Ends our write side (sends END after the buffered data).
@@ -507,7 +371,7 @@ impl Stream {
         if let Some(r) = self.closed {
             return Err(WriteError::Closed(r));
         }
-        self.end_requested = true;
+        self.send.end_requested = true;
         Ok(())
     }
 
@@ -525,10 +389,10 @@ impl Stream {
         if let Some(r) = self.closed {
             return Err(WriteError::Closed(r));
         }
-        if self.out_messages.len() >= MAX_QUEUED_MESSAGES {
+        if self.send.messages.len() >= MAX_QUEUED_MESSAGES {
             return Err(WriteError::Blocked);
         }
-        self.out_messages.push_back(Bytes::copy_from_slice(data));
+        self.send.messages.push_back(Bytes::copy_from_slice(data));
         Ok(())
     }
 
@@ -549,8 +413,8 @@ impl Stream {
         if max == 0 {
             return Ok(0);
         }
-        if self.recv_buf.is_empty() {
-            if self.remote_ended {
+        if !self.recv.has_data() {
+            if self.recv.ended {
                 return Ok(0);
             }
             return Err(match self.closed {
@@ -559,9 +423,7 @@ impl Stream {
                 None => ReadError::Blocked,
             });
         }
-        let n = max.min(self.recv_buf.len());
-        take(self.recv_buf.get(..n).unwrap_or(&[]));
-        self.recv_buf.advance(n);
+        let n = self.recv.take(max, take);
         self.maybe_window_update();
         Ok(n)
     }
@@ -574,14 +436,14 @@ impl Stream {
         if let Some(reason) = self.closed {
             // A finished stream lingers to re-ack a retransmitted END whose ack was lost.
             if reason == CloseReason::Finished && packet.header.has(flags::DATA | flags::END) {
-                self.ack_pending = true;
+                self.recv.ack_pending = true;
             }
             return;
         }
         let h = packet.header;
         self.last_activity = self.last_activity.max(now);
         if h.has(flags::HEARTBEAT) {
-            self.ack_pending = true;
+            self.recv.ack_pending = true;
             return;
         }
 
@@ -596,109 +458,23 @@ impl Stream {
             }
         } else if h.has(flags::DATA | flags::END) {
             self.stats.dropped += 1;
-            self.ack_pending = true; // duplicate: re-ack so the sender learns
+            self.recv.ack_pending = true; // duplicate: re-ack so the sender learns
         }
         if h.has(flags::MESSAGE) {
-            if self.in_messages.len() < MAX_QUEUED_MESSAGES {
-                self.in_messages
+            if self.recv.messages.len() < MAX_QUEUED_MESSAGES {
+                self.recv
+                    .messages
                     .push_back(Bytes::copy_from_slice(packet.payload));
             } else {
                 self.stats.dropped += 1;
             }
         }
 
-        // ---- acknowledgement processing
-        if seq_diff(h.ack, self.seq) > 0 {
+        if !self.on_ack(now, packet) {
             return; // acks something never sent: forged or stale
         }
-        if seq_diff(h.ack, self.remote_acked) >= 0
-            && (seq_diff(h.seq, self.send_wl1) > 0
-                || (h.seq == self.send_wl1 && seq_diff(h.ack, self.send_wl2) >= 0))
-        {
-            self.send_rwnd = h.rwnd;
-            self.send_wl1 = h.seq;
-            self.send_wl2 = h.ack;
-            if h.rwnd > 0 {
-                self.timers[Timer::Zwp as usize] = None;
-            }
-        }
-        let prior_inflight = self.inflight_bytes;
-        let mut newly = Delivery::default();
-        let advanced = seq_diff(h.ack, self.remote_acked) > 0;
-        while seq_diff(h.ack, self.remote_acked) > 0 {
-            let Some(p) = self.sent.pop_front() else {
-                break;
-            };
-            let seq = self.remote_acked;
-            self.remote_acked = self.remote_acked.wrapping_add(1);
-            self.on_delivered(seq, &p, &mut newly);
-            self.send_buffered = self.send_buffered.saturating_sub(p.payload.len());
-        }
-        if h.has(flags::SACK) {
-            for (start, end) in packet.sacks().take(MAX_SACK_BLOCKS_PROCESSED) {
-                let ok = seq_diff(start, self.remote_acked) >= 0
-                    && seq_diff(end, start) > 0
-                    && seq_diff(self.seq, end) >= 0;
-                if !ok {
-                    continue;
-                }
-                let from = start.wrapping_sub(self.remote_acked) as usize;
-                let to = end.wrapping_sub(self.remote_acked) as usize;
-                for i in from..to {
-                    let seq = self.remote_acked.wrapping_add(i as u32);
-                    let Some(p) = self.sent.get_mut(i) else {
-                        break;
-                    };
-                    if p.state == SentState::Delivered {
-                        continue;
-                    }
-                    let snapshot = Sent {
-                        flags: p.flags,
-                        payload: Bytes::new(),
-                        sent_at: p.sent_at,
-                        retransmitted: p.retransmitted,
-                        state: p.state,
-                    };
-                    p.state = SentState::Delivered;
-                    let wire = p.wire_len();
-                    self.on_delivered_sacked(seq, &snapshot, wire, &mut newly);
-                }
-            }
-        }
-
-        if let Some(e) = self.end_seq {
-            if seq_diff(self.remote_acked, e) > 0 {
-                self.end_acked = true; // cumulatively: everything before the END arrived too
-            }
-        }
-        if advanced {
-            self.rto_count = 0;
-            self.tlp_in_flight = false;
-        }
-        if newly.bytes > 0 || advanced {
-            if let Some((sample_at, _)) = newly.rtt_sample {
-                self.rtt
-                    .on_sample(now.saturating_duration_since(sample_at), now);
-            }
-            if newly.rack_updated {
-                if let Some((t, _)) = self.rack_xmit {
-                    self.rack_rtt = now.saturating_duration_since(t);
-                }
-            }
-            let limited = self.cwnd_limited || prior_inflight * 2 >= self.cc.window();
-            self.cc.on_ack(newly.bytes, self.remote_acked, limited);
-            if self.send_buffered < self.cfg.send_buffer / 2 && self.write_blocked {
-                self.write_blocked = false;
-                self.writable_event = true;
-            }
-            if self.mtu.state == MtuState::Base {
-                self.mtu.state = MtuState::Search;
-            }
-            self.detect_loss(now);
-            self.rearm_after_ack(now);
-        }
         if h.has(flags::DATA | flags::END) {
-            self.ack_pending = true;
+            self.recv.ack_pending = true;
         }
         self.check_finished();
     }
@@ -718,13 +494,16 @@ impl Stream {
                 Timer::Tlp => self.on_tlp(now),
                 Timer::Rack => self.detect_loss(now),
                 Timer::KeepAlive => {
-                    if self.sent.is_empty() && self.remote.is_some() && self.closed.is_none() {
+                    if self.send.sent.is_empty() && self.remote.is_some() && self.closed.is_none() {
                         self.heartbeat_pending = true;
                     }
                     self.arm_keepalive(now);
                 }
                 Timer::Zwp => {
-                    if self.send_rwnd == 0 && self.inflight_bytes == 0 && self.closed.is_none() {
+                    if self.send.peer_rwnd == 0
+                        && self.send.inflight_bytes == 0
+                        && self.closed.is_none()
+                    {
                         self.heartbeat_pending = true;
                         self.timers[Timer::Zwp as usize] = Some(now + self.rtt.rto() * 2);
                     }
@@ -754,14 +533,14 @@ impl Stream {
         if self.destroy_pending {
             self.destroy_pending = false;
             self.header(flags::DESTROY, remote_id, 0).write(buf);
-            self.seq = self.seq.wrapping_add(1);
+            self.send.seq = self.send.seq.wrapping_add(1);
             return Some(dest);
         }
-        if self.closed.is_some() && !self.ack_pending {
+        if self.closed.is_some() && !self.recv.ack_pending {
             return None;
         }
-        if self.ack_pending {
-            self.ack_pending = false;
+        if self.recv.ack_pending {
+            self.recv.ack_pending = false;
             self.write_ack(remote_id, buf);
             self.check_finished();
             return Some(dest);
@@ -774,12 +553,12 @@ impl Stream {
             self.header(flags::HEARTBEAT, remote_id, 0).write(buf);
             return Some(dest);
         }
-        if let Some(msg) = self.out_messages.pop_front() {
+        if let Some(msg) = self.send.messages.pop_front() {
             self.header(flags::MESSAGE, remote_id, 0).write(buf);
             buf.extend_from_slice(&msg);
             return Some(dest);
         }
-        if let Some(seq) = self.tlp_probe.take() {
+        if let Some(seq) = self.send.tlp_probe.take() {
             // A tail loss probe ignores cwnd and pacing: it exists to elicit an ack.
             if self.resend(now, seq, remote_id, buf, false) {
                 return Some(dest);
@@ -793,19 +572,19 @@ impl Stream {
             }
             return None;
         }
-        while let Some(&seq) = self.retransmit.front() {
-            let idx = seq.wrapping_sub(self.remote_acked) as usize;
-            let lost = matches!(self.sent.get(idx), Some(p) if p.state == SentState::Lost);
+        while let Some(&seq) = self.send.retransmit.front() {
+            let idx = seq.wrapping_sub(self.send.acked) as usize;
+            let lost = matches!(self.send.sent.get(idx), Some(p) if p.state == SentState::Lost);
             if !lost {
-                self.retransmit.pop_front();
+                self.send.retransmit.pop_front();
                 continue;
             }
-            let size = self.sent.get(idx).map_or(0, Sent::wire_len);
-            if self.inflight_bytes > 0 && self.inflight_bytes + size > self.cc.window() {
-                self.cwnd_limited = true;
+            let size = self.send.sent.get(idx).map_or(0, Sent::wire_len);
+            if self.send.inflight_bytes > 0 && self.send.inflight_bytes + size > self.cc.window() {
+                self.send.cwnd_limited = true;
                 return None;
             }
-            self.retransmit.pop_front();
+            self.send.retransmit.pop_front();
             if self.resend(now, seq, remote_id, buf, true) {
                 return Some(dest);
             }
@@ -827,11 +606,11 @@ impl Stream {
 
     /// The next application event.
     pub fn poll_event(&mut self) -> Option<Event> {
-        if let Some(m) = self.in_messages.pop_front() {
+        if let Some(m) = self.recv.messages.pop_front() {
             return Some(Event::Message(m));
         }
-        if self.readable_event {
-            self.readable_event = false;
+        if self.recv.readable_event {
+            self.recv.readable_event = false;
             return Some(Event::Readable);
         }
         if self.writable_event {
@@ -850,7 +629,7 @@ impl Stream {
     // --------------------------------------------------------------- internals
 
     fn ack(&self) -> u32 {
-        self.recv_next as u32
+        self.recv.ack()
     }
 
     fn header(&self, flags: u8, remote_id: u32, data_offset: u8) -> Header {
@@ -859,7 +638,7 @@ impl Stream {
             data_offset,
             stream_id: remote_id,
             rwnd: self.recv_window(),
-            seq: self.seq,
+            seq: self.send.seq,
             ack: self.ack(),
         }
     }
@@ -872,39 +651,23 @@ impl Stream {
         self.closed = Some(reason);
         self.closed_at = Some(self.last_activity);
         self.timers = [None; TIMER_COUNT];
-        self.retransmit.clear();
-        self.out_messages.clear();
         self.heartbeat_pending = false;
-        self.tlp_probe = None;
+        self.send.stop(reason != CloseReason::Finished);
         if reason != CloseReason::Finished {
-            self.sent.clear();
-            self.send_queue.clear();
-            self.send_queued = 0;
-            self.send_buffered = 0;
-            self.inflight_bytes = 0;
-            self.ack_pending = false;
+            self.recv.ack_pending = false;
         }
-        self.readable_event = true;
+        self.recv.readable_event = true;
         self.writable_event = true;
     }
 
     fn check_finished(&mut self) {
-        if self.closed.is_none() && self.end_acked && self.remote_ended && !self.ack_pending {
+        if self.closed.is_none() && self.send.end_acked && self.recv.ended && !self.recv.ack_pending
+        {
             self.close(CloseReason::Finished);
         }
     }
 
     fn has_sendable(&self) -> bool {
-        self.remote.is_some()
-            && (self.send_queued > 0
-                || !self.retransmit.is_empty()
-                || (self.end_requested && self.end_seq.is_none()))
+        self.remote.is_some() && self.send.has_sendable()
     }
-}
-
-#[derive(Debug, Default)]
-struct Delivery {
-    bytes: u64,
-    rack_updated: bool,
-    rtt_sample: Option<(Instant, u32)>,
 }

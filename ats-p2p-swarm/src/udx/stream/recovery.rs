@@ -4,8 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::{
-    MAX_RTO_TIMEOUTS, MIN_REORDER_WINDOW, MTU_MAX_PROBES, MtuState, Pacer, SentState, Stream,
-    TLP_SINGLE_PACKET_EXTRA, Timer,
+    MAX_RTO_TIMEOUTS, MIN_REORDER_WINDOW, Pacer, SentState, Stream, TLP_SINGLE_PACKET_EXTRA, Timer,
 };
 use crate::udx::CloseReason;
 use crate::udx::packet::seq_diff;
@@ -14,7 +13,7 @@ impl Stream {
     /// RACK: a packet sent before the most recently delivered one, by more than the reordering
     /// window, is lost. Arms the RACK timer for the ones still within the window.
     pub(super) fn detect_loss(&mut self, now: Instant) {
-        let Some((rack_ts, rack_seq)) = self.rack_xmit else {
+        let Some((rack_ts, rack_seq)) = self.send.rack_xmit else {
             return;
         };
         let srtt = self.rtt.srtt().unwrap_or(Duration::ZERO);
@@ -23,12 +22,12 @@ impl Stream {
             .min_rtt()
             .map_or(MIN_REORDER_WINDOW, |m| (m / 4).min(srtt))
             .max(MIN_REORDER_WINDOW);
-        let rack_rtt = self.rack_rtt;
+        let rack_rtt = self.send.rack_rtt;
         let mut next_timer: Option<Instant> = None;
-        let next_seq = self.seq;
+        let next_seq = self.send.seq;
         let mut lost_any: Option<u32> = None;
-        for (i, p) in self.sent.iter_mut().enumerate() {
-            let seq = self.remote_acked.wrapping_add(i as u32);
+        for (i, p) in self.send.sent.iter_mut().enumerate() {
+            let seq = self.send.acked.wrapping_add(i as u32);
             if p.state != SentState::InFlight {
                 continue;
             }
@@ -43,20 +42,14 @@ impl Stream {
             let deadline = p.sent_at + rack_rtt + reo_wnd;
             if deadline <= now {
                 p.state = SentState::Lost;
-                self.inflight_bytes = self.inflight_bytes.saturating_sub(p.wire_len());
-                self.retransmit.push_back(seq);
+                self.send.inflight_bytes = self.send.inflight_bytes.saturating_sub(p.wire_len());
+                self.send.retransmit.push_back(seq);
                 if lost_any.is_none() {
                     lost_any = Some(seq);
                 }
-                if let Some((probe_seq, _)) = self.mtu.probe {
-                    if probe_seq == seq {
-                        self.mtu.probe = None;
-                        self.mtu.failures += 1;
-                        if self.mtu.failures >= MTU_MAX_PROBES {
-                            self.mtu.state = MtuState::Complete;
-                        }
-                        lost_any = lost_any.filter(|s| *s != seq);
-                    }
+                if self.mtu.on_lost(seq) {
+                    // A lost probe says the path MTU is smaller, not that it is congested.
+                    lost_any = lost_any.filter(|s| *s != seq);
                 }
             } else {
                 next_timer = Some(next_timer.map_or(deadline, |t| t.min(deadline)));
@@ -71,14 +64,14 @@ impl Stream {
     }
 
     pub(super) fn rearm_after_ack(&mut self, now: Instant) {
-        if self.sent.is_empty() {
+        if self.send.sent.is_empty() {
             self.timers[Timer::Rto as usize] = None;
             self.timers[Timer::Tlp as usize] = None;
             self.arm_keepalive(now);
             return;
         }
         self.timers[Timer::Rto as usize] = Some(now + self.rtt.rto());
-        if !self.tlp_in_flight {
+        if !self.send.tlp_in_flight {
             self.arm_tlp(now);
         }
     }
@@ -86,7 +79,7 @@ impl Stream {
     pub(super) fn arm_tlp(&mut self, now: Instant) {
         let pto = match self.rtt.srtt() {
             Some(s) => {
-                let single = self.sent.len() == 1;
+                let single = self.send.sent.len() == 1;
                 s * 2
                     + if single {
                         TLP_SINGLE_PACKET_EXTRA
@@ -113,49 +106,51 @@ impl Stream {
     }
 
     pub(super) fn on_tlp(&mut self, now: Instant) {
-        if self.sent.is_empty() {
+        if self.send.sent.is_empty() {
             return;
         }
-        self.tlp_in_flight = true;
+        self.send.tlp_in_flight = true;
         // Probe with the newest packet still outstanding.
         let newest = self
+            .send
             .sent
             .iter()
             .enumerate()
             .rev()
             .find(|(_, p)| p.state == SentState::InFlight)
-            .map(|(i, _)| self.remote_acked.wrapping_add(i as u32));
-        self.tlp_probe = newest;
+            .map(|(i, _)| self.send.acked.wrapping_add(i as u32));
+        self.send.tlp_probe = newest;
         self.stats.tlp_probes += 1;
         let _ = now;
     }
 
     pub(super) fn on_rto(&mut self, now: Instant) {
-        if self.sent.is_empty() {
+        if self.send.sent.is_empty() {
             return;
         }
         self.stats.rto_expiries += 1;
-        self.rto_count += 1;
-        if self.rto_count > MAX_RTO_TIMEOUTS {
+        self.send.rto_count += 1;
+        if self.send.rto_count > MAX_RTO_TIMEOUTS {
             self.close(CloseReason::TimedOut);
             return;
         }
-        self.cc.on_rto(self.seq);
-        for (i, p) in self.sent.iter_mut().enumerate() {
+        self.cc.on_rto(self.send.seq);
+        for (i, p) in self.send.sent.iter_mut().enumerate() {
             if p.state == SentState::InFlight {
                 p.state = SentState::Lost;
-                self.inflight_bytes = self.inflight_bytes.saturating_sub(p.wire_len());
-                self.retransmit
-                    .push_back(self.remote_acked.wrapping_add(i as u32));
+                self.send.inflight_bytes = self.send.inflight_bytes.saturating_sub(p.wire_len());
+                self.send
+                    .retransmit
+                    .push_back(self.send.acked.wrapping_add(i as u32));
             }
         }
-        self.inflight_bytes = 0;
+        self.send.inflight_bytes = 0;
         // Keep retransmit order by sequence; stale entries are skipped when popped.
-        let base = self.remote_acked;
-        let mut v: Vec<u32> = self.retransmit.drain(..).collect();
+        let base = self.send.acked;
+        let mut v: Vec<u32> = self.send.retransmit.drain(..).collect();
         v.sort_by_key(|s| s.wrapping_sub(base));
         v.dedup();
-        self.retransmit = v.into();
+        self.send.retransmit = v.into();
         self.mtu.probe = None;
         self.pacer = Pacer::default();
         self.timers[Timer::Rto as usize] = Some(now + self.rtt.rto() * 2);

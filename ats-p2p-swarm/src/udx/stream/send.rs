@@ -1,15 +1,308 @@
-//! Send side of [`Stream`]: packetising queued bytes, MTU probes, retransmissions, and the
-//! bookkeeping when packets are acknowledged.
+//! The send side: [`SendState`], and the [`Stream`] methods that packetise queued bytes (with
+//! MTU probes), retransmit, and account for acknowledged packets.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use super::{Delivery, MtuState, Sent, SentState, Stream, Timer};
-use crate::udx::packet::{HEADER_SIZE, flags, seq_diff};
+use super::mtu::MtuState;
+use super::{MAX_SACK_BLOCKS_PROCESSED, Stream, Timer};
+use crate::udx::WriteError;
+use crate::udx::packet::{HEADER_SIZE, Header, Packet, flags, seq_diff};
+
+/// Where a sent packet stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum SentState {
+    /// Sent and counted in flight.
+    InFlight,
+    /// Declared lost, waiting for retransmission (not in flight).
+    Lost,
+    /// Selectively acknowledged (still ahead of the cumulative ack).
+    Delivered,
+}
+
+/// A DATA or END packet sent and not yet cumulatively acknowledged.
+#[derive(Debug)]
+pub(super) struct Sent {
+    pub(super) flags: u8,
+    pub(super) payload: Bytes,
+    pub(super) sent_at: Instant,
+    pub(super) retransmitted: bool,
+    pub(super) state: SentState,
+}
+
+impl Sent {
+    /// Bytes on the wire (header + payload), what congestion control counts.
+    pub(super) fn wire_len(&self) -> u64 {
+        (self.payload.len() + HEADER_SIZE) as u64
+    }
+}
+
+/// The send half of a stream: what the application wrote, the packets in flight and their
+/// fate, the peer's window, and our END. Path state (RTT, congestion, pacing, MTU) and timers
+/// stay on the [`Stream`].
+#[derive(Debug)]
+pub(super) struct SendState {
+    /// Sequence number of the next new packet.
+    pub(super) seq: u32,
+    /// The first sequence number the peer has not cumulatively acknowledged (`sent[0]`).
+    pub(super) acked: u32,
+    /// Packets from `acked` on, in sequence order.
+    pub(super) sent: VecDeque<Sent>,
+    /// Written, not yet packetised: the application's chunks, sliced without copying.
+    queue: VecDeque<Bytes>,
+    /// Bytes in `queue`.
+    pub(super) queued: usize,
+    /// Bytes written and not yet acknowledged (queued + in `sent`).
+    pub(super) buffered: usize,
+    /// A write found the buffer full: send `Writable` when it drains.
+    pub(super) write_blocked: bool,
+    /// Lost sequence numbers to resend, oldest first (stale entries are skipped).
+    pub(super) retransmit: VecDeque<u32>,
+    /// The packet a tail loss probe resends next.
+    pub(super) tlp_probe: Option<u32>,
+    /// A TLP went out and no ack advanced since.
+    pub(super) tlp_in_flight: bool,
+    /// Wire bytes of packets in flight.
+    pub(super) inflight_bytes: u64,
+    /// The peer's advertised receive window.
+    pub(super) peer_rwnd: u32,
+    /// Sequence and ack numbers of the packet that last updated `peer_rwnd` (RFC 793 SND.WL1/2).
+    wl1: u32,
+    wl2: u32,
+    /// The application ended its writes: send END after the data.
+    pub(super) end_requested: bool,
+    /// Our END's sequence number, once sent.
+    pub(super) end_seq: Option<u32>,
+    /// Our END was acknowledged.
+    pub(super) end_acked: bool,
+    /// Unreliable MESSAGE datagrams to send.
+    pub(super) messages: VecDeque<Bytes>,
+    /// RACK: send time and sequence of the most recently sent packet known delivered.
+    pub(super) rack_xmit: Option<(Instant, u32)>,
+    /// RACK: the RTT measured through that packet.
+    pub(super) rack_rtt: Duration,
+    /// Consecutive RTO expiries.
+    pub(super) rto_count: u32,
+    /// The last send attempt found the congestion window full.
+    pub(super) cwnd_limited: bool,
+}
+
+impl SendState {
+    pub(super) fn new(initial_seq: u32) -> Self {
+        Self {
+            seq: initial_seq,
+            acked: initial_seq,
+            sent: VecDeque::new(),
+            queue: VecDeque::new(),
+            queued: 0,
+            buffered: 0,
+            write_blocked: false,
+            retransmit: VecDeque::new(),
+            tlp_probe: None,
+            tlp_in_flight: false,
+            inflight_bytes: 0,
+            peer_rwnd: super::DEFAULT_RWND_MAX,
+            wl1: 0,
+            wl2: 0,
+            end_requested: false,
+            end_seq: None,
+            end_acked: false,
+            messages: VecDeque::new(),
+            rack_xmit: None,
+            rack_rtt: Duration::ZERO,
+            rto_count: 0,
+            cwnd_limited: false,
+        }
+    }
+
+    /// Queues as much of `data` as the `capacity`-byte send buffer has room for.
+    pub(super) fn queue(&mut self, data: &[u8], capacity: usize) -> Result<usize, WriteError> {
+        let room = capacity.saturating_sub(self.buffered);
+        if room == 0 {
+            self.write_blocked = true;
+            return Err(WriteError::Blocked);
+        }
+        let n = room.min(data.len());
+        let chunk = data.get(..n).unwrap_or(data);
+        self.queue.push_back(Bytes::copy_from_slice(chunk));
+        self.queued += n;
+        self.buffered += n;
+        Ok(n)
+    }
+
+    /// Takes `len` queued bytes: a slice of the front chunk, or a copy across chunks.
+    pub(super) fn take_payload(&mut self, len: usize) -> Bytes {
+        self.queued = self.queued.saturating_sub(len);
+        if let Some(front) = self.queue.front_mut() {
+            if front.len() > len {
+                return front.split_to(len);
+            }
+            if front.len() == len {
+                return self.queue.pop_front().unwrap_or_default();
+            }
+        }
+        let mut out = BytesMut::with_capacity(len);
+        while out.len() < len {
+            let Some(front) = self.queue.front_mut() else {
+                break;
+            };
+            let want = len - out.len();
+            if front.len() > want {
+                out.extend_from_slice(&front.split_to(want));
+            } else {
+                out.extend_from_slice(front);
+                self.queue.pop_front();
+            }
+        }
+        out.freeze()
+    }
+
+    /// New data, a retransmission or our END is waiting (a connected stream would send it).
+    pub(super) fn has_sendable(&self) -> bool {
+        self.queued > 0
+            || !self.retransmit.is_empty()
+            || (self.end_requested && self.end_seq.is_none())
+    }
+
+    /// Everything written (and the END, if requested) was acknowledged.
+    pub(super) fn is_flushed(&self) -> bool {
+        self.buffered == 0 && (!self.end_requested || self.end_acked)
+    }
+
+    /// Takes the peer's window from `h` unless an older packet overtook a newer one (RFC 793's
+    /// SND.WL1/SND.WL2 rule); true when it was taken.
+    pub(super) fn update_peer_window(&mut self, h: &Header) -> bool {
+        let fresh = seq_diff(h.ack, self.acked) >= 0
+            && (seq_diff(h.seq, self.wl1) > 0
+                || (h.seq == self.wl1 && seq_diff(h.ack, self.wl2) >= 0));
+        if fresh {
+            self.peer_rwnd = h.rwnd;
+            self.wl1 = h.seq;
+            self.wl2 = h.ack;
+        }
+        fresh
+    }
+
+    /// The stream closed: nothing more is sent. With `abort`, what was unacknowledged is
+    /// dropped too (a finished stream keeps its record for the linger period).
+    pub(super) fn stop(&mut self, abort: bool) {
+        self.retransmit.clear();
+        self.messages.clear();
+        self.tlp_probe = None;
+        if abort {
+            self.sent.clear();
+            self.queue.clear();
+            self.queued = 0;
+            self.buffered = 0;
+            self.inflight_bytes = 0;
+        }
+    }
+}
+
+/// What one incoming packet newly acknowledged.
+#[derive(Debug, Default)]
+pub(super) struct Delivery {
+    /// Wire bytes newly delivered.
+    bytes: u64,
+    /// The RACK packet changed.
+    rack_updated: bool,
+    /// Send time and sequence of the newest never-retransmitted delivered packet.
+    rtt_sample: Option<(Instant, u32)>,
+}
 
 impl Stream {
+    /// The acknowledgement part of an incoming packet: the peer's window, cumulative and
+    /// selective acks, RTT samples, congestion control, loss detection. False when the packet
+    /// acknowledges something never sent (forged or stale): the rest of it is ignored too.
+    pub(super) fn on_ack(&mut self, now: Instant, packet: &Packet<'_>) -> bool {
+        let h = packet.header;
+        if seq_diff(h.ack, self.send.seq) > 0 {
+            return false;
+        }
+        if self.send.update_peer_window(&h) && h.rwnd > 0 {
+            self.timers[Timer::Zwp as usize] = None;
+        }
+        let prior_inflight = self.send.inflight_bytes;
+        let mut newly = Delivery::default();
+        let advanced = seq_diff(h.ack, self.send.acked) > 0;
+        while seq_diff(h.ack, self.send.acked) > 0 {
+            let Some(p) = self.send.sent.pop_front() else {
+                break;
+            };
+            let seq = self.send.acked;
+            self.send.acked = self.send.acked.wrapping_add(1);
+            self.on_delivered(seq, &p, &mut newly);
+            self.send.buffered = self.send.buffered.saturating_sub(p.payload.len());
+        }
+        if h.has(flags::SACK) {
+            for (start, end) in packet.sacks().take(MAX_SACK_BLOCKS_PROCESSED) {
+                let ok = seq_diff(start, self.send.acked) >= 0
+                    && seq_diff(end, start) > 0
+                    && seq_diff(self.send.seq, end) >= 0;
+                if !ok {
+                    continue;
+                }
+                let from = start.wrapping_sub(self.send.acked) as usize;
+                let to = end.wrapping_sub(self.send.acked) as usize;
+                for i in from..to {
+                    let seq = self.send.acked.wrapping_add(i as u32);
+                    let Some(p) = self.send.sent.get_mut(i) else {
+                        break;
+                    };
+                    if p.state == SentState::Delivered {
+                        continue;
+                    }
+                    let snapshot = Sent {
+                        flags: p.flags,
+                        payload: Bytes::new(),
+                        sent_at: p.sent_at,
+                        retransmitted: p.retransmitted,
+                        state: p.state,
+                    };
+                    p.state = SentState::Delivered;
+                    let wire = p.wire_len();
+                    self.on_delivered_sacked(seq, &snapshot, wire, &mut newly);
+                }
+            }
+        }
+
+        if let Some(e) = self.send.end_seq {
+            if seq_diff(self.send.acked, e) > 0 {
+                self.send.end_acked = true; // cumulatively: everything before the END arrived too
+            }
+        }
+        if advanced {
+            self.send.rto_count = 0;
+            self.send.tlp_in_flight = false;
+        }
+        if newly.bytes > 0 || advanced {
+            if let Some((sample_at, _)) = newly.rtt_sample {
+                self.rtt
+                    .on_sample(now.saturating_duration_since(sample_at), now);
+            }
+            if newly.rack_updated {
+                if let Some((t, _)) = self.send.rack_xmit {
+                    self.send.rack_rtt = now.saturating_duration_since(t);
+                }
+            }
+            let limited = self.send.cwnd_limited || prior_inflight * 2 >= self.cc.window();
+            self.cc.on_ack(newly.bytes, self.send.acked, limited);
+            if self.send.buffered < self.cfg.send_buffer / 2 && self.send.write_blocked {
+                self.send.write_blocked = false;
+                self.writable_event = true;
+            }
+            if self.mtu.state == MtuState::Base {
+                self.mtu.state = MtuState::Search;
+            }
+            self.detect_loss(now);
+            self.rearm_after_ack(now);
+        }
+        true
+    }
+
     pub(super) fn send_new(
         &mut self,
         now: Instant,
@@ -17,37 +310,39 @@ impl Stream {
         dest: SocketAddr,
         buf: &mut Vec<u8>,
     ) -> Option<SocketAddr> {
-        let want_end = self.end_requested && self.end_seq.is_none();
-        if self.send_queued == 0 && !want_end {
+        let want_end = self.send.end_requested && self.send.end_seq.is_none();
+        if self.send.queued == 0 && !want_end {
             return None;
         }
         let mss = self.mtu.mss();
-        let len = self.send_queued.min(mss);
+        let len = self.send.queued.min(mss);
         let wire = (len + HEADER_SIZE) as u64;
-        if self.inflight_bytes > 0 && self.inflight_bytes + wire > self.cc.window() {
-            self.cwnd_limited = true;
+        if self.send.inflight_bytes > 0 && self.send.inflight_bytes + wire > self.cc.window() {
+            self.send.cwnd_limited = true;
             self.stats.cwnd_waits += 1;
             return None;
         }
-        if self.inflight_bytes > 0 && self.inflight_bytes + wire > u64::from(self.send_rwnd) {
+        if self.send.inflight_bytes > 0
+            && self.send.inflight_bytes + wire > u64::from(self.send.peer_rwnd)
+        {
             self.stats.rwnd_waits += 1;
             return None;
         }
-        if self.inflight_bytes == 0 && self.send_rwnd == 0 {
+        if self.send.inflight_bytes == 0 && self.send.peer_rwnd == 0 {
             if self.timers[Timer::Zwp as usize].is_none() {
                 self.timers[Timer::Zwp as usize] = Some(now + self.rtt.rto());
             }
             return None;
         }
-        self.cwnd_limited = false;
+        self.send.cwnd_limited = false;
         let (f, payload) = if len > 0 {
-            (flags::DATA, self.take_payload(len))
+            (flags::DATA, self.send.take_payload(len))
         } else {
             (flags::END, Bytes::new())
         };
-        let seq = self.seq;
+        let seq = self.send.seq;
         if f == flags::END {
-            self.end_seq = Some(seq);
+            self.send.end_seq = Some(seq);
         }
         let mut pad = 0u16;
         if len == mss {
@@ -61,11 +356,11 @@ impl Stream {
             }
         }
         let h = self.header(f, remote_id, pad as u8);
-        self.last_adv_rwnd = h.rwnd;
+        self.recv.last_adv_rwnd = h.rwnd;
         h.write(buf);
         buf.resize(buf.len() + usize::from(pad), 0);
         buf.extend_from_slice(&payload);
-        self.seq = self.seq.wrapping_add(1);
+        self.send.seq = self.send.seq.wrapping_add(1);
         let s = Sent {
             flags: f,
             payload,
@@ -73,41 +368,14 @@ impl Stream {
             retransmitted: false,
             state: SentState::InFlight,
         };
-        self.inflight_bytes += s.wire_len();
-        self.sent.push_back(s);
+        self.send.inflight_bytes += s.wire_len();
+        self.send.sent.push_back(s);
         self.stats.packets_sent += 1;
         self.on_packet_sent(now, HEADER_SIZE + usize::from(pad) + len);
-        if self.timers[Timer::Tlp as usize].is_none() && !self.tlp_in_flight {
+        if self.timers[Timer::Tlp as usize].is_none() && !self.send.tlp_in_flight {
             self.arm_tlp(now);
         }
         Some(dest)
-    }
-
-    /// Takes `len` queued bytes: a slice of the front chunk, or a copy across chunks.
-    pub(super) fn take_payload(&mut self, len: usize) -> Bytes {
-        self.send_queued = self.send_queued.saturating_sub(len);
-        if let Some(front) = self.send_queue.front_mut() {
-            if front.len() > len {
-                return front.split_to(len);
-            }
-            if front.len() == len {
-                return self.send_queue.pop_front().unwrap_or_default();
-            }
-        }
-        let mut out = BytesMut::with_capacity(len);
-        while out.len() < len {
-            let Some(front) = self.send_queue.front_mut() else {
-                break;
-            };
-            let want = len - out.len();
-            if front.len() > want {
-                out.extend_from_slice(&front.split_to(want));
-            } else {
-                out.extend_from_slice(front);
-                self.send_queue.pop_front();
-            }
-        }
-        out.freeze()
     }
 
     /// Re-sends `seq`; `lost` when it had been declared lost (else a TLP of an in-flight one).
@@ -119,8 +387,8 @@ impl Stream {
         buf: &mut Vec<u8>,
         lost: bool,
     ) -> bool {
-        let idx = seq.wrapping_sub(self.remote_acked) as usize;
-        let Some(p) = self.sent.get(idx) else {
+        let idx = seq.wrapping_sub(self.send.acked) as usize;
+        let Some(p) = self.send.sent.get(idx) else {
             return false;
         };
         if p.state == SentState::Delivered {
@@ -129,15 +397,15 @@ impl Stream {
         let (f, payload) = (p.flags, p.payload.clone());
         let mut h = self.header(f, remote_id, 0);
         h.seq = seq;
-        self.last_adv_rwnd = h.rwnd;
+        self.recv.last_adv_rwnd = h.rwnd;
         h.write(buf);
         buf.extend_from_slice(&payload);
-        if let Some(p) = self.sent.get_mut(idx) {
+        if let Some(p) = self.send.sent.get_mut(idx) {
             p.sent_at = now;
             p.retransmitted = true;
             if lost && p.state == SentState::Lost {
                 p.state = SentState::InFlight;
-                self.inflight_bytes += p.wire_len();
+                self.send.inflight_bytes += p.wire_len();
             }
         }
         self.stats.retransmits += 1;
@@ -171,7 +439,7 @@ impl Stream {
         newly: &mut Delivery,
     ) {
         if p.state == SentState::InFlight {
-            self.inflight_bytes = self.inflight_bytes.saturating_sub(wire);
+            self.send.inflight_bytes = self.send.inflight_bytes.saturating_sub(wire);
         }
         newly.bytes += wire;
         if !p.retransmitted {
@@ -180,26 +448,15 @@ impl Stream {
                 _ => newly.rtt_sample = Some((p.sent_at, seq)),
             }
         }
-        match self.rack_xmit {
+        match self.send.rack_xmit {
             Some((t, s)) if t > p.sent_at || (t == p.sent_at && seq_diff(s, seq) > 0) => {}
             _ => {
-                self.rack_xmit = Some((p.sent_at, seq));
+                self.send.rack_xmit = Some((p.sent_at, seq));
                 newly.rack_updated = true;
             }
         }
-        if let Some((probe_seq, size)) = self.mtu.probe {
-            if probe_seq == seq && p.retransmitted {
-                // Delivered, but maybe only as the unpadded retransmission: probe again.
-                self.mtu.probe = None;
-            } else if probe_seq == seq {
-                self.mtu.mtu = size;
-                self.mtu.probe = None;
-                self.mtu.failures = 0;
-                if self.mtu.next_probe().is_none() {
-                    self.mtu.state = MtuState::Complete;
-                }
-                self.cc.set_mss(self.mtu.mss() as u64);
-            }
+        if self.mtu.on_delivered(seq, p.retransmitted) {
+            self.cc.set_mss(self.mtu.mss() as u64);
         }
     }
 }
