@@ -232,13 +232,13 @@ pub(crate) const DEFAULT_BOOTSTRAP_LISTEN: &str = "127.0.0.1:49737";
 #[cfg(feature = "hub")]
 #[derive(Debug, Args)]
 pub(crate) struct HubArgs {
-    /// Address to listen on; port 0 picks a free port. Loopback by default: binding another
-    /// interface exposes an unauthenticated service.
+    /// Address to listen on; port 0 picks a free port. Loopback by default: another interface
+    /// needs --token (or --insecure-no-token).
     #[arg(long, default_value = ats_p2p_signal::hub::DEFAULT_LISTEN, env = "ATS_P2P_HUB_LISTEN")]
     pub(crate) listen: std::net::SocketAddr,
     /// SQLite database file [default: <data dir>/ats-p2p/hub.sqlite, e.g.
     /// ~/.local/share/ats-p2p/hub.sqlite on Linux].
-    #[arg(long, env = "ATS_P2P_HUB_DB")]
+    #[arg(long, env = "ATS_P2P_HUB_DB", value_parser = ats_p2p_signal::hub::parse_db_location)]
     pub(crate) db: Option<PathBuf>,
     /// Address of the HyperDHT bootstrap node started beside the hub (IPv4; port 0 picks a free
     /// port). Nodes use it with --bootstrap; npm `hyperdht` accepts it as a bootstrap too.
@@ -256,6 +256,8 @@ pub(crate) struct HubArgs {
     /// no origin and need none.
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     pub(crate) allow_origins: Vec<String>,
+    #[command(flatten)]
+    pub(crate) access: crate::cmd::hub::HubAccessArgs,
 }
 
 /// `ats-p2p relay`.

@@ -8,7 +8,7 @@
 //! 2. The sender checks the claim ([`SendPolicy`](crate::policy::SendPolicy)), opens its firewall
 //!    for exactly that key, and announces itself on the transfer's topic.
 //! 3. The receiver, which claimed the task after its own policy check
-//!    ([`ReceivePolicy`](crate::policy::ReceivePolicy)), looks the topic up, connects to the
+//!    ([`ReceivePolicy`]), looks the topic up, connects to the
 //!    sender's key only, and receives the file into a temporary file that is renamed into place
 //!    after the SHA-256 matched; then it ACKs and completes the task with the hash.
 //!
