@@ -6,7 +6,7 @@ use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use nix::sys::resource::{UsageWho, getrusage};
 use rand::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
@@ -14,20 +14,17 @@ use sha2::{Digest, Sha256};
 /// Buffer for generating and hashing files: large reads and writes, small memory.
 const FILE_BUF: usize = 1 << 20;
 
-/// Parses a size like `1GiB`, `256MiB`, `64KiB`, `1G`, `10M` or a plain byte count.
+/// Parses a size as the `ats-p2p` command line does (the `bytesize` crate): plain bytes or a
+/// number with a unit, `MB`/`GB` SI (powers of 1000), `MiB`/`GiB` binary (powers of 1024).
 pub fn parse_size(s: &str) -> anyhow::Result<u64> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().with_context(|| format!("bad size {s:?}"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" | "kb" => 1 << 10,
-        "m" | "mib" | "mb" => 1 << 20,
-        "g" | "gib" | "gb" => 1 << 30,
-        other => bail!("unknown size unit {other:?} in {s:?}"),
-    };
-    n.checked_mul(mult).context("size overflows u64")
+    let size: bytesize::ByteSize = s
+        .trim()
+        .parse()
+        .map_err(|e| anyhow::anyhow!("bad size {s:?}: {e}"))?;
+    if size.as_u64() == u64::MAX {
+        bail!("size {s:?} overflows u64");
+    }
+    Ok(size.as_u64())
 }
 
 /// Writes `size` pseudo-random bytes (seeded) to `path` and returns their SHA-256.
@@ -118,5 +115,20 @@ pub fn work_dir(dir: Option<&Path>) -> io::Result<(std::path::PathBuf, Option<te
             let tmp = tempfile::tempdir()?;
             Ok((tmp.path().to_path_buf(), Some(tmp)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_mean_what_the_cli_says() {
+        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_size("256MiB").unwrap(), 256 << 20);
+        assert_eq!(parse_size("10MB").unwrap(), 10_000_000);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("99999999999TiB").is_err());
     }
 }
