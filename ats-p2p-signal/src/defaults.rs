@@ -1,10 +1,13 @@
-//! The defaults of talking to ATS, in one place: the facade (`ats-p2p`, whose node defaults
-//! such as the actor id live in `ats_p2p::defaults`) and the CLI use these rather than copies.
+//! The defaults of talking to ATS, in one place: the facade (`ats_p2p::defaults`) and the CLI
+//! re-use these rather than keep copies.
 
 use std::time::Duration;
 
 /// The public ATS service, the default base URL of the `ats` CLI.
 pub const ATS_URL: &str = "https://ats.difflab.ai";
+
+/// The actor id an ats-p2p node uses when none is given.
+pub const ACTOR_ID: &str = "p2p-node";
 
 /// Organization used when only a project is given (ATS default).
 pub const ORG: &str = "default";
