@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use ats_p2p::defaults;
 use ats_p2p::policy::AllowEntry;
+use ats_p2p_signal::{AccessToken, TokenError};
 use clap::{Args, Parser, Subcommand};
 
 use crate::exit::EXIT_CODES_HELP;
@@ -104,6 +105,15 @@ pub(crate) struct SignalArgs {
     #[arg(long, env = "ATS_CHANNEL", default_value = defaults::CHANNEL, global = true,
           help_heading = SHARED_HEADING)]
     pub(crate) channel: String,
+    /// Bearer token of a hub started with `--token` (sent as `Authorization: Bearer`).
+    #[arg(long, env = "ATS_TOKEN", hide_env_values = true, global = true,
+          value_parser = parse_access_token, value_name = "TOKEN", help_heading = SHARED_HEADING)]
+    pub(crate) ats_token: Option<AccessToken>,
+}
+
+/// `--ats-token`: checked here so a malformed token is a usage error, not a failed request.
+fn parse_access_token(s: &str) -> Result<AccessToken, TokenError> {
+    AccessToken::new(s)
 }
 
 /// Where this node's key lives.

@@ -19,6 +19,7 @@ pub(crate) fn node_config(
 ) -> Result<NodeConfig, Failure> {
     let mut config = NodeConfig::new(common.signal.actor_id.clone());
     config.ats_url = common.signal.ats_url.clone();
+    config.ats_token = common.signal.ats_token.clone();
     config.allow = Allowlist::new(args.allow.clone());
     config.accept_changed_keys = args.accept_changed_keys;
     config.max_size = max_size;

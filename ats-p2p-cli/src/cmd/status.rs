@@ -16,11 +16,12 @@ const SEARCH_PAGE: u32 = 20;
 
 /// An ATS client for `args`.
 pub(crate) fn client(args: &SignalArgs) -> Result<Client, Failure> {
-    Client::new(ClientConfig::new(
-        args.ats_url.clone(),
-        Actor::agent(args.actor_id.clone()),
-    ))
-    .map_err(|e| Failure::signal(e, format!("cannot use ATS at {}", args.ats_url)))
+    let mut config = ClientConfig::new(args.ats_url.clone(), Actor::agent(args.actor_id.clone()));
+    if let Some(token) = &args.ats_token {
+        config = config.with_token(token.clone());
+    }
+    Client::new(config)
+        .map_err(|e| Failure::signal(e, format!("cannot use ATS at {}", args.ats_url)))
 }
 
 /// Finds the offer task of a transfer id on the channel (the newest, should there be several).

@@ -212,6 +212,17 @@ pub(crate) fn start_hub_on(
     bootstrap_listen: &str,
     deadline: Instant,
 ) -> HubProc {
+    start_hub_with(dir, listen, bootstrap_listen, &[], deadline)
+}
+
+/// [`start_hub_on`] with `extra` hub options.
+pub(crate) fn start_hub_with(
+    dir: &Path,
+    listen: &str,
+    bootstrap_listen: &str,
+    extra: &[&str],
+    deadline: Instant,
+) -> HubProc {
     let mut cmd = ats_p2p(dir);
     cmd.args([
         "hub",
@@ -220,6 +231,7 @@ pub(crate) fn start_hub_on(
         "--bootstrap-listen",
         bootstrap_listen,
     ])
+    .args(extra)
     .args(["--json", "--db"])
     .arg(dir.join("hub.sqlite"));
     let mut proc = Proc::spawn("hub", cmd);

@@ -13,7 +13,7 @@ use rand::RngCore as _;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
-use super::{HubProc, Proc, ats_p2p, start_hub};
+use super::{HubProc, Proc, ats_p2p, start_hub_with};
 
 /// Bound on each test (each runs its own hub and nodes).
 pub(crate) const TEST_TIMEOUT: Duration = Duration::from_secs(45);
@@ -33,9 +33,14 @@ impl Net {
 
     /// [`start`](Self::start) with a test bound of `timeout`.
     pub(crate) fn start_with(timeout: Duration) -> Self {
+        Self::start_hub_args(timeout, &[])
+    }
+
+    /// [`start`](Self::start) with `extra` options for the hub.
+    pub(crate) fn start_hub_args(timeout: Duration, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let deadline = Instant::now() + timeout;
-        let hub = start_hub(dir.path(), deadline);
+        let hub = start_hub_with(dir.path(), "127.0.0.1:0", "127.0.0.1:0", extra, deadline);
         Self {
             dir,
             hub,

@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use ats_p2p_signal::{Actor, Client, ClientConfig, TaskId};
+use ats_p2p_signal::{AccessToken, Actor, Client, ClientConfig, TaskId};
 use ats_p2p_swarm::PublicKey;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -71,6 +71,8 @@ pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
 pub struct NodeConfig {
     /// Base URL of the ATS server (or our hub).
     pub ats_url: String,
+    /// Bearer token for an ATS server that asks for one (a hub started with `--token`).
+    pub ats_token: Option<AccessToken>,
     /// This agent's ATS actor id.
     pub actor_id: String,
     /// Who may send to us and whom we send to (empty: anyone, by remembered key).
@@ -112,6 +114,7 @@ impl NodeConfig {
             });
         Self {
             ats_url: DEFAULT_ATS_URL.to_owned(),
+            ats_token: None,
             actor_id: actor_id.into(),
             allow: Allowlist::default(),
             accept_changed_keys: false,
@@ -202,11 +205,14 @@ impl Node {
             Some(path) => KnownKeys::load(path.clone()).map_err(NodeError::KnownKeys)?,
             None => KnownKeys::in_memory(),
         };
-        let client = Client::new(ClientConfig::new(
+        let mut client_config = ClientConfig::new(
             config.ats_url.clone(),
             Actor::agent(config.actor_id.clone()),
-        ))
-        .map_err(NodeError::Signal)?;
+        );
+        if let Some(token) = &config.ats_token {
+            client_config = client_config.with_token(token.clone());
+        }
+        let client = Client::new(client_config).map_err(NodeError::Signal)?;
         let given: Vec<String> = if config.bootstrap.is_empty() {
             PUBLIC_BOOTSTRAP.iter().map(|s| (*s).to_owned()).collect()
         } else {
