@@ -495,7 +495,7 @@ pub enum NodeError {
     },
     /// Binding the DHT node or listening failed.
     #[error("cannot start the swarm")]
-    Swarm(#[source] ats_p2p_swarm::hyperdht::ConnectError),
+    Swarm(#[source] ats_p2p_swarm::swarm::SwarmError),
     /// The DHT did not answer in time (bootstrap nodes unreachable).
     #[error("the DHT bootstrap nodes {bootstrap:?} did not answer within {waited:?}")]
     StartTimeout {
@@ -599,7 +599,7 @@ pub enum SendError {
     KnownKeys(#[source] KnownKeysError),
     /// Announcing on the transfer's topic failed.
     #[error("cannot announce on the swarm")]
-    Swarm(#[source] NodeError),
+    Swarm(#[source] ats_p2p_swarm::swarm::SwarmError),
     /// The transfer over the swarm failed.
     #[error("transfer failed")]
     Stream(#[source] StreamSendError),
