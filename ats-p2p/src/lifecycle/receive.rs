@@ -13,9 +13,11 @@ use ats_p2p_swarm::PublicKey;
 use serde_json::{Value, json};
 
 use super::{earliest, first_accept};
-use crate::error::{ReceiveError, StreamReceiveError, reason_chain};
+use crate::error::reason_chain;
 use crate::events::{ConnectionPath, Direction, Event};
 use crate::names::sanitize_file_name;
+use crate::node::ReceiveError;
+use crate::transfer::StreamReceiveError;
 use ats_p2p_swarm::swarm::NoConnection;
 
 use crate::node::ReceiveReport;
@@ -339,22 +341,22 @@ impl ReceiveLifecycle {
             Ok(r) => r,
             Err(e) => return self.end(Err(ReceiveError::Stream(e))),
         };
-        let duration_ms = crate::node::millis(now.saturating_duration_since(*started));
-        let file_hash = received.hash.to_hex();
+        let duration = now.saturating_duration_since(*started);
+        let duration_ms = crate::node::millis(duration);
         let outputs = vec![json!({
-            "sha256": file_hash,
+            "sha256": received.hash.to_hex(),
             "bytes": received.size,
             "duration_ms": duration_ms,
             "path": path.path,
             "relay": path.relay,
         })];
         let report = ReceiveReport {
-            transfer_id: self.offer.transfer_id.to_string(),
-            task_id: self.task.to_string(),
+            transfer_id: self.offer.transfer_id,
+            task_id: self.task,
             file_path: received.path,
-            file_hash,
+            file_hash: received.hash,
             bytes: received.size,
-            duration_ms,
+            duration,
             path: path.clone(),
         };
         self.actions.push_back(ReceiveAction::Complete {
@@ -415,9 +417,9 @@ impl ReceiveLifecycle {
                     transfer_id,
                     direction: Direction::Receive,
                     file_path: report.file_path.display().to_string(),
-                    file_hash: report.file_hash.clone(),
+                    file_hash: report.file_hash.to_hex(),
                     bytes: report.bytes,
-                    duration_ms: report.duration_ms,
+                    duration_ms: crate::node::millis(report.duration),
                     path: report.path.clone(),
                 })),
             Err(e) => {
@@ -576,7 +578,7 @@ mod tests {
         assert_eq!(outputs[0]["duration_ms"], 250);
         assert_eq!(outputs[0]["path"], "loopback");
         let report = m.poll_outcome().unwrap().unwrap();
-        assert_eq!(report.task_id, "3");
+        assert_eq!(report.task_id, TASK);
         assert_eq!(m.poll_timeout(), None, "no lease renewal after the end");
     }
 

@@ -9,10 +9,12 @@ use ats_p2p_signal::{
     AcceptMessage, EventKind, FileOffer, Message, SignalError, Task, TaskEvent, TaskId, TaskStatus,
 };
 use ats_p2p_swarm::PublicKey;
+use ats_p2p_wire::FileHash;
 
 use super::{accept_from, first_accept};
-use crate::error::{SendError, reason_chain};
+use crate::error::reason_chain;
 use crate::events::{ConnectionPath, Direction, Event};
+use crate::node::SendError;
 use crate::node::SendReport;
 use crate::policy::{ClaimRejection, PeerApproval};
 use crate::topic::transfer_topic;
@@ -353,12 +355,12 @@ impl SendLifecycle {
             Err(e) => return self.fail(e, now),
         };
         let report = SendReport {
-            transfer_id: self.offer.transfer_id.to_string(),
-            task_id: self.task.map(|t| t.to_string()).unwrap_or_default(),
+            transfer_id: self.offer.transfer_id,
+            task_id: self.task.unwrap_or_default(),
             file_name: self.offer.filename.clone(),
-            file_hash: hex::encode(self.offer.sha256),
+            file_hash: FileHash(self.offer.sha256),
             bytes,
-            duration_ms: crate::node::millis(now.saturating_duration_since(*started)),
+            duration: now.saturating_duration_since(*started),
             path: path.clone(),
         };
         // Trust on first use only now: the peer proved it holds the key (Noise) and stored the
@@ -366,12 +368,12 @@ impl SendLifecycle {
         self.actions.push_back(SendAction::RememberKey(*approval));
         self.actions
             .push_back(SendAction::Emit(Event::TransferComplete {
-                transfer_id: report.transfer_id.clone(),
+                transfer_id: report.transfer_id.to_string(),
                 direction: Direction::Send,
                 file_path: self.file_path.clone(),
-                file_hash: report.file_hash.clone(),
+                file_hash: report.file_hash.to_hex(),
                 bytes: report.bytes,
-                duration_ms: report.duration_ms,
+                duration_ms: crate::node::millis(report.duration),
                 path: report.path.clone(),
             }));
         self.state = State::Done;
@@ -618,8 +620,8 @@ mod tests {
         );
         let report = m.poll_outcome().unwrap().unwrap();
         assert_eq!(report.bytes, 10);
-        assert_eq!(report.duration_ms, 1500);
-        assert_eq!(report.task_id, "7");
+        assert_eq!(report.duration, Duration::from_millis(1500));
+        assert_eq!(report.task_id, TASK);
         assert!(m.poll_timeout().is_none());
     }
 
@@ -781,9 +783,9 @@ mod tests {
     fn a_stream_failure_leaves_the_receiver_a_grace_to_report() {
         let now = Instant::now();
         let mut m = streaming(now);
-        let broken = SendError::Stream(crate::error::StreamSendError::Io(std::io::Error::other(
-            "reset",
-        )));
+        let broken = SendError::Stream(crate::transfer::StreamSendError::Io(
+            std::io::Error::other("reset"),
+        ));
         m.handle_outcome(Err(broken), now);
         assert!(drain(&mut m).is_empty());
         assert_eq!(m.poll_timeout(), Some(now + RECEIVER_REPORT_GRACE));
@@ -800,7 +802,7 @@ mod tests {
         let mut m = streaming(now);
         let refused = SendError::FileChanged {
             path: "f".into(),
-            source: crate::error::StreamSendError::Io(std::io::Error::other("nack")),
+            source: crate::transfer::StreamSendError::Io(std::io::Error::other("nack")),
         };
         m.handle_outcome(Err(refused), now);
         assert!(drain(&mut m).is_empty());
@@ -820,9 +822,9 @@ mod tests {
         let mut m = streaming(now);
         m.handle_task_event(&closed(TaskStatus::Failed, Some("disk full")), now);
         assert!(drain(&mut m).is_empty(), "the stream decides");
-        let broken = SendError::Stream(crate::error::StreamSendError::Io(std::io::Error::other(
-            "reset",
-        )));
+        let broken = SendError::Stream(crate::transfer::StreamSendError::Io(
+            std::io::Error::other("reset"),
+        ));
         m.handle_outcome(Err(broken), now);
         assert_eq!(names(&drain(&mut m)), ["emit:transfer_failed"]);
     }
@@ -855,9 +857,9 @@ mod tests {
         assert!(matches!(failure(&mut m), SendError::Cancelled));
         // In the grace: cancel now rather than wait.
         let mut m = streaming(now);
-        let broken = SendError::Stream(crate::error::StreamSendError::Io(std::io::Error::other(
-            "reset",
-        )));
+        let broken = SendError::Stream(crate::transfer::StreamSendError::Io(
+            std::io::Error::other("reset"),
+        ));
         m.handle_outcome(Err(broken), now);
         m.handle_cancel(now);
         assert_eq!(names(&drain(&mut m)), ["cancel", "emit:transfer_failed"]);

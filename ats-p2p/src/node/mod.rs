@@ -15,6 +15,7 @@
 //! Every failure ends the task on ATS with a reason: the sender cancels an offer nobody took,
 //! the receiver rejects an offer its policy refuses and fails a transfer that broke.
 
+mod error;
 mod receive;
 mod send;
 
@@ -32,12 +33,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
-use crate::error::NodeError;
 use crate::events::Event;
 use crate::identity::KeySource;
 use crate::policy::{Allowlist, KnownKeys, PeerPolicy, ReceivePolicy, validate_actor_id};
 use crate::transfer::ProgressRule;
 
+pub use error::{NodeError, ReceiveError, SendError};
 pub use receive::{Inbox, Incoming, PendingOffer, ReceiveReport};
 pub use send::SendReport;
 
@@ -288,7 +289,7 @@ impl Node {
         recipient: &str,
         channel: &str,
         on_event: impl FnMut(&Event) + Send,
-    ) -> Result<SendReport, crate::error::SendError> {
+    ) -> Result<SendReport, SendError> {
         let send = send::send(&self.shared, path.as_ref(), recipient, channel, on_event);
         self.shared.tracker.track_future(send).await
     }

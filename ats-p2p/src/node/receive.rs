@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ats_p2p_signal::offer::OFFER_TASK_TYPE;
 use ats_p2p_signal::{
@@ -22,13 +22,15 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant as Deadline;
 use tracing::debug;
 
+use super::ReceiveError;
 use super::send::remember_key;
 use super::{MAX_QUEUED_RECEIVES, ProgressThrottle, Shared, locked};
-use crate::error::{ReceiveError, StreamReceiveError, reason_chain};
+use crate::error::reason_chain;
 use crate::events::{ConnectionPath, Direction, Event, FailureKind};
 use crate::lifecycle::{ReceiveAction, ReceiveLifecycle, Turn};
 use crate::policy::{OfferFacts, PeerApproval, ReceiveRejection};
 use crate::save::{STALE_TEMP_AGE, available_space, remove_stale_temp_files};
+use crate::transfer::StreamReceiveError;
 use crate::transfer::{Received, receive_stream_with};
 use ats_p2p_swarm::swarm::NoConnection;
 
@@ -73,18 +75,18 @@ impl Drop for Inbox {
 /// A file received and verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceiveReport {
-    /// The transfer id (32 hex).
-    pub transfer_id: String,
+    /// The transfer id.
+    pub transfer_id: TransferId,
     /// The ATS task of the offer.
-    pub task_id: String,
+    pub task_id: TaskId,
     /// Where the file is (a free name in the save directory).
     pub file_path: PathBuf,
-    /// Its SHA-256, 64 hex (equal to the offer's).
-    pub file_hash: String,
+    /// Its SHA-256 (equal to the offer's).
+    pub file_hash: FileHash,
     /// Its size.
     pub bytes: u64,
-    /// From the connection to the verified file, in milliseconds.
-    pub duration_ms: u64,
+    /// From the connection to the verified file.
+    pub duration: Duration,
     /// How the connection reached the sender.
     pub path: ConnectionPath,
 }

@@ -5,40 +5,42 @@ use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ats_p2p_signal::offer::OFFER_TASK_TYPE;
-use ats_p2p_signal::{FileOffer, TransferId, WatchConfig};
+use ats_p2p_signal::{FileOffer, TaskId, TransferId, WatchConfig};
 use ats_p2p_wire::{FileHash, Meta, SenderConfig, TransferError};
 use futures::StreamExt;
 use tokio::time::Instant as Deadline;
 use tracing::debug;
 
+use super::SendError;
 use super::{ProgressThrottle, Shared, locked};
-use crate::error::{KnownKeysError, SendError, StreamSendError};
 use crate::events::{ConnectionPath, Direction, Event};
 use crate::hashing::sha256_file_async;
 use crate::lifecycle::{ClaimToJudge, SendAction, SendLifecycle};
 use crate::names::sanitize_file_name;
+use crate::policy::KnownKeysError;
 use crate::policy::{ClaimFacts, ClaimRejection, KeyUpdate, PeerApproval, validate_actor_id};
+use crate::transfer::StreamSendError;
 use crate::transfer::send_stream_with;
 use ats_p2p_swarm::swarm::{ExpectedConnection, JoinMode};
 
 /// A file delivered: the receiver verified it and ACKed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendReport {
-    /// The transfer id (32 hex).
-    pub transfer_id: String,
+    /// The transfer id.
+    pub transfer_id: TransferId,
     /// The ATS task that carried the offer.
-    pub task_id: String,
+    pub task_id: TaskId,
     /// The name offered.
     pub file_name: String,
-    /// SHA-256 of the file, 64 hex.
-    pub file_hash: String,
+    /// SHA-256 of the file.
+    pub file_hash: FileHash,
     /// Bytes sent.
     pub bytes: u64,
-    /// From the connection to the ACK, in milliseconds.
-    pub duration_ms: u64,
+    /// From the connection to the ACK.
+    pub duration: Duration,
     /// How the connection reached the receiver.
     pub path: ConnectionPath,
 }
