@@ -50,8 +50,16 @@ pub(crate) enum SendAction {
     Stream,
     /// Remember the receiver's key (trust on first use: it proved the key and stored the file).
     RememberKey(PeerApproval),
-    /// Cancel the task on ATS (it ended on our side without an answer from the receiver).
+    /// Cancel the task on ATS (the offer is withdrawn before any byte flowed).
     Cancel(TaskId),
+    /// Fail the task on ATS with `reason` (the receiver stayed silent after bytes flowed);
+    /// cancel it if that is refused.
+    Fail {
+        /// The task.
+        task: TaskId,
+        /// What the sender saw.
+        reason: String,
+    },
     /// Report an event.
     Emit(Event),
 }
@@ -384,12 +392,7 @@ impl SendLifecycle {
     pub(crate) fn handle_cancel(&mut self, now: Instant) {
         match &self.state {
             State::Done => {}
-            State::Grace { .. } => {
-                if let Some(task) = self.task {
-                    self.actions.push_back(SendAction::Cancel(task));
-                }
-                self.finish_failure();
-            }
+            State::Grace { .. } => self.end_silent_receive(),
             State::Creating => {
                 self.state = State::Done;
                 self.outcome = Some(Err(SendError::Cancelled));
@@ -407,19 +410,15 @@ impl SendLifecycle {
             State::Listening { deadline, .. } if now >= *deadline => {
                 self.fail(SendError::NoConnection(self.timeout), now);
             }
-            State::Grace { until, .. } if now >= *until => {
-                if let Some(task) = self.task {
-                    self.actions.push_back(SendAction::Cancel(task));
-                }
-                self.finish_failure();
-            }
+            State::Grace { until, .. } if now >= *until => self.end_silent_receive(),
             _ => {}
         }
     }
 
     /// Ends the transfer with `error`: ATS must show how every transfer ended. Once bytes
     /// flowed, the receiver holds the claim and fails the task with its own reason, so the
-    /// sender waits [`RECEIVER_REPORT_GRACE`] for that before cancelling.
+    /// sender waits [`RECEIVER_REPORT_GRACE`] for that before failing it with what it saw;
+    /// before any byte flowed, the offer is withdrawn (cancelled).
     fn fail(&mut self, error: SendError, now: Instant) {
         if let State::Listening { .. } = self.state {
             self.actions.push_back(SendAction::StopListening {
@@ -440,6 +439,19 @@ impl SendLifecycle {
             }
             self.finish_failure();
         }
+    }
+
+    /// The receiver did not report how the transfer ended (it was killed, or lost ATS): the
+    /// sender fails the task with what it saw.
+    fn end_silent_receive(&mut self) {
+        if let (Some(task), State::Grace { error, .. }) = (self.task, &self.state) {
+            let reason = format!(
+                "the receiver did not report how the transfer ended; the sender saw: {}",
+                reason_chain(error)
+            );
+            self.actions.push_back(SendAction::Fail { task, reason });
+        }
+        self.finish_failure();
     }
 
     /// Reports the failure held in [`State::Grace`] and ends.
@@ -560,6 +572,7 @@ mod tests {
                 SendAction::Stream => "stream".into(),
                 SendAction::RememberKey(_) => "remember".into(),
                 SendAction::Cancel(_) => "cancel".into(),
+                SendAction::Fail { .. } => "fail".into(),
             })
             .collect()
     }
@@ -797,7 +810,7 @@ mod tests {
     }
 
     #[test]
-    fn without_the_receivers_report_the_task_is_cancelled_after_the_grace() {
+    fn without_the_receivers_report_the_sender_fails_the_task_after_the_grace() {
         let now = Instant::now();
         let mut m = streaming(now);
         let refused = SendError::FileChanged {
@@ -807,7 +820,15 @@ mod tests {
         m.handle_outcome(Err(refused), now);
         assert!(drain(&mut m).is_empty());
         m.handle_timeout(now + RECEIVER_REPORT_GRACE);
-        assert_eq!(names(&drain(&mut m)), ["cancel", "emit:transfer_failed"]);
+        let actions = drain(&mut m);
+        assert_eq!(names(&actions), ["fail", "emit:transfer_failed"]);
+        let SendAction::Fail { reason, .. } = &actions[0] else {
+            unreachable!()
+        };
+        assert!(
+            reason.starts_with("the receiver did not report"),
+            "{reason}"
+        );
         assert!(matches!(failure(&mut m), SendError::FileChanged { .. }));
         // Late events change nothing.
         m.handle_task_event(&closed(TaskStatus::Failed, None), now);
@@ -855,14 +876,14 @@ mod tests {
         m.handle_cancel(now);
         assert_eq!(names(&drain(&mut m)), ["cancel", "emit:transfer_failed"]);
         assert!(matches!(failure(&mut m), SendError::Cancelled));
-        // In the grace: cancel now rather than wait.
+        // In the grace: end the task now rather than wait.
         let mut m = streaming(now);
         let broken = SendError::Stream(crate::transfer::StreamSendError::Io(
             std::io::Error::other("reset"),
         ));
         m.handle_outcome(Err(broken), now);
         m.handle_cancel(now);
-        assert_eq!(names(&drain(&mut m)), ["cancel", "emit:transfer_failed"]);
+        assert_eq!(names(&drain(&mut m)), ["fail", "emit:transfer_failed"]);
         assert!(matches!(failure(&mut m), SendError::Stream(_)));
         // Done: nothing more.
         m.handle_cancel(now);

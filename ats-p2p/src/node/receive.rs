@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 
 use ats_p2p_signal::offer::OFFER_TASK_TYPE;
 use ats_p2p_signal::{
-    FileOffer, Part, Task, TaskEvent, TaskId, TaskStatus, TransferId, WatchConfig,
+    FileOffer, Part, SignalError, Task, TaskEvent, TaskId, TaskStatus, TransferId, WatchConfig,
 };
 use ats_p2p_swarm::PublicKey;
 use ats_p2p_swarm::hyperdht::Connection;
 use ats_p2p_wire::{FileHash, Meta, ReceiverConfig};
 use futures::{Stream, StreamExt};
+use serde_json::Value;
 use tokio::sync::{OwnedMutexGuard, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant as Deadline;
@@ -688,7 +689,7 @@ impl Job {
                 });
             }
             ReceiveAction::Complete { task, outputs } => {
-                if let Err(e) = client.complete(task, outputs).await {
+                if let Err(e) = self.complete_task(task, outputs).await {
                     // The file is stored and verified; only the bookkeeping failed.
                     self.emit(Event::Error {
                         transfer_id: Some(self.offer.transfer_id.to_string()),
@@ -717,6 +718,34 @@ impl Job {
             }
             ReceiveAction::Emit(event) => self.emit(event),
             ReceiveAction::WaitTurn | ReceiveAction::Connect { .. } | ReceiveAction::Receive => {}
+        }
+    }
+
+    /// Records the verified file on ATS: the task completed with `outputs`. The file is
+    /// stored already, so a hub that is restarting or briefly unreachable is waited for (up to
+    /// the node's timeout, the claim's lease still renewed) rather than leaving the task open.
+    async fn complete_task(&self, task: TaskId, outputs: Vec<Value>) -> Result<(), SignalError> {
+        let lease = self.shared.config.timeout;
+        let give_up = Deadline::now() + lease;
+        let mut renewed = Deadline::now();
+        loop {
+            let Err(e) = self.shared.client.complete(task, outputs.clone()).await else {
+                return Ok(());
+            };
+            if !e.is_transient() || Deadline::now() + COMPLETE_RETRY_PAUSE >= give_up {
+                return Err(e);
+            }
+            debug!(task, error = %e, "completing the task failed; retrying");
+            if renewed.elapsed() >= lease / 3 {
+                renewed = Deadline::now();
+                if let Err(e) = self.shared.client.renew_claim(task, lease).await {
+                    debug!(task, error = %e, "lease renewal failed");
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(COMPLETE_RETRY_PAUSE) => {}
+                () = self.shared.shutdown.cancelled() => return Err(e),
+            }
         }
     }
 
@@ -773,6 +802,9 @@ impl Job {
         Step::Received(received)
     }
 }
+
+/// Pause between attempts to complete the task of a stored file while ATS is unreachable.
+const COMPLETE_RETRY_PAUSE: Duration = Duration::from_millis(500);
 
 /// What one of a receive's long waits came to.
 enum Step {

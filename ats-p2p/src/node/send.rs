@@ -251,6 +251,17 @@ impl<'a, F: FnMut(&Event) + Send> SendShell<'a, F> {
                     });
                 }
             }
+            SendAction::Fail { task, reason } => {
+                match shared.client.fail(task, Some(&reason)).await {
+                    Ok(_) => {}
+                    Err(e) => {
+                        debug!(task, error = %e, "cannot fail the task after a failed send");
+                        if let Err(e) = shared.client.cancel(task).await {
+                            debug!(task, error = %e, "cannot cancel the task either");
+                        }
+                    }
+                }
+            }
             SendAction::Cancel(id) => {
                 if let Err(e) = shared.client.cancel(id).await {
                     debug!(task = id, error = %e, "cannot cancel the task after a failed send");
