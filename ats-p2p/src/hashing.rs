@@ -11,8 +11,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use sha2::{Digest, Sha256};
 
-use crate::error::HashError;
-
 /// Size of the read buffer: large enough for sequential-read throughput, small enough to sit on
 /// any thread; allocated once per call.
 pub const HASH_BUF_SIZE: usize = 64 * 1024;
@@ -113,6 +111,40 @@ impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Relaxed);
     }
+}
+
+/// Hashing a file failed ([`crate::hashing`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HashError {
+    /// The file could not be opened or its size read.
+    #[error("cannot open {path}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The path is not a regular file.
+    #[error("{path} is not a regular file")]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+    },
+    /// Reading failed part way.
+    #[error("cannot read {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The hash was cancelled before it finished.
+    #[error("hashing was cancelled")]
+    Cancelled,
+    /// The blocking task running the hash panicked or was cancelled.
+    #[error("the hashing task did not finish")]
+    Task(#[source] tokio::task::JoinError),
 }
 
 #[cfg(test)]

@@ -16,9 +16,8 @@ use blake2::digest::consts::U16;
 use blake2::{Blake2b, Digest};
 use zeroize::Zeroizing;
 
-use crate::error::IdentityError;
 use crate::fsutil;
-use crate::policy::validate_actor_id;
+use crate::policy::{ActorIdError, validate_actor_id};
 
 /// Extension of key files.
 pub const KEY_FILE_EXTENSION: &str = "key";
@@ -227,6 +226,58 @@ fn write_new_key_file(dir: &Path, path: &Path, kp: &KeyPair) -> io::Result<()> {
         let _ = fs::remove_file(&temp);
     }
     result
+}
+
+/// Loading or creating a node's persistent key failed ([`crate::identity`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdentityError {
+    /// The platform has no user configuration directory (and no root was given).
+    #[error("no user configuration directory; pass an explicit key directory")]
+    NoConfigDir,
+    /// The actor id cannot name a key.
+    #[error("invalid actor id for a key file")]
+    ActorId(#[source] ActorIdError),
+    /// The key directory could not be created.
+    #[error("cannot create key directory {path}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The key file exists but could not be read.
+    #[error("cannot read key file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The key file could not be written.
+    #[error("cannot write key file {path}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The key file does not hold a 64-character hex seed.
+    #[error(
+        "key file {path} is malformed (expected 64 hex characters); move it away to make a new key"
+    )]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The key file can be read or written by other users.
+    #[error("key file {path} has mode {mode:o}, readable by others; run `chmod 600` on it")]
+    InsecurePermissions {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
 }
 
 #[cfg(test)]

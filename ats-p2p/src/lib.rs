@@ -126,6 +126,7 @@ pub mod events;
 mod fsutil;
 pub mod hashing;
 pub mod identity;
+mod lifecycle;
 pub mod names;
 pub mod node;
 pub mod policy;

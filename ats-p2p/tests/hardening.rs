@@ -333,11 +333,7 @@ async fn the_same_actor_id_claiming_twice_gets_one_transfer() {
             [None, Some("accepted_elsewhere".to_owned())],
             "{end1:?} {end2:?}"
         );
-        let task = a
-            .client()
-            .get_task(report.task_id.parse().unwrap())
-            .await
-            .unwrap();
+        let task = a.client().get_task(report.task_id).await.unwrap();
         assert_eq!(task.status, TaskStatus::Completed, "{task:?}");
         // One file, in one of the two directories; no temporary file anywhere.
         let mut files = listing(&save1);

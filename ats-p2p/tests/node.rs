@@ -138,7 +138,7 @@ async fn a_file_moves_and_the_task_records_the_hash() {
             terminal_events(&mut inbox, 1),
         );
         let report = sent.unwrap();
-        assert_eq!(report.file_hash, sha256_hex(&src));
+        assert_eq!(report.file_hash.to_hex(), sha256_hex(&src));
         assert_eq!(report.bytes, 3 * 1024 * 1024 + 17);
 
         let names: Vec<&str> = sender_events.iter().map(Event::name).collect();
@@ -148,7 +148,7 @@ async fn a_file_moves_and_the_task_records_the_hash() {
         assert!(
             sender_events
                 .iter()
-                .all(|e| e.transfer_id() == Some(report.transfer_id.as_str()))
+                .all(|e| e.transfer_id() == Some(report.transfer_id.to_string().as_str()))
         );
 
         let names: Vec<&str> = received.iter().map(Event::name).collect();
@@ -163,18 +163,17 @@ async fn a_file_moves_and_the_task_records_the_hash() {
             panic!("receiver did not complete: {received:?}");
         };
         assert_eq!(*direction, Direction::Receive);
-        assert_eq!(file_hash, &report.file_hash);
-        assert_eq!(sha256_hex(Path::new(file_path)), report.file_hash);
+        assert_eq!(file_hash, &report.file_hash.to_hex());
+        assert_eq!(sha256_hex(Path::new(file_path)), report.file_hash.to_hex());
         assert_eq!(listing(&save), ["data.bin"], "no temp file left beside it");
 
-        let task = b
-            .client()
-            .get_task(report.task_id.parse().unwrap())
-            .await
-            .unwrap();
+        let task = b.client().get_task(report.task_id).await.unwrap();
         assert_eq!(task.status, TaskStatus::Completed);
         assert_eq!(task.assignee_id.as_deref(), Some("agent-b"));
-        assert_eq!(task.outputs[0]["sha256"], report.file_hash.as_str());
+        assert_eq!(
+            task.outputs[0]["sha256"],
+            report.file_hash.to_hex().as_str()
+        );
         assert_eq!(task.outputs[0]["bytes"], report.bytes);
         assert!(task.payload["sender_key"] == a.public_key().to_hex());
 
@@ -320,7 +319,7 @@ async fn concurrent_transfers_both_ways_between_the_same_pair() {
             terminal_events(&mut b_inbox, 2),
         );
         for (r, f) in [(r1, &f1), (r2, &f2), (r3, &f3)] {
-            assert_eq!(r.unwrap().file_hash, sha256_hex(f));
+            assert_eq!(r.unwrap().file_hash.to_hex(), sha256_hex(f));
         }
         assert!(
             ea.iter().chain(&eb).all(|e| e.name() != "transfer_failed"),
@@ -458,7 +457,10 @@ async fn a_transfer_survives_a_hub_restart_while_the_offer_waits() {
                 Some("transfer_complete"),
                 "{events:?}"
             );
-            assert_eq!(sha256_hex(&save.join("survivor.bin")), report.file_hash);
+            assert_eq!(
+                sha256_hex(&save.join("survivor.bin")),
+                report.file_hash.to_hex()
+            );
             hub
         };
 
@@ -486,7 +488,11 @@ async fn nodes_bound_to_all_interfaces_meet_through_a_loopback_bootstrap() {
             a.send(&src, "agent-b", CHANNEL, |_| {}),
             terminal_events(&mut inbox, 1)
         );
-        assert_eq!(sent.unwrap().file_hash, sha256_hex(&src), "{events:?}");
+        assert_eq!(
+            sent.unwrap().file_hash.to_hex(),
+            sha256_hex(&src),
+            "{events:?}"
+        );
         drop(inbox);
         lab.finish([a, b]).await;
     })

@@ -286,11 +286,7 @@ async fn transfer(
     let Ok(out) = out.into_inner() else {
         return Err(anyhow!("output lock poisoned").into());
     };
-    match a
-        .client()
-        .get_task(report.task_id.parse().unwrap_or_default())
-        .await
-    {
+    match a.client().get_task(report.task_id).await {
         Ok(task) => step(
             out,
             &format!(
@@ -299,7 +295,7 @@ async fn transfer(
                 task.status.as_str(),
                 serde_json::Value::from(task.outputs.clone())
             ),
-            json!({"event": "task_status", "transfer_id": report.transfer_id, "task_id": task.id,
+            json!({"event": "task_status", "transfer_id": report.transfer_id.to_string(), "task_id": task.id,
                    "state": task.status.as_str(), "outputs": task.outputs}),
         ),
         Err(e) => out.warn(&format!("cannot read task {}: {e}", report.task_id)),
@@ -319,7 +315,7 @@ async fn transfer(
         } else {
             format!("MISMATCH: {} has SHA-256 {saved_hash}", saved.display())
         },
-        json!({"event": "demo_complete", "transfer_id": report.transfer_id, "verified": verified,
+        json!({"event": "demo_complete", "transfer_id": report.transfer_id.to_string(), "verified": verified,
                "saved_path": saved.display().to_string(), "file_hash": saved_hash,
                "source_hash": source_hash}),
     );

@@ -11,6 +11,14 @@
 //! larger key is the expected initiator; both ends decide the same way), else the newer one;
 //! the loser is closed ("duplicate connection"). Topic clients skip keys that already have a
 //! connection or a dial in flight. An optional allowlist of keys is the server's key firewall.
+//!
+//! Beside these, [`Swarm::expect`] and [`Swarm::connect_on_topic`] give an application
+//! connections of their own, outside the duplicate rule, when it runs several exchanges with one
+//! peer at once (see [`dedicated`]).
+
+pub mod dedicated;
+
+pub use dedicated::{ExpectedConnection, NoConnection};
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -132,6 +140,10 @@ struct State {
 struct Inner {
     dht: Arc<HyperDht>,
     key_pair: KeyPair,
+    /// Keys allowed to connect besides expected ones; `None` = anyone.
+    allow: Option<HashSet<PublicKey>>,
+    /// Inbound connections waited for outside the duplicate rule.
+    waiters: dedicated::SharedWaiters,
     state: Mutex<State>,
     serial: AtomicU64,
     tx: mpsc::Sender<SwarmConnection>,
@@ -226,13 +238,22 @@ impl Swarm {
         let (tx, rx) = mpsc::channel(CONNECTION_QUEUE);
         let own = key_pair.public_key();
         let allow: Option<HashSet<PublicKey>> = config.allow.map(|v| v.into_iter().collect());
-        let firewall: Firewall = Arc::new(move |k: &PublicKey| {
-            *k != own && allow.as_ref().is_none_or(|a| a.contains(k))
-        });
+        let waiters = dedicated::SharedWaiters::default();
+        let firewall: Firewall = {
+            let allow = allow.clone();
+            let waiters = waiters.clone();
+            Arc::new(move |k: &PublicKey| {
+                *k != own
+                    && (dedicated::is_expected(&waiters, k)
+                        || allow.as_ref().is_none_or(|a| a.contains(k)))
+            })
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 dht,
                 key_pair,
+                allow,
+                waiters,
                 state: Mutex::new(State::default()),
                 serial: AtomicU64::new(0),
                 tx,
@@ -251,6 +272,38 @@ impl Swarm {
     /// The underlying DHT node.
     pub fn dht(&self) -> &HyperDht {
         &self.inner.dht
+    }
+
+    /// Starts listening for connections now rather than at the first server join (the DHT then
+    /// knows where to reach us, and expected connections can arrive).
+    pub async fn listen(&self) -> Result<(), SwarmError> {
+        self.ensure_server().await
+    }
+
+    /// Admits `remote` through the firewall until the returned wait is dropped, and hands its
+    /// next inbound connection to that wait (not to [`next_connection`](Self::next_connection)),
+    /// outside the duplicate rule. Several waits for one key are served newest first.
+    pub fn expect(&self, remote: PublicKey) -> ExpectedConnection {
+        dedicated::expect(&self.inner.waiters, remote)
+    }
+
+    /// Waits until `remote` is announced on `topic`, then dials it, retrying until `deadline`;
+    /// the connection is the caller's own, outside the duplicate rule. Fails at once when no
+    /// path can exist (both NATs randomize and no relay carried it).
+    pub async fn connect_on_topic(
+        &self,
+        topic: Id,
+        remote: PublicKey,
+        deadline: tokio::time::Instant,
+    ) -> Result<Connection, NoConnection> {
+        dedicated::connect_on_topic(
+            &self.inner.dht,
+            &self.inner.key_pair,
+            topic,
+            remote,
+            deadline,
+        )
+        .await
     }
 
     async fn ensure_server(&self) -> Result<(), SwarmError> {
@@ -365,6 +418,7 @@ impl Swarm {
         if let Some(s) = self.server.lock().unwrap_or_else(|e| e.into_inner()).take() {
             s.abort();
         }
+        dedicated::clear(&self.inner.waiters);
         drop(self.rx);
         if let Ok(inner) = Arc::try_unwrap(self.inner) {
             if let Ok(dht) = Arc::try_unwrap(inner.dht) {
@@ -407,6 +461,16 @@ async fn refresh(inner: &Arc<Inner>, topic: Id, mode: JoinMode) -> Result<(), Sw
 
 async fn accept_loop(mut server: Server, inner: Arc<Inner>) {
     while let Some(conn) = server.accept().await {
+        // Expected connections go to their waiter; one whose wait ended meanwhile is dropped
+        // unless the allowlist admits it anyway.
+        let Some(conn) = dedicated::hand_over(&inner.waiters, conn) else {
+            continue;
+        };
+        let remote = conn.remote_public_key();
+        if inner.allow.as_ref().is_some_and(|a| !a.contains(&remote)) {
+            debug!(remote = %remote.to_hex(), "connection nobody waits for; dropped");
+            continue;
+        }
         if let Some(c) = inner.register(conn) {
             if inner.tx.send(c).await.is_err() {
                 break;

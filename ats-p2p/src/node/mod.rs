@@ -15,9 +15,9 @@
 //! Every failure ends the task on ATS with a reason: the sender cancels an offer nobody took,
 //! the receiver rejects an offer its policy refuses and fails a transfer that broke.
 
+mod error;
 mod receive;
 mod send;
-mod transport;
 
 pub use ats_p2p_swarm::hyperdht::RelayMode;
 use std::collections::{HashMap, HashSet};
@@ -28,19 +28,19 @@ use std::time::{Duration, Instant};
 
 use ats_p2p_signal::{AccessToken, Actor, Client, ClientConfig, TaskId};
 use ats_p2p_swarm::PublicKey;
+use ats_p2p_swarm::swarm::{Swarm, SwarmConfig};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::debug;
 
-use crate::error::NodeError;
 use crate::events::Event;
 use crate::identity::KeySource;
 use crate::policy::{Allowlist, KnownKeys, PeerPolicy, ReceivePolicy, validate_actor_id};
 use crate::transfer::ProgressRule;
 
+pub use error::{NodeError, ReceiveError, SendError};
 pub use receive::{Inbox, Incoming, PendingOffer, ReceiveReport};
 pub use send::SendReport;
-
-use transport::Transport;
 
 /// The node's defaults under the names this module has always exported (their home is
 /// [`crate::defaults`]).
@@ -136,7 +136,10 @@ impl NodeConfig {
 pub(crate) struct Shared {
     pub(crate) config: NodeConfig,
     pub(crate) client: Client,
-    pub(crate) transport: Transport,
+    /// The node's swarm endpoint: its firewall admits only the keys of transfers waiting for
+    /// a connection, and every transfer gets a connection of its own
+    /// ([`Swarm::expect`], [`Swarm::connect_on_topic`]).
+    pub(crate) swarm: Swarm,
     pub(crate) known: Mutex<KnownKeys>,
     /// One lock per sender key: a receiver handles one transfer per sender at a time, so the
     /// sender can tell which transfer an inbound connection is for.
@@ -149,6 +152,8 @@ pub(crate) struct Shared {
     pub(crate) reserved_bytes: Mutex<u64>,
     /// Cancelled by `destroy`.
     pub(crate) shutdown: CancellationToken,
+    /// Watches and transfers that `destroy` waits for after cancelling them.
+    pub(crate) tracker: TaskTracker,
 }
 
 /// Locks a std mutex, ignoring poisoning (the data stays consistent: every critical section is
@@ -222,34 +227,45 @@ impl Node {
         if bootstrap.is_empty() {
             return Err(NodeError::NoBootstrap { given });
         }
-        let transport = tokio::time::timeout(
-            START_TIMEOUT,
-            Transport::start(config.host, bootstrap, key_pair, config.relay),
-        )
-        .await
-        .map_err(|_| NodeError::StartTimeout {
-            bootstrap: given.clone(),
-            waited: START_TIMEOUT,
-        })??;
-        debug!(actor = %config.actor_id, key = %transport.public_key().to_hex(), "node started");
+        let swarm_config = SwarmConfig {
+            seed: Some(key_pair.seed()),
+            // Nobody but the peers of transfers waiting for a connection.
+            allow: Some(Vec::new()),
+            relay: config.relay,
+            ..SwarmConfig::new(config.host, bootstrap)
+        };
+        let start = async {
+            let swarm = Swarm::new(swarm_config).await?;
+            swarm.listen().await?;
+            Ok::<_, ats_p2p_swarm::swarm::SwarmError>(swarm)
+        };
+        let swarm = tokio::time::timeout(START_TIMEOUT, start)
+            .await
+            .map_err(|_| NodeError::StartTimeout {
+                bootstrap: given.clone(),
+                waited: START_TIMEOUT,
+            })?
+            .map_err(NodeError::Swarm)?;
+        debug!(actor = %config.actor_id, key = %swarm.public_key().to_hex(), "node started");
         Ok(Self {
             shared: Arc::new(Shared {
                 config,
                 client,
-                transport,
+                swarm,
                 known: Mutex::new(known),
                 peer_locks: Mutex::default(),
                 open_offers: Mutex::default(),
                 receiving: Mutex::default(),
                 reserved_bytes: Mutex::default(),
                 shutdown: CancellationToken::new(),
+                tracker: TaskTracker::new(),
             }),
         })
     }
 
     /// This node's swarm public key (what offers and accepts announce).
     pub fn public_key(&self) -> PublicKey {
-        self.shared.transport.public_key()
+        self.shared.swarm.public_key()
     }
 
     /// This node's actor id.
@@ -277,8 +293,9 @@ impl Node {
         recipient: &str,
         channel: &str,
         on_event: impl FnMut(&Event) + Send,
-    ) -> Result<SendReport, crate::error::SendError> {
-        send::send(&self.shared, path.as_ref(), recipient, channel, on_event).await
+    ) -> Result<SendReport, SendError> {
+        let send = send::send(&self.shared, path.as_ref(), recipient, channel, on_event);
+        self.shared.tracker.track_future(send).await
     }
 
     /// Watches `channel` for offers addressed to this actor id. With `save_dir`, offers that
@@ -312,24 +329,18 @@ impl Node {
                 debug!(task = id, error = %e, "cancel at destroy failed");
             }
         }
-        // Give transfers a moment to write their reasons to ATS before the swarm goes away.
-        let deadline = Instant::now() + SHUTDOWN_GRACE;
-        let mut shared = self.shared;
-        loop {
-            match Arc::try_unwrap(shared) {
-                Ok(s) => {
-                    s.transport.shutdown().await;
-                    return;
-                }
-                Err(back) if Instant::now() < deadline => {
-                    shared = back;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(_) => {
-                    debug!("transfers still running at destroy; leaving the DHT node to them");
-                    return;
-                }
-            }
+        // Transfers write their reasons to ATS before the swarm goes away.
+        self.shared.tracker.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.shared.tracker.wait())
+            .await
+            .is_err()
+        {
+            debug!("transfers still running at destroy; leaving the DHT node to them");
+            return;
+        }
+        match Arc::try_unwrap(self.shared) {
+            Ok(shared) => shared.swarm.destroy().await,
+            Err(_) => debug!("offers still held at destroy; leaving the DHT node to them"),
         }
     }
 }

@@ -1,36 +1,39 @@
 //! The receiver's side: watch a channel for offers addressed to us, judge them, claim, post the
 //! accept with our key, connect to the sender's key only, receive and verify, complete the task.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ats_p2p_signal::offer::OFFER_TASK_TYPE;
 use ats_p2p_signal::{
-    AcceptMessage, FileOffer, Part, SignalError, Task, TaskId, TaskStatus, TransferId, WatchConfig,
+    FileOffer, Part, SignalError, Task, TaskEvent, TaskId, TaskStatus, TransferId, WatchConfig,
 };
 use ats_p2p_swarm::PublicKey;
+use ats_p2p_swarm::hyperdht::Connection;
 use ats_p2p_wire::{FileHash, Meta, ReceiverConfig};
 use futures::{Stream, StreamExt};
-use serde_json::json;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use serde_json::Value;
+use tokio::sync::{OwnedMutexGuard, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant as Deadline;
 use tracing::debug;
 
-use super::send::{first_accept, remember_key};
-use super::transport::NoConnection;
-use super::{MAX_QUEUED_RECEIVES, ProgressThrottle, Shared, locked, millis};
-use crate::error::{ReceiveError, reason_chain};
+use super::ReceiveError;
+use super::send::remember_key;
+use super::{MAX_QUEUED_RECEIVES, ProgressThrottle, Shared, locked};
+use crate::error::reason_chain;
 use crate::events::{ConnectionPath, Direction, Event, FailureKind};
-use crate::names::sanitize_file_name;
+use crate::lifecycle::{ReceiveAction, ReceiveLifecycle, Turn};
 use crate::policy::{OfferFacts, PeerApproval, ReceiveRejection};
 use crate::save::{STALE_TEMP_AGE, available_space, remove_stale_temp_files};
-use crate::topic::transfer_topic;
-use crate::transfer::receive_stream_with;
+use crate::transfer::StreamReceiveError;
+use crate::transfer::{Received, receive_stream_with};
+use ats_p2p_swarm::swarm::NoConnection;
 
 /// Offers remembered as already handled, so a repeated event does not start a second transfer.
 const SEEN_OFFERS: usize = 16_384;
@@ -73,18 +76,18 @@ impl Drop for Inbox {
 /// A file received and verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceiveReport {
-    /// The transfer id (32 hex).
-    pub transfer_id: String,
+    /// The transfer id.
+    pub transfer_id: TransferId,
     /// The ATS task of the offer.
-    pub task_id: String,
+    pub task_id: TaskId,
     /// Where the file is (a free name in the save directory).
     pub file_path: PathBuf,
-    /// Its SHA-256, 64 hex (equal to the offer's).
-    pub file_hash: String,
+    /// Its SHA-256 (equal to the offer's).
+    pub file_hash: FileHash,
     /// Its size.
     pub bytes: u64,
-    /// From the connection to the verified file, in milliseconds.
-    pub duration_ms: u64,
+    /// From the connection to the verified file.
+    pub duration: Duration,
     /// How the connection reached the sender.
     pub path: ConnectionPath,
 }
@@ -99,6 +102,7 @@ pub struct PendingOffer {
     approval: PeerApproval,
     shared: Arc<Shared>,
     events: mpsc::UnboundedSender<Incoming>,
+    routes: TaskRoutes,
 }
 
 impl PendingOffer {
@@ -117,15 +121,21 @@ impl PendingOffer {
             task: self.task,
             approval: self.approval,
             events: self.events,
+            routes: self.routes,
         };
-        let space = match job.reserve_space(&save_dir) {
-            Ok(space) => space,
-            Err(rejection) => {
-                job.refuse(&rejection).await;
-                return Err(ReceiveError::Refused(rejection));
-            }
-        };
-        job.run(&save_dir, space).await
+        let tracker = job.shared.tracker.clone();
+        tracker
+            .track_future(async move {
+                let space = match job.reserve_space(&save_dir) {
+                    Ok(space) => space,
+                    Err(rejection) => {
+                        job.refuse(&rejection).await;
+                        return Err(ReceiveError::Refused(rejection));
+                    }
+                };
+                job.run(&save_dir, space).await
+            })
+            .await
     }
 
     /// Declines the offer: the task is rejected with `reason`.
@@ -154,7 +164,8 @@ impl PendingOffer {
 /// Starts watching; see [`Node::watch`](super::Node::watch).
 pub(super) fn watch(shared: Arc<Shared>, channel: &str, save_dir: Option<PathBuf>) -> Inbox {
     let (tx, rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(run_watch(shared, channel.to_owned(), save_dir, tx));
+    let tracker = shared.tracker.clone();
+    let task = tracker.spawn(run_watch(shared, channel.to_owned(), save_dir, tx));
     Inbox { rx, task }
 }
 
@@ -207,6 +218,7 @@ async fn run_watch(
         ..WatchConfig::default()
     });
     let mut seen = Seen::default();
+    let routes = TaskRoutes::default();
     let mut jobs = JoinSet::new();
     let limit = shared.config.max_concurrent_receives.max(1);
     let slots = Arc::new(Semaphore::new(limit));
@@ -216,10 +228,14 @@ async fn run_watch(
             Some(_) = jobs.join_next(), if !jobs.is_empty() => {}
             ev = watch.next() => {
                 let Some(ev) = ev else { break };
-                if ev.task.status != TaskStatus::Pending || !seen.first(ev.task.id) {
+                if ev.task.status != TaskStatus::Pending {
+                    routes.deliver(&ev);
                     continue;
                 }
-                let Some(job) = judge(&shared, ev.task, &tx).await else { continue };
+                if !seen.first(ev.task.id) {
+                    continue;
+                }
+                let Some(job) = judge(&shared, ev.task, &tx, &routes).await else { continue };
                 match &save_dir {
                     Some(dir) => {
                         // Running and waiting jobs; beyond the queue's bound, refuse.
@@ -254,6 +270,7 @@ async fn run_watch(
                             approval: job.approval,
                             shared: job.shared,
                             events: job.events,
+                            routes: job.routes,
                         })));
                     }
                 }
@@ -293,6 +310,7 @@ async fn judge(
     shared: &Arc<Shared>,
     task: Task,
     tx: &mpsc::UnboundedSender<Incoming>,
+    routes: &TaskRoutes,
 ) -> Option<Job> {
     let me = shared.config.actor_id.as_str();
     let offer = match FileOffer::from_task(&task) {
@@ -334,6 +352,7 @@ async fn judge(
         task: task.clone(),
         approval,
         events: tx.clone(),
+        routes: routes.clone(),
     };
     if let Some(creator) = task.source_id.as_deref() {
         if creator != offer.sender_id {
@@ -389,26 +408,6 @@ async fn refuse_task(
     }));
 }
 
-/// Pause between attempts to complete the task of a stored file while ATS is unreachable.
-const COMPLETE_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// How often the receiver checks, while it waits for the sender, whether the task was closed
-/// (the sender refused our claim or gave up).
-const TASK_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Resolves with the task's status once it is terminal (checked every
-/// [`TASK_CHECK_INTERVAL`]; read errors are ignored, the transfer's own deadline still holds).
-async fn task_closed(client: &ats_p2p_signal::Client, id: TaskId) -> TaskStatus {
-    loop {
-        tokio::time::sleep(TASK_CHECK_INTERVAL).await;
-        if let Ok(task) = client.get_task(id).await {
-            if task.status.is_terminal() {
-                return task.status;
-            }
-        }
-    }
-}
-
 /// One accepted offer on its way to disk.
 #[derive(Debug)]
 struct Job {
@@ -417,6 +416,46 @@ struct Job {
     task: Task,
     approval: PeerApproval,
     events: mpsc::UnboundedSender<Incoming>,
+    routes: TaskRoutes,
+}
+
+/// Hands the watch's events about claimed offers to the receives running them (a receive
+/// learns from them that the sender closed the task).
+#[derive(Debug, Clone, Default)]
+struct TaskRoutes(Arc<Mutex<HashMap<TaskId, mpsc::UnboundedSender<TaskEvent>>>>);
+
+impl TaskRoutes {
+    /// Events about task `id` from now on, until the returned subscription is dropped.
+    fn subscribe(&self, id: TaskId) -> Subscription {
+        let (tx, rx) = mpsc::unbounded_channel();
+        locked(&self.0).insert(id, tx);
+        Subscription {
+            routes: self.clone(),
+            id,
+            rx,
+        }
+    }
+
+    /// Gives `event` to the receive of its task, if one runs.
+    fn deliver(&self, event: &TaskEvent) {
+        if let Some(tx) = locked(&self.0).get(&event.task.id) {
+            let _ = tx.send(event.clone());
+        }
+    }
+}
+
+/// A receive's share of the watch's events.
+#[derive(Debug)]
+struct Subscription {
+    routes: TaskRoutes,
+    id: TaskId,
+    rx: mpsc::UnboundedReceiver<TaskEvent>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        locked(&self.routes.0).remove(&self.id);
+    }
 }
 
 /// Free space held for a running receive: the bytes it has yet to write. Shrinks as bytes
@@ -464,15 +503,6 @@ impl ReceivingGuard {
 impl Drop for ReceivingGuard {
     fn drop(&mut self) {
         locked(&self.shared.receiving).remove(&self.id);
-    }
-}
-
-/// Renews the claim's lease while a transfer runs; stops when dropped.
-struct LeaseKeeper(JoinHandle<()>);
-
-impl Drop for LeaseKeeper {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
@@ -536,135 +566,215 @@ impl Job {
         .await;
     }
 
-    /// Claims, accepts, receives, completes; on failure after the claim the task is failed
-    /// with the reason. Reports through events as well as the result.
+    /// Drives the [`ReceiveLifecycle`]: waits for its turn, claims, accepts, receives,
+    /// completes; on failure after the claim the task is failed with the reason. Reports
+    /// through events as well as the result.
     async fn run(
         self,
         save_dir: &Path,
         space: SpaceReservation,
     ) -> Result<ReceiveReport, ReceiveError> {
-        let transfer_id = self.offer.transfer_id.to_string();
-        let result = self.receive(save_dir, space).await;
-        match &result {
-            Ok(report) => self.emit(Event::TransferComplete {
-                transfer_id,
-                direction: Direction::Receive,
-                file_path: report.file_path.display().to_string(),
-                file_hash: report.file_hash.clone(),
-                bytes: report.bytes,
-                duration_ms: report.duration_ms,
-                path: report.path.clone(),
-            }),
-            Err(e) => self.emit(Event::TransferFailed {
-                transfer_id,
-                direction: Direction::Receive,
-                kind: e.kind(),
-                code: e.code().to_owned(),
-                reason: reason_chain(e),
-            }),
+        let shared = &self.shared;
+        let mut machine = ReceiveLifecycle::new(
+            self.offer.clone(),
+            self.task.id,
+            self.approval,
+            shared.config.actor_id.clone(),
+            shared.swarm.public_key(),
+            shared.config.timeout,
+        );
+        let mut events = self.routes.subscribe(self.task.id);
+        let mut space = Some(space);
+        // What this receive holds while it runs: its mark as the node's receive of this
+        // transfer and its turn with the sender.
+        let mut _turn: Option<(ReceivingGuard, OwnedMutexGuard<()>)> = None;
+        let mut connection: Option<Connection> = None;
+        let mut op: Option<Pin<Box<dyn Future<Output = Step> + Send + '_>>> = None;
+        let mut cancelled = false;
+        let shutdown = shared.shutdown.clone();
+        loop {
+            while let Some(action) = machine.poll_action() {
+                match action {
+                    ReceiveAction::WaitTurn => op = Some(Box::pin(self.wait_turn())),
+                    ReceiveAction::Connect {
+                        topic,
+                        key,
+                        deadline,
+                    } => {
+                        op = Some(Box::pin(async move {
+                            let conn = shared
+                                .swarm
+                                .connect_on_topic(topic, key, Deadline::from_std(deadline))
+                                .await;
+                            Step::Connected(conn.map(Box::new))
+                        }));
+                    }
+                    ReceiveAction::Receive => {
+                        if let (Some(conn), Some(space)) = (connection.take(), space.take()) {
+                            op = Some(Box::pin(self.receive(conn, save_dir, space)));
+                        }
+                    }
+                    other => self.perform(&mut machine, other).await,
+                }
+            }
+            if let Some(outcome) = machine.poll_outcome() {
+                return outcome;
+            }
+            let timeout = machine.poll_timeout();
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled(), if !cancelled => {
+                    cancelled = true;
+                    op = None;
+                    machine.handle_cancel();
+                }
+                step = async {
+                    match op.as_mut() {
+                        Some(op) => op.await,
+                        None => std::future::pending().await,
+                    }
+                }, if op.is_some() => {
+                    op = None;
+                    let now = Instant::now();
+                    match step {
+                        Step::Turn(Some(turn)) => {
+                            _turn = Some(turn);
+                            machine.handle_turn(Turn::Granted);
+                        }
+                        Step::Turn(None) => machine.handle_turn(Turn::AlreadyReceiving),
+                        Step::Connected(Ok(conn)) => {
+                            let path = ConnectionPath::of(&conn);
+                            connection = Some(*conn);
+                            machine.handle_connection(Ok(path), now);
+                        }
+                        Step::Connected(Err(e)) => machine.handle_connection(Err(e), now),
+                        Step::Received(r) => machine.handle_outcome(r, now),
+                    }
+                }
+                Some(event) = events.rx.recv() => machine.handle_task_event(&event),
+                () = sleep_until(timeout), if timeout.is_some() => {
+                    machine.handle_timeout(Instant::now());
+                }
+            }
         }
-        result
     }
 
+    /// Carries out one of the machine's ATS calls or reports.
+    async fn perform(&self, machine: &mut ReceiveLifecycle, action: ReceiveAction) {
+        let shared = &self.shared;
+        let client = &shared.client;
+        match action {
+            ReceiveAction::Claim { task, lease } => {
+                let claimed = client.claim(task, Some(lease)).await.map(|_| ());
+                machine.handle_claimed(claimed, Instant::now());
+            }
+            ReceiveAction::PostAccept(text) => {
+                let posted = client
+                    .post_message(machine.task(), vec![Part::text(text)])
+                    .await
+                    .map(|_| ());
+                machine.handle_accept_posted(posted);
+            }
+            ReceiveAction::ListMessages(task) => {
+                let messages = client.list_messages(task).await;
+                machine.handle_messages(messages, Instant::now());
+            }
+            ReceiveAction::RenewLease { task, lease } => {
+                // In the background: the stream must not wait for ATS.
+                let client = client.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = client.renew_claim(task, lease).await {
+                        debug!(task, error = %e, "lease renewal failed");
+                    }
+                });
+            }
+            ReceiveAction::Complete { task, outputs } => {
+                if let Err(e) = self.complete_task(task, outputs).await {
+                    // The file is stored and verified; only the bookkeeping failed.
+                    self.emit(Event::Error {
+                        transfer_id: Some(self.offer.transfer_id.to_string()),
+                        message: format!("file saved, but completing task {task} failed: {e}"),
+                    });
+                }
+            }
+            ReceiveAction::Fail { task, reason } => {
+                if let Err(e) = client.fail(task, Some(&reason)).await {
+                    debug!(task, error = %e, "cannot fail the task");
+                }
+            }
+            ReceiveAction::RememberKey(approval) => {
+                if let Err(e) =
+                    remember_key(shared.clone(), self.offer.sender_id.clone(), approval).await
+                {
+                    self.emit(Event::Error {
+                        transfer_id: Some(self.offer.transfer_id.to_string()),
+                        message: format!(
+                            "file saved, but remembering the key of {} failed: {}",
+                            self.offer.sender_id,
+                            reason_chain(&e)
+                        ),
+                    });
+                }
+            }
+            ReceiveAction::Emit(event) => self.emit(event),
+            ReceiveAction::WaitTurn | ReceiveAction::Connect { .. } | ReceiveAction::Receive => {}
+        }
+    }
+
+    /// Records the verified file on ATS: the task completed with `outputs`. The file is
+    /// stored already, so a hub that is restarting or briefly unreachable is waited for (up to
+    /// the node's timeout, the claim's lease still renewed) rather than leaving the task open.
+    async fn complete_task(&self, task: TaskId, outputs: Vec<Value>) -> Result<(), SignalError> {
+        let lease = self.shared.config.timeout;
+        let give_up = Deadline::now() + lease;
+        let mut renewed = Deadline::now();
+        loop {
+            let Err(e) = self.shared.client.complete(task, outputs.clone()).await else {
+                return Ok(());
+            };
+            if !e.is_transient() || Deadline::now() + COMPLETE_RETRY_PAUSE >= give_up {
+                return Err(e);
+            }
+            debug!(task, error = %e, "completing the task failed; retrying");
+            if renewed.elapsed() >= lease / 3 {
+                renewed = Deadline::now();
+                if let Err(e) = self.shared.client.renew_claim(task, lease).await {
+                    debug!(task, error = %e, "lease renewal failed");
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(COMPLETE_RETRY_PAUSE) => {}
+                () = self.shared.shutdown.cancelled() => return Err(e),
+            }
+        }
+    }
+
+    /// This node receives a transfer once, however many watches saw the offer, and one
+    /// transfer per sender at a time (the sender matches connections by key).
+    async fn wait_turn(&self) -> Step {
+        let Some(receiving) = ReceivingGuard::begin(&self.shared, self.offer.transfer_id) else {
+            return Step::Turn(None);
+        };
+        let lock = self
+            .shared
+            .peer_lock(PublicKey::from_bytes(self.offer.sender_key));
+        Step::Turn(Some((receiving, lock.lock_owned().await)))
+    }
+
+    /// Receives the file over `conn` into `save_dir`.
     async fn receive(
         &self,
-        save_dir: &Path,
-        space: SpaceReservation,
-    ) -> Result<ReceiveReport, ReceiveError> {
-        let shared = &self.shared;
-        // This node receives a transfer once, however many watches saw the offer.
-        let Some(_receiving) = ReceivingGuard::begin(shared, self.offer.transfer_id) else {
-            return Err(ReceiveError::AcceptedElsewhere {
-                actor: shared.config.actor_id.clone(),
-            });
-        };
-        let sender_key = PublicKey::from_bytes(self.offer.sender_key);
-        // One transfer per sender at a time (the sender matches connections by key).
-        let lock = shared.peer_lock(sender_key);
-        let _turn = tokio::select! {
-            g = lock.lock() => g,
-            () = shared.shutdown.cancelled() => return Err(ReceiveError::Cancelled),
-        };
-        let timeout = shared.config.timeout;
-        shared
-            .client
-            .claim(self.task.id, Some(timeout))
-            .await
-            .map_err(|e| match e {
-                SignalError::ClaimConflict { .. } => ReceiveError::Claim(e),
-                source => ReceiveError::Signal {
-                    doing: "claiming the offer",
-                    source,
-                },
-            })?;
-        match self.after_claim(save_dir, space).await {
-            Ok(report) => Ok(report),
-            // The task belongs to the receiver whose accept came first: leave it alone.
-            Err(e @ ReceiveError::AcceptedElsewhere { .. }) => Err(e),
-            Err(e) => {
-                let reason = reason_chain(&e);
-                if let Err(fe) = shared.client.fail(self.task.id, Some(&reason)).await {
-                    debug!(task = self.task.id, error = %fe, "cannot fail the task");
-                }
-                Err(e)
-            }
-        }
-    }
-
-    async fn after_claim(
-        &self,
+        conn: Connection,
         save_dir: &Path,
         mut space: SpaceReservation,
-    ) -> Result<ReceiveReport, ReceiveError> {
-        let shared = &self.shared;
-        let timeout = shared.config.timeout;
-        let _lease = self.keep_lease();
-        let accept = AcceptMessage {
-            transfer_id: self.offer.transfer_id,
-            receiver_key: *shared.transport.public_key().as_bytes(),
-        };
-        shared
-            .client
-            .post_message(self.task.id, vec![Part::text(accept.to_content())])
-            .await
-            .map_err(|source| ReceiveError::Signal {
-                doing: "posting the accept message",
-                source,
-            })?;
-        self.check_first_accept().await?;
-
-        let topic = transfer_topic(self.offer.transfer_id.as_bytes());
-        let sender_key = PublicKey::from_bytes(self.offer.sender_key);
-        let deadline = Deadline::now() + timeout;
-        let conn = tokio::select! {
-            c = shared.transport.connect_on_topic(topic, sender_key, deadline) => match c {
-                Ok(c) => c,
-                Err(NoConnection::TimedOut) => return Err(ReceiveError::NoConnection(timeout)),
-                Err(NoConnection::NoPath(why)) => return Err(ReceiveError::NoPath(why)),
-            },
-            status = task_closed(&shared.client, self.task.id) => {
-                return Err(ReceiveError::SenderGaveUp(status.as_str().to_owned()));
-            }
-            () = shared.shutdown.cancelled() => return Err(ReceiveError::Cancelled),
-        };
-
+    ) -> Step {
         let transfer_id = self.offer.transfer_id.to_string();
-        let connection_path = ConnectionPath::of(&conn);
-        self.emit(Event::TransferStart {
-            transfer_id: transfer_id.clone(),
-            direction: Direction::Receive,
-            peer_id: self.offer.sender_id.clone(),
-            file_name: sanitize_file_name(&self.offer.filename),
-            file_size: self.offer.size,
-            path: connection_path.clone(),
-        });
         let meta = Meta {
             name: self.offer.filename.clone(),
             size: self.offer.size,
             hash: FileHash(self.offer.sha256),
         };
-        let config = ReceiverConfig::new(shared.config.max_size.unwrap_or(u64::MAX));
-        let started = Instant::now();
+        let config = ReceiverConfig::new(self.shared.config.max_size.unwrap_or(u64::MAX));
         let mut throttle = ProgressThrottle::new();
         let events = self.events.clone();
         let progress_id = transfer_id.clone();
@@ -679,114 +789,37 @@ impl Job {
                 }));
             }
         };
-        let received = tokio::select! {
-            r = receive_stream_with(conn, save_dir, &transfer_id, meta, config, shared.config.progress, progress) => {
-                r.map_err(ReceiveError::Stream)?
-            }
-            () = shared.shutdown.cancelled() => return Err(ReceiveError::Cancelled),
-        };
-        let duration_ms = millis(started.elapsed());
-        let file_hash = received.hash.to_hex();
-        let outputs = vec![json!({
-            "sha256": file_hash,
-            "bytes": received.size,
-            "duration_ms": duration_ms,
-            "path": connection_path.path,
-            "relay": connection_path.relay,
-        })];
-        if let Err(e) = self.complete_task(outputs).await {
-            // The file is stored and verified; only the bookkeeping failed.
-            self.emit(Event::Error {
-                transfer_id: Some(transfer_id.clone()),
-                message: format!(
-                    "file saved, but completing task {} failed: {e}",
-                    self.task.id
-                ),
-            });
-        }
-        // Trust on first use only now: the sender proved it holds the key (Noise) and sent the
-        // bytes whose SHA-256 matched, and the file is stored. An offer alone proves nothing.
-        if let Err(e) =
-            remember_key(shared.clone(), self.offer.sender_id.clone(), self.approval).await
-        {
-            self.emit(Event::Error {
-                transfer_id: Some(transfer_id.clone()),
-                message: format!(
-                    "file saved, but remembering the key of {} failed: {}",
-                    self.offer.sender_id,
-                    reason_chain(&e)
-                ),
-            });
-        }
-        Ok(ReceiveReport {
-            transfer_id,
-            task_id: self.task.id.to_string(),
-            file_path: received.path,
-            file_hash,
-            bytes: received.size,
-            duration_ms,
-            path: connection_path,
-        })
+        let received = receive_stream_with(
+            conn,
+            save_dir,
+            &transfer_id,
+            meta,
+            config,
+            self.shared.config.progress,
+            progress,
+        )
+        .await;
+        Step::Received(received)
     }
+}
 
-    /// Fails with [`ReceiveError::AcceptedElsewhere`] unless the first accept our actor id
-    /// posted on the task is ours: the same actor id claimed twice (a second `listen`), and the
-    /// sender takes only the first accept, so the later receiver must not start a transfer.
-    async fn check_first_accept(&self) -> Result<(), ReceiveError> {
-        let shared = &self.shared;
-        let messages = shared
-            .client
-            .list_messages(self.task.id)
-            .await
-            .map_err(|source| ReceiveError::Signal {
-                doing: "reading the accept messages",
-                source,
-            })?;
-        let first = first_accept(&messages, &shared.config.actor_id);
-        match first {
-            Some(a) if a.receiver_key != *shared.transport.public_key().as_bytes() => {
-                Err(ReceiveError::AcceptedElsewhere {
-                    actor: shared.config.actor_id.clone(),
-                })
-            }
-            _ => Ok(()),
-        }
-    }
+/// Pause between attempts to complete the task of a stored file while ATS is unreachable.
+const COMPLETE_RETRY_PAUSE: Duration = Duration::from_millis(500);
 
-    /// Records the verified file on ATS: the task completed with `outputs`. The file is
-    /// stored already, so a hub that is restarting or briefly unreachable is waited for (up to
-    /// the node's timeout, the claim's lease still renewed) rather than leaving the task open.
-    async fn complete_task(&self, outputs: Vec<serde_json::Value>) -> Result<(), SignalError> {
-        let give_up = Deadline::now() + self.shared.config.timeout;
-        loop {
-            let attempt = self.shared.client.complete(self.task.id, outputs.clone());
-            let Err(e) = attempt.await else {
-                return Ok(());
-            };
-            if !e.is_transient() || Deadline::now() + COMPLETE_RETRY_PAUSE >= give_up {
-                return Err(e);
-            }
-            debug!(task = self.task.id, error = %e, "completing the task failed; retrying");
-            tokio::select! {
-                () = tokio::time::sleep(COMPLETE_RETRY_PAUSE) => {}
-                () = self.shared.shutdown.cancelled() => return Err(e),
-            }
-        }
-    }
+/// What one of a receive's long waits came to.
+enum Step {
+    /// Our turn (with what holds it), or `None`: this node already receives the transfer.
+    Turn(Option<(ReceivingGuard, OwnedMutexGuard<()>)>),
+    /// The sender's connection, or why not.
+    Connected(Result<Box<Connection>, NoConnection>),
+    /// The file, or why not.
+    Received(Result<Received, StreamReceiveError>),
+}
 
-    /// Renews the claim every third of the lease while the transfer runs.
-    fn keep_lease(&self) -> LeaseKeeper {
-        let client = self.shared.client.clone();
-        let id = self.task.id;
-        let lease = self.shared.config.timeout;
-        LeaseKeeper(tokio::spawn(async move {
-            let period = lease / 3;
-            loop {
-                tokio::time::sleep(period).await;
-                if let Err(e) = client.renew_claim(id, lease).await {
-                    debug!(task = id, error = %e, "lease renewal failed");
-                }
-            }
-        }))
+/// Sleeps until `at` (forever without one).
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(Deadline::from_std(at)).await,
+        None => std::future::pending().await,
     }
 }

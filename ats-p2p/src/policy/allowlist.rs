@@ -5,8 +5,8 @@ use std::str::FromStr;
 
 use ats_p2p_swarm::PublicKey;
 
+use super::ParseAllowError;
 use super::{PeerRejection, parse_key_hex, validate_actor_id};
-use crate::error::ParseAllowError;
 
 /// One allowlist entry, as given on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,7 +158,7 @@ impl Allowlist {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ActorIdError;
+    use crate::policy::ActorIdError;
 
     fn key(b: u8) -> PublicKey {
         PublicKey::from_bytes([b; 32])

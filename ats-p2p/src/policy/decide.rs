@@ -3,11 +3,11 @@
 
 use ats_p2p_swarm::PublicKey;
 
+use super::ActorIdError;
 use super::{
     AllowedBy, Allowlist, DEFAULT_FREE_SPACE_MARGIN, KeyCheck, KnownKeys, parse_key_hex,
     validate_actor_id,
 };
-use crate::error::ActorIdError;
 
 /// What to do with the remembered key of an approved peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use ats_p2p_swarm::PublicKey;
 
+use super::{ActorIdError, KnownKeysError};
 use super::{KeyUpdate, PeerApproval, parse_key_hex, validate_actor_id};
-use crate::error::{ActorIdError, KnownKeysError};
 use crate::fsutil;
 
 /// Largest remembered-keys file that is read: about ten thousand entries; a bigger file is not

@@ -19,10 +19,9 @@
 
 use ats_p2p_swarm::PublicKey;
 
-use crate::error::ActorIdError;
-
 mod allowlist;
 mod decide;
+mod error;
 mod known_keys;
 
 pub use allowlist::{AllowEntry, AllowedBy, Allowlist};
@@ -30,6 +29,7 @@ pub use decide::{
     ClaimFacts, ClaimRejection, KeyUpdate, OfferFacts, PeerApproval, PeerPolicy, PeerRejection,
     ReceivePolicy, ReceiveRejection, SendPolicy,
 };
+pub use error::{ActorIdError, KnownKeysError, ParseAllowError};
 pub use known_keys::{KeyCheck, KnownKeys, MAX_KNOWN_KEYS_FILE_BYTES};
 
 /// Longest accepted actor id in bytes: ids are short names, and the bound keeps remembered-key

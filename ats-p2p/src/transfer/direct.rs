@@ -9,8 +9,8 @@ use std::io;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use crate::error::SaveError;
 use crate::save::IncomingFile;
+use crate::save::SaveError;
 
 /// Alignment of direct I/O buffers, offsets and lengths (the common logical block size).
 const ALIGN: usize = 4096;

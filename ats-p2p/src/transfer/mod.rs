@@ -51,12 +51,14 @@
 //! ```
 
 mod direct;
+mod error;
 pub mod progress;
 mod receive;
 mod send;
 
 use std::time::Duration;
 
+pub use error::{StreamReceiveError, StreamSendError, transfer_error_code};
 pub use progress::{DEFAULT_MIN_PROGRESS_BYTES, DEFAULT_PROGRESS_WINDOW, ProgressRule};
 pub use receive::{Received, receive_stream, receive_stream_with};
 pub use send::{Sent, send_stream, send_stream_with};

@@ -12,11 +12,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::StreamReceiveError;
 use super::direct::DirectWriter;
 use super::progress::{ProgressRule, ProgressWatch, earliest};
 use super::{FAREWELL_TIMEOUT, STREAM_READ_BUF, WRITE_QUEUE_DEPTH, sleep_until, tokio_deadline};
-use crate::error::{SaveError, StreamReceiveError};
 use crate::save::IncomingFile;
+use crate::save::SaveError;
 
 /// A file received, verified and moved into place.
 #[derive(Debug, Clone, PartialEq, Eq)]

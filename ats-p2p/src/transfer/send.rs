@@ -11,12 +11,12 @@ use bytes::{Buf as _, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use super::StreamSendError;
 use super::progress::{ProgressRule, ProgressWatch, earliest};
 use super::{
     FAREWELL_TIMEOUT, FILE_READ_AHEAD, FILE_READ_CHUNK, STREAM_READ_BUF, sleep_until,
     tokio_deadline,
 };
-use crate::error::StreamSendError;
 
 /// A file delivered and acknowledged by the peer.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,941 @@
+//! The sender's lifecycle: create the offer task, wait for the named recipient's claim and first
+//! accept, have the claim judged, listen for exactly the approved key, stream, and end the task
+//! on ATS however the transfer ended.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use ats_p2p_signal::{
+    AcceptMessage, EventKind, FileOffer, Message, SignalError, Task, TaskEvent, TaskId, TaskStatus,
+};
+use ats_p2p_swarm::PublicKey;
+use ats_p2p_wire::FileHash;
+
+use super::{accept_from, first_accept};
+use crate::error::reason_chain;
+use crate::events::{ConnectionPath, Direction, Event};
+use crate::node::SendError;
+use crate::node::SendReport;
+use crate::policy::{ClaimRejection, PeerApproval};
+use crate::topic::transfer_topic;
+
+/// How long a sender whose transfer broke after the connection waits for the receiver to end
+/// the task with its own (more precise) reason before cancelling it.
+pub(crate) const RECEIVER_REPORT_GRACE: Duration = Duration::from_secs(3);
+
+/// What the sender's shell must do next, in order.
+#[derive(Debug)]
+pub(crate) enum SendAction {
+    /// Create the offer task; answer with [`SendLifecycle::handle_task_created`].
+    CreateTask,
+    /// List the task's messages; answer with [`SendLifecycle::handle_messages`].
+    ListMessages(TaskId),
+    /// Judge the claim by the send policy; answer with [`SendLifecycle::handle_judgement`].
+    JudgeClaim(ClaimToJudge),
+    /// Admit exactly `key` and announce on `topic`; answer with
+    /// [`SendLifecycle::handle_connection`] when it connects, or
+    /// [`SendLifecycle::handle_listen_failed`].
+    Listen {
+        /// The approved receiver key.
+        key: PublicKey,
+        /// The transfer's topic.
+        topic: [u8; 32],
+    },
+    /// Withdraw the announcement and close the firewall again.
+    StopListening {
+        /// The transfer's topic.
+        topic: [u8; 32],
+    },
+    /// Stream the file over the connection; answer with [`SendLifecycle::handle_outcome`].
+    Stream,
+    /// Remember the receiver's key (trust on first use: it proved the key and stored the file).
+    RememberKey(PeerApproval),
+    /// Cancel the task on ATS (the offer is withdrawn before any byte flowed).
+    Cancel(TaskId),
+    /// Fail the task on ATS with `reason` (the receiver stayed silent after bytes flowed);
+    /// cancel it if that is refused.
+    Fail {
+        /// The task.
+        task: TaskId,
+        /// What the sender saw.
+        reason: String,
+    },
+    /// Report an event.
+    Emit(Event),
+}
+
+/// The facts of a claim the send policy judges, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ClaimToJudge {
+    /// Our offer's transfer id (32 hex).
+    pub(crate) transfer_id: String,
+    /// The offer's recipient.
+    pub(crate) recipient_id: String,
+    /// Who claimed.
+    pub(crate) claimer_id: String,
+    /// The accept's transfer id (ours when there is no accept yet).
+    pub(crate) accept_transfer_id: String,
+    /// The accept's key, 64 hex (empty without an accept).
+    pub(crate) receiver_key: String,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Waiting for the task to exist.
+    Creating,
+    /// Waiting for the recipient's claim and accept (or for messages / a judgement asked for).
+    Awaiting { deadline: Instant, asked: bool },
+    /// Waiting for the approved receiver to connect.
+    Listening {
+        deadline: Instant,
+        approval: PeerApproval,
+    },
+    /// Bytes flow.
+    Streaming {
+        approval: PeerApproval,
+        path: ConnectionPath,
+        started: Instant,
+    },
+    /// Failed after the connection: the receiver may still end the task with its reason.
+    Grace { error: SendError, until: Instant },
+    /// Finished; the outcome is ready.
+    Done,
+}
+
+/// The sender's ATS lifecycle for one offer (see the [module](super) docs).
+#[derive(Debug)]
+pub(crate) struct SendLifecycle {
+    offer: FileOffer,
+    /// The path sent, as shown in events.
+    file_path: String,
+    timeout: Duration,
+    state: State,
+    task: Option<TaskId>,
+    /// The task ended on ATS (seen in a task event).
+    task_ended: bool,
+    actions: VecDeque<SendAction>,
+    outcome: Option<Result<SendReport, SendError>>,
+}
+
+impl SendLifecycle {
+    /// A lifecycle for `offer` of the file at `file_path`; waits `timeout` for an answer and
+    /// then again for the connection.
+    pub(crate) fn new(offer: FileOffer, file_path: String, timeout: Duration) -> Self {
+        Self {
+            offer,
+            file_path,
+            timeout,
+            state: State::Creating,
+            task: None,
+            task_ended: false,
+            actions: VecDeque::from([SendAction::CreateTask]),
+            outcome: None,
+        }
+    }
+
+    /// The offer.
+    pub(crate) fn offer(&self) -> &FileOffer {
+        &self.offer
+    }
+
+    /// The offer's task, once created.
+    pub(crate) fn task(&self) -> Option<TaskId> {
+        self.task
+    }
+
+    /// The next thing to do.
+    pub(crate) fn poll_action(&mut self) -> Option<SendAction> {
+        self.actions.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is due.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        match &self.state {
+            State::Awaiting { deadline, .. } | State::Listening { deadline, .. } => Some(*deadline),
+            State::Grace { until, .. } => Some(*until),
+            _ => None,
+        }
+    }
+
+    /// The result, once every action is taken and the machine is done.
+    pub(crate) fn poll_outcome(&mut self) -> Option<Result<SendReport, SendError>> {
+        if self.actions.is_empty() {
+            self.outcome.take()
+        } else {
+            None
+        }
+    }
+
+    /// True while the shell should wait for the receiver's connection.
+    pub(crate) fn is_listening(&self) -> bool {
+        matches!(self.state, State::Listening { .. })
+    }
+
+    /// True while the shell should drive the file stream.
+    pub(crate) fn is_streaming(&self) -> bool {
+        matches!(self.state, State::Streaming { .. })
+    }
+
+    /// The task was created (or creating it failed: then the send ends without events).
+    pub(crate) fn handle_task_created(&mut self, task: Result<Task, SignalError>, now: Instant) {
+        if !matches!(self.state, State::Creating) {
+            return;
+        }
+        let task = match task {
+            Ok(task) => task,
+            Err(source) => {
+                self.state = State::Done;
+                self.outcome = Some(Err(SendError::Signal {
+                    doing: "creating the offer",
+                    source,
+                }));
+                return;
+            }
+        };
+        self.task = Some(task.id);
+        self.actions.push_back(SendAction::Emit(Event::OfferSent {
+            transfer_id: self.offer.transfer_id.to_string(),
+            task_id: task.id.to_string(),
+            file_name: self.offer.filename.clone(),
+            file_size: self.offer.size,
+            file_hash: hex::encode(self.offer.sha256),
+            recipient_id: self.offer.recipient_id.clone(),
+        }));
+        self.state = State::Awaiting {
+            deadline: now + self.timeout,
+            asked: false,
+        };
+        // The task may have changed before the watch caught up: start from its current state.
+        self.on_task(EventKind::Updated, &task, None, now);
+    }
+
+    /// A task event from the hub's watch (events of other tasks are ignored).
+    pub(crate) fn handle_task_event(&mut self, event: &TaskEvent, now: Instant) {
+        self.on_task(event.kind.clone(), &event.task, event.message.as_ref(), now);
+    }
+
+    fn on_task(&mut self, kind: EventKind, task: &Task, message: Option<&Message>, now: Instant) {
+        if Some(task.id) != self.task {
+            return;
+        }
+        if task.status.is_terminal() {
+            self.task_ended = true;
+        }
+        match &mut self.state {
+            State::Awaiting { asked, .. } => {
+                if let Some(e) = ended(task) {
+                    return self.fail(e, now);
+                }
+                if task.status != TaskStatus::InProgress || *asked {
+                    return;
+                }
+                let claimer = task.assignee_id.clone().unwrap_or_default();
+                if claimer != self.offer.recipient_id {
+                    // Refused before any key is looked at: someone else took the offer.
+                    *asked = true;
+                    let claim = self.claim(&claimer, None);
+                    self.actions.push_back(SendAction::JudgeClaim(claim));
+                    return;
+                }
+                // Always the first accept the claimer posted, read from the task's messages
+                // (not the event at hand).
+                if kind == EventKind::Message
+                    && message.is_some_and(|m| accept_from(m, &claimer).is_none())
+                {
+                    return;
+                }
+                *asked = true;
+                self.actions.push_back(SendAction::ListMessages(task.id));
+            }
+            State::Listening { .. } => {
+                if let Some(e) = ended(task) {
+                    self.fail(e, now);
+                }
+            }
+            State::Grace { .. } => {
+                if self.task_ended {
+                    self.finish_failure();
+                }
+            }
+            State::Creating | State::Streaming { .. } | State::Done => {}
+        }
+    }
+
+    /// The task's messages, asked for by [`SendAction::ListMessages`].
+    pub(crate) fn handle_messages(
+        &mut self,
+        messages: Result<Vec<Message>, SignalError>,
+        now: Instant,
+    ) {
+        let State::Awaiting { asked, .. } = &mut self.state else {
+            return;
+        };
+        *asked = false;
+        let messages = match messages {
+            Ok(m) => m,
+            Err(source) => {
+                return self.fail(
+                    SendError::Signal {
+                        doing: "reading the accept message",
+                        source,
+                    },
+                    now,
+                );
+            }
+        };
+        let claimer = self.offer.recipient_id.clone();
+        if let Some(accept) = first_accept(&messages, &claimer) {
+            *asked = true;
+            let claim = self.claim(&claimer, Some(&accept));
+            self.actions.push_back(SendAction::JudgeClaim(claim));
+        }
+    }
+
+    /// The send policy's judgement of [`SendAction::JudgeClaim`].
+    pub(crate) fn handle_judgement(
+        &mut self,
+        judgement: Result<PeerApproval, ClaimRejection>,
+        now: Instant,
+    ) {
+        if !matches!(self.state, State::Awaiting { .. }) {
+            return;
+        }
+        match judgement {
+            Ok(approval) => {
+                self.actions.push_back(SendAction::Listen {
+                    key: approval.key,
+                    topic: self.topic(),
+                });
+                self.state = State::Listening {
+                    deadline: now + self.timeout,
+                    approval,
+                };
+            }
+            Err(rejection) => self.fail(SendError::Claim(rejection), now),
+        }
+    }
+
+    /// Announcing on the topic failed.
+    pub(crate) fn handle_listen_failed(&mut self, error: SendError, now: Instant) {
+        if self.is_listening() {
+            self.fail(error, now);
+        }
+    }
+
+    /// The approved receiver connected over `path`.
+    pub(crate) fn handle_connection(&mut self, path: ConnectionPath, now: Instant) {
+        let State::Listening { approval, .. } = &self.state else {
+            return;
+        };
+        let approval = *approval;
+        self.actions.push_back(SendAction::StopListening {
+            topic: self.topic(),
+        });
+        self.actions
+            .push_back(SendAction::Emit(Event::TransferStart {
+                transfer_id: self.offer.transfer_id.to_string(),
+                direction: Direction::Send,
+                peer_id: self.offer.recipient_id.clone(),
+                file_name: self.offer.filename.clone(),
+                file_size: self.offer.size,
+                path: path.clone(),
+            }));
+        self.actions.push_back(SendAction::Stream);
+        self.state = State::Streaming {
+            approval,
+            path,
+            started: now,
+        };
+    }
+
+    /// The stream ended: `Ok(bytes)` after the receiver's ACK.
+    pub(crate) fn handle_outcome(&mut self, outcome: Result<u64, SendError>, now: Instant) {
+        let State::Streaming {
+            approval,
+            path,
+            started,
+        } = &self.state
+        else {
+            return;
+        };
+        let bytes = match outcome {
+            Ok(bytes) => bytes,
+            Err(e) => return self.fail(e, now),
+        };
+        let report = SendReport {
+            transfer_id: self.offer.transfer_id,
+            task_id: self.task.unwrap_or_default(),
+            file_name: self.offer.filename.clone(),
+            file_hash: FileHash(self.offer.sha256),
+            bytes,
+            duration: now.saturating_duration_since(*started),
+            path: path.clone(),
+        };
+        // Trust on first use only now: the peer proved it holds the key (Noise) and stored the
+        // file (ACK after its SHA-256 matched). A claim alone proves nothing.
+        self.actions.push_back(SendAction::RememberKey(*approval));
+        self.actions
+            .push_back(SendAction::Emit(Event::TransferComplete {
+                transfer_id: report.transfer_id.to_string(),
+                direction: Direction::Send,
+                file_path: self.file_path.clone(),
+                file_hash: report.file_hash.to_hex(),
+                bytes: report.bytes,
+                duration_ms: crate::node::millis(report.duration),
+                path: report.path.clone(),
+            }));
+        self.state = State::Done;
+        self.outcome = Some(Ok(report));
+    }
+
+    /// The node shuts down (or the watch ended).
+    pub(crate) fn handle_cancel(&mut self, now: Instant) {
+        match &self.state {
+            State::Done => {}
+            State::Grace { .. } => self.end_silent_receive(),
+            State::Creating => {
+                self.state = State::Done;
+                self.outcome = Some(Err(SendError::Cancelled));
+            }
+            _ => self.fail(SendError::Cancelled, now),
+        }
+    }
+
+    /// The instant from [`poll_timeout`](Self::poll_timeout) came.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        match &self.state {
+            State::Awaiting { deadline, .. } if now >= *deadline => {
+                self.fail(SendError::NoAnswer(self.timeout), now);
+            }
+            State::Listening { deadline, .. } if now >= *deadline => {
+                self.fail(SendError::NoConnection(self.timeout), now);
+            }
+            State::Grace { until, .. } if now >= *until => self.end_silent_receive(),
+            _ => {}
+        }
+    }
+
+    /// Ends the transfer with `error`: ATS must show how every transfer ended. Once bytes
+    /// flowed, the receiver holds the claim and fails the task with its own reason, so the
+    /// sender waits [`RECEIVER_REPORT_GRACE`] for that before failing it with what it saw;
+    /// before any byte flowed, the offer is withdrawn (cancelled).
+    fn fail(&mut self, error: SendError, now: Instant) {
+        if let State::Listening { .. } = self.state {
+            self.actions.push_back(SendAction::StopListening {
+                topic: self.topic(),
+            });
+        }
+        let receiver_reports =
+            matches!(error, SendError::Stream(_) | SendError::FileChanged { .. });
+        self.state = State::Grace {
+            error,
+            until: now + RECEIVER_REPORT_GRACE,
+        };
+        if self.task_ended {
+            self.finish_failure();
+        } else if !receiver_reports {
+            if let Some(task) = self.task {
+                self.actions.push_back(SendAction::Cancel(task));
+            }
+            self.finish_failure();
+        }
+    }
+
+    /// The receiver did not report how the transfer ended (it was killed, or lost ATS): the
+    /// sender fails the task with what it saw.
+    fn end_silent_receive(&mut self) {
+        if let (Some(task), State::Grace { error, .. }) = (self.task, &self.state) {
+            let reason = format!(
+                "the receiver did not report how the transfer ended; the sender saw: {}",
+                reason_chain(error)
+            );
+            self.actions.push_back(SendAction::Fail { task, reason });
+        }
+        self.finish_failure();
+    }
+
+    /// Reports the failure held in [`State::Grace`] and ends.
+    fn finish_failure(&mut self) {
+        let State::Grace { error, .. } = std::mem::replace(&mut self.state, State::Done) else {
+            return;
+        };
+        self.actions
+            .push_back(SendAction::Emit(Event::TransferFailed {
+                transfer_id: self.offer.transfer_id.to_string(),
+                direction: Direction::Send,
+                kind: error.kind(),
+                code: error.code().to_owned(),
+                reason: reason_chain(&error),
+            }));
+        self.outcome = Some(Err(error));
+    }
+
+    fn topic(&self) -> [u8; 32] {
+        transfer_topic(self.offer.transfer_id.as_bytes())
+    }
+
+    fn claim(&self, claimer: &str, accept: Option<&AcceptMessage>) -> ClaimToJudge {
+        let ours = self.offer.transfer_id.to_string();
+        ClaimToJudge {
+            transfer_id: ours.clone(),
+            recipient_id: self.offer.recipient_id.clone(),
+            claimer_id: claimer.to_owned(),
+            accept_transfer_id: accept.map_or(ours, |a| a.transfer_id.to_string()),
+            receiver_key: accept
+                .map(|a| hex::encode(a.receiver_key))
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// The error for a task that ended on ATS, or `None` while it is open.
+fn ended(task: &Task) -> Option<SendError> {
+    let reason = || {
+        task.reason
+            .clone()
+            .unwrap_or_else(|| "no reason given".to_owned())
+    };
+    match task.status {
+        TaskStatus::Rejected => Some(SendError::Declined { reason: reason() }),
+        TaskStatus::Failed => Some(SendError::FailedByReceiver { reason: reason() }),
+        TaskStatus::Cancelled => Some(SendError::TaskCancelled),
+        TaskStatus::Completed => Some(SendError::FailedByReceiver {
+            reason: "the task was completed before the file was sent".to_owned(),
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lifecycle::test_support::{accept, approval, path, signal_error, task};
+    use crate::policy::ClaimRejection;
+    use ats_p2p_signal::{EventOrigin, TransferId};
+
+    const TASK: TaskId = 7;
+    const TIMEOUT: Duration = Duration::from_secs(120);
+
+    fn offer() -> FileOffer {
+        FileOffer {
+            transfer_id: TransferId::random(),
+            filename: "data.csv".into(),
+            size: 10,
+            sha256: [0xab; 32],
+            sender_id: "agent-a".into(),
+            recipient_id: "agent-b".into(),
+            sender_key: [9; 32],
+        }
+    }
+
+    fn event(kind: EventKind, task: Task, message: Option<Message>) -> TaskEvent {
+        TaskEvent {
+            kind,
+            task,
+            message,
+            actor: None,
+            event_id: None,
+            origin: EventOrigin::Live,
+        }
+    }
+
+    fn claimed_by(who: &str) -> TaskEvent {
+        event(
+            EventKind::Claimed,
+            task(TASK, TaskStatus::InProgress, Some(who), None),
+            None,
+        )
+    }
+
+    fn closed(status: TaskStatus, reason: Option<&str>) -> TaskEvent {
+        event(
+            EventKind::Other(status.as_str().into()),
+            task(TASK, status, Some("agent-b"), reason),
+            None,
+        )
+    }
+
+    fn drain(m: &mut SendLifecycle) -> Vec<SendAction> {
+        std::iter::from_fn(|| m.poll_action()).collect()
+    }
+
+    fn names(actions: &[SendAction]) -> Vec<String> {
+        actions
+            .iter()
+            .map(|a| match a {
+                SendAction::Emit(e) => format!("emit:{}", e.name()),
+                SendAction::CreateTask => "create".into(),
+                SendAction::ListMessages(_) => "list".into(),
+                SendAction::JudgeClaim(_) => "judge".into(),
+                SendAction::Listen { .. } => "listen".into(),
+                SendAction::StopListening { .. } => "stop_listening".into(),
+                SendAction::Stream => "stream".into(),
+                SendAction::RememberKey(_) => "remember".into(),
+                SendAction::Cancel(_) => "cancel".into(),
+                SendAction::Fail { .. } => "fail".into(),
+            })
+            .collect()
+    }
+
+    fn failure(m: &mut SendLifecycle) -> SendError {
+        match m.poll_outcome() {
+            Some(Err(e)) => e,
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+
+    /// A machine whose offer task exists and that waits for an answer.
+    fn offered(now: Instant) -> SendLifecycle {
+        let mut m = SendLifecycle::new(offer(), "/tmp/data.csv".into(), TIMEOUT);
+        assert_eq!(names(&drain(&mut m)), ["create"]);
+        m.handle_task_created(Ok(task(TASK, TaskStatus::Pending, None, None)), now);
+        assert_eq!(names(&drain(&mut m)), ["emit:offer_sent"]);
+        assert_eq!(m.poll_timeout(), Some(now + TIMEOUT));
+        m
+    }
+
+    /// A machine listening for the approved receiver.
+    fn listening(now: Instant) -> SendLifecycle {
+        let mut m = offered(now);
+        m.handle_task_event(&claimed_by("agent-b"), now);
+        assert_eq!(names(&drain(&mut m)), ["list"]);
+        let t = m.offer().transfer_id;
+        m.handle_messages(Ok(vec![accept(1, "agent-b", 5, t)]), now);
+        let judge = drain(&mut m);
+        assert_eq!(names(&judge), ["judge"]);
+        m.handle_judgement(Ok(approval(5)), now);
+        let listen = drain(&mut m);
+        assert!(matches!(listen[..], [SendAction::Listen { key, .. }] if key == approval(5).key));
+        m
+    }
+
+    /// A machine streaming the file.
+    fn streaming(now: Instant) -> SendLifecycle {
+        let mut m = listening(now);
+        m.handle_connection(path(), now);
+        assert_eq!(
+            names(&drain(&mut m)),
+            ["stop_listening", "emit:transfer_start", "stream"]
+        );
+        assert!(m.is_streaming());
+        assert_eq!(m.poll_timeout(), None);
+        m
+    }
+
+    #[test]
+    fn accepted_and_verified() {
+        let now = Instant::now();
+        let mut m = streaming(now);
+        m.handle_outcome(Ok(10), now + Duration::from_millis(1500));
+        assert_eq!(
+            names(&drain(&mut m)),
+            ["remember", "emit:transfer_complete"]
+        );
+        let report = m.poll_outcome().unwrap().unwrap();
+        assert_eq!(report.bytes, 10);
+        assert_eq!(report.duration, Duration::from_millis(1500));
+        assert_eq!(report.task_id, TASK);
+        assert!(m.poll_timeout().is_none());
+    }
+
+    #[test]
+    fn the_claim_is_judged_with_the_first_accept_of_the_recipient() {
+        let now = Instant::now();
+        let mut m = offered(now);
+        m.handle_task_event(&claimed_by("agent-b"), now);
+        drain(&mut m);
+        let t = m.offer().transfer_id;
+        m.handle_messages(
+            Ok(vec![
+                accept(12, "agent-b", 2, t),
+                accept(11, "agent-b", 1, t),
+            ]),
+            now,
+        );
+        let [SendAction::JudgeClaim(claim)] = &drain(&mut m)[..] else {
+            panic!("no judgement asked");
+        };
+        assert_eq!(claim.receiver_key, hex::encode([1u8; 32]));
+        assert_eq!(claim.claimer_id, "agent-b");
+    }
+
+    #[test]
+    fn a_claim_without_an_accept_yet_waits_for_the_accept_message() {
+        let now = Instant::now();
+        let mut m = offered(now);
+        m.handle_task_event(&claimed_by("agent-b"), now);
+        drain(&mut m);
+        m.handle_messages(Ok(vec![]), now);
+        assert!(drain(&mut m).is_empty());
+        // A message that is no accept from the claimer does not cost a listing.
+        let chat = Message {
+            parts: vec![ats_p2p_signal::Part::text("hello")],
+            ..accept(2, "agent-b", 1, m.offer().transfer_id)
+        };
+        let ev = event(
+            EventKind::Message,
+            task(TASK, TaskStatus::InProgress, Some("agent-b"), None),
+            Some(chat),
+        );
+        m.handle_task_event(&ev, now);
+        assert!(drain(&mut m).is_empty());
+        let acc = accept(3, "agent-b", 1, m.offer().transfer_id);
+        let ev = event(
+            EventKind::Message,
+            task(TASK, TaskStatus::InProgress, Some("agent-b"), None),
+            Some(acc),
+        );
+        m.handle_task_event(&ev, now);
+        assert_eq!(names(&drain(&mut m)), ["list"]);
+    }
+
+    #[test]
+    fn someone_else_claiming_is_judged_without_reading_messages_and_cancelled() {
+        let now = Instant::now();
+        let mut m = offered(now);
+        m.handle_task_event(&claimed_by("mallory"), now);
+        let [SendAction::JudgeClaim(claim)] = &drain(&mut m)[..] else {
+            panic!("no judgement asked");
+        };
+        assert_eq!(claim.claimer_id, "mallory");
+        assert_eq!(claim.receiver_key, "");
+        m.handle_judgement(
+            Err(ClaimRejection::WrongClaimer {
+                claimer: "mallory".into(),
+                recipient: "agent-b".into(),
+            }),
+            now,
+        );
+        assert_eq!(names(&drain(&mut m)), ["cancel", "emit:transfer_failed"]);
+        assert!(matches!(failure(&mut m), SendError::Claim(_)));
+    }
+
+    #[test]
+    fn rejected_by_the_receiver() {
+        let now = Instant::now();
+        let mut m = offered(now);
+        m.handle_task_event(&closed(TaskStatus::Rejected, Some("too large")), now);
+        // The task already ended: nothing to cancel.
+        assert_eq!(names(&drain(&mut m)), ["emit:transfer_failed"]);
+        match failure(&mut m) {
+            SendError::Declined { reason } => assert_eq!(reason, "too large"),
+            e => panic!("{e:?}"),
+        }
+    }
+
+    #[test]
+    fn a_task_already_closed_at_creation_fails_at_once() {
+        let now = Instant::now();
+        let mut m = SendLifecycle::new(offer(), "f".into(), TIMEOUT);
+        drain(&mut m);
+        m.handle_task_created(Ok(task(TASK, TaskStatus::Cancelled, None, None)), now);
+        assert_eq!(
+            names(&drain(&mut m)),
+            ["emit:offer_sent", "emit:transfer_failed"]
+        );
+        assert!(matches!(failure(&mut m), SendError::TaskCancelled));
+    }
+
+    #[test]
+    fn creating_the_task_fails_without_events() {
+        let mut m = SendLifecycle::new(offer(), "f".into(), TIMEOUT);
+        drain(&mut m);
+        m.handle_task_created(Err(signal_error()), Instant::now());
+        assert!(drain(&mut m).is_empty());
+        assert!(matches!(failure(&mut m), SendError::Signal { .. }));
+    }
+
+    #[test]
+    fn nobody_answers_within_the_timeout() {
+        let now = Instant::now();
+        let mut m = offered(now);
+        m.handle_timeout(now + TIMEOUT - Duration::from_millis(1));
+        assert!(drain(&mut m).is_empty(), "not due yet");
+        m.handle_timeout(now + TIMEOUT);
+        assert_eq!(names(&drain(&mut m)), ["cancel", "emit:transfer_failed"]);
+        assert!(matches!(failure(&mut m), SendError::NoAnswer(t) if t == TIMEOUT));
+    }
+
+    #[test]
+    fn accepted_but_never_connected() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(10);
+        let mut m = offered(now);
+        m.handle_task_event(&claimed_by("agent-b"), later);
+        drain(&mut m);
+        let t = m.offer().transfer_id;
+        m.handle_messages(Ok(vec![accept(1, "agent-b", 5, t)]), later);
+        drain(&mut m);
+        m.handle_judgement(Ok(approval(5)), later);
+        drain(&mut m);
+        // The connection gets its own full timeout from the approval.
+        assert_eq!(m.poll_timeout(), Some(later + TIMEOUT));
+        m.handle_timeout(later + TIMEOUT);
+        assert_eq!(
+            names(&drain(&mut m)),
+            ["stop_listening", "cancel", "emit:transfer_failed"]
+        );
+        assert!(matches!(failure(&mut m), SendError::NoConnection(_)));
+    }
+
+    #[test]
+    fn the_receiver_giving_up_while_we_listen_ends_the_send() {
+        let now = Instant::now();
+        let mut m = listening(now);
+        m.handle_task_event(&closed(TaskStatus::Failed, Some("no path")), now);
+        assert_eq!(
+            names(&drain(&mut m)),
+            ["stop_listening", "emit:transfer_failed"]
+        );
+        assert!(
+            matches!(failure(&mut m), SendError::FailedByReceiver { reason } if reason == "no path")
+        );
+    }
+
+    #[test]
+    fn a_stream_failure_leaves_the_receiver_a_grace_to_report() {
+        let now = Instant::now();
+        let mut m = streaming(now);
+        let broken = SendError::Stream(crate::transfer::StreamSendError::Io(
+            std::io::Error::other("reset"),
+        ));
+        m.handle_outcome(Err(broken), now);
+        assert!(drain(&mut m).is_empty());
+        assert_eq!(m.poll_timeout(), Some(now + RECEIVER_REPORT_GRACE));
+        assert!(m.poll_outcome().is_none());
+        // The receiver fails the task with its reason within the grace: no cancel.
+        m.handle_task_event(&closed(TaskStatus::Failed, Some("hash mismatch")), now);
+        assert_eq!(names(&drain(&mut m)), ["emit:transfer_failed"]);
+        assert!(matches!(failure(&mut m), SendError::Stream(_)));
+    }
+
+    #[test]
+    fn without_the_receivers_report_the_sender_fails_the_task_after_the_grace() {
+        let now = Instant::now();
+        let mut m = streaming(now);
+        let refused = SendError::FileChanged {
+            path: "f".into(),
+            source: crate::transfer::StreamSendError::Io(std::io::Error::other("nack")),
+        };
+        m.handle_outcome(Err(refused), now);
+        assert!(drain(&mut m).is_empty());
+        m.handle_timeout(now + RECEIVER_REPORT_GRACE);
+        let actions = drain(&mut m);
+        assert_eq!(names(&actions), ["fail", "emit:transfer_failed"]);
+        let SendAction::Fail { reason, .. } = &actions[0] else {
+            unreachable!()
+        };
+        assert!(
+            reason.starts_with("the receiver did not report"),
+            "{reason}"
+        );
+        assert!(matches!(failure(&mut m), SendError::FileChanged { .. }));
+        // Late events change nothing.
+        m.handle_task_event(&closed(TaskStatus::Failed, None), now);
+        m.handle_timeout(now + TIMEOUT);
+        assert!(drain(&mut m).is_empty());
+        assert!(m.poll_outcome().is_none());
+    }
+
+    #[test]
+    fn a_report_seen_during_the_stream_spares_the_grace() {
+        let now = Instant::now();
+        let mut m = streaming(now);
+        m.handle_task_event(&closed(TaskStatus::Failed, Some("disk full")), now);
+        assert!(drain(&mut m).is_empty(), "the stream decides");
+        let broken = SendError::Stream(crate::transfer::StreamSendError::Io(
+            std::io::Error::other("reset"),
+        ));
+        m.handle_outcome(Err(broken), now);
+        assert_eq!(names(&drain(&mut m)), ["emit:transfer_failed"]);
+    }
+
+    #[test]
+    fn cancel_at_each_stage() {
+        let now = Instant::now();
+        // Before the task exists.
+        let mut m = SendLifecycle::new(offer(), "f".into(), TIMEOUT);
+        drain(&mut m);
+        m.handle_cancel(now);
+        assert!(drain(&mut m).is_empty());
+        assert!(matches!(failure(&mut m), SendError::Cancelled));
+        // Waiting for an answer.
+        let mut m = offered(now);
+        m.handle_cancel(now);
+        assert_eq!(names(&drain(&mut m)), ["cancel", "emit:transfer_failed"]);
+        assert!(matches!(failure(&mut m), SendError::Cancelled));
+        // Listening.
+        let mut m = listening(now);
+        m.handle_cancel(now);
+        assert_eq!(
+            names(&drain(&mut m)),
+            ["stop_listening", "cancel", "emit:transfer_failed"]
+        );
+        // Streaming.
+        let mut m = streaming(now);
+        m.handle_cancel(now);
+        assert_eq!(names(&drain(&mut m)), ["cancel", "emit:transfer_failed"]);
+        assert!(matches!(failure(&mut m), SendError::Cancelled));
+        // In the grace: end the task now rather than wait.
+        let mut m = streaming(now);
+        let broken = SendError::Stream(crate::transfer::StreamSendError::Io(
+            std::io::Error::other("reset"),
+        ));
+        m.handle_outcome(Err(broken), now);
+        m.handle_cancel(now);
+        assert_eq!(names(&drain(&mut m)), ["fail", "emit:transfer_failed"]);
+        assert!(matches!(failure(&mut m), SendError::Stream(_)));
+        // Done: nothing more.
+        m.handle_cancel(now);
+        assert!(drain(&mut m).is_empty());
+    }
+
+    #[test]
+    fn duplicate_and_late_inputs_are_ignored() {
+        let now = Instant::now();
+        let mut m = offered(now);
+        // Events of other tasks.
+        let other = event(
+            EventKind::Claimed,
+            task(TASK + 1, TaskStatus::Cancelled, Some("agent-b"), None),
+            None,
+        );
+        m.handle_task_event(&other, now);
+        assert!(drain(&mut m).is_empty());
+        // A second claim event while the first is being read.
+        m.handle_task_event(&claimed_by("agent-b"), now);
+        m.handle_task_event(&claimed_by("agent-b"), now);
+        assert_eq!(names(&drain(&mut m)), ["list"]);
+        // A connection or outcome before the approval means nothing.
+        m.handle_connection(path(), now);
+        m.handle_outcome(Ok(10), now);
+        assert!(drain(&mut m).is_empty());
+        let t = m.offer().transfer_id;
+        m.handle_messages(Ok(vec![accept(1, "agent-b", 5, t)]), now);
+        drain(&mut m);
+        m.handle_judgement(Ok(approval(5)), now);
+        drain(&mut m);
+        // A late judgement or claim event after the approval.
+        m.handle_judgement(Ok(approval(6)), now);
+        m.handle_task_event(&claimed_by("agent-b"), now);
+        assert!(drain(&mut m).is_empty());
+        m.handle_connection(path(), now);
+        drain(&mut m);
+        m.handle_connection(path(), now);
+        assert!(
+            drain(&mut m).is_empty(),
+            "a second connection is no second stream"
+        );
+    }
+
+    #[test]
+    fn reading_the_accept_failing_ends_the_send() {
+        let now = Instant::now();
+        let mut m = offered(now);
+        m.handle_task_event(&claimed_by("agent-b"), now);
+        drain(&mut m);
+        m.handle_messages(Err(signal_error()), now);
+        assert_eq!(names(&drain(&mut m)), ["cancel", "emit:transfer_failed"]);
+        assert!(matches!(failure(&mut m), SendError::Signal { .. }));
+    }
+}
