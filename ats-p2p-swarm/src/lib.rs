@@ -19,6 +19,8 @@
 
 pub mod dht;
 pub mod encoding;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hyperdht;
 pub mod keys;
 pub mod noise;

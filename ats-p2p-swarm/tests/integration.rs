@@ -16,6 +16,7 @@ mod dht_interop;
 mod dht_net;
 mod dht_relay;
 mod dht_wire;
+mod fuzz_targets;
 mod js_interop;
 mod noise_vectors;
 mod relay;
