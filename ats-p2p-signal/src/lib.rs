@@ -32,6 +32,8 @@
 
 pub mod client;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(feature = "hub")]
 pub mod hub;
 pub mod offer;

@@ -9,6 +9,7 @@ mod common;
 
 mod client_errors;
 mod exposure;
+mod fuzz_targets;
 mod http_api;
 mod lifecycle;
 mod resilience;
