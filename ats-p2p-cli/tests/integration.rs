@@ -10,5 +10,6 @@ mod netlab;
 
 mod cli_basic;
 mod e2e;
+mod faults;
 mod hub_cli;
 mod nat;
