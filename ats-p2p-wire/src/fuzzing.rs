@@ -366,7 +366,11 @@ impl ReceiverChecker {
                     assert!(self.external_hash, "HashNeeded without with_external_hash");
                     assert!(!self.hash_needed, "HashNeeded twice");
                     assert_eq!(size, self.offer.size);
-                    assert_eq!(self.written.len() as u64, size, "HashNeeded before every byte");
+                    assert_eq!(
+                        self.written.len() as u64,
+                        size,
+                        "HashNeeded before every byte"
+                    );
                     self.hash_needed = true;
                 }
                 ReceiverEvent::Verified { size, hash } => {
