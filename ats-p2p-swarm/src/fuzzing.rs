@@ -13,14 +13,14 @@ use rand::SeedableRng as _;
 use rand::rngs::StdRng;
 
 use crate::KeyPair;
-use crate::dht::{Message, Node, NodeConfig, SocketKind};
+use crate::dht::{Message, RpcConfig, RpcNode, SocketKind};
 use crate::encoding::{Reader, Writer};
 use crate::hyperdht::crypto::ns;
 use crate::hyperdht::messages::{
     Announce, Handshake as HandshakeMessage, Holepunch, HolepunchPayload, LookupReply,
     NoisePayload, PeerRecord,
 };
-use crate::hyperdht::{HyperNode, store};
+use crate::hyperdht::{HyperDhtCore, store};
 use crate::noise::{Handshake, NoiseConfig, NoiseHandshake, Step};
 use crate::relay::messages::{Pair, Unpair};
 use crate::secret_stream::{Input as StreamInput, SecretStreamCore};
@@ -363,17 +363,17 @@ fn dht_peer(i: u8) -> SocketAddrV4 {
 }
 
 /// A non-ephemeral node (it answers every command) with a public address.
-fn dht_node(now: Instant) -> HyperNode {
-    let mut cfg = NodeConfig::new(vec![], 5000, [1; 32]);
+fn dht_node(now: Instant) -> HyperDhtCore {
+    let mut cfg = RpcConfig::new(vec![], 5000, [1; 32]);
     cfg.ephemeral = false;
     cfg.public_addr = Some(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 5000));
-    let mut n = HyperNode::new(Node::new(cfg));
+    let mut n = HyperDhtCore::new(RpcNode::new(cfg));
     n.handle_timeout(now);
     dht_drain(&mut n);
     n
 }
 
-fn dht_drain(n: &mut HyperNode) {
+fn dht_drain(n: &mut HyperDhtCore) {
     let mut sent = 0;
     while let Some(t) = n.poll_transmit() {
         sent += 1;
@@ -403,7 +403,7 @@ fn check_dht_message(bytes: &[u8]) {
 }
 
 /// Feeds a HyperDHT node (the production entry for every DHT datagram,
-/// [`HyperNode::handle_datagram`]) a sequence of datagrams from a few sources, with time
+/// [`HyperDhtCore::handle_datagram`]) a sequence of datagrams from a few sources, with time
 /// passing; checks each datagram's decode round trip, that everything the node sends decodes,
 /// and that its tables stay bounded.
 pub fn dht_messages(data: &[u8]) {
@@ -512,7 +512,7 @@ fn client_keys() -> KeyPair {
 /// The responder as `hyperdht::server` builds it (prologue `NS_PEER_HANDSHAKE`), with a fixed
 /// ephemeral key so a run is reproducible.
 fn responder() -> NoiseHandshake {
-    let mut cfg = NoiseConfig::ik(false, server_keys(), &ns::peer_handshake(), None);
+    let mut cfg = NoiseConfig::ik_responder(server_keys(), &ns::peer_handshake());
     cfg.ephemeral_seed = Some([0x5e; 32]);
     match NoiseHandshake::new(cfg) {
         Ok(hs) => hs,
@@ -522,11 +522,10 @@ fn responder() -> NoiseHandshake {
 
 /// The initiator as `hyperdht::connect` builds it, with a fixed ephemeral key.
 fn initiator() -> NoiseHandshake {
-    let mut cfg = NoiseConfig::ik(
-        true,
+    let mut cfg = NoiseConfig::ik_initiator(
         client_keys(),
         &ns::peer_handshake(),
-        Some(server_keys().public_key()),
+        server_keys().public_key(),
     );
     cfg.ephemeral_seed = Some([0xce; 32]);
     match NoiseHandshake::new(cfg) {
