@@ -34,6 +34,8 @@ pub mod auth;
 pub mod client;
 pub mod defaults;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(feature = "hub")]
 pub mod hub;
 pub mod offer;

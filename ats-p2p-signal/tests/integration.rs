@@ -11,6 +11,7 @@ mod access;
 mod catch_up;
 mod client_errors;
 mod exposure;
+mod fuzz_targets;
 mod http_api;
 mod lifecycle;
 mod resilience;

@@ -23,6 +23,8 @@ pub mod backoff;
 pub mod crypto;
 pub mod dht;
 pub mod encoding;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hyperdht;
 pub mod keys;
 pub mod noise;

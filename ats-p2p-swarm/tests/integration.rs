@@ -17,6 +17,7 @@ mod dht_limits;
 mod dht_net;
 mod dht_relay;
 mod dht_wire;
+mod fuzz_targets;
 mod js_interop;
 mod noise_vectors;
 mod relay;
