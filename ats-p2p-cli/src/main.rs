@@ -72,6 +72,7 @@ async fn run(cli: Cli) -> Result<Exit, Failure> {
         Command::Relay(args) => cmd::relay::run(&out, args).await,
         Command::Send(args) => cmd::send::run(&mut out, args).await,
         Command::Listen(args) => cmd::listen::run(&mut out, args).await,
+        Command::Mcp(args) => cmd::mcp::run(&out, args).await,
         #[cfg(feature = "hub")]
         Command::Demo(args) => cmd::demo::run(&mut out, args).await,
     }

@@ -11,4 +11,5 @@ mod netlab;
 mod cli_basic;
 mod e2e;
 mod hub_cli;
+mod mcp;
 mod nat;
