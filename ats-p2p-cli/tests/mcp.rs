@@ -329,7 +329,7 @@ fn files_in(dir: &Path) -> Vec<String> {
 }
 
 /// Runs `f` within [`TEST_TIMEOUT`].
-async fn bounded<F: std::future::Future<Output = ()>>(f: F) {
+async fn bounded<F: Future<Output = ()>>(f: F) {
     tokio::time::timeout(TEST_TIMEOUT, f)
         .await
         .expect("the test finished in time");
@@ -345,7 +345,8 @@ fn trimmed(line: &str) -> String {
     if s.len() <= MAX {
         s
     } else {
-        format!("{}… ({} bytes)", &s[..s.floor_char_boundary(MAX)], s.len())
+        let head: String = s.chars().take(MAX).collect();
+        format!("{head}… ({} bytes)", s.len())
     }
 }
 

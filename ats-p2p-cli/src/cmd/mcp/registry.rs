@@ -334,12 +334,8 @@ impl TransferRecord {
                 self.file_name = Some(file_name.clone());
                 self.path = Some(path.path.clone());
             }
-            Event::Progress { bytes, .. } => {
-                // Progress before the start is the sender hashing, not bytes moved.
-                if self.state == "running" {
-                    self.bytes = *bytes;
-                }
-            }
+            // Progress before the start is the sender hashing, not bytes moved.
+            Event::Progress { bytes, .. } if self.state == "running" => self.bytes = *bytes,
             Event::TransferComplete {
                 file_path,
                 file_hash,
