@@ -1,27 +1,22 @@
-//! Command-line options (clap derive): the shared flags, the node options and one struct per
-//! command. Every node option can also come from the environment: `ATS_URL`, `ATS_ACTOR_ID` and
-//! `ATS_CHANNEL` as the `ats` CLI reads them, `ATS_P2P_*` for the options that are ours.
+//! Command-line options (clap derive): the options every command shares, the node options and
+//! one struct per command. Every node option can also come from the environment: `ATS_URL`,
+//! `ATS_ACTOR_ID` and `ATS_CHANNEL` as the `ats` CLI reads them, `ATS_P2P_*` for the options
+//! that are ours. Defaults come from [`ats_p2p::defaults`].
 
+use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
+use ats_p2p::defaults;
 use ats_p2p::policy::AllowEntry;
 use clap::{Args, Parser, Subcommand};
 
 use crate::exit::EXIT_CODES_HELP;
 
-/// The public ATS service (the `ats` CLI's default).
-pub(crate) const DEFAULT_ATS_URL: &str = ats_p2p_signal::client::DEFAULT_ATS_URL;
-
-/// Actor id used when none is given (the seed's default).
-pub(crate) const DEFAULT_ACTOR_ID: &str = "p2p-node";
-
-/// Channel offers go to by default.
-pub(crate) const DEFAULT_CHANNEL: &str = ats_p2p_signal::offer::DEFAULT_OFFER_CHANNEL;
-
-/// Default wait for a claim, an accept or a connection, in milliseconds (the seed's 120 s).
-pub(crate) const DEFAULT_TIMEOUT_MS: &str = "120000";
+/// Help heading of the options every command accepts.
+const SHARED_HEADING: &str = "Shared options (every command accepts them)";
 
 /// Send files peer to peer between AI agents, signaled through ATS.
 #[derive(Debug, Parser)]
@@ -35,18 +30,35 @@ pub(crate) struct Cli {
     pub(crate) command: Command,
 }
 
-/// Flags shared by every subcommand.
+/// Options every command accepts, before or after its name (clap `global`), so that one alias
+/// or one environment drives every command; a command ignores those it has no use for (`id`
+/// needs no ATS URL, `hub` no actor id).
 #[derive(Debug, Args)]
 pub(crate) struct CommonArgs {
     /// More logging on stderr (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    #[arg(short, long, action = clap::ArgAction::Count, global = true,
+          help_heading = SHARED_HEADING)]
     pub(crate) verbose: u8,
     /// Only results on stdout and errors on stderr: no progress, no notes.
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    #[arg(short, long, global = true, conflicts_with = "verbose", help_heading = SHARED_HEADING)]
     pub(crate) quiet: bool,
     /// Machine-readable output: one JSON object per line on stdout (NDJSON), nothing else there.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = SHARED_HEADING)]
     pub(crate) json: bool,
+    /// ATS URL, actor id, channel.
+    #[command(flatten)]
+    pub(crate) signal: SignalArgs,
+    /// HyperDHT bootstrap node HOST:PORT (repeat or comma-separate) [default: the public
+    /// HyperDHT bootstrap nodes].
+    #[arg(
+        long,
+        env = "ATS_P2P_BOOTSTRAP",
+        value_delimiter = ',',
+        value_name = "HOST:PORT",
+        global = true,
+        help_heading = SHARED_HEADING
+    )]
+    pub(crate) bootstrap: Vec<String>,
 }
 
 /// The commands.
@@ -81,17 +93,20 @@ pub(crate) enum Command {
     Demo(DemoArgs),
 }
 
-/// Where ATS is and who we are there.
+/// Where ATS is and who we are there (shared by every command).
 #[derive(Debug, Clone, Args)]
 pub(crate) struct SignalArgs {
     /// ATS server URL (`ats-p2p hub` prints a local one).
-    #[arg(long, env = "ATS_URL", default_value = DEFAULT_ATS_URL)]
+    #[arg(long, env = "ATS_URL", default_value = defaults::ATS_URL, global = true,
+          help_heading = SHARED_HEADING)]
     pub(crate) ats_url: String,
-    /// This node's ATS actor id.
-    #[arg(long, env = "ATS_ACTOR_ID", default_value = DEFAULT_ACTOR_ID)]
+    /// This node's ATS actor id (`id`: whose key to show).
+    #[arg(long, env = "ATS_ACTOR_ID", default_value = defaults::ACTOR_ID, global = true,
+          help_heading = SHARED_HEADING)]
     pub(crate) actor_id: String,
     /// ATS channel the offers go through.
-    #[arg(long, env = "ATS_CHANNEL", default_value = DEFAULT_CHANNEL)]
+    #[arg(long, env = "ATS_CHANNEL", default_value = defaults::CHANNEL, global = true,
+          help_heading = SHARED_HEADING)]
     pub(crate) channel: String,
 }
 
@@ -106,21 +121,9 @@ pub(crate) struct KeyArgs {
 /// Everything a running node needs (send, listen).
 #[derive(Debug, Clone, Args)]
 pub(crate) struct NodeArgs {
-    /// ATS URL, actor id, channel.
-    #[command(flatten)]
-    pub(crate) signal: SignalArgs,
     /// Key directory.
     #[command(flatten)]
     pub(crate) keys: KeyArgs,
-    /// HyperDHT bootstrap node HOST:PORT (repeat or comma-separate) [default: the public
-    /// HyperDHT bootstrap nodes].
-    #[arg(
-        long,
-        env = "ATS_P2P_BOOTSTRAP",
-        value_delimiter = ',',
-        value_name = "HOST:PORT"
-    )]
-    pub(crate) bootstrap: Vec<String>,
     /// Peers to deal with: an actor id (`agent-b`) or an actor id pinned to its key
     /// (`agent-b=<64 hex>`); repeat or comma-separate. None given: anyone.
     #[arg(
@@ -139,10 +142,11 @@ pub(crate) struct NodeArgs {
     /// File of remembered peer keys [default: <config dir>/ats-p2p/known_keys].
     #[arg(long, env = "ATS_P2P_KNOWN_KEYS", value_name = "FILE")]
     pub(crate) known_keys: Option<PathBuf>,
-    /// How long to wait for a claim, an accept or a connection, in milliseconds.
-    #[arg(long, env = "ATS_P2P_TIMEOUT", default_value = DEFAULT_TIMEOUT_MS,
-          value_name = "MS", value_parser = parse_timeout)]
-    pub(crate) timeout: Duration,
+    /// How long to wait for a claim, an accept or a connection: `90s`, `2m`, `1h 30m`, or a
+    /// plain number of milliseconds.
+    #[arg(long, env = "ATS_P2P_TIMEOUT", default_value_t = Timeout(defaults::TIMEOUT),
+          value_name = "DURATION")]
+    pub(crate) timeout: Timeout,
     /// Local IPv4 address the node's UDP socket binds.
     #[arg(long, env = "ATS_P2P_HOST", default_value = "0.0.0.0")]
     pub(crate) host: Ipv4Addr,
@@ -188,7 +192,7 @@ pub(crate) struct ListenArgs {
         value_name = "DIR"
     )]
     pub(crate) save_dir: PathBuf,
-    /// Largest file accepted, e.g. `10MB`, `1GiB` or plain bytes [default: no limit].
+    /// Largest file accepted [default: no limit]. E.g. `10MB`, `1GiB` or plain bytes; `MB`, `GB` = 10^6, 10^9 (SI), `MiB`, `GiB` = 2^20, 2^30 (binary).
     #[arg(long, env = "ATS_P2P_MAX_SIZE", value_parser = parse_size, value_name = "SIZE")]
     pub(crate) max_size: Option<u64>,
     /// Exit after the first transfer addressed to us ends; the exit status is its result.
@@ -214,17 +218,11 @@ pub(crate) struct StatusArgs {
     /// A transfer id (32 hex characters) or an ATS task id (a number).
     #[arg(value_parser = parse_status_target, value_name = "TRANSFER_ID|TASK_ID")]
     pub(crate) target: StatusTarget,
-    /// ATS URL, actor id, channel.
-    #[command(flatten)]
-    pub(crate) signal: SignalArgs,
 }
 
-/// `ats-p2p id`.
+/// `ats-p2p id` (for the shared `--actor-id`).
 #[derive(Debug, Args)]
 pub(crate) struct IdArgs {
-    /// The actor id whose key to show.
-    #[arg(long, env = "ATS_ACTOR_ID", default_value = DEFAULT_ACTOR_ID)]
-    pub(crate) actor_id: String,
     /// Key directory.
     #[command(flatten)]
     pub(crate) keys: KeyArgs,
@@ -238,13 +236,13 @@ pub(crate) const DEFAULT_BOOTSTRAP_LISTEN: &str = "127.0.0.1:49737";
 #[cfg(feature = "hub")]
 #[derive(Debug, Args)]
 pub(crate) struct HubArgs {
-    /// Address to listen on; port 0 picks a free port. Loopback by default: binding another
-    /// interface exposes an unauthenticated service.
+    /// Address to listen on; port 0 picks a free port. Loopback by default: another interface
+    /// needs --token (or --insecure-no-token).
     #[arg(long, default_value = ats_p2p_signal::hub::DEFAULT_LISTEN, env = "ATS_P2P_HUB_LISTEN")]
     pub(crate) listen: std::net::SocketAddr,
     /// SQLite database file [default: <data dir>/ats-p2p/hub.sqlite, e.g.
     /// ~/.local/share/ats-p2p/hub.sqlite on Linux].
-    #[arg(long, env = "ATS_P2P_HUB_DB")]
+    #[arg(long, env = "ATS_P2P_HUB_DB", value_parser = ats_p2p_signal::hub::parse_db_location)]
     pub(crate) db: Option<PathBuf>,
     /// Address of the HyperDHT bootstrap node started beside the hub (IPv4; port 0 picks a free
     /// port). Nodes use it with --bootstrap; npm `hyperdht` accepts it as a bootstrap too.
@@ -262,6 +260,8 @@ pub(crate) struct HubArgs {
     /// no origin and need none.
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     pub(crate) allow_origins: Vec<String>,
+    #[command(flatten)]
+    pub(crate) access: crate::cmd::hub::HubAccessArgs,
 }
 
 /// `ats-p2p relay`.
@@ -272,47 +272,61 @@ pub(crate) struct RelayArgs {
     /// to reach it: on a public host, its public interface.
     #[arg(long, env = "ATS_P2P_RELAY_LISTEN", default_value = "0.0.0.0:49738")]
     pub(crate) listen: std::net::SocketAddrV4,
-    /// HyperDHT bootstrap node HOST:PORT (repeat or comma-separate) [default: the public
-    /// HyperDHT bootstrap nodes].
-    #[arg(
-        long,
-        env = "ATS_P2P_BOOTSTRAP",
-        value_delimiter = ',',
-        value_name = "HOST:PORT"
-    )]
-    pub(crate) bootstrap: Vec<String>,
 }
 
 /// Size of the demo's generated file by default.
 #[cfg(feature = "hub")]
-pub(crate) const DEFAULT_DEMO_SIZE: &str = "32MiB";
+pub(crate) const DEFAULT_DEMO_SIZE: bytesize::ByteSize = bytesize::ByteSize::mib(32);
 
 /// `ats-p2p demo`.
 #[cfg(feature = "hub")]
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
-    /// Size of the generated file, e.g. `32MiB`, `1GB` or plain bytes.
-    #[arg(long, default_value = DEFAULT_DEMO_SIZE, value_parser = parse_size, value_name = "SIZE")]
-    pub(crate) size: u64,
-    /// How long each step may take, in milliseconds.
-    #[arg(long, default_value = DEFAULT_TIMEOUT_MS, value_name = "MS", value_parser = parse_timeout)]
-    pub(crate) timeout: Duration,
+    /// Size of the generated file. E.g. `10MB`, `1GiB` or plain bytes; `MB`, `GB` = 10^6, 10^9 (SI), `MiB`, `GiB` = 2^20, 2^30 (binary).
+    #[arg(long, default_value_t = DEFAULT_DEMO_SIZE, value_parser = parse_size_arg,
+          value_name = "SIZE")]
+    pub(crate) size: bytesize::ByteSize,
+    /// How long each step may take: `90s`, `2m`, or a plain number of milliseconds.
+    #[arg(long, default_value_t = Timeout(defaults::TIMEOUT), value_name = "DURATION")]
+    pub(crate) timeout: Timeout,
     /// Keep the demo's files (hub database, source and received file) in this directory
     /// instead of a temporary one that is removed at the end.
     #[arg(long, value_name = "DIR")]
     pub(crate) keep: Option<PathBuf>,
 }
 
-/// Parses `--timeout` (milliseconds, at least 1).
-fn parse_timeout(s: &str) -> Result<Duration, String> {
-    let ms: u64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number of milliseconds"))?;
-    if ms == 0 {
-        return Err("the timeout must be at least 1 ms".to_owned());
+/// A wait of at least 1 ms: `--timeout` and its environment variable. Written as a duration
+/// (`90s`, `2m`, `1h 30m`, parsed by `humantime`) or, as before durations were accepted, a
+/// plain number of milliseconds; shown as a duration (`2m`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Timeout(pub(crate) Duration);
+
+impl FromStr for Timeout {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let wait = if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+            let ms: u64 = t
+                .parse()
+                .map_err(|_| format!("{s:?} is too many milliseconds"))?;
+            Duration::from_millis(ms)
+        } else {
+            humantime::parse_duration(t).map_err(|e| {
+                format!("{s:?} is not a duration ({e}); examples: 90s, 2m, 1h 30m, 120000 (ms)")
+            })?
+        };
+        if wait < Duration::from_millis(1) {
+            return Err("the timeout must be at least 1 ms".to_owned());
+        }
+        Ok(Self(wait))
     }
-    Ok(Duration::from_millis(ms))
+}
+
+impl fmt::Display for Timeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        humantime::format_duration(self.0).fmt(f)
+    }
 }
 
 /// Parses the `status` argument: digits are a task id, 32 hex characters a transfer id.
@@ -332,63 +346,31 @@ fn parse_status_target(s: &str) -> Result<StatusTarget, String> {
     ))
 }
 
-/// Multipliers of the size suffixes (case-insensitive): SI for `k`/`KB`, `M`/`MB`, ...,
-/// binary for `KiB`, `MiB`, ...
-const SIZE_UNITS: &[(&str, u64)] = &[
-    ("", 1),
-    ("b", 1),
-    ("k", 1_000),
-    ("kb", 1_000),
-    ("kib", 1 << 10),
-    ("m", 1_000_000),
-    ("mb", 1_000_000),
-    ("mib", 1 << 20),
-    ("g", 1_000_000_000),
-    ("gb", 1_000_000_000),
-    ("gib", 1 << 30),
-    ("t", 1_000_000_000_000),
-    ("tb", 1_000_000_000_000),
-    ("tib", 1 << 40),
-];
-
-/// Parses a size: plain bytes (`1048576`) or a number with a unit (`10MB`, `1.5 GiB`, `512k`).
+/// Parses a size with the `bytesize` crate: plain bytes (`1048576`) or a number with a unit,
+/// case-insensitive, SI for `KB`/`MB`/`GB`/`TB` (and `k`/`M`/`G`/`T`: powers of 1000), binary
+/// for `KiB`/`MiB`/`GiB`/`TiB` (powers of 1024); `10MB` is 10,000,000 bytes, `1.5 GiB` and
+/// `512k` work too. Negative numbers and sizes past 2^64 - 1 bytes are refused.
 pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
+    parse_size_arg(s).map(|b| b.as_u64())
+}
+
+/// [`parse_size`] as a `ByteSize`.
+fn parse_size_arg(s: &str) -> Result<bytesize::ByteSize, String> {
+    let bad = |why: String| format!("{s:?} is not a size ({why}); examples: 1048576, 10MB, 1GiB");
     let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let unit = unit.trim().to_ascii_lowercase();
-    let bad = || format!("{s:?} is not a size (examples: 1048576, 10MB, 1GiB)");
-    let mult = SIZE_UNITS
-        .iter()
-        .find(|(u, _)| *u == unit)
-        .map(|(_, m)| *m)
-        .ok_or_else(bad)?;
-    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
-    if int.is_empty() && frac.is_empty() {
-        return Err(bad());
+    // Plain bytes up to 2^64 - 1 exactly; past that, "too large" rather than a unit error.
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        return t
+            .parse::<u64>()
+            .map(bytesize::ByteSize::b)
+            .map_err(|_| format!("{s:?} is too large"));
     }
-    let int: u128 = if int.is_empty() {
-        0
-    } else {
-        int.parse().map_err(|_| bad())?
-    };
-    let mut total = int.checked_mul(u128::from(mult)).ok_or_else(bad)?;
-    if !frac.is_empty() {
-        // At most 9 fraction digits matter for units up to TiB; more are refused.
-        if frac.len() > 9 || frac.contains('.') {
-            return Err(bad());
-        }
-        let f: u128 = frac.parse().map_err(|_| bad())?;
-        let scale = 10u128.pow(u32::try_from(frac.len()).map_err(|_| bad())?);
-        let part = f
-            .checked_mul(u128::from(mult))
-            .map(|v| v / scale)
-            .ok_or_else(bad)?;
-        total = total.checked_add(part).ok_or_else(bad)?;
+    let size: bytesize::ByteSize = t.parse().map_err(bad)?;
+    // `bytesize` saturates a product that overflows: the largest value means "too large".
+    if size.as_u64() == u64::MAX {
+        return Err(format!("{s:?} is too large"));
     }
-    u64::try_from(total).map_err(|_| format!("{s:?} is too large"))
+    Ok(size)
 }
 
 #[cfg(test)]
@@ -402,29 +384,127 @@ mod tests {
     }
 
     #[test]
-    fn sizes() {
+    fn sizes_are_si_for_mb_and_binary_for_mib() {
         assert_eq!(parse_size("1048576"), Ok(1_048_576));
         assert_eq!(parse_size("10MB"), Ok(10_000_000));
         assert_eq!(parse_size("10 mb"), Ok(10_000_000));
+        assert_eq!(parse_size("10M"), Ok(10_000_000));
+        assert_eq!(parse_size("10MiB"), Ok(10 << 20));
+        assert_eq!(parse_size("1GB"), Ok(1_000_000_000));
         assert_eq!(parse_size("1GiB"), Ok(1 << 30));
         assert_eq!(parse_size("1.5KiB"), Ok(1536));
         assert_eq!(parse_size("512k"), Ok(512_000));
+        assert_eq!(parse_size("2TiB"), Ok(2 << 40));
         assert_eq!(parse_size("0"), Ok(0));
-        assert_eq!(parse_size(".5MiB"), Ok(512 * 1024));
         for bad in [
             "",
             "MB",
             "ten",
             "1.2.3",
             "-1",
-            "1 PB",
             "99999999999TiB",
             ".",
+            "10 parsecs",
         ] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }
         assert!(parse_size("18446744073709551616").is_err());
         assert_eq!(parse_size("18446744073709551615"), Ok(u64::MAX));
+    }
+
+    #[test]
+    fn the_help_says_what_10mb_means() {
+        let help = Cli::command()
+            .find_subcommand_mut("listen")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(help.contains("`MB`, `GB` = 10^6, 10^9 (SI)"), "{help}");
+        assert!(
+            help.contains("`MiB`, `GiB` = 2^20, 2^30 (binary)"),
+            "{help}"
+        );
+    }
+
+    #[test]
+    fn timeouts_are_durations_or_milliseconds() {
+        let t = |s: &str| s.parse::<Timeout>().map(|t| t.0);
+        assert_eq!(t("120000"), Ok(Duration::from_secs(120)));
+        assert_eq!(t("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(t("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(t("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(t("250ms"), Ok(Duration::from_millis(250)));
+        for bad in ["", "0", "0s", "soon", "-5", "99999999999999999999999"] {
+            assert!(t(bad).is_err(), "{bad}");
+        }
+        // The default is the facade's, shown as a duration.
+        assert_eq!(Timeout(defaults::TIMEOUT).to_string(), "2m");
+        let cli = Cli::try_parse_from(["ats-p2p", "listen"]).unwrap();
+        let Command::Listen(l) = cli.command else {
+            panic!("listen expected")
+        };
+        assert_eq!(l.node.timeout.0, defaults::TIMEOUT);
+        assert_eq!(cli.common.signal.ats_url, defaults::ATS_URL);
+        assert_eq!(cli.common.signal.actor_id, defaults::ACTOR_ID);
+        assert_eq!(cli.common.signal.channel, defaults::CHANNEL);
+    }
+
+    /// Every command's name and the arguments it needs.
+    fn every_command() -> Vec<Vec<&'static str>> {
+        let mut all = vec![
+            vec!["send", "a.bin", "--to", "agent-b"],
+            vec!["listen"],
+            vec!["status", "42"],
+            vec!["id"],
+        ];
+        if cfg!(feature = "hub") {
+            all.extend([vec!["hub"], vec!["relay"], vec!["demo"]]);
+        }
+        all
+    }
+
+    #[test]
+    fn every_command_accepts_every_shared_option_before_or_after_its_name() {
+        let names: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_owned())
+            .filter(|n| n != "help")
+            .collect();
+        let tested: Vec<String> = every_command().iter().map(|c| c[0].to_owned()).collect();
+        assert_eq!(names, tested, "a command is missing from this test");
+        let shared = [
+            "--ats-url",
+            "http://127.0.0.1:9",
+            "--actor-id",
+            "agent-x",
+            "--channel",
+            "side",
+            "--bootstrap",
+            "127.0.0.1:1,127.0.0.1:2",
+            "--json",
+            "-vv",
+        ];
+        for cmd in every_command() {
+            let before: Vec<&str> = std::iter::once("ats-p2p")
+                .chain(shared)
+                .chain(cmd.iter().copied())
+                .collect();
+            let after: Vec<&str> = std::iter::once("ats-p2p")
+                .chain(cmd.iter().copied())
+                .chain(shared)
+                .collect();
+            for argv in [before, after] {
+                let cli =
+                    Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?} refused:\n{e}"));
+                let c = &cli.common;
+                assert_eq!(c.signal.ats_url, "http://127.0.0.1:9", "{argv:?}");
+                assert_eq!(c.signal.actor_id, "agent-x", "{argv:?}");
+                assert_eq!(c.signal.channel, "side", "{argv:?}");
+                assert_eq!(c.bootstrap, ["127.0.0.1:1", "127.0.0.1:2"], "{argv:?}");
+                assert!(c.json, "{argv:?}");
+                assert_eq!(c.verbose, 2, "{argv:?}");
+            }
+        }
     }
 
     #[test]
@@ -460,12 +540,12 @@ mod tests {
         ])
         .unwrap();
         assert!(cli.common.json);
+        assert_eq!(cli.common.bootstrap.len(), 3);
         let Command::Send(s) = cli.command else {
             panic!("send expected")
         };
         assert_eq!(s.to, "agent-b");
-        assert_eq!(s.node.bootstrap.len(), 3);
-        assert_eq!(s.node.timeout, Duration::from_secs(3));
+        assert_eq!(s.node.timeout.0, Duration::from_secs(3));
         assert_eq!(s.node.host, Ipv4Addr::UNSPECIFIED);
         assert_eq!(s.node.allow.len(), 1);
 

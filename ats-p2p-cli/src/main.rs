@@ -6,6 +6,10 @@
 //! Modules: [`args`] (options), [`output`] (human lines, progress bars, NDJSON), [`exit`] (exit
 //! statuses from error kinds), [`signals`] (Ctrl-C), [`cmd`] (one file per command).
 
+// Doc comments on the clap structs are the `--help` text users read, where `<config dir>` is a
+// placeholder meant literally, not an HTML tag.
+#![allow(rustdoc::invalid_html_tags)]
+
 mod args;
 mod cmd;
 mod exit;
@@ -62,17 +66,18 @@ fn main() -> ExitCode {
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn run(cli: Cli) -> Result<Exit, Failure> {
-    let mut out = Output::new(&cli.common);
-    match cli.command {
-        Command::Id(args) => cmd::id::run(&out, args).await,
-        Command::Status(args) => cmd::status::run(&out, args).await,
+    let Cli { common, command } = cli;
+    let mut out = Output::new(&common);
+    match command {
+        Command::Id(args) => cmd::id::run(&out, &common, args).await,
+        Command::Status(args) => cmd::status::run(&out, &common, args).await,
         #[cfg(feature = "hub")]
         Command::Hub(args) => cmd::hub::run(&out, args).await,
         #[cfg(feature = "hub")]
-        Command::Relay(args) => cmd::relay::run(&out, args).await,
-        Command::Send(args) => cmd::send::run(&mut out, args).await,
-        Command::Listen(args) => cmd::listen::run(&mut out, args).await,
-        Command::Mcp(args) => cmd::mcp::run(&out, args).await,
+        Command::Relay(args) => cmd::relay::run(&out, &common, args).await,
+        Command::Send(args) => cmd::send::run(&mut out, &common, args).await,
+        Command::Listen(args) => cmd::listen::run(&mut out, &common, args).await,
+        Command::Mcp(args) => cmd::mcp::run(&out, &common, args).await,
         #[cfg(feature = "hub")]
         Command::Demo(args) => cmd::demo::run(&mut out, args).await,
     }

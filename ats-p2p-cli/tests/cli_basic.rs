@@ -209,3 +209,70 @@ fn status_by_task_id_and_transfer_id() {
         .unwrap();
     assert_eq!(out.status.code(), Some(6), "{out:?}");
 }
+
+#[test]
+fn one_environment_drives_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    let hub = start_hub(dir.path(), deadline);
+    let file = dir.path().join("a.txt");
+    std::fs::write(&file, b"hello").unwrap();
+    // What an alias or a shell profile would set once for every command.
+    let with_env = |args: &[&str]| {
+        let mut c = ats_p2p(dir.path());
+        c.args(args)
+            .env("ATS_URL", &hub.ats_url)
+            .env("ATS_ACTOR_ID", "agent-env")
+            .env("ATS_CHANNEL", "side")
+            .env("ATS_P2P_BOOTSTRAP", &hub.bootstrap)
+            .env("ATS_P2P_HOST", "127.0.0.1");
+        c
+    };
+    let out = with_env(&["id", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(json_lines(&out.stdout)[0]["actor_id"], "agent-env");
+
+    // `send` reaches the hub and the DHT from the environment: nobody answers, so it times out
+    // (exit 4), after its offer went to the channel the environment names.
+    let out = with_env(&[
+        "send",
+        "--json",
+        "--ephemeral",
+        "--timeout",
+        "1s",
+        "--to",
+        "nobody",
+    ])
+    .arg(&file)
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let lines = json_lines(&out.stdout);
+    let tid = lines[0]["transfer_id"].as_str().unwrap().to_owned();
+    assert_eq!(lines[0]["event"], "offer_sent");
+
+    // `status` finds it by transfer id on that channel; the shared options it does not use are
+    // accepted too, before or after its name.
+    for args in [
+        vec!["status", &tid, "--json", "--bootstrap", "127.0.0.1:1"],
+        vec!["--bootstrap", "127.0.0.1:1", "-v", "status", &tid, "--json"],
+    ] {
+        let out = with_env(&args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        let v = &json_lines(&out.stdout)[0];
+        assert_eq!(v["channel"], "side", "{v}");
+        assert_eq!(v["sender_id"], "agent-env", "{v}");
+        assert_eq!(v["state"], "cancelled", "{v}");
+    }
+    // The same environment does not disturb the commands that ignore it.
+    let out = with_env(&[
+        "id",
+        "--channel",
+        "other",
+        "--ats-url",
+        "http://127.0.0.1:1",
+    ])
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}

@@ -163,3 +163,66 @@ fn assert_dht_ping_answered(boot: std::net::SocketAddrV4) {
     assert_eq!(buf[0], 0x13, "a dht-rpc response");
     assert_eq!(&buf[2..4], &[0x34, 0x12], "same transaction id");
 }
+
+/// Runs `ats-p2p hub ARGS` in `cwd`, which must fail at once: exit status and stderr.
+fn hub_refused(cwd: &std::path::Path, args: &[&str]) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ats-p2p"))
+        .arg("hub")
+        .args(["--bootstrap-listen", "127.0.0.1:0"])
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("RUST_LOG")
+        .env_remove("ATS_P2P_HUB_TOKEN")
+        .env_remove("ATS_P2P_HUB_DB")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_exit(&mut child);
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status, err)
+}
+
+#[test]
+fn hub_refuses_a_database_url_it_cannot_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, err) = hub_refused(
+        dir.path(),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            "postgres://user:pw@host:5432/db",
+        ],
+    );
+    assert_eq!(status.code(), Some(2), "a usage error: {err}");
+    assert!(err.contains("PostgreSQL"), "{err}");
+    assert!(
+        !err.contains("pw@"),
+        "the URL's password is not echoed: {err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "created {left:?}");
+}
+
+#[test]
+fn hub_beyond_loopback_needs_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hub.sqlite").display().to_string();
+    // Refused before anything is bound.
+    let (status, err) = hub_refused(dir.path(), &["--listen", "0.0.0.0:0", "--db", &db]);
+    assert!(!status.success());
+    assert!(err.contains("without a token"), "{err}");
+    let (status, err) = hub_refused(
+        dir.path(),
+        &["--listen", "127.0.0.1:0", "--db", &db, "--token", "short"],
+    );
+    assert!(!status.success());
+    assert!(err.contains("at least 16"), "{err}");
+}

@@ -10,6 +10,7 @@ mod netlab;
 
 mod cli_basic;
 mod e2e;
+mod faults;
 mod hub_cli;
 mod mcp;
 mod nat;

@@ -74,6 +74,8 @@ fn cross(kind: NatKind, hub_args: &[&str], node_args: &[&str]) -> Option<Crossin
         "--db",
         &db,
         "--json",
+        // The lab's public network is the test's own namespace; the nodes send no token.
+        "--insecure-no-token",
     ];
     args.extend_from_slice(hub_args);
     let mut hub = spawn(&lab, Node::Public, dir.path(), &args);

@@ -30,7 +30,9 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod client;
+pub mod defaults;
 pub mod error;
 #[cfg(feature = "hub")]
 pub mod hub;
@@ -38,6 +40,7 @@ pub mod offer;
 pub mod types;
 pub mod watch;
 
+pub use auth::{AccessToken, TokenError};
 pub use client::{Client, ClientConfig};
 pub use error::SignalError;
 pub use offer::{AcceptMessage, FileOffer, OfferError, TransferId};

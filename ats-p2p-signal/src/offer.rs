@@ -14,7 +14,7 @@ use crate::types::{Message, NewTask, Task};
 pub const OFFER_TASK_TYPE: &str = "file_offer";
 
 /// Channel offers go to unless told otherwise.
-pub const DEFAULT_OFFER_CHANNEL: &str = "p2p-transfer";
+pub use crate::defaults::OFFER_CHANNEL as DEFAULT_OFFER_CHANNEL;
 
 /// Payload and accept-message version this code speaks.
 pub const OFFER_VERSION: u64 = 1;

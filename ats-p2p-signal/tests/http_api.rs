@@ -367,12 +367,12 @@ async fn websocket_protocol_frames() {
         let url = format!("ws://{}/ws?actor_type=agent&actor_id=w&actor_name=W", hub.local_addr());
         let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
         assert_eq!(recv(&mut ws).await["type"], "connected");
-        ws.send(Message::Text(json!({"type": "ping"}).to_string())).await.unwrap();
+        ws.send(Message::Text(json!({"type": "ping"}).to_string().into())).await.unwrap();
         assert_eq!(recv(&mut ws).await["type"], "pong");
         // events flow only after a subscribe; filters AND across lists, OR inside
         let c = client(&hub.url(), "agent-a");
         c.create_task(&ats_p2p_signal::NewTask::new("before subscribe")).await.unwrap();
-        ws.send(Message::Text(json!({"type": "subscribe", "id": "cli-sub-1", "channels": ["x", "y"], "event_types": ["task.created"]}).to_string())).await.unwrap();
+        ws.send(Message::Text(json!({"type": "subscribe", "id": "cli-sub-1", "channels": ["x", "y"], "event_types": ["task.created"]}).to_string().into())).await.unwrap();
         let v = recv(&mut ws).await;
         assert_eq!((v["type"].as_str(), v["id"].as_str()), (Some("subscribed"), Some("cli-sub-1")));
         let mut other = ats_p2p_signal::NewTask::new("wrong channel");
@@ -390,7 +390,7 @@ async fn websocket_protocol_frames() {
         assert!(v["id"].is_i64());
         assert_eq!(v["data"]["task"]["title"], "wanted");
         // no other frame is pending: a ping's pong comes next
-        ws.send(Message::Text(json!({"type": "ping"}).to_string())).await.unwrap();
+        ws.send(Message::Text(json!({"type": "ping"}).to_string().into())).await.unwrap();
         assert_eq!(recv(&mut ws).await["type"], "pong");
         // shutdown closes the socket ("going away")
         let stop = tokio::spawn(hub.shutdown());

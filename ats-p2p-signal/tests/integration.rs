@@ -7,6 +7,8 @@
 
 mod common;
 
+mod access;
+mod catch_up;
 mod client_errors;
 mod exposure;
 mod http_api;

@@ -54,7 +54,7 @@ async fn a_client_that_never_reads_is_dropped_and_memory_stays_bounded() {
         );
         let (mut slow, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
         slow.send(Message::Text(
-            json!({"type": "subscribe", "id": "s"}).to_string(),
+            json!({"type": "subscribe", "id": "s"}).to_string().into(),
         ))
         .await
         .unwrap();

@@ -1,6 +1,8 @@
 //! Hyperswarm transport for ats-p2p: UDX streams, the Noise secret stream and HyperDHT.
 //!
+//! - [`backoff`]: the exponential backoff schedule every retry loop uses.
 //! - [`keys`]: Ed25519 identity keys.
+//! - [`crypto`]: keyed BLAKE2b-256, the one hash helper the layers share.
 //! - [`encoding`]: compact-encoding, as a checked reader and a writer.
 //! - [`udx`]: UDX reliable streams over UDP: a sans-io core and a tokio socket driver.
 //! - [`noise`]: sans-io Noise XX / IK handshakes with Hyperswarm's Ed25519 DH.
@@ -17,6 +19,8 @@
 //! - [`swarm`]: the Hyperswarm-style API: topics, connection dedup, an allowlist firewall.
 #![forbid(unsafe_code)]
 
+pub mod backoff;
+pub mod crypto;
 pub mod dht;
 pub mod encoding;
 pub mod hyperdht;

@@ -22,8 +22,8 @@ fn handshakes() -> (Handshake, Handshake) {
 fn make_handshakes() -> (Handshake, Handshake) {
     let ki = KeyPair::from_seed([1; 32]);
     let kr = KeyPair::from_seed([2; 32]);
-    let mut i = NoiseHandshake::new(NoiseConfig::ik(true, ki, b"", Some(kr.public_key()))).unwrap();
-    let mut r = NoiseHandshake::new(NoiseConfig::ik(false, kr, b"", None)).unwrap();
+    let mut i = NoiseHandshake::new(NoiseConfig::ik_initiator(ki, b"", kr.public_key())).unwrap();
+    let mut r = NoiseHandshake::new(NoiseConfig::ik_responder(kr, b"")).unwrap();
     let m1 = i.write_message(b"").unwrap();
     r.read_message(&m1).unwrap();
     r.handle_verdict(true).unwrap();
@@ -93,7 +93,7 @@ fn random_bytes_never_panic_and_stay_bounded() {
             ),
             |(bytes, chunk, xx)| {
                 let mut rx = if xx {
-                    SecretStreamCore::new_xx(false, KeyPair::from_seed([3; 32])).unwrap()
+                    SecretStreamCore::xx_responder(KeyPair::from_seed([3; 32])).unwrap()
                 } else {
                     SecretStreamCore::from_handshake(handshakes().1)
                 };

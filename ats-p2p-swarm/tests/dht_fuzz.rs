@@ -8,13 +8,15 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use ats_p2p_swarm::KeyPair;
-use ats_p2p_swarm::dht::{Message, Node, NodeConfig, Request, Response, SocketKind, hash, node_id};
+use ats_p2p_swarm::dht::{
+    Message, Request, Response, RpcConfig, RpcNode, SocketKind, hash, node_id,
+};
 use ats_p2p_swarm::hyperdht::commands;
 use ats_p2p_swarm::hyperdht::crypto::{ns, sign_announce};
 use ats_p2p_swarm::hyperdht::messages::{
     Announce, Handshake, Holepunch, HolepunchPayload, LookupReply, Mode, NoisePayload, PeerRecord,
 };
-use ats_p2p_swarm::hyperdht::{HyperNode, store};
+use ats_p2p_swarm::hyperdht::{HyperDhtCore, store};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 
@@ -26,17 +28,17 @@ fn peer(i: u8) -> SocketAddrV4 {
     SocketAddrV4::new(Ipv4Addr::new(10, 0, 1, i), 6000)
 }
 
-fn bootstrapper(now: Instant) -> HyperNode {
-    let mut cfg = NodeConfig::new(vec![], 5000, [1; 32]);
+fn bootstrapper(now: Instant) -> HyperDhtCore {
+    let mut cfg = RpcConfig::new(vec![], 5000, [1; 32]);
     cfg.ephemeral = false;
     cfg.public_addr = Some(me());
-    let mut n = HyperNode::new(Node::new(cfg));
+    let mut n = HyperDhtCore::new(RpcNode::new(cfg));
     n.handle_timeout(now);
     drain(&mut n);
     n
 }
 
-fn drain(n: &mut HyperNode) -> Vec<Response> {
+fn drain(n: &mut HyperDhtCore) -> Vec<Response> {
     let mut out = Vec::new();
     while let Some(t) = n.poll_transmit() {
         if let Ok(Message::Response(r)) = Message::decode(&t.payload) {
@@ -192,7 +194,12 @@ fn random_truncated_and_mutated_datagrams_keep_state_bounded() {
 }
 
 /// Gets a token from the node for `from` with a LOOKUP.
-fn token_for(node: &mut HyperNode, now: Instant, from: SocketAddrV4, target: [u8; 32]) -> [u8; 32] {
+fn token_for(
+    node: &mut HyperDhtCore,
+    now: Instant,
+    from: SocketAddrV4,
+    target: [u8; 32],
+) -> [u8; 32] {
     node.handle_datagram(
         now,
         SocketKind::Server,

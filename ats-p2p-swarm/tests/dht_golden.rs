@@ -9,7 +9,8 @@ use crate::support;
 use std::net::{SocketAddrV4, SocketAddrV6};
 
 use ats_p2p_swarm::KeyPair;
-use ats_p2p_swarm::dht::{keyed_hash, node_id};
+use ats_p2p_swarm::crypto::keyed_blake2b_256;
+use ats_p2p_swarm::dht::node_id;
 use ats_p2p_swarm::encoding::{Reader, Writer};
 use ats_p2p_swarm::hyperdht::crypto::{
     announce_signable, holepunch_secret, ns, secretbox_open, secretbox_seal,
@@ -68,7 +69,11 @@ async fn codecs_match_javascript() {
 
     let t = &g["token"];
     assert_eq!(
-        keyed_hash(&h(&t["key"]), t["host"].as_str().unwrap().as_bytes()).to_vec(),
+        keyed_blake2b_256::<32>(
+            &h(&t["key"]).try_into().unwrap(),
+            &[t["host"].as_str().unwrap().as_bytes()]
+        )
+        .to_vec(),
         h(&t["token"])
     );
     let hs: [u8; 64] = h(&g["holepunchSecret"]["hash"]).try_into().unwrap();

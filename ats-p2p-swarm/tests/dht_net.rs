@@ -10,8 +10,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use ats_p2p_swarm::KeyPair;
-use ats_p2p_swarm::dht::{Node, NodeConfig, SocketKind, hash};
-use ats_p2p_swarm::hyperdht::{HyperEvent, HyperNode, OpId, OpResult};
+use ats_p2p_swarm::dht::{RpcConfig, RpcNode, SocketKind, hash};
+use ats_p2p_swarm::hyperdht::{HyperDhtCore, HyperEvent, OpId, OpResult};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -40,7 +40,7 @@ struct InFlight {
 
 /// N nodes on a simulated network.
 struct Net {
-    nodes: Vec<HyperNode>,
+    nodes: Vec<HyperDhtCore>,
     now: Instant,
     rng: StdRng,
     queue: BinaryHeap<Reverse<InFlight>>,
@@ -81,13 +81,13 @@ impl Net {
         let mut seed = [0u8; 32];
         self.rng.fill(&mut seed);
         let boot = if i == 0 { vec![] } else { vec![server_addr(0)] };
-        let mut cfg = NodeConfig::new(boot, SERVER_PORT, seed);
+        let mut cfg = RpcConfig::new(boot, SERVER_PORT, seed);
         cfg.ephemeral = !persistent;
         cfg.adaptive = adaptive;
         if i == 0 {
             cfg.public_addr = Some(server_addr(0));
         }
-        self.nodes.push(HyperNode::new(Node::new(cfg)));
+        self.nodes.push(HyperDhtCore::new(RpcNode::new(cfg)));
         self.nodes[i].handle_timeout(self.now);
         self.flush(i);
         i

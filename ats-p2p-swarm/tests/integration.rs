@@ -13,6 +13,7 @@ mod connect_matrix;
 mod dht_fuzz;
 mod dht_golden;
 mod dht_interop;
+mod dht_limits;
 mod dht_net;
 mod dht_relay;
 mod dht_wire;

@@ -11,6 +11,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use ats_p2p_swarm::noise::{NoiseConfig, NoiseHandshake};
+use ats_p2p_swarm::secret_stream::frame::MAX_FRAME_LEN;
 use ats_p2p_swarm::secret_stream::{SecretStream, SecretStreamError};
 use ats_p2p_swarm::{KeyPair, PublicKey};
 use sha2::{Digest, Sha256};
@@ -99,7 +100,10 @@ fn pattern(len: usize, seed: u64) -> Vec<u8> {
 }
 
 /// Sends `BULK` bytes and reads everything concurrently; returns (sent sha, received len, sha).
-async fn exchange(stream: SecretStream<TcpStream>) -> (String, usize, String) {
+async fn exchange(mut stream: SecretStream<TcpStream>) -> (String, usize, String) {
+    // The JS peer writes each chunk (up to 1 MiB) as one message, as a generic Hyperswarm app
+    // may: more than our writer sends and our default accepts, so take the protocol's maximum.
+    stream.set_max_frame_len(MAX_FRAME_LEN);
     let (mut r, mut w) = tokio::io::split(stream);
     let send = async move {
         let block = pattern(1 << 20, 7);
@@ -346,7 +350,7 @@ async fn ik_then_from_handshake_both_roles() {
             let js_key: PublicKey = js.expect("PUBLIC ").await.parse().unwrap();
             let ours = KeyPair::generate();
             let mut hs =
-                NoiseHandshake::new(NoiseConfig::ik(true, ours.clone(), &prologue, Some(js_key)))
+                NoiseHandshake::new(NoiseConfig::ik_initiator(ours.clone(), &prologue, js_key))
                     .unwrap();
             let m1 = hs.write_message(b"rust client payload").unwrap();
             js.send_line(&format!("MSG1 {}", hex::encode(m1))).await;
@@ -384,8 +388,7 @@ async fn ik_then_from_handshake_both_roles() {
                 "--bytes",
                 &small.to_string(),
             ]);
-            let mut hs =
-                NoiseHandshake::new(NoiseConfig::ik(false, ours, &prologue, None)).unwrap();
+            let mut hs = NoiseHandshake::new(NoiseConfig::ik_responder(ours, &prologue)).unwrap();
             let m1 = hex::decode(js.expect("MSG1 ").await).unwrap();
             assert_eq!(hs.read_message(&m1).unwrap(), b"ik client payload");
             assert!(matches!(
@@ -409,7 +412,10 @@ async fn ik_then_from_handshake_both_roles() {
     .unwrap();
 }
 
-async fn small_exchange(stream: SecretStream<TcpStream>, js: &mut Peer, len: usize) {
+async fn small_exchange(mut stream: SecretStream<TcpStream>, js: &mut Peer, len: usize) {
+    // The JS peer writes each chunk (up to 1 MiB) as one message, as a generic Hyperswarm app
+    // may: more than our writer sends and our default accepts, so take the protocol's maximum.
+    stream.set_max_frame_len(MAX_FRAME_LEN);
     let (mut r, mut w) = tokio::io::split(stream);
     let data = pattern(len, 3);
     let expected_sha = hex::encode(Sha256::digest(&data));

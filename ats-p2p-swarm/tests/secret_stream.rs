@@ -265,14 +265,10 @@ async fn from_ik_handshake() {
     timeout(LIMIT, async {
         let ki = KeyPair::from_seed([1; 32]);
         let kr = KeyPair::from_seed([2; 32]);
-        let mut i = NoiseHandshake::new(NoiseConfig::ik(
-            true,
-            ki,
-            b"prologue",
-            Some(kr.public_key()),
-        ))
-        .unwrap();
-        let mut r = NoiseHandshake::new(NoiseConfig::ik(false, kr, b"prologue", None)).unwrap();
+        let mut i =
+            NoiseHandshake::new(NoiseConfig::ik_initiator(ki, b"prologue", kr.public_key()))
+                .unwrap();
+        let mut r = NoiseHandshake::new(NoiseConfig::ik_responder(kr, b"prologue")).unwrap();
         assert_eq!(i.next_step(), Step::Write);
         let m1 = i.write_message(b"client").unwrap();
         assert_eq!(r.read_message(&m1).unwrap(), b"client");
@@ -472,6 +468,56 @@ async fn message_after_partial_byte_read() {
         assert_eq!(&four, b"0123");
         assert_eq!(&b.recv_message().await.unwrap().unwrap()[..], b"456789");
         assert_eq!(&b.recv_message().await.unwrap().unwrap()[..], b"next");
+    })
+    .await
+    .unwrap();
+}
+
+/// A peer sending a frame over the production limit gets the stream failed with a clear error
+/// (issue #12: 16 MiB frames were accepted), while a frame at the limit passes, and a stream
+/// configured for a bigger peer takes it.
+#[tokio::test]
+async fn frame_over_the_production_limit_fails_the_stream() {
+    use ats_p2p_swarm::secret_stream::frame::MAX_FRAME_LEN;
+    use ats_p2p_swarm::secret_stream::{DEFAULT_MAX_FRAME_LEN, LARGEST_SENT_FRAME};
+    const ABYTES: usize = 17;
+    const {
+        assert!(DEFAULT_MAX_FRAME_LEN >= LARGEST_SENT_FRAME);
+        assert!(
+            DEFAULT_MAX_FRAME_LEN < 1 << 20,
+            "the production limit is not the protocol's"
+        );
+    };
+    let at_limit = vec![7u8; DEFAULT_MAX_FRAME_LEN - ABYTES];
+    let over = vec![9u8; DEFAULT_MAX_FRAME_LEN - ABYTES + 1];
+    timeout(LIMIT, async {
+        // The raw duplex holds both messages: the writes complete without a reader.
+        let (mut a, mut b) = pair_duplex(1 << 20).await;
+        a.send_message(&at_limit).await.unwrap();
+        a.send_message(&over).await.unwrap();
+        let m = b.recv_message().await.unwrap().unwrap();
+        assert_eq!(m.len(), at_limit.len());
+        let err = b.recv_message().await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        let inner = err.get_ref().unwrap().downcast_ref::<SecretStreamError>();
+        assert!(
+            matches!(
+                inner,
+                Some(SecretStreamError::FrameTooLong { len, max })
+                    if *len == DEFAULT_MAX_FRAME_LEN + 1 && *max == DEFAULT_MAX_FRAME_LEN
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("exceeds the limit"), "{err}");
+        // The stream is dead for good: reads and writes fail from now on.
+        assert!(b.recv_message().await.is_err());
+        assert!(b.send_message(b"after").await.is_err());
+
+        // Configured for a peer that writes bigger messages, the same frame passes.
+        let (mut a, mut b) = pair_duplex(1 << 20).await;
+        b.set_max_frame_len(MAX_FRAME_LEN);
+        a.send_message(&over).await.unwrap();
+        assert_eq!(b.recv_message().await.unwrap().unwrap().len(), over.len());
     })
     .await
     .unwrap();

@@ -149,6 +149,18 @@ const FUZZ_IDLE: Duration = Duration::from_secs(10);
 /// offered file (size and SHA-256, recomputed here); one outcome, then silence; every frame it
 /// sends encodes; ACK only after `file_committed`; a deadline runs while waiting for the peer.
 pub fn receiver(data: &[u8]) -> RunOutcome {
+    run_receiver(data, false)
+}
+
+/// [`receiver`] in the mode production uses, [`Receiver::with_external_hash`]: the caller
+/// hashes what it wrote. Two more operations answer `HashNeeded` with the SHA-256 of the bytes
+/// written (what production does) or with 32 bytes from the input; the same checks hold, and
+/// `HashNeeded` comes once, only in this mode, only when every byte arrived.
+pub fn receiver_external_hash(data: &[u8]) -> RunOutcome {
+    run_receiver(data, true)
+}
+
+fn run_receiver(data: &[u8], external_hash: bool) -> RunOutcome {
     let mut input = Input { data };
 
     // The offer: a file of 0..=1023 bytes of a pattern chosen by the input, so that the
@@ -177,10 +189,15 @@ pub fn receiver(data: &[u8]) -> RunOutcome {
     let start = Instant::now();
     let mut now = start;
     let mut rx = Receiver::new(offer.clone(), config, now);
+    if external_hash {
+        rx = rx.with_external_hash();
+    }
 
     let mut checker = ReceiverChecker {
         offer,
         written: Vec::new(),
+        external_hash,
+        hash_needed: false,
         verified: false,
         committed: false,
         finished: false,
@@ -194,7 +211,8 @@ pub fn receiver(data: &[u8]) -> RunOutcome {
     let mut ops = 0;
     while !input.is_empty() && ops < 4096 {
         ops += 1;
-        match input.byte() % 16 {
+        let op_count = if external_hash { 18 } else { 16 };
+        match input.byte() % op_count {
             0 => rx.handle_frame(now, Frame::Meta(checker.offer.clone())),
             1 => {
                 let mut meta = checker.offer.clone();
@@ -259,9 +277,27 @@ pub fn receiver(data: &[u8]) -> RunOutcome {
                     }
                 }
             }
-            _ => {
+            15 => {
                 let n = MAX_DATA_LEN + 1 + usize::from(input.byte());
                 rx.handle_frame(now, Frame::Data(Bytes::from(vec![0u8; n])));
+            }
+            op => {
+                // External hash only: the hash of what was written, or bytes from the input.
+                let hash = if op == 16 {
+                    FileHash::of(&checker.written)
+                } else {
+                    let mut h = [0u8; 32];
+                    for b in &mut h {
+                        *b = input.byte();
+                    }
+                    FileHash(h)
+                };
+                let expected_ok = checker.hash_needed && !checker.verified && !checker.finished;
+                assert_eq!(
+                    rx.handle_hash(hash).is_ok(),
+                    expected_ok,
+                    "handle_hash accepted iff the receiver asked for the hash"
+                );
             }
         }
         checker.drain(&mut rx);
@@ -291,6 +327,10 @@ pub enum RunOutcome {
 struct ReceiverChecker {
     offer: Meta,
     written: Vec<u8>,
+    /// The receiver runs [`Receiver::with_external_hash`].
+    external_hash: bool,
+    /// `HashNeeded` was seen.
+    hash_needed: bool,
     verified: bool,
     committed: bool,
     finished: bool,
@@ -322,7 +362,22 @@ impl ReceiverChecker {
                     assert_eq!(bytes, self.written.len() as u64);
                     assert_eq!(total, self.offer.size);
                 }
+                ReceiverEvent::HashNeeded { size } => {
+                    assert!(self.external_hash, "HashNeeded without with_external_hash");
+                    assert!(!self.hash_needed, "HashNeeded twice");
+                    assert_eq!(size, self.offer.size);
+                    assert_eq!(
+                        self.written.len() as u64,
+                        size,
+                        "HashNeeded before every byte"
+                    );
+                    self.hash_needed = true;
+                }
                 ReceiverEvent::Verified { size, hash } => {
+                    assert_eq!(
+                        self.hash_needed, self.external_hash,
+                        "Verified without the caller's hash (or asked needlessly)"
+                    );
                     assert!(!self.verified, "verified twice");
                     self.check_success(size, hash);
                     self.verified = true;
@@ -343,7 +398,7 @@ impl ReceiverChecker {
         assert_eq!(rx.is_finished(), self.finished, "is_finished disagrees");
         if self.finished {
             assert_eq!(rx.poll_timeout(), None, "a deadline after the outcome");
-        } else if !self.verified {
+        } else if !self.verified && !self.hash_needed {
             assert!(
                 rx.poll_timeout().is_some(),
                 "no deadline while waiting for the peer"

@@ -19,7 +19,7 @@
 //! [`encode`]/[`encode_parts`] turn bytes into [`Frame`]s and back, and [`Sender`] and
 //! [`Receiver`] are state machines in the `quinn-proto` style: feed them frames, application
 //! calls and the current time (`handle_*`), then take out frames to send, events and the next
-//! deadline (`poll_*`). With the `codec` feature, [`FrameCodec`] adapts the codec to
+//! deadline (`poll_*`). With the `codec` feature, `FrameCodec` adapts the codec to
 //! `tokio_util::codec`.
 //!
 //! Errors say who is at fault: [`FrameError`] for malformed bytes, [`TransferError`] for a

@@ -47,3 +47,18 @@ fn receiver_corpus() {
         "only {completed} corpus inputs complete a transfer"
     );
 }
+
+#[test]
+fn receiver_external_hash_corpus() {
+    let mut completed = 0;
+    for (path, data) in corpus("receiver_external_hash") {
+        eprintln!("{}", path.display());
+        if fuzzing::receiver_external_hash(&data) == fuzzing::RunOutcome::Completed {
+            completed += 1;
+        }
+    }
+    assert!(
+        completed >= 3,
+        "only {completed} corpus inputs complete a transfer"
+    );
+}

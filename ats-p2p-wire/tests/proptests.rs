@@ -1,5 +1,8 @@
 //! Property tests (fixed seeds, bounded case counts): codec round trips under any split,
-//! arbitrary bytes never panic, and a receiver fed any sequence never succeeds wrongly.
+//! arbitrary bytes never panic, and a receiver fed any sequence never succeeds wrongly, in both
+//! hashing modes (production's `with_external_hash` included). These are the twins of the
+//! cargo-fuzz targets in `fuzz/`; failures are persisted in
+//! `proptest-regressions/proptests.txt` (committed) and replayed first on every run.
 
 // Test helpers outside #[test] functions unwrap too: a panic here is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -8,13 +11,16 @@ use ats_p2p_wire::fuzzing::{self, RunOutcome};
 use ats_p2p_wire::{FileHash, Frame, FrameDecoder, MAX_DATA_LEN, Meta, encode};
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngSeed};
+use proptest::test_runner::{Config, FileFailurePersistence, RngSeed};
 
 fn config(cases: u32, seed: u64) -> Config {
     Config {
         cases,
         rng_seed: RngSeed::Fixed(seed),
-        failure_persistence: None,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/proptest-regressions/proptests.txt"
+        )))),
         ..Config::default()
     }
 }
@@ -101,6 +107,13 @@ proptest! {
     ) {
         fuzzing::receiver(&data);
     }
+
+    #[test]
+    fn external_hash_receiver_never_succeeds_wrongly_on_arbitrary_input(
+        data in prop::collection::vec(any::<u8>(), 0..512),
+    ) {
+        fuzzing::receiver_external_hash(&data);
+    }
 }
 
 /// The byte program `fuzzing::receiver` runs for an honest transfer of a `size`-byte file.
@@ -113,6 +126,16 @@ fn honest_program(size: u16, seed: u8) -> Vec<u8> {
     }
     p.push(5); // DONE
     p.push(9); // file_committed
+    p
+}
+
+/// [`honest_program`] for production's mode: DONE is followed by op 16, the caller's hash of
+/// what was written, before the commit.
+fn honest_external_program(size: u16, seed: u8) -> Vec<u8> {
+    let mut p = honest_program(size, seed);
+    let commit = p.pop();
+    p.push(16);
+    p.extend(commit);
     p
 }
 
@@ -152,6 +175,49 @@ proptest! {
         }
         fuzzing::receiver(&p);
     }
+
+    /// The same in production's mode, where the caller's hash may also be wrong (op 17).
+    #[test]
+    fn external_hash_receiver_never_succeeds_wrongly_on_mutated_transfers(
+        size in 0u16..1024,
+        seed in any::<u8>(),
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+        inserts in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+    ) {
+        let mut p = honest_external_program(size, seed);
+        for (i, b) in edits {
+            let len = p.len() - 4;
+            let i = 4 + i.index(len);
+            p[i] = b;
+        }
+        for (i, b) in inserts {
+            let i = 4 + i.index(p.len() - 3);
+            p.insert(i, b);
+        }
+        fuzzing::receiver_external_hash(&p);
+    }
+}
+
+#[test]
+fn an_honest_external_hash_program_completes() {
+    for size in [0u16, 1, 255, 256, 1000, 1023] {
+        assert_eq!(
+            fuzzing::receiver_external_hash(&honest_external_program(size, 7)),
+            RunOutcome::Completed
+        );
+        // Without the caller's hash nothing is verified.
+        assert_eq!(
+            fuzzing::receiver_external_hash(&honest_program(size, 7)),
+            RunOutcome::Open
+        );
+    }
+    // A wrong hash from the caller (op 17 with zeros) fails the transfer.
+    let mut p = honest_program(5, 7);
+    let commit = p.pop();
+    p.push(17);
+    p.extend_from_slice(&[0; 32]);
+    p.extend(commit);
+    assert_eq!(fuzzing::receiver_external_hash(&p), RunOutcome::Failed);
 }
 
 #[test]

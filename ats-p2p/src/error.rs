@@ -457,6 +457,7 @@ impl StreamReceiveError {
     /// A stable snake_case code naming the cause.
     pub fn code(&self) -> &'static str {
         match self {
+            Self::Save(SaveError::DiskFull { .. }) => "disk_full",
             Self::Save(_) => "save_failed",
             Self::Transfer(e) => transfer_error_code(e),
             Self::Io(_) => "stream_failed",

@@ -120,6 +120,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod defaults;
 pub mod error;
 pub mod events;
 mod fsutil;

@@ -18,10 +18,11 @@ use futures::StreamExt as _;
 use rand::RngCore as _;
 use serde_json::json;
 
-use crate::args::{DEFAULT_CHANNEL, DemoArgs};
+use crate::args::DemoArgs;
 use crate::exit::{Exit, Failure};
 use crate::output::{Output, human_size};
 use crate::signals::StopSignals;
+use ats_p2p::defaults::CHANNEL as DEFAULT_CHANNEL;
 
 /// The sending node's actor id.
 const SENDER: &str = "agent-a";
@@ -137,7 +138,7 @@ async fn with_bootstrap(
     boot: SocketAddrV4,
 ) -> Result<Exit, Failure> {
     let start = |actor: &'static str| async move {
-        Node::start(demo_config(actor, ats_url, boot, args.timeout))
+        Node::start(demo_config(actor, ats_url, boot, args.timeout.0))
             .await
             .map_err(|e| {
                 Failure::new(
@@ -181,7 +182,7 @@ async fn transfer(
 ) -> Result<Exit, Failure> {
     let source = root.join("demo.bin");
     let save_dir = root.join("incoming");
-    let size = args.size;
+    let size = args.size.as_u64();
     let gen_path = source.clone();
     tokio::task::spawn_blocking(move || generate(&gen_path, size))
         .await
@@ -271,7 +272,7 @@ async fn transfer(
             anyhow!("the watch on ATS ended"),
         ))
     };
-    let bound = args.timeout.saturating_add(TRANSFER_GRACE);
+    let bound = args.timeout.0.saturating_add(TRANSFER_GRACE);
     let (sent, received) = tokio::time::timeout(bound, async { tokio::join!(sending, receiving) })
         .await
         .map_err(|_| Failure::new(Exit::TimedOut, anyhow!("the demo transfer took too long")))?;

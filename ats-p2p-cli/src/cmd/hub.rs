@@ -2,12 +2,34 @@
 
 use anyhow::Context as _;
 use ats_p2p::swarm::hyperdht::Bootstrap;
+use ats_p2p_signal::AccessToken;
 use ats_p2p_signal::hub::{Hub, HubConfig};
+use clap::Args;
 
 use crate::args::HubArgs;
 use crate::exit::{Exit, Failure};
 use crate::output::Output;
 use crate::signals::{Stop, StopSignals};
+
+/// Who may use the hub: its bearer token, or the explicit choice to serve without one.
+#[derive(Debug, Args)]
+pub(crate) struct HubAccessArgs {
+    /// Bearer token every client must send (`Authorization: Bearer <token>`; ats-p2p nodes:
+    /// --ats-token / ATS_TOKEN), at least 16 characters. Needed to listen on a non-loopback
+    /// address.
+    #[arg(
+        long,
+        env = "ATS_P2P_HUB_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub(crate) token: Option<AccessToken>,
+    /// Listen on a non-loopback address without a token: only behind a proxy that
+    /// authenticates, or on a network of your own (anyone who reaches the port can read and
+    /// change every task).
+    #[arg(long)]
+    pub(crate) insecure_no_token: bool,
+}
 
 /// Runs the hub until Ctrl-C (exit 130) or SIGTERM (exit 0).
 pub(crate) async fn run(out: &Output, args: HubArgs) -> Result<Exit, Failure> {
@@ -21,6 +43,8 @@ pub(crate) async fn run(out: &Output, args: HubArgs) -> Result<Exit, Failure> {
     let mut stop = StopSignals::install()?;
     let mut config = HubConfig::new(args.listen, db.clone());
     config.allowed_origins = args.allow_origins;
+    config.token = args.access.token;
+    config.insecure_no_token = args.access.insecure_no_token;
     let hub = Hub::bind(config)
         .await
         .with_context(|| format!("cannot start the hub (database {})", db.display()))?;

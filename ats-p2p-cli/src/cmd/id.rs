@@ -4,7 +4,7 @@ use anyhow::Context as _;
 use ats_p2p::identity::KeyStore;
 use serde_json::json;
 
-use crate::args::{IdArgs, KeyArgs};
+use crate::args::{CommonArgs, IdArgs, KeyArgs};
 use crate::exit::{Exit, Failure};
 use crate::output::Output;
 
@@ -18,9 +18,10 @@ pub(crate) fn key_store(keys: &KeyArgs) -> Result<KeyStore, Failure> {
 }
 
 /// Prints the public key (hex) on stdout, creating the key on first use.
-pub(crate) async fn run(out: &Output, args: IdArgs) -> Result<Exit, Failure> {
+pub(crate) async fn run(out: &Output, common: &CommonArgs, args: IdArgs) -> Result<Exit, Failure> {
     let store = key_store(&args.keys)?;
-    let actor = args.actor_id.clone();
+    let actor_id = &common.signal.actor_id;
+    let actor = actor_id.clone();
     // Small files, but still blocking I/O: off the async workers.
     let (created, key, path) = tokio::task::spawn_blocking(move || {
         let existed = store.load(&actor)?.is_some();
@@ -30,17 +31,17 @@ pub(crate) async fn run(out: &Output, args: IdArgs) -> Result<Exit, Failure> {
     })
     .await
     .context("the key task did not finish")?
-    .with_context(|| format!("cannot load the key of {:?}", args.actor_id))?;
+    .with_context(|| format!("cannot load the key of {actor_id:?}"))?;
     if out.is_json() {
-        out.json_line(&json!({"actor_id": args.actor_id, "public_key": key}));
+        out.json_line(&json!({"actor_id": actor_id, "public_key": key}));
     } else {
         out.result(&key);
         let state = if created { "created" } else { "loaded" };
         out.note(&format!(
             "{state} the key of {} ({}); peers pin it with --allow {}={key}",
-            args.actor_id,
+            actor_id,
             path.display(),
-            args.actor_id
+            actor_id
         ));
     }
     Ok(Exit::Success)

@@ -6,7 +6,7 @@ use ats_p2p::events::{Direction, Event};
 use futures::StreamExt as _;
 use serde_json::json;
 
-use crate::args::ListenArgs;
+use crate::args::{CommonArgs, ListenArgs};
 use crate::cmd::node::{self, stop_exit};
 use crate::exit::{Exit, Failure};
 use crate::output::Output;
@@ -34,7 +34,11 @@ fn once_result(event: &Event) -> Option<Exit> {
 
 /// Listens until Ctrl-C (exit 130), SIGTERM (exit 0), or with `--once` the end of the first
 /// transfer (its result).
-pub(crate) async fn run(out: &mut Output, args: ListenArgs) -> Result<Exit, Failure> {
+pub(crate) async fn run(
+    out: &mut Output,
+    common: &CommonArgs,
+    args: ListenArgs,
+) -> Result<Exit, Failure> {
     // An unusable save directory is found now, not at the first offer.
     std::fs::create_dir_all(&args.save_dir).map_err(|e| {
         Failure::new(
@@ -46,9 +50,9 @@ pub(crate) async fn run(out: &mut Output, args: ListenArgs) -> Result<Exit, Fail
         )
     })?;
     let mut stop = StopSignals::install()?;
-    let config = node::node_config(&args.node, args.max_size)?;
+    let config = node::node_config(common, &args.node, args.max_size)?;
     let node = node::start(out, config, &mut stop).await?;
-    let channel = &args.node.signal.channel;
+    let channel = &common.signal.channel;
     let mut inbox = node.watch(channel, Some(args.save_dir.clone()));
     let key = node.public_key().to_hex();
     if out.is_json() {
@@ -68,7 +72,7 @@ pub(crate) async fn run(out: &mut Output, args: ListenArgs) -> Result<Exit, Fail
             node.actor_id(),
             args.save_dir.display(),
             node.actor_id(),
-            node::peer_flags(&args.node),
+            node::peer_flags(common),
         ));
     }
     let result = loop {

@@ -5,21 +5,25 @@ use ats_p2p::identity::KeySource;
 use ats_p2p::policy::Allowlist;
 use ats_p2p::{Node, NodeConfig};
 
-use crate::args::NodeArgs;
+use crate::args::{CommonArgs, NodeArgs};
 use crate::cmd::id::key_store;
 use crate::exit::{Exit, Failure};
 use crate::output::Output;
 use crate::signals::{Stop, StopSignals};
 
 /// The node configuration the options describe (`max_size` only matters for receiving).
-pub(crate) fn node_config(args: &NodeArgs, max_size: Option<u64>) -> Result<NodeConfig, Failure> {
-    let mut config = NodeConfig::new(args.signal.actor_id.clone());
-    config.ats_url = args.signal.ats_url.clone();
+pub(crate) fn node_config(
+    common: &CommonArgs,
+    args: &NodeArgs,
+    max_size: Option<u64>,
+) -> Result<NodeConfig, Failure> {
+    let mut config = NodeConfig::new(common.signal.actor_id.clone());
+    config.ats_url = common.signal.ats_url.clone();
     config.allow = Allowlist::new(args.allow.clone());
     config.accept_changed_keys = args.accept_changed_keys;
     config.max_size = max_size;
-    config.timeout = args.timeout;
-    config.bootstrap = args.bootstrap.clone();
+    config.timeout = args.timeout.0;
+    config.bootstrap = common.bootstrap.clone();
     config.key_source = if args.ephemeral {
         KeySource::Ephemeral
     } else {
@@ -39,16 +43,16 @@ pub(crate) fn node_config(args: &NodeArgs, max_size: Option<u64>) -> Result<Node
 
 /// The flags the other side needs to reach the same ATS, channel and DHT (for the hints that
 /// tell a user what to run there).
-pub(crate) fn peer_flags(args: &NodeArgs) -> String {
+pub(crate) fn peer_flags(common: &CommonArgs) -> String {
     let mut flags = String::new();
-    if args.signal.ats_url != crate::args::DEFAULT_ATS_URL {
-        flags.push_str(&format!(" --ats-url {}", args.signal.ats_url));
+    if common.signal.ats_url != ats_p2p::defaults::ATS_URL {
+        flags.push_str(&format!(" --ats-url {}", common.signal.ats_url));
     }
-    if args.signal.channel != crate::args::DEFAULT_CHANNEL {
-        flags.push_str(&format!(" --channel {}", args.signal.channel));
+    if common.signal.channel != ats_p2p::defaults::CHANNEL {
+        flags.push_str(&format!(" --channel {}", common.signal.channel));
     }
-    if !args.bootstrap.is_empty() {
-        flags.push_str(&format!(" --bootstrap {}", args.bootstrap.join(",")));
+    if !common.bootstrap.is_empty() {
+        flags.push_str(&format!(" --bootstrap {}", common.bootstrap.join(",")));
     }
     flags
 }

@@ -9,7 +9,7 @@ use ats_p2p::swarm::KeyPair;
 use ats_p2p::swarm::hyperdht::{DhtConfig, HyperDht};
 use ats_p2p::swarm::relay::RelayServer;
 
-use crate::args::RelayArgs;
+use crate::args::{CommonArgs, RelayArgs};
 use crate::exit::{Exit, Failure};
 use crate::output::Output;
 use crate::signals::{Stop, StopSignals};
@@ -60,15 +60,19 @@ pub(crate) async fn start(
 }
 
 /// Runs a relay until Ctrl-C (exit 130) or SIGTERM (exit 0).
-pub(crate) async fn run(out: &Output, args: RelayArgs) -> Result<Exit, Failure> {
+pub(crate) async fn run(
+    out: &Output,
+    common: &CommonArgs,
+    args: RelayArgs,
+) -> Result<Exit, Failure> {
     let mut stop = StopSignals::install()?;
-    let entries: Vec<String> = if args.bootstrap.is_empty() {
+    let entries: Vec<String> = if common.bootstrap.is_empty() {
         ats_p2p::node::PUBLIC_BOOTSTRAP
             .iter()
             .map(|s| (*s).to_owned())
             .collect()
     } else {
-        args.bootstrap.clone()
+        common.bootstrap.clone()
     };
     let mut bootstrap = Vec::new();
     for entry in &entries {

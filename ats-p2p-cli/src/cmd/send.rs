@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::anyhow;
 use ats_p2p::events::{Direction, Event, FailureKind};
 
-use crate::args::SendArgs;
+use crate::args::{CommonArgs, SendArgs};
 use crate::cmd::node;
 use crate::exit::{Exit, Failure};
 use crate::output::Output;
@@ -17,7 +17,11 @@ use crate::signals::StopSignals;
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Sends the file; the exit status is the transfer's result (see `--help`).
-pub(crate) async fn run(out: &mut Output, args: SendArgs) -> Result<Exit, Failure> {
+pub(crate) async fn run(
+    out: &mut Output,
+    common: &CommonArgs,
+    args: SendArgs,
+) -> Result<Exit, Failure> {
     // A missing file is a usage error, found before the node starts (which can take seconds).
     match std::fs::metadata(&args.path) {
         Ok(m) if m.is_file() => {}
@@ -35,13 +39,13 @@ pub(crate) async fn run(out: &mut Output, args: SendArgs) -> Result<Exit, Failur
         }
     }
     let mut stop = StopSignals::install()?;
-    let config = node::node_config(&args.node, None)?;
+    let config = node::node_config(common, &args.node, None)?;
     let node = node::start(out, config, &mut stop).await?;
-    let channel = args.node.signal.channel.clone();
+    let channel = common.signal.channel.clone();
     let hint = format!(
         "waiting for {to} to accept; on their side run: ats-p2p listen --actor-id {to}{flags}",
         to = args.to,
-        flags = node::peer_flags(&args.node),
+        flags = node::peer_flags(common),
     );
     // The transfer and task ids, once the offer exists (to cancel it on Ctrl-C).
     let offered: Arc<Mutex<Option<(String, String)>>> = Arc::default();

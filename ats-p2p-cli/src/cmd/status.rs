@@ -6,7 +6,7 @@ use ats_p2p_signal::types::{Actor, ListQuery, SortBy, SortDir, Task, format_time
 use ats_p2p_signal::{Client, ClientConfig, FileOffer};
 use serde_json::{Value, json};
 
-use crate::args::{SignalArgs, StatusArgs, StatusTarget};
+use crate::args::{CommonArgs, SignalArgs, StatusArgs, StatusTarget};
 use crate::exit::{Exit, Failure};
 use crate::output::{Output, human_size};
 
@@ -128,11 +128,19 @@ fn human_summary(v: &Value) -> String {
 }
 
 /// Looks the task up and prints it.
-pub(crate) async fn run(out: &Output, args: StatusArgs) -> Result<Exit, Failure> {
-    let client = client(&args.signal)?;
+pub(crate) async fn run(
+    out: &Output,
+    common: &CommonArgs,
+    args: StatusArgs,
+) -> Result<Exit, Failure> {
+    let client = client(&common.signal)?;
     let id = match &args.target {
         StatusTarget::Task(id) => *id,
-        StatusTarget::Transfer(tid) => find_transfer(&client, &args.signal.channel, tid).await?.id,
+        StatusTarget::Transfer(tid) => {
+            find_transfer(&client, &common.signal.channel, tid)
+                .await?
+                .id
+        }
     };
     let task = client
         .get_task(id)

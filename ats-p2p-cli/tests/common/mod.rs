@@ -7,6 +7,8 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
+
+pub(crate) mod net;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -143,6 +145,17 @@ impl Proc {
         assert!(ok.success());
     }
 
+    /// Kills the process with SIGKILL (no chance to clean up) and reaps it.
+    pub(crate) fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     fn kill_and_stderr(&mut self) -> String {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -188,13 +201,24 @@ pub(crate) struct HubProc {
 
 /// Starts `ats-p2p hub` on free loopback ports with its database under `dir`.
 pub(crate) fn start_hub(dir: &Path, deadline: Instant) -> HubProc {
+    start_hub_on(dir, "127.0.0.1:0", "127.0.0.1:0", deadline)
+}
+
+/// Starts `ats-p2p hub` with its HTTP API on `listen` and its DHT bootstrap node on
+/// `bootstrap_listen` (port 0: a free one), its database `dir/hub.sqlite`.
+pub(crate) fn start_hub_on(
+    dir: &Path,
+    listen: &str,
+    bootstrap_listen: &str,
+    deadline: Instant,
+) -> HubProc {
     let mut cmd = ats_p2p(dir);
     cmd.args([
         "hub",
         "--listen",
-        "127.0.0.1:0",
+        listen,
         "--bootstrap-listen",
-        "127.0.0.1:0",
+        bootstrap_listen,
     ])
     .args(["--json", "--db"])
     .arg(dir.join("hub.sqlite"));

@@ -5,12 +5,21 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::auth::AccessToken;
+
 /// Longest time one HTTP request may take, from its first byte to its answer (408 beyond).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// HTTP requests handled at once; a request beyond them is refused at once with 503 (a flood
 /// cannot queue up work).
 pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 256;
+
+/// TCP connections open at once (idle keep-alive and WebSocket connections included); a further
+/// connection is closed as soon as it is accepted, before a byte is read.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// Shortest bearer token a hub accepts: a guessable token protects nothing.
+pub const MIN_TOKEN_LEN: usize = 16;
 
 /// WebSocket sessions open at once; a further upgrade gets 503.
 pub const DEFAULT_MAX_WEBSOCKETS: usize = 256;
@@ -46,10 +55,21 @@ pub struct HubConfig {
     /// is kept from reading it. Default: none (a hub on a non-loopback address then serves any
     /// name).
     pub allowed_hosts: Vec<String>,
+    /// The bearer token every request and WebSocket upgrade must carry as
+    /// `Authorization: Bearer <token>` (401 without it), except `GET /health`. None: no token is
+    /// asked for, which [`Hub::bind`](super::Hub::bind) allows only on a loopback address unless
+    /// [`HubConfig::insecure_no_token`] is set. At least [`MIN_TOKEN_LEN`] bytes.
+    pub token: Option<AccessToken>,
+    /// Serve a non-loopback address without a token (anyone who reaches the port can then read
+    /// and change every task): for a hub behind a proxy that authenticates, or on a network of
+    /// its own. Default false.
+    pub insecure_no_token: bool,
     /// Longest time one HTTP request may take (408 beyond).
     pub request_timeout: Duration,
     /// HTTP requests handled at once (503 beyond).
     pub max_concurrent_requests: usize,
+    /// TCP connections open at once (closed at once beyond).
+    pub max_connections: usize,
     /// WebSocket sessions open at once (503 beyond).
     pub max_websockets: usize,
     /// Largest request body in bytes (413 beyond).
@@ -68,12 +88,98 @@ impl HubConfig {
             db_path,
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
+            token: None,
+            insecure_no_token: false,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             max_websockets: DEFAULT_MAX_WEBSOCKETS,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             retention: DEFAULT_RETENTION,
             prune_interval: DEFAULT_PRUNE_INTERVAL,
         }
+    }
+}
+
+/// Why a database location was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DbLocationError {
+    /// A PostgreSQL URL: this hub stores in SQLite only.
+    #[error(
+        "PostgreSQL storage ({scheme}://...) is not available in this hub yet; give a SQLite \
+         file path"
+    )]
+    PostgresUnsupported {
+        /// `postgres` or `postgresql`.
+        scheme: String,
+    },
+    /// Another URL: a database location is a file path.
+    #[error("the database location looks like a {scheme}:// URL; give a SQLite file path")]
+    NotAPath {
+        /// The URL's scheme.
+        scheme: String,
+    },
+}
+
+/// Checks a database location (`ats-p2p hub --db`, [`HubConfig::db_path`]): a SQLite file path.
+/// Anything of the form `scheme://...` is refused instead of being taken for a relative path
+/// (which would create directories named after the URL). The URL itself is never quoted back,
+/// since it may hold a password.
+pub fn parse_db_location(value: &str) -> Result<PathBuf, DbLocationError> {
+    if let Some((scheme, _)) = value.split_once("://") {
+        let is_scheme = scheme
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+        if is_scheme {
+            let scheme = scheme.to_ascii_lowercase();
+            return Err(match scheme.as_str() {
+                "postgres" | "postgresql" => DbLocationError::PostgresUnsupported { scheme },
+                _ => DbLocationError::NotAPath { scheme },
+            });
+        }
+    }
+    Ok(PathBuf::from(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_locations() {
+        assert_eq!(
+            parse_db_location("hub.sqlite"),
+            Ok(PathBuf::from("hub.sqlite"))
+        );
+        assert_eq!(
+            parse_db_location("/var/lib/ats-p2p/hub.sqlite"),
+            Ok(PathBuf::from("/var/lib/ats-p2p/hub.sqlite"))
+        );
+        assert_eq!(
+            parse_db_location("./odd://name"),
+            Ok(PathBuf::from("./odd://name"))
+        );
+        for url in [
+            "postgres://user@host:5432/db",
+            "PostgreSQL://user:pw@host/db",
+        ] {
+            assert!(matches!(
+                parse_db_location(url),
+                Err(DbLocationError::PostgresUnsupported { .. })
+            ));
+        }
+        let err = parse_db_location("mysql://root:hunter2@host/db").unwrap_err();
+        assert_eq!(
+            err,
+            DbLocationError::NotAPath {
+                scheme: "mysql".into()
+            }
+        );
+        assert!(!err.to_string().contains("hunter2"));
     }
 }

@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use axum::extract::ws::Utf8Bytes;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
@@ -34,8 +35,8 @@ pub(crate) struct Frame {
     pub(crate) channel: String,
     /// The task's type.
     pub(crate) task_type: String,
-    /// The JSON text frame.
-    pub(crate) text: String,
+    /// The JSON text frame (reference-counted: every subscriber's write shares it).
+    pub(crate) text: Utf8Bytes,
 }
 
 #[derive(Debug)]
@@ -99,7 +100,7 @@ impl Fanout {
                     event_type,
                     channel,
                     task_type,
-                    text,
+                    text: text.into(),
                 })
             })
             .collect();

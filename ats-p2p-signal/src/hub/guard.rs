@@ -11,7 +11,10 @@
 //!   is a name other than `localhost` or a listed one gets **403**: a page whose DNS name was
 //!   rebound to the hub's address sends its own name, and same-origin reads carry no `Origin`;
 //! - a state-changing request (`POST`, `PUT`, `PATCH`, `DELETE`) without
-//!   `Content-Type: application/json` gets **415**, whatever its body.
+//!   `Content-Type: application/json` gets **415**, whatever its body;
+//! - on a hub with a [token](super::HubConfig::token), a request (or WebSocket upgrade) without
+//!   `Authorization: Bearer <token>` gets **401** with `WWW-Authenticate: Bearer`, except
+//!   `GET /health`, which tells nothing but that the hub is up (for load balancers' probes).
 //!
 //! The `ats` CLI and [`crate::Client`] send `Content-Type: application/json` on every request
 //! and no `Origin`, so they pass both rules.
@@ -20,11 +23,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::http::ApiError;
+use super::api_error::ApiError;
+use crate::auth::AccessToken;
 
 /// The allowed browser origins, normalised for comparison.
 #[derive(Debug, Clone, Default)]
@@ -111,11 +115,54 @@ impl HostPolicy {
     }
 }
 
+/// The bearer token asked for, if any.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TokenPolicy {
+    token: Option<Arc<AccessToken>>,
+}
+
+impl TokenPolicy {
+    /// Asks every request but `GET /health` for `token`; `None` asks for nothing.
+    pub(crate) fn new(token: Option<AccessToken>) -> Self {
+        Self {
+            token: token.map(Arc::new),
+        }
+    }
+
+    /// `Err` with the reason when the request lacks the token.
+    fn admits(&self, method: &Method, path: &str, headers: &HeaderMap) -> Result<(), &'static str> {
+        let Some(token) = &self.token else {
+            return Ok(());
+        };
+        if method == Method::GET && path == "/health" {
+            return Ok(());
+        }
+        match headers.get(header::AUTHORIZATION) {
+            Some(v) if token.admits(v.as_bytes()) => Ok(()),
+            Some(_) => Err("the bearer token is wrong"),
+            None => Err(
+                "this hub needs `Authorization: Bearer <token>` (ats-p2p --ats-token, ATS_TOKEN)",
+            ),
+        }
+    }
+}
+
+/// 401 with the challenge of the `Bearer` scheme.
+fn unauthorized(reason: &str) -> Response {
+    let mut resp = ApiError::new(StatusCode::UNAUTHORIZED, reason).into_response();
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"ats-p2p hub\""),
+    );
+    resp
+}
+
 /// What the guard checks.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Guard {
     pub(crate) origins: OriginPolicy,
     pub(crate) hosts: HostPolicy,
+    pub(crate) token: TokenPolicy,
 }
 
 /// Whether the method changes state (and so must carry a JSON body type).
@@ -132,7 +179,8 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
 }
 
-/// The middleware: 403 for a foreign host name or origin, 415 for a state change without a JSON body type.
+/// The middleware: 403 for a foreign host name or origin, 401 without the token, 415 for a
+/// state change without a JSON body type.
 pub(crate) async fn guard(State(guard): State<Guard>, req: Request, next: Next) -> Response {
     let admitted = guard
         .hosts
@@ -140,6 +188,12 @@ pub(crate) async fn guard(State(guard): State<Guard>, req: Request, next: Next) 
         .and_then(|()| guard.origins.admits(req.headers()));
     if let Err(e) = admitted {
         return e.into_response();
+    }
+    if let Err(reason) = guard
+        .token
+        .admits(req.method(), req.uri().path(), req.headers())
+    {
+        return unauthorized(reason);
     }
     if changes_state(req.method()) && !is_json(req.headers()) {
         return ApiError::new(
@@ -157,7 +211,6 @@ pub(crate) async fn guard(State(guard): State<Guard>, req: Request, next: Next) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
 
     fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

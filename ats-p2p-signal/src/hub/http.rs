@@ -2,7 +2,6 @@
 //! thread, and answer JSON (every response, including errors, 404 and 405).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::error_handling::HandleErrorLayer;
@@ -13,73 +12,18 @@ use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
 use chrono::Utc;
 use serde_json::{Value, json};
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tower::ServiceBuilder;
 use tower_http::timeout::TimeoutLayer;
 
 use super::HubConfig;
-use super::db::Db;
-use super::fanout::Fanout;
-use super::guard::{self, Guard, HostPolicy, OriginPolicy};
+use super::api_error::ApiError;
+use super::guard::{self, Guard, HostPolicy, OriginPolicy, TokenPolicy};
+use super::state::AppState;
 use super::store::{self, Action, HubActor, Scope, StoreError};
 use crate::types::{TaskId, format_timestamp};
 
 /// Longest excerpt of a framework error body carried into the JSON error.
 const MAX_ERROR_EXCERPT: usize = 4096;
-
-/// Shared state of all handlers.
-#[derive(Debug, Clone)]
-pub(crate) struct AppState {
-    pub(crate) db: Db,
-    pub(crate) fanout: Fanout,
-    pub(crate) cancel: CancellationToken,
-    pub(crate) ws_tasks: TaskTracker,
-    /// One permit per WebSocket session that may be open.
-    pub(crate) ws_slots: Arc<Semaphore>,
-}
-
-/// A JSON error answer: `{"error": "..."}`.
-#[derive(Debug)]
-pub(crate) struct ApiError {
-    status: StatusCode,
-    message: String,
-}
-
-impl ApiError {
-    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-        }
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        let status = match &e {
-            StoreError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            StoreError::NotFound(_) => StatusCode::NOT_FOUND,
-            StoreError::Conflict(_) => StatusCode::CONFLICT,
-            StoreError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            StoreError::Db(_) | StoreError::Commit(_) | StoreError::JobLost => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-            StoreError::Closed => StatusCode::SERVICE_UNAVAILABLE,
-        };
-        if status.is_server_error() {
-            tracing::warn!(error = %e, "hub request failed");
-        }
-        Self::new(status, e.to_string())
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.message }))).into_response()
-    }
-}
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -431,17 +375,17 @@ fn task_routes(prefix: &str) -> Router<AppState> {
             get(list_tasks).post(create_task),
         )
         .route(
-            &format!("{prefix}/tasks/:id"),
+            &format!("{prefix}/tasks/{{id}}"),
             get(get_task).patch(update_task),
         )
-        .route(&format!("{prefix}/tasks/:id/claim"), post(claim))
-        .route(&format!("{prefix}/tasks/:id/complete"), post(complete))
-        .route(&format!("{prefix}/tasks/:id/fail"), post(fail))
-        .route(&format!("{prefix}/tasks/:id/reject"), post(reject))
-        .route(&format!("{prefix}/tasks/:id/cancel"), post(cancel))
-        .route(&format!("{prefix}/tasks/:id/reopen"), post(reopen))
+        .route(&format!("{prefix}/tasks/{{id}}/claim"), post(claim))
+        .route(&format!("{prefix}/tasks/{{id}}/complete"), post(complete))
+        .route(&format!("{prefix}/tasks/{{id}}/fail"), post(fail))
+        .route(&format!("{prefix}/tasks/{{id}}/reject"), post(reject))
+        .route(&format!("{prefix}/tasks/{{id}}/cancel"), post(cancel))
+        .route(&format!("{prefix}/tasks/{{id}}/reopen"), post(reopen))
         .route(
-            &format!("{prefix}/tasks/:id/messages"),
+            &format!("{prefix}/tasks/{{id}}/messages"),
             get(list_messages).post(post_message),
         )
 }
@@ -452,18 +396,18 @@ fn task_routes(prefix: &str) -> Router<AppState> {
 pub(crate) fn app(state: AppState, config: &HubConfig, listen: std::net::SocketAddr) -> Router {
     let inner = Router::new()
         .route("/health", get(health))
-        // Static segments win over `:id` in axum's router, so this is matched first.
+        // Static segments win over `{id}` in axum's router, so this is matched first.
         .route("/tasks/stats", get(stats))
         .merge(task_routes(""))
-        .merge(task_routes("/orgs/:org/projects/:project"))
+        .merge(task_routes("/orgs/{org}/projects/{project}"))
         .route("/orgs", get(list_orgs).post(create_org))
-        .route("/orgs/:org", get(get_org).patch(update_org))
+        .route("/orgs/{org}", get(get_org).patch(update_org))
         .route(
-            "/orgs/:org/projects",
+            "/orgs/{org}/projects",
             get(list_projects).post(create_project),
         )
         .route(
-            "/orgs/:org/projects/:project",
+            "/orgs/{org}/projects/{project}",
             get(get_project).patch(update_project),
         )
         .route("/ws", get(super::ws::upgrade))
@@ -476,6 +420,7 @@ pub(crate) fn app(state: AppState, config: &HubConfig, listen: std::net::SocketA
             Guard {
                 origins: OriginPolicy::new(&config.allowed_origins),
                 hosts: HostPolicy::new(listen.ip().is_loopback(), &config.allowed_hosts),
+                token: TokenPolicy::new(config.token.clone()),
             },
             guard::guard,
         ))

@@ -45,23 +45,34 @@
 //!   acknowledged only after its commit reached the disk. A panic on the database thread fails
 //!   only the requests whose jobs it hit (500); the thread rolls back and serves on.
 //!
+//! - **Bounded connections.** At most [`HubConfig::max_connections`] TCP connections are open
+//!   at once (idle keep-alive and WebSocket ones included); one more is closed as soon as it is
+//!   accepted.
+//!
 //! # Exposing a hub
 //!
-//! The hub has no accounts: whoever can reach its port can create, claim and read every task.
-//! On loopback (the default, [`DEFAULT_LISTEN`]) the rules above keep browsers out. To serve
-//! other machines, put it behind a reverse proxy that terminates TLS and authenticates (a
-//! bearer token or mutual TLS at the proxy), or on a private network only. List in
-//! [`HubConfig::allowed_origins`] (`ats-p2p hub --allow-origin URL`) only origins of pages you
-//! trust to act for their users, and in [`HubConfig::allowed_hosts`] the names the hub is
-//! reached by when it listens on loopback behind such a proxy. The limits above bound what one
-//! client can take, not how many clients come: rate-limit at the proxy when the network is not
-//! yours.
+//! The hub has no accounts: whoever may use it can create, claim and read every task. On
+//! loopback (the default, [`DEFAULT_LISTEN`]) the rules above keep browsers out and no token is
+//! needed. With a [`HubConfig::token`] (`ats-p2p hub --token T`, env `ATS_P2P_HUB_TOKEN`), every
+//! request and WebSocket upgrade but `GET /health` must carry `Authorization: Bearer T` (**401**
+//! otherwise); clients send it with [`crate::ClientConfig::token`]. [`Hub::bind`] refuses a
+//! non-loopback address without a token ([`HubError::NoToken`]) unless
+//! [`HubConfig::insecure_no_token`] (`--insecure-no-token`) says something else guards it (a
+//! reverse proxy that authenticates, a network of its own). The token travels in clear over
+//! plain HTTP: beyond a trusted network, put the hub behind a proxy that terminates TLS. List
+//! in [`HubConfig::allowed_origins`] (`--allow-origin URL`) only origins of pages you trust to
+//! act for their users, and in [`HubConfig::allowed_hosts`] the names the hub is reached by when
+//! it listens on loopback behind such a proxy. The limits above bound what one client can take,
+//! not how many clients come: rate-limit at the proxy when the network is not yours.
 
+mod api_error;
 mod config;
 mod db;
 mod fanout;
 mod guard;
 mod http;
+mod listener;
+mod state;
 pub mod store;
 mod ws;
 
@@ -82,7 +93,8 @@ use self::db::Db;
 pub use self::db::faults::DbFault;
 use self::fanout::Fanout;
 pub use self::fanout::{SUBSCRIBER_QUEUE_BYTES, SUBSCRIBER_QUEUE_EVENTS};
-use self::http::AppState;
+use self::listener::CappedListener;
+use self::state::AppState;
 use self::store::StoreError;
 pub use self::ws::WS_WRITE_TIMEOUT;
 
@@ -120,6 +132,22 @@ pub enum HubError {
         #[source]
         source: std::io::Error,
     },
+    /// A non-loopback address without a token (see [`HubConfig::insecure_no_token`]).
+    #[error(
+        "refusing to serve {addr} without a token: anyone who reaches it could read and change \
+         every task (give the hub a token, or state that something else guards it with \
+         --insecure-no-token)"
+    )]
+    NoToken {
+        /// The listen address.
+        addr: SocketAddr,
+    },
+    /// [`HubConfig::db_path`] is a URL, not a file path.
+    #[error(transparent)]
+    DbLocation(#[from] DbLocationError),
+    /// The token is shorter than [`MIN_TOKEN_LEN`].
+    #[error("the hub token must be at least {MIN_TOKEN_LEN} bytes long (a random string)")]
+    WeakToken,
     /// Another I/O failure (creating the data directory, starting the database thread).
     #[error("hub I/O error: {0}")]
     Io(#[from] std::io::Error),
@@ -142,6 +170,17 @@ pub struct Hub {
 impl Hub {
     /// Opens the database, binds the address and starts serving.
     pub async fn bind(config: HubConfig) -> Result<Self, HubError> {
+        match &config.token {
+            Some(t) if t.len() < MIN_TOKEN_LEN => return Err(HubError::WeakToken),
+            None if !config.listen.ip().is_loopback() && !config.insecure_no_token => {
+                return Err(HubError::NoToken {
+                    addr: config.listen,
+                });
+            }
+            _ => {}
+        }
+        // A URL given as a path must not become directories named after it.
+        parse_db_location(&config.db_path.to_string_lossy())?;
         if let Some(dir) = config.db_path.parent() {
             if !dir.as_os_str().is_empty() {
                 tokio::fs::create_dir_all(dir).await?;
@@ -162,6 +201,7 @@ impl Hub {
                 source,
             })?;
         let addr = listener.local_addr()?;
+        let listener = CappedListener::new(listener, config.max_connections);
         let fanout = Fanout::default();
         let (db, db_thread) = Db::start(conn, fanout.clone())?;
         let cancel = CancellationToken::new();

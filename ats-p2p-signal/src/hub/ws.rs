@@ -11,8 +11,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::api_error::ApiError;
 use super::fanout::{Frame, Subscription};
-use super::http::{ApiError, AppState};
+use super::state::AppState;
 
 /// Largest frame a client may send (subscribe and ping messages are tiny).
 const MAX_WS_INCOMING: usize = 64 * 1024;
@@ -120,7 +121,7 @@ async fn send_timed(
 }
 
 async fn send_json(socket: &mut WebSocket, sub: &Subscription, v: Value) -> bool {
-    send_timed(socket, sub, Message::Text(v.to_string()))
+    send_timed(socket, sub, Message::Text(v.to_string().into()))
         .await
         .is_ok()
 }

@@ -1,29 +1,35 @@
 //! dht-rpc, wire-compatible with npm `dht-rpc` 6.27: message codec, routing table, tokens, NAT
-//! sampling and the iterative query machine, as a sans-io core ([`Node`]).
+//! sampling and the iterative query machine, as a sans-io core ([`RpcNode`]).
 //!
 //! The core never reads a clock, never draws OS randomness and owns no socket. Its calling
-//! contract (str0m style): feed input with [`Node::handle_datagram`] / [`Node::handle_timeout`],
-//! issue commands ([`Node::query`], [`Node::request`]), then drain [`Node::poll_transmit`] and
-//! [`Node::poll_event`] until both return `None`, and sleep until [`Node::poll_timeout`].
+//! contract (str0m style): feed input with [`RpcNode::handle_datagram`] / [`RpcNode::handle_timeout`],
+//! issue commands ([`RpcNode::query`], [`RpcNode::request`]), then drain [`RpcNode::poll_transmit`] and
+//! [`RpcNode::poll_event`] until both return `None`, and sleep until [`RpcNode::poll_timeout`].
 
+pub mod config;
+mod congestion;
+mod event;
+mod limits;
 mod message;
 mod nat;
-pub mod node;
+mod node;
 mod query;
+mod request;
 mod table;
 
 use std::net::SocketAddrV4;
 
+use blake2::digest::Digest;
 use blake2::digest::consts::U32;
-use blake2::digest::{Digest, KeyInit, Mac};
 
+pub use config::RpcConfig;
+pub use event::Event;
+pub use limits::{LimitStats, SourceLimits};
 pub use message::{Id, MAX_CLOSER_NODES, Message, REQUEST_ID, RESPONSE_ID, Request, Response};
 pub use nat::NatSampler;
-pub use node::{
-    Event, IncomingRequest, Node, NodeConfig, QueryId, QueryOptions, QueryReply, RequestError,
-    RequestId, SocketKind, Transmit, UserRequest,
-};
-pub use query::Commit;
+pub use node::RpcNode;
+pub use query::{Commit, QueryId, QueryOptions, QueryReply};
+pub use request::{IncomingRequest, RequestError, RequestId, SocketKind, Transmit, UserRequest};
 pub use table::{RoutingTable, TableNode};
 
 use crate::encoding::ipv4_bytes;
@@ -65,18 +71,6 @@ pub fn hash_batch(parts: &[&[u8]]) -> Id {
         Digest::update(&mut h, p);
     }
     h.finalize().into()
-}
-
-/// Keyed BLAKE2b-256 (`crypto_generichash(out, data, key)`), key 1..=64 bytes.
-pub fn keyed_hash(key: &[u8], data: &[u8]) -> Id {
-    match <blake2::Blake2bMac<U32> as KeyInit>::new_from_slice(key) {
-        Ok(mut mac) => {
-            Mac::update(&mut mac, data);
-            mac.finalize().into_bytes().into()
-        }
-        // Only reachable with an empty or >64-byte key, which no caller passes.
-        Err(_) => hash_batch(&[key, data]),
-    }
 }
 
 /// A node's id: BLAKE2b-256 of its 6-byte `ipv4Address` (`lib/peer.js`).

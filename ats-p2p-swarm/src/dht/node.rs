@@ -9,289 +9,24 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tracing::{debug, trace};
 
+use super::config::*;
+use super::congestion::Congestion;
+use super::event::Event;
+use super::limits::{LimitStats, SourceLimiter};
 use super::message::{Message, Request, Response};
 use super::nat::NatSampler;
-use super::query::{Commit, Query, Seen};
+use super::query::{Commit, Query, QueryId, QueryOptions, QueryReply, Seen};
+use super::request::{IncomingRequest, RequestError, RequestId, SocketKind, Transmit, UserRequest};
 use super::table::{AddOutcome, RoutingTable, TableNode};
-use super::{Id, K, commands, errors, hash, keyed_hash, node_id};
+use super::{Id, K, commands, errors, hash, node_id};
+use crate::crypto::keyed_blake2b_256;
 use crate::encoding::ipv4_bytes;
 
 mod bootstrap;
-mod io;
+mod requests;
+mod serve;
+mod upkeep;
 mod walk;
-
-/// Per-transmission request timeout (dht-rpc default).
-pub const REQUEST_TIMEOUT: Duration = Duration::from_millis(1000);
-/// Retransmissions of a plain request (4 transmissions in all).
-pub const DEFAULT_RETRIES: u32 = 3;
-/// Congestion slot length and secret-rotation timer (dht-rpc `_drain`).
-pub const DRAIN_INTERVAL: Duration = Duration::from_millis(750);
-/// Token secrets rotate every this many drain ticks (7.5 s).
-pub const ROTATE_SECRETS_TICKS: u32 = 10;
-/// Background upkeep tick (dht-rpc `TICK_INTERVAL`).
-pub const TICK_INTERVAL: Duration = Duration::from_secs(5);
-/// Sends allowed per congestion slot (dht-rpc `MAX_WINDOW`); twice that over the 4-slot window.
-pub const MAX_WINDOW: usize = 80;
-/// Most requests in flight at once (tids are 16-bit); beyond it requests fail with `Busy`.
-pub const MAX_INFLIGHT: usize = 4096;
-/// Most concurrent queries; beyond it `query` fails with `Busy`.
-pub const MAX_QUERIES: usize = 256;
-/// Most queued outgoing datagrams before the oldest are dropped (the driver drains per input).
-pub const MAX_TRANSMITS: usize = 8192;
-/// Most queued events before new ones are dropped (the driver drains per input).
-pub const MAX_EVENTS: usize = 8192;
-/// Most delayed pings waiting (the rest are dropped).
-pub const MAX_DELAYED_PINGS: usize = 64;
-/// Largest DELAYED_PING delay honoured (dht-rpc `maxPingDelay`).
-pub const MAX_PING_DELAY: Duration = Duration::from_secs(10);
-/// Most concurrent liveness checks started by DOWN_HINTs.
-pub const MAX_CHECKS: usize = 10;
-/// Most concurrent pings of full-row incumbents.
-pub const MAX_REPINGS: usize = 3;
-/// DOWN_HINTs sent per tick at most.
-pub const DOWN_HINTS_PER_TICK: usize = 50;
-/// Ticks between refreshes when idle (~5 min).
-pub const REFRESH_TICKS: u64 = 60;
-/// A node that answered within this many ticks is "recent".
-const RECENT_NODE: u64 = 12;
-/// A node older than this many ticks is "old".
-const OLD_NODE: u64 = 360;
-/// Ticks (~20 min) of stable uptime before an adaptive node tests for persistence.
-pub const STABLE_TICKS: u64 = 240;
-/// Ticks before re-testing on the same network (~1 h).
-pub const MORE_STABLE_TICKS: u64 = 3 * STABLE_TICKS;
-/// A gap this long between ticks means the host slept (dht-rpc `SLEEPING_INTERVAL`).
-pub const SLEEPING_INTERVAL: Duration = Duration::from_secs(15);
-/// Nodes asked in a firewall check.
-const FIREWALL_CHECK_NODES: usize = 5;
-
-/// Which of the node's two UDP sockets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SocketKind {
-    /// The server socket (its port is the node's public port when unfirewalled).
-    Server,
-    /// The client socket (requests go out here while firewalled).
-    Client,
-}
-
-/// A datagram to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    /// Socket to send from.
-    pub socket: SocketKind,
-    /// Destination.
-    pub to: SocketAddrV4,
-    /// Bytes.
-    pub payload: Vec<u8>,
-}
-
-/// Identifies a query.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct QueryId(pub u64);
-
-/// Identifies a user request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RequestId(pub u64);
-
-/// A response as seen by a query or request owner.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueryReply {
-    /// Responder address (UDP source).
-    pub from: SocketAddrV4,
-    /// Responder id, if it sent one that matches `H(from)`.
-    pub id: Option<Id>,
-    /// Our address as the responder saw it.
-    pub to: SocketAddrV4,
-    /// Token for later requests to the responder.
-    pub token: Option<Id>,
-    /// Closer nodes.
-    pub closer_nodes: Vec<SocketAddrV4>,
-    /// Error code (0 = none).
-    pub error: u64,
-    /// Reply value.
-    pub value: Option<Vec<u8>>,
-}
-
-/// Why a request or query failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum RequestError {
-    /// No reply after all retransmissions.
-    #[error("request timed out")]
-    Timeout,
-    /// Too many requests or queries in flight.
-    #[error("too many requests in flight")]
-    Busy,
-    /// The node is shutting down.
-    #[error("node destroyed")]
-    Destroyed,
-    /// No node in the closest set accepted the commit.
-    #[error("too few nodes responded")]
-    TooFewNodes,
-}
-
-/// An application request (internal = false) received by this node, to be answered with
-/// [`Node::reply`], [`Node::error_reply`] or [`Node::relay`], or ignored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IncomingRequest {
-    /// Socket it arrived on; replies go out on it.
-    pub socket: SocketKind,
-    /// UDP source.
-    pub from: SocketAddrV4,
-    /// Sender's verified id.
-    pub from_id: Option<Id>,
-    /// Transaction id.
-    pub tid: u16,
-    /// Our address as the sender sees it.
-    pub to: SocketAddrV4,
-    /// The sender's token (already validated when present).
-    pub token: Option<Id>,
-    /// Whether this is a dht-rpc command (always false for events).
-    pub internal: bool,
-    /// Command number.
-    pub command: u64,
-    /// Target.
-    pub target: Option<Id>,
-    /// Value.
-    pub value: Option<Vec<u8>>,
-}
-
-/// An explicit request to one node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserRequest {
-    /// Destination.
-    pub to: SocketAddrV4,
-    /// Token from the destination.
-    pub token: Option<Id>,
-    /// dht-rpc command (true) or application command (false).
-    pub internal: bool,
-    /// Command.
-    pub command: u64,
-    /// Target.
-    pub target: Option<Id>,
-    /// Value.
-    pub value: Option<Vec<u8>>,
-    /// Socket override (default: client socket while firewalled, else server socket).
-    pub socket: Option<SocketKind>,
-    /// Retransmissions (default [`DEFAULT_RETRIES`]).
-    pub retries: Option<u32>,
-}
-
-/// Options of a query.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueryOptions {
-    /// Target id.
-    pub target: Id,
-    /// dht-rpc command (true) or application command (false).
-    pub internal: bool,
-    /// Command.
-    pub command: u64,
-    /// Value sent to every node.
-    pub value: Option<Vec<u8>>,
-    /// Parallel requests (default 10).
-    pub concurrency: usize,
-    /// Commit phase.
-    pub commit: Commit,
-    /// Seed nodes (else the routing table, else the bootstrap nodes).
-    pub nodes: Vec<SocketAddrV4>,
-}
-
-impl QueryOptions {
-    /// A query with defaults: concurrency 10, no commit, seeds from the table.
-    pub fn new(target: Id, internal: bool, command: u64, value: Option<Vec<u8>>) -> Self {
-        Self {
-            target,
-            internal,
-            command,
-            value,
-            concurrency: 10,
-            commit: Commit::None,
-            nodes: Vec::new(),
-        }
-    }
-}
-
-/// Output of the node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    /// An application command arrived.
-    Request(IncomingRequest),
-    /// A successful (error = 0) reply during a query's walk.
-    QueryReply {
-        /// The query.
-        query: QueryId,
-        /// The reply.
-        reply: QueryReply,
-    },
-    /// A query finished; `closest` holds the k closest replies with ids.
-    QueryDone {
-        /// The query.
-        query: QueryId,
-        /// Closest replies.
-        closest: Vec<QueryReply>,
-        /// Set when the commit phase failed everywhere.
-        error: Option<RequestError>,
-    },
-    /// A user request got its response.
-    Response {
-        /// The request.
-        request: RequestId,
-        /// The response.
-        reply: QueryReply,
-    },
-    /// A user request failed.
-    RequestFailed {
-        /// The request.
-        request: RequestId,
-        /// Why.
-        error: RequestError,
-    },
-    /// The first bootstrap walk finished: the routing table is filled and the node can look up,
-    /// announce and connect. The NAT and firewall tests may still run (`Bootstrapped` follows).
-    Walked,
-    /// The bootstrap walk (and firewall test) finished.
-    Bootstrapped,
-    /// The node became persistent (has an id and stores records).
-    Persistent,
-}
-
-/// Configuration of a [`Node`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeConfig {
-    /// Bootstrap nodes.
-    pub bootstrap: Vec<SocketAddrV4>,
-    /// Stay ephemeral (true) or become persistent after the firewall test (false).
-    pub ephemeral: bool,
-    /// With `ephemeral`: become persistent after [`STABLE_TICKS`] of stable uptime if the
-    /// firewall test passes (dht-rpc's default "adaptive" mode).
-    pub adaptive: bool,
-    /// Known public address of the server socket: the node starts unfirewalled and, unless
-    /// ephemeral, persistent with `id = H(public_addr)` (a bootstrapper).
-    pub public_addr: Option<SocketAddrV4>,
-    /// Local port of the server socket (sent in PING_NAT).
-    pub server_port: u16,
-    /// Start firewalled (dht-rpc default true).
-    pub firewalled: bool,
-    /// Query concurrency.
-    pub concurrency: usize,
-    /// Seed of the node's random generator (table id, tokens, tids).
-    pub seed: [u8; 32],
-}
-
-impl NodeConfig {
-    /// Defaults: ephemeral, firewalled, concurrency 10.
-    pub fn new(bootstrap: Vec<SocketAddrV4>, server_port: u16, seed: [u8; 32]) -> Self {
-        Self {
-            bootstrap,
-            ephemeral: true,
-            adaptive: false,
-            public_addr: None,
-            server_port,
-            firewalled: true,
-            concurrency: 10,
-            seed,
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 enum Owner {
@@ -324,40 +59,6 @@ struct Inflight {
     owner: Owner,
 }
 
-#[derive(Debug, Default)]
-struct Congestion {
-    i: usize,
-    total: usize,
-    window: [usize; 4],
-}
-
-impl Congestion {
-    fn is_full(&self) -> bool {
-        self.total >= 2 * MAX_WINDOW || self.window.get(self.i).copied().unwrap_or(0) >= MAX_WINDOW
-    }
-    fn send(&mut self) {
-        self.total += 1;
-        if let Some(w) = self.window.get_mut(self.i) {
-            *w += 1;
-        }
-    }
-    fn recv(&mut self) {
-        if let Some(w) = self.window.get_mut(self.i) {
-            if *w > 0 {
-                *w -= 1;
-                self.total = self.total.saturating_sub(1);
-            }
-        }
-    }
-    fn drain(&mut self) {
-        self.i = (self.i + 1) & 3;
-        if let Some(w) = self.window.get_mut(self.i) {
-            self.total = self.total.saturating_sub(*w);
-            *w = 0;
-        }
-    }
-}
-
 #[derive(Debug)]
 enum Phase {
     Idle,
@@ -386,8 +87,8 @@ struct FwCheck {
 
 /// The sans-io dht-rpc node. See the [module docs](super) for the calling contract.
 #[derive(Debug)]
-pub struct Node {
-    cfg: NodeConfig,
+pub struct RpcNode {
+    cfg: RpcConfig,
     rng: StdRng,
     table: RoutingTable,
     ephemeral: bool,
@@ -427,11 +128,13 @@ pub struct Node {
     destroyed: bool,
     recent: VecDeque<Id>,
     last_now: Option<Instant>,
+    limiter: SourceLimiter,
+    limit_stats: LimitStats,
 }
 
-impl Node {
-    /// A node; nothing is sent until the first [`Node::handle_timeout`].
-    pub fn new(cfg: NodeConfig) -> Self {
+impl RpcNode {
+    /// A node; nothing is sent until the first [`RpcNode::handle_timeout`].
+    pub fn new(cfg: RpcConfig) -> Self {
         let mut rng = StdRng::from_seed(cfg.seed);
         let mut secrets = [[0u8; 32]; 2];
         rng.fill(&mut secrets[0]);
@@ -495,6 +198,8 @@ impl Node {
             destroyed: false,
             recent: VecDeque::new(),
             last_now: None,
+            limiter: SourceLimiter::new(cfg.limits),
+            limit_stats: LimitStats::default(),
             cfg,
         }
     }
@@ -566,7 +271,7 @@ impl Node {
     /// `token(addr, i)`: keyed BLAKE2b of the host string with secret `i`.
     pub fn token(&self, host: &Ipv4Addr, i: usize) -> Id {
         let secret = self.secrets.get(i).copied().unwrap_or([0; 32]);
-        keyed_hash(&secret, host.to_string().as_bytes())
+        keyed_blake2b_256(&secret, &[host.to_string().as_bytes()])
     }
 
     // ----- output -----
@@ -581,7 +286,7 @@ impl Node {
         self.events.pop_front()
     }
 
-    /// When [`Node::handle_timeout`] must be called next.
+    /// When [`RpcNode::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut t = [self.next_tick, self.next_drain]
             .into_iter()
@@ -598,12 +303,33 @@ impl Node {
         t
     }
 
+    /// Queues an event. Only incoming application requests are ever dropped (counted, logged):
+    /// their sender retransmits, while a lost completion would leave its owner waiting forever.
     fn push_event(&mut self, e: Event) {
-        if self.events.len() >= MAX_EVENTS {
-            debug!("dht event queue full, dropping event");
+        if matches!(e, Event::Request(_)) && self.events.len() >= MAX_EVENTS {
+            self.limit_stats.events_dropped += 1;
+            debug!(
+                dropped = self.limit_stats.events_dropped,
+                "dht event queue full: incoming request dropped"
+            );
             return;
         }
         self.events.push_back(e);
+    }
+
+    /// Counters of the per-source limits and the event queue.
+    pub fn limit_stats(&self) -> LimitStats {
+        self.limit_stats
+    }
+
+    /// Reply bytes `req`'s source may receive now: `None` when unlimited (the request carried a
+    /// valid token, proving its source receives, or the source is exempt). A reply over budget is
+    /// truncated: callers with a divisible value (records) cut it to fit first.
+    pub fn reply_budget(&self, req: &IncomingRequest) -> Option<usize> {
+        if req.token.is_some() {
+            return None;
+        }
+        self.limiter.reply_budget(req.from.ip())
     }
 
     fn push_transmit(&mut self, t: Transmit) {
@@ -675,7 +401,14 @@ impl Node {
         }
         let external = socket != self.request_socket();
         match Message::decode(buf) {
-            Ok(Message::Request(req)) => self.on_request(now, socket, from, req, external),
+            Ok(Message::Request(req)) => {
+                if !self.limiter.admit(now, *from.ip(), buf.len()) {
+                    self.limit_stats.requests_dropped += 1;
+                    trace!(%from, "request over its source's rate dropped");
+                    return;
+                }
+                self.on_request(now, socket, from, req, external);
+            }
             Ok(Message::Response(res)) => self.on_response(now, from, res, external),
             Err(e) => trace!(%from, error = %e, "undecodable dht datagram"),
         }
@@ -791,10 +524,14 @@ impl Node {
             value,
             token,
             closer_nodes,
+            req.token.is_some(),
         );
     }
 
     /// Replies to `to` instead of the requester (relay REPLY legs), on the request's socket.
+    /// Not cut to `to`'s reply budget: `to` (the client) may never have sent us anything (a
+    /// second relay), and the reply carries the requester's value, no larger than its request;
+    /// the requester's own request rate bounds it.
     pub fn reply_to(&mut self, req: &IncomingRequest, to: SocketAddrV4, value: Option<Vec<u8>>) {
         self.send_reply(
             req.socket,
@@ -805,6 +542,7 @@ impl Node {
             value,
             false,
             false,
+            true,
         );
     }
 
@@ -819,6 +557,7 @@ impl Node {
             None,
             token,
             true,
+            req.token.is_some(),
         );
     }
 

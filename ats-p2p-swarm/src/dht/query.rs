@@ -4,13 +4,69 @@
 use std::collections::HashMap;
 use std::net::SocketAddrV4;
 
-use super::node::QueryReply;
 use super::{Id, K, cmp_distance, node_id};
 
 /// Most addresses one query remembers; candidates beyond it are ignored (bounded memory).
 pub(crate) const MAX_QUERY_SEEN: usize = 2048;
 /// Most referrers remembered per candidate (they get DOWN_HINTs if it times out).
 pub(crate) const MAX_REFS: usize = 8;
+
+/// Identifies a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueryId(pub u64);
+
+/// A response as seen by a query or request owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryReply {
+    /// Responder address (UDP source).
+    pub from: SocketAddrV4,
+    /// Responder id, if it sent one that matches `H(from)`.
+    pub id: Option<Id>,
+    /// Our address as the responder saw it.
+    pub to: SocketAddrV4,
+    /// Token for later requests to the responder.
+    pub token: Option<Id>,
+    /// Closer nodes.
+    pub closer_nodes: Vec<SocketAddrV4>,
+    /// Error code (0 = none).
+    pub error: u64,
+    /// Reply value.
+    pub value: Option<Vec<u8>>,
+}
+
+/// Options of a query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryOptions {
+    /// Target id.
+    pub target: Id,
+    /// dht-rpc command (true) or application command (false).
+    pub internal: bool,
+    /// Command.
+    pub command: u64,
+    /// Value sent to every node.
+    pub value: Option<Vec<u8>>,
+    /// Parallel requests (default 10).
+    pub concurrency: usize,
+    /// Commit phase.
+    pub commit: Commit,
+    /// Seed nodes (else the routing table, else the bootstrap nodes).
+    pub nodes: Vec<SocketAddrV4>,
+}
+
+impl QueryOptions {
+    /// A query with defaults: concurrency 10, no commit, seeds from the table.
+    pub fn new(target: Id, internal: bool, command: u64, value: Option<Vec<u8>>) -> Self {
+        Self {
+            target,
+            internal,
+            command,
+            value,
+            concurrency: 10,
+            commit: Commit::None,
+            nodes: Vec::new(),
+        }
+    }
+}
 
 /// What happens after the walk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

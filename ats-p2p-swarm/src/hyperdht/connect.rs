@@ -674,11 +674,10 @@ impl HyperDht {
         let local_id = raw.local_id();
         let our_relay = self.propose_relay(remote).await;
         let prologue = ns::peer_handshake();
-        let mut noise = NoiseHandshake::new(NoiseConfig::ik(
-            true,
+        let mut noise = NoiseHandshake::new(NoiseConfig::ik_initiator(
             key_pair.clone(),
             &prologue,
-            Some(*remote),
+            *remote,
         ))?;
         let mut payload = self.local_payload(local_id, false).await;
         payload.relay_through = our_relay.map(RelayChoice::to_payload);

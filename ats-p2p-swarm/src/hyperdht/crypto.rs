@@ -1,10 +1,11 @@
 //! HyperDHT namespaces, announce signatures and the holepunch secretbox.
 
-use xsalsa20poly1305::aead::{Aead, KeyInit};
-use xsalsa20poly1305::{Nonce, XSalsa20Poly1305};
+use crypto_secretbox::aead::{Aead, KeyInit};
+use crypto_secretbox::{Nonce, XSalsa20Poly1305};
 
 use super::messages::PeerRecord;
-use crate::dht::{Id, hash, hash_batch, keyed_hash};
+use crate::crypto::keyed_blake2b_256;
+use crate::dht::{Id, hash, hash_batch};
 use crate::keys::{KeyPair, PublicKey};
 
 /// `hypercore-crypto.namespace("hyperswarm/dht", cmd)`: `H(H("hyperswarm/dht") ‖ u8 cmd)`.
@@ -102,7 +103,7 @@ pub fn verify_announce(
 
 /// `holepunchSecret = H_{handshakeHash}(NS_PEER_HOLEPUNCH)`.
 pub fn holepunch_secret(handshake_hash: &[u8; 64]) -> Id {
-    keyed_hash(handshake_hash, &ns::peer_holepunch())
+    keyed_blake2b_256(handshake_hash, &[&ns::peer_holepunch()])
 }
 
 /// Why a secret box could not be opened.

@@ -1,25 +1,24 @@
-//! The tokio driver: owns the two UDP sockets and runs a [`HyperNode`] in one task.
+//! The tokio driver: owns the two UDP sockets and runs a [`HyperDhtCore`] in one task.
 
-use std::collections::HashMap;
-use std::fmt;
-use std::future::poll_fn;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use rand::RngCore;
-use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, trace};
+
+mod run;
+mod socket;
+
+use run::{Command, OpCmd, run};
+pub use socket::DatagramSocket;
 
 use super::messages::{Handshake, Holepunch, RelayInfo};
 use super::mutable::MutableValue;
-use super::node::{HyperEvent, HyperNode, LookupResult, OpId, OpResult, RelayStats};
+use super::node::{HyperDhtCore, LookupResult, OpResult, RelayStats};
 use crate::dht::{
-    Event, Id, IncomingRequest, Node, NodeConfig, QueryReply, RequestError, RequestId, SocketKind,
+    Id, IncomingRequest, LimitStats, QueryReply, RequestError, RpcConfig, RpcNode, SourceLimits,
     UserRequest, hash,
 };
 use crate::keys::KeyPair;
@@ -52,46 +51,6 @@ pub enum ServerEvent {
         /// The decoded holepunch message.
         holepunch: Holepunch,
     },
-}
-
-/// A datagram socket the driver can run on (tokio's `UdpSocket`, later the UDX socket driver).
-pub trait DatagramSocket: Send + Sync + fmt::Debug + 'static {
-    /// Receives one datagram.
-    fn poll_recv_from(
-        &self,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<SocketAddr>>;
-    /// Sends one datagram.
-    fn poll_send_to(
-        &self,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-        to: SocketAddr,
-    ) -> Poll<io::Result<usize>>;
-    /// The bound address.
-    fn local_addr(&self) -> io::Result<SocketAddr>;
-}
-
-impl DatagramSocket for UdpSocket {
-    fn poll_recv_from(
-        &self,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<SocketAddr>> {
-        Self::poll_recv_from(self, cx, buf)
-    }
-    fn poll_send_to(
-        &self,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-        to: SocketAddr,
-    ) -> Poll<io::Result<usize>> {
-        Self::poll_send_to(self, cx, buf, to)
-    }
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        Self::local_addr(self)
-    }
 }
 
 /// Errors of the DHT driver.
@@ -129,6 +88,8 @@ pub struct DhtConfig {
     pub public_addr: Option<SocketAddrV4>,
     /// RNG seed (random if `None`).
     pub seed: Option<[u8; 32]>,
+    /// Per-source request rate and reply budget of the node's request handling.
+    pub limits: SourceLimits,
 }
 
 impl DhtConfig {
@@ -142,6 +103,7 @@ impl DhtConfig {
             adaptive: false,
             public_addr: None,
             seed: None,
+            limits: SourceLimits::default(),
         }
     }
 }
@@ -165,40 +127,11 @@ pub struct NodeInfo {
     pub nat_addr: Option<SocketAddrV4>,
     /// Our reachable server address, only when unfirewalled.
     pub remote_addr: Option<SocketAddrV4>,
-}
-
-enum Command {
-    Op(Box<OpCmd>, oneshot::Sender<Result<OpResult, RequestError>>),
-    Listen(Id, mpsc::Sender<ServerEvent>),
-    Unlisten(Id),
-    Raw(
-        Box<UserRequest>,
-        oneshot::Sender<Result<QueryReply, RequestError>>,
-    ),
-    AnswerHandshake(Box<(IncomingRequest, Handshake, Vec<u8>)>),
-    AnswerHolepunch(Box<(IncomingRequest, Holepunch, Vec<u8>)>),
-    Bootstrapped(oneshot::Sender<()>),
-    Ready(oneshot::Sender<()>),
-    Info(oneshot::Sender<NodeInfo>),
-    Destroy(oneshot::Sender<()>),
-}
-
-enum OpCmd {
-    ImmutablePut(Vec<u8>),
-    ImmutableGet(Id),
-    MutablePut(KeyPair, u64, Vec<u8>),
-    MutableGet([u8; 32], u64),
-    Lookup(Id),
-    FindPeer([u8; 32]),
-    FindNode(Id),
-    Announce(Id, KeyPair, Vec<SocketAddrV4>),
-    Unannounce(Id, KeyPair),
-}
-
-impl fmt::Debug for Command {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Command")
-    }
+    /// Per-source limit counters (requests dropped, replies truncated, events dropped).
+    pub limits: LimitStats,
+    /// Relayed handshakes/holepunches not delivered to a listener: its queue was full or the
+    /// node's event queue was.
+    pub server_events_dropped: u64,
 }
 
 /// A running DHT node (HyperDHT + dht-rpc) on two UDP sockets.
@@ -247,13 +180,14 @@ impl DhtNode {
             rand::rngs::OsRng.fill_bytes(&mut s);
             s
         });
-        let mut nc = NodeConfig::new(config.bootstrap.clone(), server_addr.port(), seed);
+        let mut nc = RpcConfig::new(config.bootstrap.clone(), server_addr.port(), seed);
         nc.ephemeral = config.ephemeral;
         nc.adaptive = config.adaptive;
+        nc.limits = config.limits;
         nc.public_addr = config
             .public_addr
             .map(|a| if a.port() == 0 { server_addr } else { a });
-        let node = HyperNode::new(Node::new(nc));
+        let node = HyperDhtCore::new(RpcNode::new(nc));
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let task = tokio::spawn(run(node, server, client, rx));
         Ok(Self {
@@ -524,203 +458,5 @@ impl Bootstrap {
     /// Stops it.
     pub async fn destroy(self) {
         self.node.destroy().await;
-    }
-}
-
-async fn recv(sock: &dyn DatagramSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-    let mut rb = ReadBuf::new(buf);
-    let from = poll_fn(|cx| sock.poll_recv_from(cx, &mut rb)).await?;
-    Ok((rb.filled().len(), from))
-}
-
-fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-async fn run(
-    mut node: HyperNode,
-    server: Arc<dyn DatagramSocket>,
-    client: Arc<dyn DatagramSocket>,
-    mut rx: mpsc::Receiver<Command>,
-) {
-    let mut sbuf = vec![0u8; RECV_BUF];
-    let mut cbuf = vec![0u8; RECV_BUF];
-    let mut waiters: HashMap<OpId, oneshot::Sender<Result<OpResult, RequestError>>> =
-        HashMap::new();
-    let mut boot_waiters: Vec<oneshot::Sender<()>> = Vec::new();
-    let mut bootstrapped = false;
-    let mut walked = false;
-    let mut ready_waiters: Vec<oneshot::Sender<()>> = Vec::new();
-    let mut listeners: HashMap<Id, mpsc::Sender<ServerEvent>> = HashMap::new();
-    let mut raw: HashMap<RequestId, oneshot::Sender<Result<QueryReply, RequestError>>> =
-        HashMap::new();
-    node.set_wall_clock_ms(wall_ms());
-    node.handle_timeout(Instant::now());
-    loop {
-        while let Some(t) = node.poll_transmit() {
-            let sock = match t.socket {
-                SocketKind::Server => &server,
-                SocketKind::Client => &client,
-            };
-            let to = SocketAddr::V4(t.to);
-            if let Err(e) = poll_fn(|cx| sock.poll_send_to(cx, &t.payload, to)).await {
-                debug!(%to, error = %e, "dht send failed");
-            }
-        }
-        while let Some(e) = node.poll_event() {
-            match e {
-                HyperEvent::OpDone { op, result } => {
-                    if let Some(w) = waiters.remove(&op) {
-                        let _ = w.send(Ok(result));
-                    }
-                }
-                HyperEvent::Walked => {
-                    walked = true;
-                    for w in ready_waiters.drain(..) {
-                        let _ = w.send(());
-                    }
-                }
-                HyperEvent::Bootstrapped => {
-                    bootstrapped = true;
-                    walked = true;
-                    for w in ready_waiters.drain(..) {
-                        let _ = w.send(());
-                    }
-                    for w in boot_waiters.drain(..) {
-                        let _ = w.send(());
-                    }
-                }
-                HyperEvent::PeerHandshake { req, handshake } => {
-                    if let Some(l) = req.target.and_then(|t| listeners.get(&t)) {
-                        let _ = l.try_send(ServerEvent::Handshake { req, handshake });
-                    }
-                }
-                HyperEvent::PeerHolepunch { req, holepunch } => {
-                    if let Some(l) = req.target.and_then(|t| listeners.get(&t)) {
-                        let _ = l.try_send(ServerEvent::Holepunch { req, holepunch });
-                    }
-                }
-                HyperEvent::Dht(Event::Response { request, reply }) => {
-                    if let Some(w) = raw.remove(&request) {
-                        let _ = w.send(Ok(reply));
-                    }
-                }
-                HyperEvent::Dht(Event::RequestFailed { request, error }) => {
-                    if let Some(w) = raw.remove(&request) {
-                        let _ = w.send(Err(error));
-                    }
-                }
-                other => trace!(?other, "unhandled dht event"),
-            }
-        }
-        let deadline = node.poll_timeout();
-        let sleep = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
-                None => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            biased;
-            cmd = rx.recv() => {
-                let now = Instant::now();
-                let Some(cmd) = cmd else { break };
-                match cmd {
-                    Command::Destroy(done) => {
-                        node.dht_mut().destroy();
-                        let _ = done.send(());
-                        break;
-                    }
-                    Command::Info(reply) => {
-                        let d = node.dht();
-                        let _ = reply.send(NodeInfo {
-                            id: d.id(),
-                            table_len: d.table().len(),
-                            firewalled: d.is_firewalled(),
-                            bootstrapped: d.is_bootstrapped(),
-                            stored: node.store().sizes(),
-                            relayed: node.relay_stats(),
-                            nat_addr: d.nat_address(),
-                            remote_addr: d.remote_address(),
-                        });
-                    }
-                    Command::Bootstrapped(reply) => {
-                        if bootstrapped {
-                            let _ = reply.send(());
-                        } else if boot_waiters.len() < MAX_BOOTSTRAP_WAITERS {
-                            boot_waiters.push(reply);
-                        }
-                    }
-                    Command::Ready(reply) => {
-                        if walked {
-                            let _ = reply.send(());
-                        } else if ready_waiters.len() < MAX_BOOTSTRAP_WAITERS {
-                            ready_waiters.push(reply);
-                        }
-                    }
-                    Command::Listen(target, tx) => {
-                        node.listen(target);
-                        listeners.insert(target, tx);
-                    }
-                    Command::Unlisten(target) => {
-                        node.unlisten(&target);
-                        listeners.remove(&target);
-                    }
-                    Command::Raw(req, reply) => {
-                        if raw.len() >= MAX_RAW_REQUESTS {
-                            let _ = reply.send(Err(RequestError::Busy));
-                        } else {
-                            match node.request(now, *req) {
-                                Ok(id) => { raw.insert(id, reply); }
-                                Err(e) => { let _ = reply.send(Err(e)); }
-                            }
-                        }
-                    }
-                    Command::AnswerHandshake(a) => {
-                        let (req, hs, noise) = *a;
-                        node.answer_handshake(&req, &hs, noise, Some(SocketKind::Server));
-                    }
-                    Command::AnswerHolepunch(a) => {
-                        let (req, hp, payload) = *a;
-                        node.answer_holepunch(&req, &hp, payload, Some(SocketKind::Server));
-                    }
-                    Command::Op(op, reply) => {
-                        let started = match *op {
-                            OpCmd::Lookup(t) => node.lookup(now, t),
-                            OpCmd::ImmutablePut(v) => node.immutable_put(now, v),
-                            OpCmd::ImmutableGet(t) => node.immutable_get(now, t),
-                            OpCmd::MutablePut(kp, seq, v) => node.mutable_put(now, &kp, seq, v),
-                            OpCmd::MutableGet(pk, seq) => node.mutable_get(now, &pk, seq),
-                            OpCmd::FindPeer(pk) => node.find_peer(now, &pk),
-                            OpCmd::FindNode(t) => node.find_node(now, t),
-                            OpCmd::Announce(t, kp, relays) => node.announce(now, t, kp, relays),
-                            OpCmd::Unannounce(t, kp) => node.unannounce(now, t, kp),
-                        };
-                        match started {
-                            Ok(id) => { waiters.insert(id, reply); }
-                            Err(e) => { let _ = reply.send(Err(e)); }
-                        }
-                    }
-                }
-            }
-            r = recv(server.as_ref(), &mut sbuf) => {
-                if let (Ok((n, SocketAddr::V4(from))), Some(buf)) = (&r, sbuf.get(..r.as_ref().map_or(0, |x| x.0))) {
-                    let _ = n;
-                    node.handle_datagram(Instant::now(), SocketKind::Server, *from, buf);
-                }
-            }
-            r = recv(client.as_ref(), &mut cbuf) => {
-                if let (Ok((n, SocketAddr::V4(from))), Some(buf)) = (&r, cbuf.get(..r.as_ref().map_or(0, |x| x.0))) {
-                    let _ = n;
-                    node.handle_datagram(Instant::now(), SocketKind::Client, *from, buf);
-                }
-            }
-            () = sleep => {
-                node.set_wall_clock_ms(wall_ms());
-                node.handle_timeout(Instant::now());
-            }
-        }
     }
 }

@@ -21,7 +21,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use super::firewall;
-use crate::dht::{Id, keyed_hash};
+use crate::crypto::keyed_blake2b_256;
+use crate::dht::Id;
 
 /// Sockets the random side opens (JS `BIRTHDAY_SOCKETS`).
 pub const BIRTHDAY_SOCKETS: usize = 256;
@@ -314,7 +315,7 @@ impl Strategy {
 /// The token a peer echoes to prove it receives at `host` (JS `SecurePayload.token`): a keyed
 /// hash of the host string under a per-session secret.
 pub fn address_token(secret: &[u8; 32], host: Ipv4Addr) -> Id {
-    keyed_hash(secret, host.to_string().as_bytes())
+    keyed_blake2b_256(secret, &[host.to_string().as_bytes()])
 }
 
 /// A random port in JS's range (1000..65536).

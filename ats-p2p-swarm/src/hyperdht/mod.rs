@@ -1,6 +1,6 @@
 //! HyperDHT (npm `hyperdht` 6.34) on top of [`crate::dht`]: command numbers, namespaces, message
 //! codecs, the node side (records, router forwards, handshake/holepunch relaying) and the client
-//! side (lookup, announce, unannounce, find_peer) as a sans-io [`HyperNode`], plus a tokio
+//! side (lookup, announce, unannounce, find_peer) as a sans-io [`HyperDhtCore`], plus a tokio
 //! driver ([`DhtNode`], [`Bootstrap`]). [`HyperDht`] (module [`connect`]) runs the DHT on UDX
 //! sockets and connects by key; [`server`] listens; [`holepunch`] decides how two NATs punch
 //! and `punch` sends the probes; every [`Connection`] carries its [`PathInfo`].
@@ -21,7 +21,7 @@ pub use connect::{ConnectError, Firewall, HyperDht, NoPathReason, RelayMode, Udx
 pub use driver::{Bootstrap, DatagramSocket, DhtConfig, DhtError, DhtNode, NodeInfo, ServerEvent};
 pub use holepunch::NatClass;
 pub use node::{
-    HyperEvent, HyperNode, LookupResult, MAX_HYPER_EVENTS, MAX_LOOKUP_RESULTS, MAX_OPS, OpId,
+    HyperDhtCore, HyperEvent, LookupResult, MAX_HYPER_EVENTS, MAX_LOOKUP_RESULTS, MAX_OPS, OpId,
     OpResult, RelayStats,
 };
 pub use path::{Connection, PathInfo, PathKind};

@@ -135,11 +135,16 @@ impl PunchSockets {
                     SocketEvent::Datagram { .. } => {}
                     SocketEvent::Firewall { local_id, from } => {
                         let Some(from) = v4(from) else { continue };
-                        let _ = tx.try_send(Hit::FirstPacket {
+                        // A first packet is a connection arriving: wait for room rather than
+                        // lose it (probes above may drop: the peer sends them again).
+                        let hit = Hit::FirstPacket {
                             socket: index,
                             local_id,
                             from,
-                        });
+                        };
+                        if tx.send(hit).await.is_err() {
+                            break;
+                        }
                     }
                 }
             }

@@ -5,7 +5,7 @@
 //! [`REANNOUNCE_INTERVAL`]) and answers PEER_HANDSHAKE with Noise IK, deduplicated by msg1
 //! bytes (identical msg2 for copies sent through several relays). The firewall decides on the
 //! remote key *before* msg2: a refused key gets no answer. Each answered handshake then runs as
-//! its own task ([`serve_handshake`]) until its stream connects or it times out:
+//! its own task (`HandshakeTask`) until its stream connects or it times out:
 //! - the client's first UDX packet on our main socket connects the stream (direct, LAN, or a
 //!   consistent-NAT punch where the client reaches our mapping);
 //! - PEER_HOLEPUNCH rounds for its slot arrive on the task's queue: it classifies our NAT,
@@ -186,7 +186,10 @@ async fn run_server(
                     ServerEvent::Holepunch { req, holepunch } => {
                         match sessions.get(&holepunch.id) {
                             Some(s) => {
-                                let _ = s.tx.try_send((req, holepunch));
+                                let slot = holepunch.id;
+                                if let Err(mpsc::error::TrySendError::Full(_)) = s.tx.try_send((req, holepunch)) {
+                                    debug!(slot, "holepunch session queue full: round dropped (the client resends)");
+                                }
                             }
                             None => trace!(id = holepunch.id, "holepunch for an unknown slot"),
                         }
@@ -262,12 +265,8 @@ impl Responder<'_> {
     ) -> Result<(Option<Vec<u8>>, Option<Session>), ConnectError> {
         let dht = self.dht;
         let prologue = ns::peer_handshake();
-        let mut noise = NoiseHandshake::new(NoiseConfig::ik(
-            false,
-            self.key_pair.clone(),
-            &prologue,
-            None,
-        ))?;
+        let mut noise =
+            NoiseHandshake::new(NoiseConfig::ik_responder(self.key_pair.clone(), &prologue))?;
         let client_payload = noise.read_message(&handshake.noise)?;
         let mut remote_key = None;
         if let Step::Verdict(pk) = noise.next_step() {

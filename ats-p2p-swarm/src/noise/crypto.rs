@@ -1,22 +1,21 @@
 //! The primitives of `Noise_*_Ed25519_ChaChaPoly_BLAKE2b` as the JavaScript stack
 //! (`noise-handshake` 4.2.0 with `noise-curve-ed` 2.1.0) computes them.
 
-use blake2::digest::{Digest, Mac};
-use blake2::{Blake2b512, Blake2bMac};
+use blake2::Blake2b512;
+use blake2::digest::Digest;
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
 use curve25519_dalek::scalar::Scalar;
 use curve25519_dalek::traits::IsIdentity;
+use hkdf::SimpleHkdf;
 use sha2::Sha512;
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::NoiseError;
 
 /// Output length of BLAKE2b-512, the Noise `HASHLEN`.
 pub const HASH_LEN: usize = 64;
-/// BLAKE2b block length, the HMAC block size.
-const HMAC_BLOCK_LEN: usize = 128;
 /// Length of a DH public key and of a DH output (a compressed Edwards point).
 pub const DH_LEN: usize = 32;
 /// Length of a ChaCha20-Poly1305 authentication tag.
@@ -30,43 +29,26 @@ pub(crate) fn hash2(a: &[u8], b: &[u8]) -> [u8; HASH_LEN] {
     h.finalize().into()
 }
 
-/// HMAC-BLAKE2b (RFC 2104, block 128, output 64) over the concatenation of `parts`.
-fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; HASH_LEN] {
-    let mut block = [0u8; HMAC_BLOCK_LEN];
-    if key.len() > HMAC_BLOCK_LEN {
-        let digest: [u8; HASH_LEN] = Blake2b512::digest(key).into();
-        block[..HASH_LEN].copy_from_slice(&digest);
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let mut ipad = [0u8; HMAC_BLOCK_LEN];
-    let mut opad = [0u8; HMAC_BLOCK_LEN];
-    for ((i, o), k) in ipad.iter_mut().zip(opad.iter_mut()).zip(block.iter()) {
-        *i = k ^ 0x36;
-        *o = k ^ 0x5c;
-    }
-    block.zeroize();
-    let mut inner = Blake2b512::new();
-    inner.update(ipad);
-    for p in parts {
-        inner.update(p);
-    }
-    let inner: [u8; HASH_LEN] = inner.finalize().into();
-    let mut outer = Blake2b512::new();
-    outer.update(opad);
-    outer.update(inner);
-    ipad.zeroize();
-    opad.zeroize();
-    outer.finalize().into()
-}
-
-/// HKDF (RFC 5869) with HMAC-BLAKE2b, empty info, two 64-byte outputs (the Noise `HKDF`).
-pub(crate) fn hkdf2(chaining_key: &[u8], input: &[u8]) -> ([u8; HASH_LEN], [u8; HASH_LEN]) {
-    let mut prk = hmac(chaining_key, &[input]);
-    let out1 = hmac(&prk, &[&[1u8]]);
-    let out2 = hmac(&prk, &[&out1, &[2u8]]);
-    prk.zeroize();
-    (out1, out2)
+/// The Noise `HKDF(chaining_key, input)` with two 64-byte outputs: RFC 5869 HKDF over
+/// HMAC-BLAKE2b (block 128, output 64; `SimpleHmac` since BLAKE2b has no HMAC core), salt =
+/// `chaining_key`, empty info. Its 128-byte expansion is exactly Noise's `output1 = HMAC(prk,
+/// 0x01)`, `output2 = HMAC(prk, output1 ‖ 0x02)`.
+pub(crate) fn hkdf2(
+    chaining_key: &[u8],
+    input: &[u8],
+) -> Result<([u8; HASH_LEN], [u8; HASH_LEN]), NoiseError> {
+    let hkdf = SimpleHkdf::<Blake2b512>::new(Some(chaining_key), input);
+    let mut okm = Zeroizing::new([0u8; 2 * HASH_LEN]);
+    hkdf.expand(&[], okm.as_mut_slice())
+        .map_err(|_| NoiseError::Internal("HKDF output length"))?;
+    let (out1, out2) = okm.split_at(HASH_LEN);
+    let out1 = out1
+        .try_into()
+        .map_err(|_| NoiseError::Internal("HKDF output split"))?;
+    let out2 = out2
+        .try_into()
+        .map_err(|_| NoiseError::Internal("HKDF output split"))?;
+    Ok((out1, out2))
 }
 
 /// The Ed25519 scalar of a seed as libsodium derives it: `SHA-512(seed)[0..32]`, clamped.
@@ -184,18 +166,6 @@ impl Drop for CipherState {
     }
 }
 
-/// Keyed BLAKE2b-256 over the concatenation of `parts` (libsodium `crypto_generichash(out32,
-/// input, key)`; key ≤ 64 bytes), e.g. stream ids and HyperDHT's holepunch secret.
-pub fn keyed_blake2b_256(key: &[u8], parts: &[&[u8]]) -> Result<[u8; 32], NoiseError> {
-    let mut mac =
-        Blake2bMac::<blake2::digest::consts::U32>::new_with_salt_and_personal(key, &[], &[])
-            .map_err(|_| NoiseError::Internal("BLAKE2b key longer than 64 bytes"))?;
-    for p in parts {
-        mac.update(p);
-    }
-    Ok(mac.finalize().into_bytes().into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,12 +205,22 @@ mod tests {
     }
 
     #[test]
-    fn hkdf_matches_rfc_construction() {
-        // HKDF with output 1 = HMAC(prk, 0x01), output 2 = HMAC(prk, out1 ‖ 0x02)
-        let (a, b) = hkdf2(&[7u8; 64], b"ikm");
-        let prk = hmac(&[7u8; 64], &[b"ikm"]);
-        assert_eq!(a, hmac(&prk, &[&[1]]));
-        assert_eq!(b, hmac(&prk, &[&a, &[2]]));
-        assert_ne!(a, b);
+    fn hkdf_is_the_noise_construction() {
+        use hmac::{Mac, SimpleHmac};
+        fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; HASH_LEN] {
+            let mut mac = <SimpleHmac<Blake2b512> as Mac>::new_from_slice(key).unwrap();
+            for p in parts {
+                mac.update(p);
+            }
+            mac.finalize().into_bytes().into()
+        }
+        // Noise: prk = HMAC(ck, ikm), output 1 = HMAC(prk, 0x01), output 2 = HMAC(prk, out1 ‖ 0x02)
+        for (ck, ikm) in [(&[7u8; 64][..], &b"ikm"[..]), (&[9u8; 64][..], &[][..])] {
+            let (a, b) = hkdf2(ck, ikm).unwrap();
+            let prk = hmac(ck, &[ikm]);
+            assert_eq!(a, hmac(&prk, &[&[1]]));
+            assert_eq!(b, hmac(&prk, &[&a, &[2]]));
+            assert_ne!(a, b);
+        }
     }
 }

@@ -23,8 +23,8 @@
 //! let (client, server) = (KeyPair::generate(), KeyPair::generate());
 //! let client_pk = client.public_key();
 //! let prologue = b"NS_PEER_HANDSHAKE bytes";
-//! let mut c = NoiseHandshake::new(NoiseConfig::ik(true, client, prologue, Some(server.public_key())))?;
-//! let mut s = NoiseHandshake::new(NoiseConfig::ik(false, server, prologue, None))?;
+//! let mut c = NoiseHandshake::new(NoiseConfig::ik_initiator(client, prologue, server.public_key()))?;
+//! let mut s = NoiseHandshake::new(NoiseConfig::ik_responder(server, prologue))?;
 //! let msg1 = c.write_message(b"client payload")?;
 //! assert_eq!(s.read_message(&msg1)?, b"client payload");
 //! assert!(matches!(s.next_step(), Step::Verdict(k) if k == client_pk));
@@ -42,7 +42,6 @@ use std::fmt;
 
 use zeroize::Zeroize;
 
-pub use crypto::keyed_blake2b_256;
 use crypto::{CipherState, hash2, hkdf2};
 pub use crypto::{DH_LEN, HASH_LEN, TAG_LEN, dh};
 
@@ -203,27 +202,48 @@ impl fmt::Debug for NoiseConfig {
 }
 
 impl NoiseConfig {
-    /// Stand-alone secret stream defaults: XX, empty prologue, random ephemeral key.
-    pub fn xx(initiator: bool, static_keypair: KeyPair) -> Self {
-        Self {
-            pattern: Pattern::XX,
-            initiator,
-            static_keypair,
-            prologue: Vec::new(),
-            remote_static: None,
-            ephemeral_seed: None,
-        }
+    /// Stand-alone secret stream, the side that sends first: XX, empty prologue, random
+    /// ephemeral key.
+    pub fn xx_initiator(static_keypair: KeyPair) -> Self {
+        Self::with(Pattern::XX, true, static_keypair, &[], None)
     }
 
-    /// IK with the given prologue; `remote_static` is required when `initiator`.
-    pub fn ik(
+    /// Stand-alone secret stream, the side that answers: XX, empty prologue, random ephemeral
+    /// key.
+    pub fn xx_responder(static_keypair: KeyPair) -> Self {
+        Self::with(Pattern::XX, false, static_keypair, &[], None)
+    }
+
+    /// IK, the side that sends first and knows the responder's static key up front (HyperDHT's
+    /// connect), with the given prologue.
+    pub fn ik_initiator(
+        static_keypair: KeyPair,
+        prologue: &[u8],
+        remote_static: PublicKey,
+    ) -> Self {
+        Self::with(
+            Pattern::IK,
+            true,
+            static_keypair,
+            prologue,
+            Some(remote_static),
+        )
+    }
+
+    /// IK, the responder (HyperDHT's server), with the given prologue.
+    pub fn ik_responder(static_keypair: KeyPair, prologue: &[u8]) -> Self {
+        Self::with(Pattern::IK, false, static_keypair, prologue, None)
+    }
+
+    fn with(
+        pattern: Pattern,
         initiator: bool,
         static_keypair: KeyPair,
         prologue: &[u8],
         remote_static: Option<PublicKey>,
     ) -> Self {
         Self {
-            pattern: Pattern::IK,
+            pattern,
             initiator,
             static_keypair,
             prologue: prologue.to_vec(),
@@ -367,7 +387,7 @@ impl NoiseHandshake {
         let remote = if remote_static { self.rs } else { self.re };
         let remote = remote.ok_or(NoiseError::Internal("DH before the remote key is known"))?;
         let mut shared = dh(&local, &remote)?;
-        let (ck, mut k) = hkdf2(&self.ck, &shared);
+        let (ck, mut k) = hkdf2(&self.ck, &shared)?;
         shared.zeroize();
         self.ck = ck;
         self.cipher.initialise_key(&k[..32]);
@@ -515,7 +535,7 @@ impl NoiseHandshake {
             self.status = Status::Running;
             return Ok(());
         }
-        let (mut k1, mut k2) = hkdf2(&self.ck, &[]);
+        let (mut k1, mut k2) = hkdf2(&self.ck, &[])?;
         let mut tx = [0u8; 32];
         let mut rx = [0u8; 32];
         let (t, r) = if self.initiator {

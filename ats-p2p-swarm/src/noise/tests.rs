@@ -48,8 +48,8 @@ fn run(
 
 #[test]
 fn xx_round_trip() {
-    let i = NoiseHandshake::new(NoiseConfig::xx(true, kp(1))).unwrap();
-    let r = NoiseHandshake::new(NoiseConfig::xx(false, kp(2))).unwrap();
+    let i = NoiseHandshake::new(NoiseConfig::xx_initiator(kp(1))).unwrap();
+    let r = NoiseHandshake::new(NoiseConfig::xx_responder(kp(2))).unwrap();
     let (hi, hr, payloads) = run(i, r, (b"", b""));
     assert_eq!(hi.tx, hr.rx);
     assert_eq!(hi.rx, hr.tx);
@@ -63,14 +63,13 @@ fn xx_round_trip() {
 
 #[test]
 fn ik_round_trip_with_payloads() {
-    let i = NoiseHandshake::new(NoiseConfig::ik(
-        true,
+    let i = NoiseHandshake::new(NoiseConfig::ik_initiator(
         kp(1),
         b"prologue",
-        Some(kp(2).public_key()),
+        kp(2).public_key(),
     ))
     .unwrap();
-    let r = NoiseHandshake::new(NoiseConfig::ik(false, kp(2), b"prologue", None)).unwrap();
+    let r = NoiseHandshake::new(NoiseConfig::ik_responder(kp(2), b"prologue")).unwrap();
     let (hi, hr, payloads) = run(i, r, (b"hello responder", b"hello initiator"));
     assert_eq!(hi.tx, hr.rx);
     assert_eq!(hi.hash, hr.hash);
@@ -84,8 +83,8 @@ fn ik_round_trip_with_payloads() {
 #[test]
 fn ik_prologue_mismatch_fails() {
     let mut i =
-        NoiseHandshake::new(NoiseConfig::ik(true, kp(1), b"a", Some(kp(2).public_key()))).unwrap();
-    let mut r = NoiseHandshake::new(NoiseConfig::ik(false, kp(2), b"b", None)).unwrap();
+        NoiseHandshake::new(NoiseConfig::ik_initiator(kp(1), b"a", kp(2).public_key())).unwrap();
+    let mut r = NoiseHandshake::new(NoiseConfig::ik_responder(kp(2), b"b")).unwrap();
     let m1 = i.write_message(b"x").unwrap();
     assert_eq!(r.read_message(&m1), Err(NoiseError::Decrypt));
     assert_eq!(r.next_step(), Step::Failed);
@@ -94,8 +93,8 @@ fn ik_prologue_mismatch_fails() {
 #[test]
 fn ik_responder_verdict_comes_before_reply() {
     let mut i =
-        NoiseHandshake::new(NoiseConfig::ik(true, kp(1), b"", Some(kp(2).public_key()))).unwrap();
-    let mut r = NoiseHandshake::new(NoiseConfig::ik(false, kp(2), b"", None)).unwrap();
+        NoiseHandshake::new(NoiseConfig::ik_initiator(kp(1), b"", kp(2).public_key())).unwrap();
+    let mut r = NoiseHandshake::new(NoiseConfig::ik_responder(kp(2), b"")).unwrap();
     let m1 = i.write_message(b"payload").unwrap();
     assert_eq!(r.read_message(&m1).unwrap(), b"payload");
     assert_eq!(r.next_step(), Step::Verdict(kp(1).public_key()));
@@ -114,8 +113,8 @@ fn ik_responder_verdict_comes_before_reply() {
 
 #[test]
 fn xx_initiator_rejects_before_message_three() {
-    let mut i = NoiseHandshake::new(NoiseConfig::xx(true, kp(1))).unwrap();
-    let mut r = NoiseHandshake::new(NoiseConfig::xx(false, kp(2))).unwrap();
+    let mut i = NoiseHandshake::new(NoiseConfig::xx_initiator(kp(1))).unwrap();
+    let mut r = NoiseHandshake::new(NoiseConfig::xx_responder(kp(2))).unwrap();
     let m1 = i.write_message(b"").unwrap();
     r.read_message(&m1).unwrap();
     let m2 = r.write_message(b"").unwrap();
@@ -128,8 +127,8 @@ fn xx_initiator_rejects_before_message_three() {
 
 #[test]
 fn xx_message_sizes_match_js() {
-    let mut i = NoiseHandshake::new(NoiseConfig::xx(true, kp(1))).unwrap();
-    let mut r = NoiseHandshake::new(NoiseConfig::xx(false, kp(2))).unwrap();
+    let mut i = NoiseHandshake::new(NoiseConfig::xx_initiator(kp(1))).unwrap();
+    let mut r = NoiseHandshake::new(NoiseConfig::xx_responder(kp(2))).unwrap();
     let m1 = i.write_message(b"").unwrap();
     r.read_message(&m1).unwrap();
     let m2 = r.write_message(b"").unwrap();
@@ -142,8 +141,8 @@ fn xx_message_sizes_match_js() {
 #[test]
 fn tampered_and_truncated_messages_fail_cleanly() {
     for cut in [0usize, 10, 31, 32, 50, 95] {
-        let mut i = NoiseHandshake::new(NoiseConfig::xx(true, kp(1))).unwrap();
-        let mut r = NoiseHandshake::new(NoiseConfig::xx(false, kp(2))).unwrap();
+        let mut i = NoiseHandshake::new(NoiseConfig::xx_initiator(kp(1))).unwrap();
+        let mut r = NoiseHandshake::new(NoiseConfig::xx_responder(kp(2))).unwrap();
         let m1 = i.write_message(b"").unwrap();
         r.read_message(&m1).unwrap();
         let m2 = r.write_message(b"").unwrap();
@@ -151,8 +150,8 @@ fn tampered_and_truncated_messages_fail_cleanly() {
         assert_eq!(i.next_step(), Step::Failed);
     }
     for flip in [0usize, 33, 70, 95] {
-        let mut i = NoiseHandshake::new(NoiseConfig::xx(true, kp(1))).unwrap();
-        let mut r = NoiseHandshake::new(NoiseConfig::xx(false, kp(2))).unwrap();
+        let mut i = NoiseHandshake::new(NoiseConfig::xx_initiator(kp(1))).unwrap();
+        let mut r = NoiseHandshake::new(NoiseConfig::xx_responder(kp(2))).unwrap();
         let m1 = i.write_message(b"").unwrap();
         r.read_message(&m1).unwrap();
         let mut m2 = r.write_message(b"").unwrap();
@@ -163,7 +162,7 @@ fn tampered_and_truncated_messages_fail_cleanly() {
 
 #[test]
 fn api_misuse_is_an_error_not_a_panic() {
-    let mut r = NoiseHandshake::new(NoiseConfig::xx(false, kp(2))).unwrap();
+    let mut r = NoiseHandshake::new(NoiseConfig::xx_responder(kp(2))).unwrap();
     assert!(matches!(
         r.write_message(b""),
         Err(NoiseError::ApiMisuse(_))
@@ -172,9 +171,15 @@ fn api_misuse_is_an_error_not_a_panic() {
         r.handle_verdict(true),
         Err(NoiseError::ApiMisuse(_))
     ));
-    assert!(NoiseHandshake::new(NoiseConfig::ik(true, kp(1), b"", None)).is_err());
+    assert!(
+        NoiseHandshake::new(NoiseConfig {
+            initiator: true,
+            ..NoiseConfig::ik_responder(kp(1), b"")
+        })
+        .is_err()
+    );
     assert!(matches!(
-        NoiseHandshake::new(NoiseConfig::xx(true, kp(1)))
+        NoiseHandshake::new(NoiseConfig::xx_initiator(kp(1)))
             .unwrap()
             .into_handshake(),
         Err(NoiseError::ApiMisuse(_))

@@ -8,7 +8,7 @@ use rand::{CryptoRng, RngCore};
 
 use super::SecretStreamError;
 use super::frame::put_len;
-use crate::noise::keyed_blake2b_256;
+use crate::crypto::keyed_blake2b_256;
 
 /// Bytes a secretstream message adds to its plaintext (encrypted tag byte + MAC).
 pub const ABYTES: usize = 17;
@@ -54,8 +54,7 @@ pub fn stream_id(handshake_hash: &[u8; 64], is_initiator: bool) -> [u8; ID_LEN] 
     } else {
         &NS_RESPONDER
     };
-    // A 64-byte key is always accepted by BLAKE2b; the fallback is unreachable.
-    keyed_blake2b_256(handshake_hash, &[ns]).unwrap_or([0u8; ID_LEN])
+    keyed_blake2b_256(handshake_hash, &[ns])
 }
 
 /// An `aead::Buffer` over the tail of a `BytesMut`, so push/pull work in place inside a frame.

@@ -6,13 +6,37 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 
 use super::SecretStreamError;
-use super::cipher::{Decryptor, Encryptor, HEADER_LEN, ID_HEADER_LEN, ID_LEN, stream_id};
+use super::cipher::{ABYTES, Decryptor, Encryptor, HEADER_LEN, ID_HEADER_LEN, ID_LEN, stream_id};
 use super::frame::{FrameDecoder, MAX_FRAME_LEN, put_len};
 use crate::keys::{KeyPair, PublicKey};
 use crate::noise::{Handshake, NoiseConfig, NoiseHandshake, Step};
 
 /// Largest plaintext of one message (`2^24 − 1 − 17`, as in secret-stream).
-pub const MAX_MESSAGE_LEN: usize = MAX_FRAME_LEN - super::cipher::ABYTES;
+pub const MAX_MESSAGE_LEN: usize = MAX_FRAME_LEN - ABYTES;
+
+/// Largest plaintext we put in one frame: big enough to amortise the per-frame cost, small
+/// enough that a reader holds little and a JS reader gets frames of a sensible size.
+pub const MAX_FRAME_PLAINTEXT: usize = 64 * 1024;
+/// Extra plaintext a vectored write may put in one frame beyond [`MAX_FRAME_PLAINTEXT`], so an
+/// application frame header and a 64 KiB payload travel as one message.
+pub const VECTORED_SLACK: usize = 64;
+/// The largest frame body our own writer produces: a byte write seals at most
+/// [`MAX_FRAME_PLAINTEXT`], a vectored write (a transfer frame header with its 64 KiB chunk) at
+/// most [`VECTORED_SLACK`] more, plus the 17-byte secretstream overhead. Protocol messages
+/// (protomux, blind relay) are far smaller.
+pub const LARGEST_SENT_FRAME: usize = MAX_FRAME_PLAINTEXT + VECTORED_SLACK + ABYTES;
+
+/// The frame length accepted from a peer unless [`SecretStreamCore::set_max_frame_len`] says
+/// otherwise: 256 KiB, about four times [`LARGEST_SENT_FRAME`] (room for a JS peer writing in 64 KiB
+/// pieces with framing of its own, or a later, larger chunk size) yet 64 times less than the
+/// protocol's 16 MiB, which a peer could otherwise make every connection buffer. A peer that
+/// sends a longer frame fails the stream with [`SecretStreamError::FrameTooLong`]. Raise it (up
+/// to [`MAX_FRAME_LEN`]) only for a peer known to write bigger messages, such as a generic JS
+/// Hyperswarm application.
+pub const DEFAULT_MAX_FRAME_LEN: usize = 256 * 1024;
+
+const _: () = assert!(DEFAULT_MAX_FRAME_LEN >= 2 * LARGEST_SENT_FRAME);
+const _: () = assert!(DEFAULT_MAX_FRAME_LEN <= MAX_FRAME_LEN);
 
 /// What [`SecretStreamCore::handle_input`] found.
 #[derive(Debug)]
@@ -68,11 +92,15 @@ impl std::fmt::Debug for SecretStreamCore {
 }
 
 impl SecretStreamCore {
-    /// Stand-alone mode: runs Noise XX with `keypair` on the stream. The initiator's first
-    /// message is queued at once.
-    pub fn new_xx(is_initiator: bool, keypair: KeyPair) -> Result<Self, SecretStreamError> {
-        let hs = NoiseHandshake::new(NoiseConfig::xx(is_initiator, keypair))?;
-        Self::from_noise(hs)
+    /// Stand-alone mode, the side that connects: runs Noise XX with `keypair` on the stream,
+    /// our first message queued at once.
+    pub fn xx_initiator(keypair: KeyPair) -> Result<Self, SecretStreamError> {
+        Self::from_noise(NoiseHandshake::new(NoiseConfig::xx_initiator(keypair))?)
+    }
+
+    /// Stand-alone mode, the side that accepts: runs Noise XX with `keypair` on the stream.
+    pub fn xx_responder(keypair: KeyPair) -> Result<Self, SecretStreamError> {
+        Self::from_noise(NoiseHandshake::new(NoiseConfig::xx_responder(keypair))?)
     }
 
     /// Stand-alone mode with a caller-built XX handshake state (e.g. fixed ephemeral keys).
@@ -104,7 +132,7 @@ impl SecretStreamCore {
         Self {
             is_initiator,
             phase: Phase::AwaitHeader,
-            decoder: FrameDecoder::new(MAX_FRAME_LEN),
+            decoder: FrameDecoder::new(DEFAULT_MAX_FRAME_LEN),
             transmit: BytesMut::new(),
             encryptor: None,
             decryptor: None,
@@ -114,7 +142,8 @@ impl SecretStreamCore {
         }
     }
 
-    /// Sets the largest frame body accepted from the peer (default and cap: 2^24 − 1).
+    /// Sets the largest frame body accepted from the peer (default [`DEFAULT_MAX_FRAME_LEN`],
+    /// capped at the protocol's [`MAX_FRAME_LEN`], 2^24 − 1).
     pub fn set_max_frame_len(&mut self, max: usize) {
         self.decoder.set_max_len(max);
     }
@@ -351,8 +380,8 @@ mod tests {
         let ki = KeyPair::from_seed([1; 32]);
         let kr = KeyPair::from_seed([2; 32]);
         let mut i =
-            NoiseHandshake::new(NoiseConfig::ik(true, ki, b"", Some(kr.public_key()))).unwrap();
-        let mut r = NoiseHandshake::new(NoiseConfig::ik(false, kr, b"", None)).unwrap();
+            NoiseHandshake::new(NoiseConfig::ik_initiator(ki, b"", kr.public_key())).unwrap();
+        let mut r = NoiseHandshake::new(NoiseConfig::ik_responder(kr, b"")).unwrap();
         r.read_message(&i.write_message(b"").unwrap()).unwrap();
         assert!(matches!(r.next_step(), Step::Verdict(_)));
         r.handle_verdict(true).unwrap();
@@ -415,7 +444,7 @@ mod tests {
             a.send(&vec![0u8; MAX_MESSAGE_LEN + 1], now),
             Err(SecretStreamError::MessageTooLong(_))
         ));
-        let mut xx = SecretStreamCore::new_xx(false, KeyPair::from_seed([3; 32])).unwrap();
+        let mut xx = SecretStreamCore::xx_responder(KeyPair::from_seed([3; 32])).unwrap();
         assert!(matches!(
             xx.send(b"early", now),
             Err(SecretStreamError::ApiMisuse(_))

@@ -40,11 +40,12 @@ mod stream;
 
 use std::io;
 
-pub use self::core::{Input, MAX_MESSAGE_LEN, SecretStreamCore};
-pub use cipher::stream_id;
-pub use stream::{
-    HANDSHAKE_TIMEOUT, KEEP_ALIVE_INTERVAL, MAX_FRAME_PLAINTEXT, SecretStream, VECTORED_SLACK,
+pub use self::core::{
+    DEFAULT_MAX_FRAME_LEN, Input, LARGEST_SENT_FRAME, MAX_FRAME_PLAINTEXT, MAX_MESSAGE_LEN,
+    SecretStreamCore, VECTORED_SLACK,
 };
+pub use cipher::stream_id;
+pub use stream::{HANDSHAKE_TIMEOUT, KEEP_ALIVE_INTERVAL, SecretStream};
 
 use crate::noise::NoiseError;
 

@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use super::SecretStreamError;
-use super::core::{Input, SecretStreamCore};
+use super::core::{Input, MAX_FRAME_PLAINTEXT, SecretStreamCore, VECTORED_SLACK};
 use crate::keys::{KeyPair, PublicKey};
 use crate::noise::{Handshake, NoiseHandshake};
 
@@ -20,12 +20,6 @@ use crate::noise::{Handshake, NoiseHandshake};
 pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_millis(5000);
 /// A stand-alone handshake (three Noise messages and the two headers) must finish within this.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest plaintext we put in one frame: big enough to amortise the per-frame cost, small
-/// enough that a reader holds little and a JS reader gets frames of a sensible size.
-pub const MAX_FRAME_PLAINTEXT: usize = 64 * 1024;
-/// Extra plaintext a vectored write may put in one frame beyond [`MAX_FRAME_PLAINTEXT`], so an
-/// application frame header and a 64 KiB payload travel as one message.
-pub const VECTORED_SLACK: usize = 64;
 /// Vectored writes smaller than this are coalesced like plain writes (copied into the staging
 /// buffer); larger ones are encrypted straight from the caller's slices.
 const VECTORED_DIRECT_MIN: usize = 4 * 1024;
@@ -84,7 +78,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecretStream<S> {
         keypair: KeyPair,
         expected_remote: Option<PublicKey>,
     ) -> Result<Self, SecretStreamError> {
-        let core = SecretStreamCore::new_xx(true, keypair)?;
+        let core = SecretStreamCore::xx_initiator(keypair)?;
         Self::run_handshake(raw, core, move |pk: &PublicKey| {
             expected_remote.is_none_or(|e| e == *pk)
         })
@@ -98,7 +92,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecretStream<S> {
         keypair: KeyPair,
         firewall: impl FnMut(&PublicKey) -> bool,
     ) -> Result<Self, SecretStreamError> {
-        let core = SecretStreamCore::new_xx(false, keypair)?;
+        let core = SecretStreamCore::xx_responder(keypair)?;
         Self::run_handshake(raw, core, firewall).await
     }
 
@@ -122,8 +116,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecretStream<S> {
         Ok(stream)
     }
 
-    /// Caps the frame length accepted from the peer (default and maximum 2^24 − 1, the
-    /// protocol limit; a peer can make us buffer up to this much for one frame).
+    /// Sets the largest frame length accepted from the peer: default
+    /// [`DEFAULT_MAX_FRAME_LEN`](super::DEFAULT_MAX_FRAME_LEN) (what our own writer sends, with
+    /// margin), at most [`MAX_FRAME_LEN`](super::frame::MAX_FRAME_LEN), the protocol's 2^24 − 1
+    /// (a peer can make us buffer up to this much for one frame). A longer frame fails the
+    /// stream.
     pub fn set_max_frame_len(&mut self, max: usize) {
         self.core.set_max_frame_len(max);
     }
@@ -368,7 +365,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecretStream<S> {
 
     /// Sends `message` as one encrypted message (one `data` chunk at a JS peer) and waits
     /// until it was handed to the raw stream. Bytes staged by earlier writes go first, as
-    /// their own message. An empty message is refused (on the wire it is a keep-alive).
+    /// their own message. An empty message is refused (on the wire it is a keep-alive). A peer
+    /// of ours refuses messages longer than
+    /// [`DEFAULT_MAX_FRAME_LEN`](super::DEFAULT_MAX_FRAME_LEN) − 17 unless it raised its limit.
     pub async fn send_message(&mut self, message: &[u8]) -> io::Result<()> {
         if message.is_empty() {
             return Err(SecretStreamError::ApiMisuse("empty message (a keep-alive)").into());

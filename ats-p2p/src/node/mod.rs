@@ -8,7 +8,7 @@
 //! 2. The sender checks the claim ([`SendPolicy`](crate::policy::SendPolicy)), opens its firewall
 //!    for exactly that key, and announces itself on the transfer's topic.
 //! 3. The receiver, which claimed the task after its own policy check
-//!    ([`ReceivePolicy`](crate::policy::ReceivePolicy)), looks the topic up, connects to the
+//!    ([`ReceivePolicy`]), looks the topic up, connects to the
 //!    sender's key only, and receives the file into a temporary file that is renamed into place
 //!    after the SHA-256 matched; then it ACKs and completes the task with the hash.
 //!
@@ -42,14 +42,12 @@ pub use send::SendReport;
 
 use transport::Transport;
 
-/// The public ATS server.
-pub const DEFAULT_ATS_URL: &str = "https://ats.difflab.ai";
-/// The actor id a node uses unless told otherwise.
-pub const DEFAULT_ACTOR_ID: &str = "p2p-node";
-/// The channel offers go to unless told otherwise.
-pub const DEFAULT_CHANNEL: &str = ats_p2p_signal::offer::DEFAULT_OFFER_CHANNEL;
-/// How long to wait for a claim, an accept, a connection (and the receiver's lease).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+/// The node's defaults under the names this module has always exported (their home is
+/// [`crate::defaults`]).
+pub use crate::defaults::{
+    ACTOR_ID as DEFAULT_ACTOR_ID, ATS_URL as DEFAULT_ATS_URL, CHANNEL as DEFAULT_CHANNEL,
+    TIMEOUT as DEFAULT_TIMEOUT,
+};
 /// The public HyperDHT bootstrap nodes (the JavaScript stack's defaults).
 pub const PUBLIC_BOOTSTRAP: &[&str] = &[
     "node1.hyperdht.org:49737",

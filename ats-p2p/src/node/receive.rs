@@ -395,6 +395,9 @@ async fn refuse_task(
     }));
 }
 
+/// Pause between attempts to complete the task of a stored file while ATS is unreachable.
+const COMPLETE_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// How often the receiver checks, while it waits for the sender, whether the task was closed
 /// (the sender refused our claim or gave up).
 const TASK_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -697,7 +700,7 @@ impl Job {
             "path": connection_path.path,
             "relay": connection_path.relay,
         })];
-        if let Err(e) = shared.client.complete(self.task.id, outputs).await {
+        if let Err(e) = self.complete_task(outputs).await {
             // The file is stored and verified; only the bookkeeping failed.
             self.emit(Event::Error {
                 transfer_id: Some(transfer_id.clone()),
@@ -753,6 +756,27 @@ impl Job {
                 })
             }
             _ => Ok(()),
+        }
+    }
+
+    /// Records the verified file on ATS: the task completed with `outputs`. The file is
+    /// stored already, so a hub that is restarting or briefly unreachable is waited for (up to
+    /// the node's timeout, the claim's lease still renewed) rather than leaving the task open.
+    async fn complete_task(&self, outputs: Vec<serde_json::Value>) -> Result<(), SignalError> {
+        let give_up = Deadline::now() + self.shared.config.timeout;
+        loop {
+            let attempt = self.shared.client.complete(self.task.id, outputs.clone());
+            let Err(e) = attempt.await else {
+                return Ok(());
+            };
+            if !e.is_transient() || Deadline::now() + COMPLETE_RETRY_PAUSE >= give_up {
+                return Err(e);
+            }
+            debug!(task = self.task.id, error = %e, "completing the task failed; retrying");
+            tokio::select! {
+                () = tokio::time::sleep(COMPLETE_RETRY_PAUSE) => {}
+                () = self.shared.shutdown.cancelled() => return Err(e),
+            }
         }
     }
 

@@ -131,9 +131,7 @@ pub(super) async fn send(
             Ok(report)
         }
         Err(e) => {
-            let receiver_reports =
-                matches!(e, SendError::Stream(_) | SendError::FileChanged { .. });
-            end_task_after_failure(shared, task.id, receiver_reports).await;
+            end_task_after_failure(shared, task.id, &e).await;
             on_event(&Event::TransferFailed {
                 transfer_id,
                 direction: Direction::Send,
@@ -153,10 +151,13 @@ const RECEIVER_REPORT_GRACE: std::time::Duration = std::time::Duration::from_sec
 /// Pause between task reads during [`RECEIVER_REPORT_GRACE`].
 const TASK_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// After a failed send, cancels the task unless it already ended: ATS must show how every
+/// After a failed send, ends the task unless it already ended: ATS must show how every
 /// transfer ended. Once bytes flowed, the receiver holds the claim and fails the task with its
-/// own reason, so the sender waits a moment for that first.
-async fn end_task_after_failure(shared: &Shared, id: TaskId, receiver_reports: bool) {
+/// own reason, so the sender waits a moment for that first; a receiver that stays silent (it
+/// was killed, or lost ATS) leaves the sender to fail the task with what it saw. Before any
+/// byte flowed, the offer is withdrawn (cancelled).
+async fn end_task_after_failure(shared: &Shared, id: TaskId, error: &SendError) {
+    let receiver_reports = matches!(error, SendError::Stream(_) | SendError::FileChanged { .. });
     let grace_end = Instant::now() + RECEIVER_REPORT_GRACE;
     loop {
         match shared.client.get_task(id).await {
@@ -168,6 +169,16 @@ async fn end_task_after_failure(shared: &Shared, id: TaskId, receiver_reports: b
             break;
         }
         tokio::time::sleep(TASK_POLL).await;
+    }
+    if receiver_reports {
+        let reason = format!(
+            "the receiver did not report how the transfer ended; the sender saw: {}",
+            crate::error::reason_chain(error)
+        );
+        match shared.client.fail(id, Some(&reason)).await {
+            Ok(_) => return,
+            Err(e) => debug!(task = id, error = %e, "cannot fail the task after a failed send"),
+        }
     }
     if let Err(e) = shared.client.cancel(id).await {
         debug!(task = id, error = %e, "cannot cancel the task after a failed send");

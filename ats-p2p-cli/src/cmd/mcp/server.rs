@@ -19,6 +19,7 @@ use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt as _, tool_handler};
 use super::McpArgs;
 use super::registry::Registry;
 use super::tools::failure;
+use crate::args::CommonArgs;
 use crate::cmd::node::{self, stop_exit};
 use crate::exit::{Exit, Failure};
 use crate::output::Output;
@@ -101,7 +102,7 @@ impl ServerHandler for P2pServer {
 }
 
 /// Serves MCP on stdin/stdout until the client closes it (exit 0) or a signal comes.
-pub(crate) async fn run(out: &Output, args: McpArgs) -> Result<Exit, Failure> {
+pub(crate) async fn run(out: &Output, common: &CommonArgs, args: McpArgs) -> Result<Exit, Failure> {
     let save_dir = args.save_dir();
     let save_dir = std::fs::create_dir_all(&save_dir)
         .and_then(|()| save_dir.canonicalize())
@@ -115,10 +116,10 @@ pub(crate) async fn run(out: &Output, args: McpArgs) -> Result<Exit, Failure> {
             )
         })?;
     let mut stop = StopSignals::install()?;
-    let config = node::node_config(&args.node, args.max_size)?;
+    let config = node::node_config(common, &args.node, args.max_size)?;
     let node = Arc::new(node::start(out, config, &mut stop).await?);
-    let channel = args.node.signal.channel.clone();
-    let registry = Registry::new(args.node.timeout);
+    let channel = common.signal.channel.clone();
+    let registry = Registry::new(args.node.timeout.0);
     let auto_dir = args.auto_accept.then(|| save_dir.clone());
     registry
         .watch(&node, &channel, auto_dir)

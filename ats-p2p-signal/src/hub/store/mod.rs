@@ -5,6 +5,7 @@
 //!
 //! Task logic is in `tasks`, organizations and projects in `orgs`; all re-exported here.
 
+pub mod migrations;
 mod orgs;
 mod tasks;
 #[cfg(test)]
@@ -87,6 +88,17 @@ pub enum StoreError {
     /// 503: the hub is shutting down.
     #[error("hub is shutting down")]
     Closed,
+    /// The database was written by a newer hub: its schema is past this hub's migrations.
+    #[error(
+        "the database schema is at version {found}, newer than this hub knows ({known}); \
+         run a newer ats-p2p hub"
+    )]
+    SchemaTooNew {
+        /// The database's version.
+        found: i64,
+        /// The newest version this hub knows.
+        known: i64,
+    },
 }
 
 fn bad(msg: impl Into<String>) -> StoreError {
@@ -264,62 +276,6 @@ impl Action {
     }
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS orgs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    slug TEXT NOT NULL UNIQUE,
-    name TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS projects (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    org_id INTEGER NOT NULL REFERENCES orgs(id),
-    slug TEXT NOT NULL,
-    name TEXT NOT NULL,
-    description TEXT,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    UNIQUE (org_id, slug)
-);
-CREATE TABLE IF NOT EXISTS tasks (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    project_id INTEGER NOT NULL REFERENCES projects(id),
-    title TEXT NOT NULL,
-    description TEXT,
-    status TEXT NOT NULL,
-    priority INTEGER NOT NULL,
-    type TEXT NOT NULL,
-    channel TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    outputs TEXT NOT NULL,
-    source_type TEXT, source_id TEXT, source_name TEXT,
-    assignee_type TEXT, assignee_id TEXT, assignee_name TEXT,
-    lease_expires TEXT,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    completed_at TEXT,
-    reason TEXT
-);
-CREATE INDEX IF NOT EXISTS tasks_project_status ON tasks (project_id, status);
-CREATE INDEX IF NOT EXISTS tasks_updated ON tasks (updated_at);
-CREATE INDEX IF NOT EXISTS tasks_lease ON tasks (status, lease_expires);
-CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    task_id INTEGER NOT NULL REFERENCES tasks(id),
-    actor_type TEXT, actor_id TEXT, actor_name TEXT,
-    parts TEXT NOT NULL,
-    created_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS messages_task ON messages (task_id);
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    type TEXT NOT NULL,
-    task_id INTEGER,
-    created_at TEXT NOT NULL
-);
-";
-
 /// Opens (creating if needed) the database: WAL, schema, the `default/main` project.
 pub fn open(path: &std::path::Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
@@ -327,7 +283,8 @@ pub fn open(path: &std::path::Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-/// Sets pragmas, creates the schema and the default project (idempotent).
+/// Sets pragmas, brings the schema up to date ([`migrations`]) and creates the default project
+/// (idempotent).
 pub fn init(conn: &Connection, now: DateTime<Utc>) -> Result<(), StoreError> {
     // WAL: readers never block the writer. synchronous=FULL syncs the WAL at every commit, so
     // an acknowledged change survives a power loss, not only a process crash (the database
@@ -338,7 +295,7 @@ pub fn init(conn: &Connection, now: DateTime<Utc>) -> Result<(), StoreError> {
         "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;
          PRAGMA temp_store=MEMORY; PRAGMA cache_size=-16384;",
     )?;
-    conn.execute_batch(SCHEMA)?;
+    migrations::migrate(conn)?;
     let ts = format_timestamp(&now);
     conn.execute(
         "INSERT OR IGNORE INTO orgs (slug, name, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)",

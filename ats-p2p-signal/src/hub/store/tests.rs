@@ -453,3 +453,76 @@ fn prune_deletes_only_finished_tasks_past_retention() {
         .unwrap();
     assert_eq!(msgs, 0);
 }
+
+#[test]
+fn a_new_database_gets_every_migration() {
+    let c = db();
+    assert_eq!(migrations::version(&c).unwrap(), migrations::latest());
+    // Opening again runs nothing and changes nothing.
+    init(&c, Utc::now()).unwrap();
+    assert_eq!(migrations::version(&c).unwrap(), migrations::latest());
+}
+
+#[test]
+fn a_database_from_before_versioning_keeps_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.sqlite");
+    {
+        // What the hub wrote before migrations: the schema, no user_version.
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(migrations::SQLITE[0]).unwrap();
+        init_default_project_for_test(&c);
+        create_task(
+            &c,
+            &Scope::Default,
+            &actor("a"),
+            &body(json!({"title": "kept"})),
+            Utc::now(),
+        )
+        .unwrap();
+        c.pragma_update(None, "user_version", 0).unwrap();
+    }
+    let c = open(&path).unwrap();
+    assert_eq!(migrations::version(&c).unwrap(), migrations::latest());
+    let (tasks, count) = list_tasks(&c, &Scope::Default, &HashMap::new()).unwrap();
+    assert_eq!((count, tasks[0].title.as_str()), (1, "kept"));
+}
+
+#[test]
+fn a_database_from_a_newer_hub_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new.sqlite");
+    {
+        let c = open(&path).unwrap();
+        c.pragma_update(None, "user_version", migrations::latest() + 1)
+            .unwrap();
+    }
+    match open(&path) {
+        Err(StoreError::SchemaTooNew { found, known }) => {
+            assert_eq!(
+                (found, known),
+                (migrations::latest() + 1, migrations::latest())
+            );
+        }
+        other => panic!(
+            "opened a database from a newer hub: {:?}",
+            other.map(|_| ())
+        ),
+    }
+}
+
+/// The `default/main` project, as `init` creates it.
+fn init_default_project_for_test(c: &Connection) {
+    let ts = format_timestamp(&Utc::now());
+    c.execute(
+        "INSERT INTO orgs (slug, name, created_at, updated_at) VALUES ('default', 'Default', ?1, ?1)",
+        [&ts],
+    )
+    .unwrap();
+    c.execute(
+        "INSERT INTO projects (org_id, slug, name, created_at, updated_at)
+         VALUES (1, 'main', 'Main', ?1, ?1)",
+        [&ts],
+    )
+    .unwrap();
+}

@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl Node {
+impl RpcNode {
     pub(super) fn start_bootstrap(&mut self, now: Instant) {
         self.quick_nat_pending = self.firewalled && self.cfg.ephemeral;
         self.walk(now, 0);

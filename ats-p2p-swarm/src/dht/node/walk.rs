@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl Node {
+impl RpcNode {
     pub(super) fn add_from_table(&self, q: &mut Query) {
         if q.pending.len() >= K {
             return;

@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl HyperNode {
+impl HyperDhtCore {
     pub(super) fn on_peer_handshake(&mut self, now: Instant, req: IncomingRequest) {
         let Some(hs) = req.value.as_deref().and_then(|v| Handshake::decode(v).ok()) else {
             return;

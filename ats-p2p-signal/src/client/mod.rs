@@ -11,38 +11,23 @@
 //! `post_message` are repeated only when the connection could not be opened at all (the request
 //! never reached the server), so a claim is never retried blindly.
 
+mod decode;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
-use reqwest::{Method, StatusCode};
-use serde::de::DeserializeOwned;
+use reqwest::Method;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
 use url::Url;
 
+use self::decode::{decode, decode_task, decode_task_list, error_message, unwrap_envelope};
+use crate::auth::AccessToken;
 use crate::error::SignalError;
 use crate::types::{
     Actor, Health, ListQuery, Message, NewTask, Part, Stats, Task, TaskId, TaskList, TaskStatus,
     TaskUpdate,
 };
-
-/// The public ATS service, the default base URL of the `ats` CLI.
-pub const DEFAULT_ATS_URL: &str = "https://ats.difflab.ai";
-
-/// Organization used when only a project is given (ATS default).
-pub const DEFAULT_ORG: &str = "default";
-
-/// Project used when only an organization is given (ATS default).
-pub const DEFAULT_PROJECT: &str = "main";
-
-/// Whole-request timeout: ATS calls are small; anything slower is a stuck server.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// TCP/TLS connect timeout, shorter so an unreachable server is noticed quickly.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Repeats of a request that is safe to repeat (so up to 1 + this many attempts).
-pub const DEFAULT_MAX_RETRIES: u32 = 3;
 
 /// First retry delay; doubled on every attempt.
 pub const RETRY_BASE_DELAY: Duration = Duration::from_millis(100);
@@ -50,14 +35,15 @@ pub const RETRY_BASE_DELAY: Duration = Duration::from_millis(100);
 /// Longest retry delay.
 pub const RETRY_MAX_DELAY: Duration = Duration::from_secs(2);
 
+// The defaults of `crate::defaults`, under the names this module has always exported.
+pub use crate::defaults::{
+    ATS_URL as DEFAULT_ATS_URL, CONNECT_TIMEOUT, LEASE as DEFAULT_LEASE,
+    MAX_RETRIES as DEFAULT_MAX_RETRIES, ORG as DEFAULT_ORG, PROJECT as DEFAULT_PROJECT,
+    REQUEST_TIMEOUT as DEFAULT_REQUEST_TIMEOUT,
+};
+
 /// Largest response body we read: task lists are paged, so 16 MiB is generous.
 pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
-
-/// Longest excerpt of a non-JSON error body quoted in [`SignalError::Http`].
-const ERROR_EXCERPT_CHARS: usize = 200;
-
-/// Default lease of a claim when none is given (the ATS default).
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
 
 /// How to reach ATS and who we are.
 #[derive(Debug, Clone)]
@@ -74,6 +60,10 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// Repeats for requests that are safe to repeat.
     pub max_retries: u32,
+    /// Sent as `Authorization: Bearer <token>` on every request and on the WebSocket upgrade,
+    /// for a server that requires one (a hub started with `--token`). None by default: the
+    /// `ats` CLI sends no credentials.
+    pub token: Option<AccessToken>,
 }
 
 impl ClientConfig {
@@ -86,7 +76,14 @@ impl ClientConfig {
             actor,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_retries: DEFAULT_MAX_RETRIES,
+            token: None,
         }
+    }
+
+    /// Sends `token` as a bearer token.
+    pub fn with_token(mut self, token: AccessToken) -> Self {
+        self.token = Some(token);
+        self
     }
 
     /// Scopes task routes to `/orgs/{org}/projects/{project}`.
@@ -120,6 +117,7 @@ struct Inner {
     scope: Vec<String>,
     actor: Actor,
     max_retries: u32,
+    token: Option<AccessToken>,
 }
 
 /// Encodes a header value as Latin-1, as the ATS client's runtime does.
@@ -178,89 +176,6 @@ pub(crate) fn backoff_delay(attempt: u32, base: Duration, max: Duration) -> Dura
     d.saturating_add(Duration::from_millis(extra))
 }
 
-/// The message of an error answer: `error`, else `message`, else an excerpt, else `HTTP <status>`.
-fn error_message(status: StatusCode, body: &[u8]) -> String {
-    if let Ok(v) = serde_json::from_slice::<Value>(body) {
-        for key in ["error", "message"] {
-            match v.get(key) {
-                Some(Value::String(s)) if !s.is_empty() => return s.clone(),
-                Some(Value::Object(o)) => {
-                    if let Some(Value::String(s)) = o.get("message") {
-                        return s.clone();
-                    }
-                    return Value::Object(o.clone()).to_string();
-                }
-                _ => {}
-            }
-        }
-    }
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    if text.is_empty() {
-        format!("HTTP {}", status.as_u16())
-    } else {
-        text.chars().take(ERROR_EXCERPT_CHARS).collect()
-    }
-}
-
-fn decode<T: DeserializeOwned>(what: &'static str, v: Value) -> Result<T, SignalError> {
-    serde_json::from_value(v).map_err(|e| SignalError::Decode {
-        what,
-        reason: e.to_string(),
-    })
-}
-
-/// Takes `key` out of an envelope object, or returns the value itself (bare form).
-fn unwrap_envelope(mut v: Value, key: &str) -> Value {
-    if let Some(obj) = v.as_object_mut() {
-        if let Some(inner) = obj.remove(key) {
-            if inner.is_object() || inner.is_array() {
-                return inner;
-            }
-            obj.insert(key.to_owned(), inner);
-        }
-    }
-    v
-}
-
-/// Decodes one task, wrapped as `{"task": ...}` or bare.
-pub(crate) fn decode_task(v: Value) -> Result<Task, SignalError> {
-    decode("task", unwrap_envelope(v, "task"))
-}
-
-/// Decodes a task list, wrapped as `{"tasks": [...], "count": N}` or a bare array.
-pub(crate) fn decode_task_list(v: Value) -> Result<TaskList, SignalError> {
-    let (tasks, count) = match v {
-        Value::Array(a) => (a, None),
-        Value::Object(mut o) => {
-            let count = o.get("count").and_then(Value::as_u64);
-            match o.remove("tasks") {
-                Some(Value::Array(a)) => (a, count),
-                Some(Value::Null) | None => (Vec::new(), count),
-                Some(_) => {
-                    return Err(SignalError::Decode {
-                        what: "task list",
-                        reason: "`tasks` is not an array".to_owned(),
-                    });
-                }
-            }
-        }
-        _ => {
-            return Err(SignalError::Decode {
-                what: "task list",
-                reason: "neither an array nor an object".to_owned(),
-            });
-        }
-    };
-    let tasks: Vec<Task> = decode("task list", Value::Array(tasks))?;
-    let len = u64::try_from(tasks.len()).unwrap_or(u64::MAX);
-    let count = match count {
-        Some(c) if c > 0 => c,
-        _ => len,
-    };
-    Ok(TaskList { tasks, count })
-}
-
 impl Client {
     /// Builds a client (no request is made).
     pub fn new(config: ClientConfig) -> Result<Self, SignalError> {
@@ -281,6 +196,9 @@ impl Client {
                 }),
                 latin1_header(name, value)?,
             );
+        }
+        if let Some(token) = &config.token {
+            headers.insert(AUTHORIZATION, token.authorization_value());
         }
         let http = reqwest::Client::builder()
             .default_headers(headers)
@@ -311,6 +229,7 @@ impl Client {
                 scope,
                 actor: config.actor,
                 max_retries: config.max_retries,
+                token: config.token,
             }),
         })
     }
@@ -318,6 +237,14 @@ impl Client {
     /// Our identity.
     pub fn actor(&self) -> &Actor {
         &self.inner.actor
+    }
+
+    /// The `Authorization` header value of the WebSocket upgrade, when a token is configured.
+    pub(crate) fn authorization(&self) -> Option<HeaderValue> {
+        self.inner
+            .token
+            .as_ref()
+            .map(AccessToken::authorization_value)
     }
 
     /// The normalized base URL (no trailing slash).
@@ -715,35 +642,6 @@ mod tests {
         let mut actor = Actor::agent("a");
         actor.name = "Zoë".into();
         assert!(Client::new(ClientConfig::new("http://x", actor)).is_ok());
-    }
-
-    #[test]
-    fn error_message_prefers_server_text() {
-        let s = StatusCode::CONFLICT;
-        assert_eq!(
-            error_message(s, br#"{"error":"task is completed"}"#),
-            "task is completed"
-        );
-        assert_eq!(error_message(s, br#"{"message":"nope"}"#), "nope");
-        assert_eq!(error_message(s, b""), "HTTP 409");
-        assert_eq!(error_message(s, b"plain text"), "plain text");
-    }
-
-    #[test]
-    fn envelopes_wrapped_or_bare() {
-        let task = json!({"id": "7", "title": "t", "status": "pending", "created_at": "2026-01-01T00:00:00Z",
-            "updated_at": "2026-01-01T00:00:00.5+01:00", "extra": 1, "outputs": null});
-        let a = decode_task(json!({ "task": task.clone() })).unwrap();
-        let b = decode_task(task.clone()).unwrap();
-        assert_eq!(a, b);
-        assert_eq!(a.id, 7);
-        assert_eq!(a.task_type, "task");
-        assert!(a.outputs.is_empty());
-        let l = decode_task_list(json!([task.clone()])).unwrap();
-        assert_eq!(l.count, 1);
-        let l = decode_task_list(json!({"tasks": [task.clone(), task], "count": 9})).unwrap();
-        assert_eq!((l.tasks.len(), l.count), (2, 9));
-        assert!(decode_task(json!({"id": 1})).is_err());
     }
 
     #[test]

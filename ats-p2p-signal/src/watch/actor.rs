@@ -1,239 +1,26 @@
-//! Watching ATS: a WebSocket subscription that survives reconnects, exposed as a
-//! [`futures::Stream`] of [`TaskEvent`]s.
-//!
-//! The watch is an actor task owned by the [`Watch`] handle (dropping the handle stops it). On
-//! every (re)connect it subscribes, waits for the server's `subscribed` (briefly), then catches up
-//! with `GET /tasks?updated_after=…` over all statuses, so a change made while no socket was open
-//! is still seen. Each task state and each event id is delivered at most once. When the WebSocket
-//! cannot be opened, the actor polls the list instead and keeps retrying the socket with backoff.
-
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::pin::Pin;
-use std::task::{Context, Poll};
-use std::time::Duration;
+//! The watch's actor: one WebSocket session after another, each subscribed and caught up over
+//! HTTP, with polling while no socket can be opened.
 
 use chrono::{DateTime, Utc};
-use futures::{SinkExt, Stream, StreamExt};
+use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::http::header::AUTHORIZATION;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
+use super::dedupe::Dedupe;
+use super::{
+    CATCH_UP_MAX_TASKS, CATCH_UP_OVERLAP, CATCH_UP_PAGE, EventOrigin, IDLE_TIMEOUT, MAX_WS_MESSAGE,
+    PING_INTERVAL, PRE_ACK_BUFFER, RECONNECT_MAX_DELAY, RECONNECT_MIN_DELAY, STABLE_SESSION,
+    SUBSCRIBE_ACK_TIMEOUT, TaskEvent, WS_CONNECT_TIMEOUT, WatchConfig,
+};
 use crate::client::{Client, backoff_delay};
 use crate::error::SignalError;
-use crate::types::{
-    Actor, EventFrame, EventKind, ListQuery, Message, SortBy, SortDir, Task, TaskId, TaskStatus,
-};
-
-/// Ping period; the `ats` CLI pings every 30 s, and servers keep sockets open for 60 s idle.
-pub const PING_INTERVAL: Duration = Duration::from_secs(30);
-
-/// A socket silent this long (no pong, no event) is considered dead and reopened.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(75);
-
-/// Time to open the WebSocket before falling back to polling.
-pub const WS_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long to wait for `subscribed` before catching up anyway (servers may not send it).
-pub const SUBSCRIBE_ACK_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// First reconnect delay; doubled after each failure.
-pub const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(200);
-
-/// Longest reconnect delay (the public ATS tools back off up to 60 s; we stay more eager).
-pub const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(30);
-
-/// A session that lived this long resets the reconnect backoff.
-const STABLE_SESSION: Duration = Duration::from_secs(10);
-
-/// Default polling period while the WebSocket is unavailable.
-pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(2);
-
-/// Catch-up lists start this long before the newest change seen (clock granularity and skew).
-pub const CATCH_UP_OVERLAP: Duration = Duration::from_secs(2);
-
-/// Page size of catch-up lists.
-const CATCH_UP_PAGE: u32 = 200;
-
-/// Most pages one catch-up reads (so at most 10,000 tasks per filter combination).
-const CATCH_UP_MAX_PAGES: u32 = 50;
-
-/// Depth of the channel between the actor and the stream: a slow consumer backpressures the
-/// socket instead of growing memory.
-pub const EVENT_QUEUE_DEPTH: usize = 256;
-
-/// Task states remembered for deduplication.
-const DEDUPE_TASKS: usize = 16_384;
-
-/// Event ids remembered for deduplication.
-const DEDUPE_EVENTS: usize = 16_384;
-
-/// Frames buffered while waiting for `subscribed`.
-const PRE_ACK_BUFFER: usize = 1024;
-
-/// Largest WebSocket message accepted (an event carries one task).
-const MAX_WS_MESSAGE: usize = 4 * 1024 * 1024;
-
-/// What to watch. Empty lists mean "no filter".
-#[derive(Debug, Clone)]
-pub struct WatchConfig {
-    /// Channels (OR).
-    pub channels: Vec<String>,
-    /// Task types (OR).
-    pub task_types: Vec<String>,
-    /// Event names, e.g. `task.created` (OR).
-    pub event_types: Vec<String>,
-    /// Report changes since this time (the first catch-up lists everything updated after it,
-    /// minus [`CATCH_UP_OVERLAP`]). `None`: the server's clock at start (from `/health`), so
-    /// only changes from about then on; set it earlier to also see older pending offers.
-    pub since: Option<DateTime<Utc>>,
-    /// Polling period while the WebSocket is unavailable.
-    pub poll_interval: Duration,
-}
-
-impl Default for WatchConfig {
-    fn default() -> Self {
-        Self {
-            channels: Vec::new(),
-            task_types: Vec::new(),
-            event_types: Vec::new(),
-            since: None,
-            poll_interval: DEFAULT_POLL_INTERVAL,
-        }
-    }
-}
-
-/// Where an event came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventOrigin {
-    /// A WebSocket event frame.
-    Live,
-    /// Found by a catch-up list after a (re)connect or while polling; the kind is inferred from
-    /// the task's status.
-    CatchUp,
-}
-
-/// One change to a task.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TaskEvent {
-    /// What happened.
-    pub kind: EventKind,
-    /// The task after the change.
-    pub task: Task,
-    /// The message, for [`EventKind::Message`] (live only; after a catch-up, list messages).
-    pub message: Option<Message>,
-    /// Who did it, when the server says.
-    pub actor: Option<Actor>,
-    /// The server's event id, when it sends one.
-    pub event_id: Option<i64>,
-    /// Live or catch-up.
-    pub origin: EventOrigin,
-}
-
-/// A running watch: a [`Stream`] of [`TaskEvent`]s. Dropping it stops the actor.
-#[derive(Debug)]
-pub struct Watch {
-    rx: mpsc::Receiver<TaskEvent>,
-    cancel: CancellationToken,
-    task: JoinHandle<()>,
-}
-
-impl Watch {
-    /// Starts watching (must be called inside a tokio runtime).
-    pub fn start(client: Client, config: WatchConfig) -> Self {
-        let (tx, rx) = mpsc::channel(EVENT_QUEUE_DEPTH);
-        let cancel = CancellationToken::new();
-        let actor = WatchActor {
-            client,
-            config,
-            tx,
-            cancel: cancel.clone(),
-            dedupe: Dedupe::default(),
-            floor: None,
-        };
-        let task = tokio::spawn(actor.run());
-        Self { rx, cancel, task }
-    }
-
-    /// Stops the actor; the stream ends after the events already queued.
-    pub fn stop(&self) {
-        self.cancel.cancel();
-    }
-}
-
-impl Stream for Watch {
-    type Item = TaskEvent;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<TaskEvent>> {
-        self.rx.poll_recv(cx)
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-        self.task.abort();
-    }
-}
-
-impl Client {
-    /// Starts a [`Watch`] with this client's identity.
-    pub fn watch(&self, config: WatchConfig) -> Watch {
-        Watch::start(self.clone(), config)
-    }
-}
-
-/// Bounded memory of what was delivered.
-#[derive(Debug, Default)]
-struct Dedupe {
-    states: HashMap<TaskId, (DateTime<Utc>, TaskStatus)>,
-    state_order: VecDeque<TaskId>,
-    events: HashSet<i64>,
-    event_order: VecDeque<i64>,
-}
-
-impl Dedupe {
-    /// True if this task state is new (and remembers it).
-    fn fresh_state(&mut self, task: &Task) -> bool {
-        let key = (task.updated_at, task.status);
-        match self.states.get_mut(&task.id) {
-            Some(last) => {
-                if *last == key || task.updated_at < last.0 {
-                    return false;
-                }
-                *last = key;
-                true
-            }
-            None => {
-                if self.state_order.len() >= DEDUPE_TASKS {
-                    if let Some(old) = self.state_order.pop_front() {
-                        self.states.remove(&old);
-                    }
-                }
-                self.states.insert(task.id, key);
-                self.state_order.push_back(task.id);
-                true
-            }
-        }
-    }
-
-    /// True if this event id is new (and remembers it).
-    fn fresh_event(&mut self, id: i64) -> bool {
-        if !self.events.insert(id) {
-            return false;
-        }
-        if self.event_order.len() >= DEDUPE_EVENTS {
-            if let Some(old) = self.event_order.pop_front() {
-                self.events.remove(&old);
-            }
-        }
-        self.event_order.push_back(id);
-        true
-    }
-}
+use crate::types::{Actor, EventFrame, EventKind, ListQuery, SortBy, SortDir, Task};
 
 /// The actor stopped because its consumer went away or it was cancelled.
 #[derive(Debug)]
@@ -256,7 +43,7 @@ type WsStream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 #[derive(Debug)]
-struct WatchActor {
+pub(super) struct WatchActor {
     client: Client,
     config: WatchConfig,
     tx: mpsc::Sender<TaskEvent>,
@@ -264,10 +51,29 @@ struct WatchActor {
     dedupe: Dedupe,
     /// Catch-up lower bound: newest `updated_at` seen (server clock).
     floor: Option<DateTime<Utc>>,
+    /// Catch-up page size: [`CATCH_UP_PAGE`], halved whenever a page is too large to read.
+    page_limit: u32,
 }
 
 impl WatchActor {
-    async fn run(mut self) {
+    pub(super) fn new(
+        client: Client,
+        config: WatchConfig,
+        tx: mpsc::Sender<TaskEvent>,
+        cancel: CancellationToken,
+    ) -> Self {
+        Self {
+            client,
+            config,
+            tx,
+            cancel,
+            dedupe: Dedupe::default(),
+            floor: None,
+            page_limit: CATCH_UP_PAGE,
+        }
+    }
+
+    pub(super) async fn run(mut self) {
         let cancel = self.cancel.clone();
         tokio::select! {
             _ = cancel.cancelled() => {}
@@ -336,23 +142,25 @@ impl WatchActor {
 
     async fn connect(&self) -> Result<WsStream, SignalError> {
         let url = self.client.ws_url();
-        let ws_config = WebSocketConfig {
-            max_message_size: Some(MAX_WS_MESSAGE),
-            max_frame_size: Some(MAX_WS_MESSAGE),
-            ..WebSocketConfig::default()
+        let failed = |reason: String| SignalError::WebSocket {
+            url: url.to_string(),
+            reason,
         };
-        let fut =
-            tokio_tungstenite::connect_async_with_config(url.as_str(), Some(ws_config), false);
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| failed(e.to_string()))?;
+        if let Some(auth) = self.client.authorization() {
+            request.headers_mut().insert(AUTHORIZATION, auth);
+        }
+        let ws_config = WebSocketConfig::default()
+            .max_message_size(Some(MAX_WS_MESSAGE))
+            .max_frame_size(Some(MAX_WS_MESSAGE));
+        let fut = tokio_tungstenite::connect_async_with_config(request, Some(ws_config), false);
         match tokio::time::timeout(WS_CONNECT_TIMEOUT, fut).await {
             Ok(Ok((ws, _resp))) => Ok(ws),
-            Ok(Err(e)) => Err(SignalError::WebSocket {
-                url: url.to_string(),
-                reason: e.to_string(),
-            }),
-            Err(_) => Err(SignalError::WebSocket {
-                url: url.to_string(),
-                reason: "connect timed out".to_owned(),
-            }),
+            Ok(Err(e)) => Err(failed(e.to_string())),
+            Err(_) => Err(failed("connect timed out".to_owned())),
         }
     }
 
@@ -380,7 +188,10 @@ impl WatchActor {
             })
         };
         let (mut sink, mut stream) = ws.split();
-        if let Err(e) = sink.send(WsMessage::Text(self.subscribe_message())).await {
+        if let Err(e) = sink
+            .send(WsMessage::Text(self.subscribe_message().into()))
+            .await
+        {
             return broken(e.to_string());
         }
         // Wait for `subscribed` so that the catch-up below sees everything the socket misses.
@@ -425,7 +236,7 @@ impl WatchActor {
                 }
                 _ = ping.tick() => {
                     let ping = json!({"type": "ping"}).to_string();
-                    if let Err(e) = sink.send(WsMessage::Text(ping)).await {
+                    if let Err(e) = sink.send(WsMessage::Text(ping.into())).await {
                         return broken(e.to_string());
                     }
                 }
@@ -541,22 +352,41 @@ impl WatchActor {
         for channel in &channels {
             for task_type in &types {
                 let mut offset = 0u32;
-                for _ in 0..CATCH_UP_MAX_PAGES {
+                while offset < CATCH_UP_MAX_TASKS {
+                    let limit = self.page_limit;
                     let query = ListQuery {
                         channel: channel.clone(),
                         task_type: task_type.clone(),
                         updated_after: Some(since),
                         sort_by: Some(SortBy::UpdatedAt),
                         sort_dir: Some(SortDir::Asc),
-                        limit: Some(CATCH_UP_PAGE),
+                        limit: Some(limit),
                         offset: Some(offset),
                         ..ListQuery::default()
                     };
-                    let page = self
-                        .client
-                        .list_tasks(&query)
-                        .await
-                        .map_err(SessionEnd::Broken)?;
+                    let page = match self.client.list_tasks(&query).await {
+                        Ok(page) => page,
+                        Err(SignalError::ResponseTooLarge { .. }) if limit > 1 => {
+                            self.page_limit = limit / 2;
+                            tracing::debug!(
+                                page = self.page_limit,
+                                "catch-up page too large to read; asking for smaller pages"
+                            );
+                            continue;
+                        }
+                        Err(SignalError::ResponseTooLarge { limit: bytes }) => {
+                            // One task alone is larger than any answer we read: skip it rather
+                            // than ask for it forever.
+                            tracing::warn!(
+                                offset,
+                                bytes,
+                                "a changed task is too large to read; catch-up skips it"
+                            );
+                            offset = offset.saturating_add(1);
+                            continue;
+                        }
+                        Err(e) => return Err(SessionEnd::Broken(e)),
+                    };
                     let n = page.tasks.len();
                     for task in page.tasks {
                         self.raise_floor(task.updated_at);
@@ -574,10 +404,10 @@ impl WatchActor {
                         })
                         .await?;
                     }
-                    if n < CATCH_UP_PAGE as usize {
+                    if n < limit as usize {
                         break;
                     }
-                    offset = offset.saturating_add(CATCH_UP_PAGE);
+                    offset = offset.saturating_add(limit);
                 }
             }
         }
@@ -595,47 +425,6 @@ fn frame_type(text: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn task(id: TaskId, secs: i64, status: TaskStatus) -> Task {
-        let t = DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap();
-        serde_json::from_value(json!({
-            "id": id, "status": status.as_str(),
-            "created_at": crate::types::format_timestamp(&t),
-            "updated_at": crate::types::format_timestamp(&t),
-        }))
-        .unwrap()
-    }
-
-    #[test]
-    fn dedupe_states_and_events() {
-        let mut d = Dedupe::default();
-        assert!(d.fresh_state(&task(1, 0, TaskStatus::Pending)));
-        assert!(
-            !d.fresh_state(&task(1, 0, TaskStatus::Pending)),
-            "same state twice"
-        );
-        assert!(
-            d.fresh_state(&task(1, 0, TaskStatus::InProgress)),
-            "same instant, new status"
-        );
-        assert!(d.fresh_state(&task(1, 5, TaskStatus::Completed)));
-        assert!(
-            !d.fresh_state(&task(1, 3, TaskStatus::InProgress)),
-            "older than delivered"
-        );
-        assert!(d.fresh_state(&task(2, 0, TaskStatus::Pending)));
-        assert!(d.fresh_event(10));
-        assert!(!d.fresh_event(10));
-        for id in 0..i64::try_from(DEDUPE_EVENTS).unwrap() + 10 {
-            d.fresh_event(1000 + id);
-        }
-        assert!(d.events.len() <= DEDUPE_EVENTS);
-        assert!(d.fresh_event(10), "forgotten after eviction");
-        for id in 0..i64::try_from(DEDUPE_TASKS).unwrap() + 5 {
-            d.fresh_state(&task(100 + id, 0, TaskStatus::Pending));
-        }
-        assert!(d.states.len() <= DEDUPE_TASKS && d.state_order.len() <= DEDUPE_TASKS);
-    }
-
     #[test]
     fn subscribe_message_has_only_given_filters() {
         let client = Client::new(crate::ClientConfig::new(
@@ -651,6 +440,7 @@ mod tests {
             cancel: CancellationToken::new(),
             dedupe: Dedupe::default(),
             floor: None,
+            page_limit: CATCH_UP_PAGE,
         };
         let v: Value = serde_json::from_str(&actor.subscribe_message()).unwrap();
         assert_eq!(v, json!({"type": "subscribe", "id": "ats-p2p-sub-1"}));
