@@ -335,12 +335,31 @@ async fn bounded<F: Future<Output = ()>>(f: F) {
         .expect("the test finished in time");
 }
 
-/// Shortens long strings (keys, hashes stay whole; big texts do not).
+/// Shortens a line for the transcript: the tool list becomes the tools' names, a result's text
+/// copy of its structured content is left out, and anything still long is cut.
 fn trimmed(line: &str) -> String {
-    const MAX: usize = 600;
-    let Ok(v) = serde_json::from_str::<Value>(line) else {
+    const MAX: usize = 900;
+    let Ok(mut v) = serde_json::from_str::<Value>(line) else {
         return line.chars().take(MAX).collect();
     };
+    if let Some(tools) = v["result"]["tools"].as_array() {
+        let names: Vec<Value> = tools.iter().map(|t| t["name"].clone()).collect();
+        v["result"]["tools"] = json!(format!(
+            "[{} tools, schemas trimmed: {}]",
+            names.len(),
+            names
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if v["result"]["structuredContent"].is_object() {
+        v["result"]["content"] = json!("[text copy of structuredContent]");
+    }
+    if v["result"]["instructions"].is_string() {
+        v["result"]["instructions"] = json!("[trimmed]");
+    }
     let s = v.to_string();
     if s.len() <= MAX {
         s
