@@ -454,6 +454,7 @@ mod tests {
         let mut all = vec![
             vec!["send", "a.bin", "--to", "agent-b"],
             vec!["listen"],
+            vec!["mcp"],
             vec!["status", "42"],
             vec!["id"],
         ];
