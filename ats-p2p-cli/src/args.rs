@@ -71,6 +71,10 @@ pub(crate) enum Command {
     /// Watch the channel for offers addressed to this actor id and receive them.
     #[command(after_help = EXIT_CODES_HELP)]
     Listen(ListenArgs),
+    /// Serve the node as MCP tools (send_file, list_offers, accept_offer, ...) over stdio, for
+    /// AI agents: one node per process, configured like listen and send.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Mcp(crate::cmd::mcp::McpArgs),
     /// Show how a transfer went, from its ATS task (by transfer id or task id).
     Status(StatusArgs),
     /// Print this node's public key (created on first use) for its actor id.
@@ -460,6 +464,7 @@ mod tests {
         let mut all = vec![
             vec!["send", "a.bin", "--to", "agent-b"],
             vec!["listen"],
+            vec!["mcp"],
             vec!["status", "42"],
             vec!["id"],
         ];

@@ -77,6 +77,7 @@ async fn run(cli: Cli) -> Result<Exit, Failure> {
         Command::Relay(args) => cmd::relay::run(&out, &common, args).await,
         Command::Send(args) => cmd::send::run(&mut out, &common, args).await,
         Command::Listen(args) => cmd::listen::run(&mut out, &common, args).await,
+        Command::Mcp(args) => cmd::mcp::run(&out, &common, args).await,
         #[cfg(feature = "hub")]
         Command::Demo(args) => cmd::demo::run(&mut out, args).await,
     }

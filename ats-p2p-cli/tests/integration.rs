@@ -12,4 +12,5 @@ mod cli_basic;
 mod e2e;
 mod faults;
 mod hub_cli;
+mod mcp;
 mod nat;

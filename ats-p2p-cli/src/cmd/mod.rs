@@ -6,6 +6,7 @@ pub(crate) mod demo;
 pub(crate) mod hub;
 pub(crate) mod id;
 pub(crate) mod listen;
+pub(crate) mod mcp;
 pub(crate) mod node;
 #[cfg(feature = "hub")]
 pub(crate) mod relay;

@@ -25,7 +25,11 @@ pub(crate) fn client(args: &SignalArgs) -> Result<Client, Failure> {
 }
 
 /// Finds the offer task of a transfer id on the channel (the newest, should there be several).
-async fn find_transfer(client: &Client, channel: &str, transfer_id: &str) -> Result<Task, Failure> {
+pub(crate) async fn find_transfer(
+    client: &Client,
+    channel: &str,
+    transfer_id: &str,
+) -> Result<Task, Failure> {
     let query = ListQuery {
         task_type: Some(OFFER_TASK_TYPE.to_owned()),
         channel: Some(channel.to_owned()),

@@ -111,6 +111,12 @@ impl PendingOffer {
         self.offer.transfer_id.to_string()
     }
 
+    /// How the policy let the sender through: by a pinned key, a remembered key or a new one
+    /// (for a caller that shows the offer to someone deciding on it).
+    pub fn approval(&self) -> &PeerApproval {
+        &self.approval
+    }
+
     /// Claims the offer and receives the file into `save_dir` (created if missing). Events go to
     /// the [`Inbox`] this offer came from.
     pub async fn accept(self, save_dir: impl AsRef<Path>) -> Result<ReceiveReport, ReceiveError> {
