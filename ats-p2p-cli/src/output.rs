@@ -370,12 +370,12 @@ impl Output {
 
     /// Removes a transfer's bar (if any).
     fn finish(&mut self, key: &str) {
-        if let Some(view) = self.views.remove(key) {
-            if let Some(bar) = view.bar {
-                bar.finish_and_clear();
-                if let Some(bars) = &self.bars {
-                    bars.remove(&bar);
-                }
+        if let Some(view) = self.views.remove(key)
+            && let Some(bar) = view.bar
+        {
+            bar.finish_and_clear();
+            if let Some(bars) = &self.bars {
+                bars.remove(&bar);
             }
         }
     }

@@ -23,17 +23,17 @@ pub fn offer_accept(data: &[u8]) {
     };
     match which % 5 {
         0 => {
-            if let Ok(payload) = serde_json::from_slice::<Value>(rest) {
-                if let Ok(offer) = FileOffer::from_payload(&payload) {
-                    check_offer(&offer);
-                }
+            if let Ok(payload) = serde_json::from_slice::<Value>(rest)
+                && let Ok(offer) = FileOffer::from_payload(&payload)
+            {
+                check_offer(&offer);
             }
         }
         1 => {
-            if let Ok(task) = serde_json::from_slice::<Task>(rest) {
-                if let Ok(offer) = FileOffer::from_task(&task) {
-                    check_offer(&offer);
-                }
+            if let Ok(task) = serde_json::from_slice::<Task>(rest)
+                && let Ok(offer) = FileOffer::from_task(&task)
+            {
+                check_offer(&offer);
             }
         }
         2 => {
@@ -43,10 +43,10 @@ pub fn offer_accept(data: &[u8]) {
             }
         }
         3 => {
-            if let Ok(message) = serde_json::from_slice::<Message>(rest) {
-                if let Ok(accept) = AcceptMessage::from_message(&message) {
-                    assert_eq!(AcceptMessage::parse(&accept.to_content()), Ok(accept));
-                }
+            if let Ok(message) = serde_json::from_slice::<Message>(rest)
+                && let Ok(accept) = AcceptMessage::from_message(&message)
+            {
+                assert_eq!(AcceptMessage::parse(&accept.to_content()), Ok(accept));
             }
         }
         _ => {

@@ -122,11 +122,11 @@ async fn peer() {
             .unwrap();
     } else {
         loop {
-            if let Some(SocketEvent::Firewall { local_id, from }) = events.recv().await {
-                if local_id == id {
-                    stream.connect(remote_id, from).unwrap();
-                    break;
-                }
+            if let Some(SocketEvent::Firewall { local_id, from }) = events.recv().await
+                && local_id == id
+            {
+                stream.connect(remote_id, from).unwrap();
+                break;
             }
         }
     }

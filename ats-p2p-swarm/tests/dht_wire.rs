@@ -25,16 +25,16 @@ async fn roundtrip(sock: &UdpSocket, to: SocketAddrV4, req: &Request) -> (Respon
             .await
             .unwrap_or_else(|_| panic!("no reply to command {} from JS", req.command))
             .unwrap();
-        if let Ok(Message::Response(r)) = Message::decode(&buf[..n]) {
-            if r.tid == req.tid {
-                assert_eq!(
-                    r.encode(),
-                    buf[..n].to_vec(),
-                    "our re-encoding differs from JS bytes"
-                );
-                let _ = from;
-                return (r, n);
-            }
+        if let Ok(Message::Response(r)) = Message::decode(&buf[..n])
+            && r.tid == req.tid
+        {
+            assert_eq!(
+                r.encode(),
+                buf[..n].to_vec(),
+                "our re-encoding differs from JS bytes"
+            );
+            let _ = from;
+            return (r, n);
         }
     }
 }

@@ -185,18 +185,18 @@ impl Buf for EncodedFrame {
     fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
         let mut n = 0;
         let mut slots = dst.iter_mut();
-        if let Some(rest) = self.header.get(self.header_pos..) {
-            if !rest.is_empty() {
-                let Some(slot) = slots.next() else { return 0 };
-                *slot = IoSlice::new(rest);
-                n += 1;
-            }
+        if let Some(rest) = self.header.get(self.header_pos..)
+            && !rest.is_empty()
+        {
+            let Some(slot) = slots.next() else { return 0 };
+            *slot = IoSlice::new(rest);
+            n += 1;
         }
-        if !self.payload.is_empty() {
-            if let Some(slot) = slots.next() {
-                *slot = IoSlice::new(&self.payload);
-                n += 1;
-            }
+        if !self.payload.is_empty()
+            && let Some(slot) = slots.next()
+        {
+            *slot = IoSlice::new(&self.payload);
+            n += 1;
         }
         n
     }

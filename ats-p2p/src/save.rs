@@ -184,10 +184,10 @@ impl Drop for TempGuard {
             return;
         }
         tracing::debug!(temp = %self.path.display(), "removing unfinished file");
-        if let Err(e) = self.dir.unlink_if(&self.name, self.id) {
-            if e.kind() != io::ErrorKind::NotFound {
-                tracing::warn!(temp = %self.path.display(), error = %e, "could not remove temporary file");
-            }
+        if let Err(e) = self.dir.unlink_if(&self.name, self.id)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(temp = %self.path.display(), error = %e, "could not remove temporary file");
         }
     }
 }

@@ -232,14 +232,14 @@ async fn transfer(
                             path,
                             ..
                         } => {
-                            if let Ok(o) = out.lock() {
-                                if !o.is_json() {
-                                    o.result(&format!(
-                                        "{RECEIVER}: claimed the offer, accepted with its key, \
+                            if let Ok(o) = out.lock()
+                                && !o.is_json()
+                            {
+                                o.result(&format!(
+                                    "{RECEIVER}: claimed the offer, accepted with its key, \
                                          connected to {peer_id} over HyperDHT (Noise IK, UDX), \
                                          path {path}"
-                                    ));
-                                }
+                                ));
                             }
                         }
                         Event::TransferComplete {

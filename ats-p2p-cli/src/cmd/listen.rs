@@ -81,11 +81,10 @@ pub(crate) async fn run(
                 None => break Err(Failure::new(Exit::Network, anyhow!("the watch on ATS ended"))),
                 Some(Incoming::Event(event)) => {
                     out.event(&event);
-                    if args.once {
-                        if let Some(exit) = once_result(&event) {
+                    if args.once
+                        && let Some(exit) = once_result(&event) {
                             break Ok(exit);
                         }
-                    }
                 }
                 Some(Incoming::Offer(pending)) => {
                     out.warn(&format!(

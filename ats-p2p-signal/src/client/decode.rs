@@ -45,13 +45,13 @@ pub(super) fn decode<T: DeserializeOwned>(what: &'static str, v: Value) -> Resul
 
 /// Takes `key` out of an envelope object, or returns the value itself (bare form).
 pub(super) fn unwrap_envelope(mut v: Value, key: &str) -> Value {
-    if let Some(obj) = v.as_object_mut() {
-        if let Some(inner) = obj.remove(key) {
-            if inner.is_object() || inner.is_array() {
-                return inner;
-            }
-            obj.insert(key.to_owned(), inner);
+    if let Some(obj) = v.as_object_mut()
+        && let Some(inner) = obj.remove(key)
+    {
+        if inner.is_object() || inner.is_array() {
+            return inner;
         }
+        obj.insert(key.to_owned(), inner);
     }
     v
 }

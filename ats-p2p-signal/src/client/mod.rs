@@ -306,12 +306,12 @@ impl Client {
         };
         let mut resp = req.send().await.map_err(map_err)?;
         let status = resp.status();
-        if let Some(len) = resp.content_length() {
-            if usize::try_from(len).map_or(true, |l| l > MAX_RESPONSE_BYTES) {
-                return Err(SignalError::ResponseTooLarge {
-                    limit: MAX_RESPONSE_BYTES,
-                });
-            }
+        if let Some(len) = resp.content_length()
+            && usize::try_from(len).map_or(true, |l| l > MAX_RESPONSE_BYTES)
+        {
+            return Err(SignalError::ResponseTooLarge {
+                limit: MAX_RESPONSE_BYTES,
+            });
         }
         let mut buf = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(map_err)? {

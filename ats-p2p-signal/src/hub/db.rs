@@ -157,10 +157,10 @@ impl Worker {
                         "hub database thread panicked; the open transaction is rolled back and \
                          the thread goes on"
                     );
-                    if !self.conn.is_autocommit() {
-                        if let Err(e) = self.conn.execute_batch("ROLLBACK") {
-                            tracing::error!(error = %e, "hub database: rollback after a panic failed");
-                        }
+                    if !self.conn.is_autocommit()
+                        && let Err(e) = self.conn.execute_batch("ROLLBACK")
+                    {
+                        tracing::error!(error = %e, "hub database: rollback after a panic failed");
                     }
                 }
             }

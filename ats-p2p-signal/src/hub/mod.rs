@@ -181,10 +181,10 @@ impl Hub {
         }
         // A URL given as a path must not become directories named after it.
         parse_db_location(&config.db_path.to_string_lossy())?;
-        if let Some(dir) = config.db_path.parent() {
-            if !dir.as_os_str().is_empty() {
-                tokio::fs::create_dir_all(dir).await?;
-            }
+        if let Some(dir) = config.db_path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            tokio::fs::create_dir_all(dir).await?;
         }
         let path = config.db_path.clone();
         let conn = tokio::task::spawn_blocking(move || store::open(&path))

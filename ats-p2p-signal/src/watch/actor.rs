@@ -301,10 +301,10 @@ impl WatchActor {
         if !self.wants(&kind, &task) {
             return Ok(());
         }
-        if let Some(id) = frame.id {
-            if !self.dedupe.fresh_event(id) {
-                return Ok(());
-            }
+        if let Some(id) = frame.id
+            && !self.dedupe.fresh_event(id)
+        {
+            return Ok(());
         }
         // Messages do not change the task state; everything else is deduplicated against what
         // a catch-up may already have delivered.

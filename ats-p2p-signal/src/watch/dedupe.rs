@@ -35,10 +35,10 @@ impl Dedupe {
                 true
             }
             None => {
-                if self.state_order.len() >= DEDUPE_TASKS {
-                    if let Some(old) = self.state_order.pop_front() {
-                        self.states.remove(&old);
-                    }
+                if self.state_order.len() >= DEDUPE_TASKS
+                    && let Some(old) = self.state_order.pop_front()
+                {
+                    self.states.remove(&old);
                 }
                 self.states.insert(task.id, key);
                 self.state_order.push_back(task.id);
@@ -52,10 +52,10 @@ impl Dedupe {
         if !self.events.insert(id) {
             return false;
         }
-        if self.event_order.len() >= DEDUPE_EVENTS {
-            if let Some(old) = self.event_order.pop_front() {
-                self.events.remove(&old);
-            }
+        if self.event_order.len() >= DEDUPE_EVENTS
+            && let Some(old) = self.event_order.pop_front()
+        {
+            self.events.remove(&old);
         }
         self.event_order.push_back(id);
         true

@@ -21,11 +21,11 @@ impl Congestion {
         }
     }
     pub(crate) fn recv(&mut self) {
-        if let Some(w) = self.window.get_mut(self.i) {
-            if *w > 0 {
-                *w -= 1;
-                self.total = self.total.saturating_sub(1);
-            }
+        if let Some(w) = self.window.get_mut(self.i)
+            && *w > 0
+        {
+            *w -= 1;
+            self.total = self.total.saturating_sub(1);
         }
     }
     pub(crate) fn drain(&mut self) {

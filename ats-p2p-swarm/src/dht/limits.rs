@@ -163,10 +163,10 @@ impl SourceLimiter {
                 s.requests < request_cap || s.credit < credit_cap
             });
         }
-        if self.sources.len() >= self.limits.max_sources.max(1) {
-            if let Some(ip) = self.sources.keys().next().copied() {
-                self.sources.remove(&ip);
-            }
+        if self.sources.len() >= self.limits.max_sources.max(1)
+            && let Some(ip) = self.sources.keys().next().copied()
+        {
+            self.sources.remove(&ip);
         }
     }
 

@@ -54,11 +54,12 @@ impl NatSampler {
             let Some(&idx) = self.slots.get(j) else {
                 break;
             };
-            if let Some(s) = self.pool.get_mut(idx) {
-                if s.port == port && s.host == host {
-                    s.hits = s.hits.saturating_add(1);
-                    return idx;
-                }
+            if let Some(s) = self.pool.get_mut(idx)
+                && s.port == port
+                && s.host == host
+            {
+                s.hits = s.hits.saturating_add(1);
+                return idx;
             }
         }
         self.pool.push(Sample {
@@ -93,10 +94,10 @@ impl NatSampler {
                 self.top = 0;
             }
             for new in [a, b] {
-                if let Some(old) = self.slots.get(self.top).copied() {
-                    if let Some(s) = self.pool.get_mut(old) {
-                        s.hits = s.hits.saturating_sub(1);
-                    }
+                if let Some(old) = self.slots.get(self.top).copied()
+                    && let Some(s) = self.pool.get_mut(old)
+                {
+                    s.hits = s.hits.saturating_sub(1);
                 }
                 if let Some(slot) = self.slots.get_mut(self.top) {
                     *slot = new;
@@ -138,12 +139,12 @@ impl NatSampler {
         let mut map = vec![usize::MAX; self.pool.len()];
         let mut pool = Vec::with_capacity(SAMPLE_SLOTS + 2);
         let keep = |i: usize, pool: &mut Vec<Sample>, map: &mut Vec<usize>, src: &[Sample]| {
-            if let (Some(m), Some(s)) = (map.get(i).copied(), src.get(i)) {
-                if m == usize::MAX {
-                    pool.push(*s);
-                    if let Some(slot) = map.get_mut(i) {
-                        *slot = pool.len() - 1;
-                    }
+            if let (Some(m), Some(s)) = (map.get(i).copied(), src.get(i))
+                && m == usize::MAX
+            {
+                pool.push(*s);
+                if let Some(slot) = map.get_mut(i) {
+                    *slot = pool.len() - 1;
                 }
             }
         };

@@ -392,12 +392,11 @@ impl RpcNode {
             return;
         }
         self.last_now = Some(now);
-        if socket == SocketKind::Server {
-            if let Some(fw) = &mut self.fw {
-                if fw.hosts.len() < 64 {
-                    fw.hosts.insert(*from.ip());
-                }
-            }
+        if socket == SocketKind::Server
+            && let Some(fw) = &mut self.fw
+            && fw.hosts.len() < 64
+        {
+            fw.hosts.insert(*from.ip());
         }
         let external = socket != self.request_socket();
         match Message::decode(buf) {

@@ -179,10 +179,10 @@ impl Query {
                 return closer;
             }
             Some(Seen::Pending(refs)) => {
-                if let Some(r) = referrer {
-                    if refs.len() < MAX_REFS {
-                        refs.push(r);
-                    }
+                if let Some(r) = referrer
+                    && refs.len() < MAX_REFS
+                {
+                    refs.push(r);
                 }
                 return closer;
             }

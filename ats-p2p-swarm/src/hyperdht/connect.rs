@@ -586,10 +586,11 @@ impl HyperDht {
     pub(crate) async fn sample_nat(&self, nodes: &[SocketAddrV4]) -> NatSampler {
         {
             let guard = self.nat.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((at, s)) = &*guard {
-                if at.elapsed() < NAT_CACHE_TTL && s.settled() {
-                    return s.clone();
-                }
+            if let Some((at, s)) = &*guard
+                && at.elapsed() < NAT_CACHE_TTL
+                && s.settled()
+            {
+                return s.clone();
             }
         }
         let firewalled = self.node.info().await.map_or(true, |i| i.firewalled);
@@ -1017,10 +1018,11 @@ impl HyperDht {
             ));
         }
         // A consistent server tells us where it is; open our mapping there too.
-        if let Some(a) = answer.addresses.as_ref().and_then(|a| a.first()) {
-            if *a != plan.server_address && a.port() != 0 {
-                sockets.probe(0, *a).await;
-            }
+        if let Some(a) = answer.addresses.as_ref().and_then(|a| a.first())
+            && *a != plan.server_address
+            && a.port() != 0
+        {
+            sockets.probe(0, *a).await;
         }
         match Strategy::choose(local, reason.remote, None) {
             Strategy::BothRandom => {

@@ -222,11 +222,10 @@ async fn run_server(
                 let msg2 = match answer {
                     Ok((m, session)) => {
                         if let Some(session) = session {
-                            if sessions.len() >= MAX_PUNCH_SESSIONS {
-                                if let Some(oldest) = sessions.iter().min_by_key(|(_, s)| s.at).map(|(k, _)| *k) {
+                            if sessions.len() >= MAX_PUNCH_SESSIONS
+                                && let Some(oldest) = sessions.iter().min_by_key(|(_, s)| s.at).map(|(k, _)| *k) {
                                     sessions.remove(&oldest);
                                 }
-                            }
                             sessions.insert(slot, session);
                         }
                         m
@@ -425,15 +424,15 @@ impl HandshakeTask {
         let mut connected = false;
         let mut holepunches_open = true;
         loop {
-            if step_wait.is_none() {
-                if let Some(schedule) = self.punch.schedule.as_mut() {
-                    step_wait = schedule.next_step().map(|s| s.wait());
-                    if step_wait.is_none() {
-                        let why = schedule.exhausted_reason();
-                        self.stop_punching(false);
-                        self.start_relay(&why);
-                        deadline = deadline.max(tokio::time::Instant::now() + RELAY_TIMEOUT);
-                    }
+            if step_wait.is_none()
+                && let Some(schedule) = self.punch.schedule.as_mut()
+            {
+                step_wait = schedule.next_step().map(|s| s.wait());
+                if step_wait.is_none() {
+                    let why = schedule.exhausted_reason();
+                    self.stop_punching(false);
+                    self.start_relay(&why);
+                    deadline = deadline.max(tokio::time::Instant::now() + RELAY_TIMEOUT);
                 }
             }
             let pairing = self.pairing.as_mut();
@@ -471,11 +470,10 @@ impl HandshakeTask {
                             // Non-initiator: answer every probe from the peer (JS echoes too).
                             if let Some(s) = self.punch.sockets.as_ref() {
                                 s.probe(socket, from).await;
-                                if socket != 0 && !self.punch.streams.contains_key(&socket) {
-                                    if let Some(st) = s.create_stream_on(socket, local_id) {
+                                if socket != 0 && !self.punch.streams.contains_key(&socket)
+                                    && let Some(st) = s.create_stream_on(socket, local_id) {
                                         self.punch.streams.insert(socket, st);
                                     }
-                                }
                             }
                         }
                         Some(Hit::FirstPacket { socket, local_id: id, from }) if id == local_id => {
@@ -618,10 +616,9 @@ impl HandshakeTask {
             && remote
                 .remote_address
                 .is_some_and(|a| local_addresses.as_ref().is_some_and(|l| l.contains(&a)))
+            && let Err(e) = self.dht.server.send_to(SocketAddr::V4(peer), &[0]).await
         {
-            if let Err(e) = self.dht.server.send_to(SocketAddr::V4(peer), &[0]).await {
-                trace!(error = %e, "fast-mode probe failed");
-            }
+            trace!(error = %e, "fast-mode probe failed");
         }
         let mut started = false;
         if self.punch.remote_punching && self.punch.schedule.is_none() {

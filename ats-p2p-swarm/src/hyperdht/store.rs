@@ -86,10 +86,11 @@ impl Store {
 
     /// Raises the target's bump if `bump` is newer and not too far ahead of `now_ms`.
     pub fn bump(&mut self, target: &Id, bump: u64, now_ms: u64) {
-        if let Some(t) = self.targets.get_mut(target) {
-            if bump > t.bump && bump <= now_ms.saturating_add(MAX_BUMP_DRIFT_MS) {
-                t.bump = bump;
-            }
+        if let Some(t) = self.targets.get_mut(target)
+            && bump > t.bump
+            && bump <= now_ms.saturating_add(MAX_BUMP_DRIFT_MS)
+        {
+            t.bump = bump;
         }
     }
 

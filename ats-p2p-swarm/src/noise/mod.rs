@@ -364,7 +364,7 @@ impl NoiseHandshake {
     }
 
     fn our_turn(&self) -> bool {
-        (self.index % 2 == 0) == self.initiator
+        self.index.is_multiple_of(2) == self.initiator
     }
 
     fn mix_hash(&mut self, data: &[u8]) {

@@ -155,11 +155,10 @@ async fn keep(
                             return;
                         }
                         for ev in evs {
-                            if let ChannelEvent::Reply(b) = ev {
-                                if conn.send_message(&b).await.is_err() {
+                            if let ChannelEvent::Reply(b) = ev
+                                && conn.send_message(&b).await.is_err() {
                                     return;
                                 }
-                            }
                         }
                     }
                     Err(e) => {

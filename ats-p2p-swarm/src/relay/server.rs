@@ -147,13 +147,13 @@ impl Shared {
                 seq: 0,
             };
             let frame = encode_message(LOCAL_CHANNEL_ID, PAIR, &reply.encode());
-            if let Some(s) = st.sessions.get(&half.session) {
-                if s.tx.try_send(frame).is_err() {
-                    debug!(
-                        session = half.session,
-                        "pair reply dropped: session queue full"
-                    );
-                }
+            if let Some(s) = st.sessions.get(&half.session)
+                && s.tx.try_send(frame).is_err()
+            {
+                debug!(
+                    session = half.session,
+                    "pair reply dropped: session queue full"
+                );
             }
         }
         debug!(responder = ids[0], initiator = ids[1], "pairing matched");

@@ -254,10 +254,10 @@ impl SecretStreamCore {
     /// Consumes frames from `rx` until something happens (see [`Input`]).
     pub fn handle_input(&mut self, rx: &mut BytesMut) -> Result<Input, SecretStreamError> {
         loop {
-            if let Phase::Noise(hs) = &self.phase {
-                if let Step::Verdict(pk) = hs.next_step() {
-                    return Ok(Input::Verdict(pk));
-                }
+            if let Phase::Noise(hs) = &self.phase
+                && let Step::Verdict(pk) = hs.next_step()
+            {
+                return Ok(Input::Verdict(pk));
             }
             if matches!(self.phase, Phase::Failed) {
                 return Err(SecretStreamError::Failed);

@@ -420,10 +420,10 @@ impl Swarm {
         }
         dedicated::clear(&self.inner.waiters);
         drop(self.rx);
-        if let Ok(inner) = Arc::try_unwrap(self.inner) {
-            if let Ok(dht) = Arc::try_unwrap(inner.dht) {
-                dht.destroy().await;
-            }
+        if let Ok(inner) = Arc::try_unwrap(self.inner)
+            && let Ok(dht) = Arc::try_unwrap(inner.dht)
+        {
+            dht.destroy().await;
         }
     }
 }
@@ -471,10 +471,10 @@ async fn accept_loop(mut server: Server, inner: Arc<Inner>) {
             debug!(remote = %remote.to_hex(), "connection nobody waits for; dropped");
             continue;
         }
-        if let Some(c) = inner.register(conn) {
-            if inner.tx.send(c).await.is_err() {
-                break;
-            }
+        if let Some(c) = inner.register(conn)
+            && inner.tx.send(c).await.is_err()
+        {
+            break;
         }
     }
 }

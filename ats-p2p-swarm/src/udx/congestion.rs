@@ -93,10 +93,10 @@ impl Congestion {
     /// A packet with sequence `seq` was declared lost; `next_seq` is the next unsent sequence.
     /// Returns true when this started a new recovery episode (the window was reduced).
     pub(crate) fn on_loss(&mut self, seq: u32, next_seq: u32) -> bool {
-        if let Some(end) = self.recovery_end {
-            if super::packet::seq_diff(seq, end) < 0 {
-                return false; // same episode
-            }
+        if let Some(end) = self.recovery_end
+            && super::packet::seq_diff(seq, end) < 0
+        {
+            return false; // same episode
         }
         self.cwnd = (self.cwnd * BETA_NUM / BETA_DEN).max(MIN_CWND_PACKETS * self.mss);
         self.ssthresh = self.cwnd;

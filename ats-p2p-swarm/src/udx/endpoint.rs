@@ -128,12 +128,11 @@ impl Endpoint {
             return false;
         };
         e.stream.connect(remote_id, addr, now);
-        if let Some((from, bytes)) = e.stash.take() {
-            if from == addr {
-                if let Ok(p) = Packet::parse(&bytes) {
-                    e.stream.handle_packet(now, &p);
-                }
-            }
+        if let Some((from, bytes)) = e.stash.take()
+            && from == addr
+            && let Ok(p) = Packet::parse(&bytes)
+        {
+            e.stream.handle_packet(now, &p);
         }
         true
     }

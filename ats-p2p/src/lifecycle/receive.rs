@@ -379,10 +379,10 @@ impl ReceiveLifecycle {
 
     /// The instant from [`poll_timeout`](Self::poll_timeout) came.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
-        if let State::Connecting { deadline } = self.state {
-            if now >= deadline {
-                return self.end(Err(ReceiveError::NoConnection(self.timeout)));
-            }
+        if let State::Connecting { deadline } = self.state
+            && now >= deadline
+        {
+            return self.end(Err(ReceiveError::NoConnection(self.timeout)));
         }
         if self.next_renewal.is_some_and(|at| now >= at) {
             self.actions.push_back(ReceiveAction::RenewLease {

@@ -356,10 +356,10 @@ async fn resolve_bootstrap(given: &[String]) -> Vec<SocketAddrV4> {
         match tokio::net::lookup_host(entry.as_str()).await {
             Ok(addrs) => {
                 for a in addrs {
-                    if let std::net::SocketAddr::V4(v4) = a {
-                        if !out.contains(&v4) {
-                            out.push(v4);
-                        }
+                    if let std::net::SocketAddr::V4(v4) = a
+                        && !out.contains(&v4)
+                    {
+                        out.push(v4);
                     }
                 }
             }

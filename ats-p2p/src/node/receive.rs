@@ -189,10 +189,10 @@ impl Seen {
             return false;
         }
         self.order.push_back(id);
-        if self.order.len() > SEEN_OFFERS {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
+        if self.order.len() > SEEN_OFFERS
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
         }
         true
     }
@@ -360,15 +360,15 @@ async fn judge(
         events: tx.clone(),
         routes: routes.clone(),
     };
-    if let Some(creator) = task.source_id.as_deref() {
-        if creator != offer.sender_id {
-            let reason = format!(
-                "offer names sender {} but the task was created by {creator}",
-                offer.sender_id
-            );
-            refuse_task(shared, &task, &transfer_id, "sender_mismatch", &reason, tx).await;
-            return None;
-        }
+    if let Some(creator) = task.source_id.as_deref()
+        && creator != offer.sender_id
+    {
+        let reason = format!(
+            "offer names sender {} but the task was created by {creator}",
+            offer.sender_id
+        );
+        refuse_task(shared, &task, &transfer_id, "sender_mismatch", &reason, tx).await;
+        return None;
     }
     let sender_key = PublicKey::from_bytes(offer.sender_key);
     let decision = {

@@ -193,10 +193,9 @@ impl Registry {
             bytes,
             total,
         } = event
+            && let Some(h) = locked(&self.progress).get(transfer_id)
         {
-            if let Some(h) = locked(&self.progress).get(transfer_id) {
-                h.report("receiving", *bytes, *total);
-            }
+            h.report("receiving", *bytes, *total);
         }
         let Some(id) = event.transfer_id() else {
             return;

@@ -271,12 +271,12 @@ impl P2pServer {
         progress.finish().await;
         match result {
             Ok(r) => success(&SendFileResult {
-                transfer_id: r.transfer_id,
-                task_id: r.task_id,
+                transfer_id: r.transfer_id.to_string(),
+                task_id: r.task_id.to_string(),
                 file_name: r.file_name,
                 bytes: r.bytes,
-                sha256: r.file_hash,
-                duration_ms: r.duration_ms,
+                sha256: r.file_hash.to_string(),
+                duration_ms: u64::try_from(r.duration.as_millis()).unwrap_or(u64::MAX),
                 path: r.path.into(),
             }),
             Err(e) => failure(e.code(), e.kind(), reason_chain(&e), offered),
@@ -349,12 +349,12 @@ impl P2pServer {
         progress.finish().await;
         match result {
             Ok(r) => success(&AcceptOfferResult {
-                transfer_id: r.transfer_id,
-                task_id: r.task_id,
+                transfer_id: r.transfer_id.to_string(),
+                task_id: r.task_id.to_string(),
                 file_path: r.file_path.display().to_string(),
-                sha256: r.file_hash,
+                sha256: r.file_hash.to_string(),
                 bytes: r.bytes,
-                duration_ms: r.duration_ms,
+                duration_ms: u64::try_from(r.duration.as_millis()).unwrap_or(u64::MAX),
                 path: r.path.into(),
             }),
             Err(e) => failure(e.code(), e.kind(), reason_chain(&e), Some(id)),
@@ -463,13 +463,13 @@ impl P2pServer {
         &self,
         Parameters(args): Parameters<ListTransfersArgs>,
     ) -> CallToolResult {
-        if let Some(s) = &args.state {
-            if !TRANSFER_STATES.contains(&s.as_str()) {
-                return invalid(format!(
-                    "unknown state {s:?}; one of {}",
-                    TRANSFER_STATES.join(", ")
-                ));
-            }
+        if let Some(s) = &args.state
+            && !TRANSFER_STATES.contains(&s.as_str())
+        {
+            return invalid(format!(
+                "unknown state {s:?}; one of {}",
+                TRANSFER_STATES.join(", ")
+            ));
         }
         success(&ListTransfersResult {
             transfers: self.ctx.registry.transfers(args.state.as_deref()),

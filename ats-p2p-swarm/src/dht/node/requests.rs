@@ -100,10 +100,10 @@ impl RpcNode {
         let first_cycle = !f.cycled;
         f.cycled = true;
         let exhausted = f.sent > f.retries;
-        if let (true, Owner::Query(q)) = (first_cycle, f.owner.clone()) {
-            if let Some(q) = self.queries.get_mut(&q) {
-                q.slow += 1;
-            }
+        if let (true, Owner::Query(q)) = (first_cycle, f.owner.clone())
+            && let Some(q) = self.queries.get_mut(&q)
+        {
+            q.slow += 1;
         }
         if !exhausted {
             if self.congestion.is_full() {

@@ -79,21 +79,22 @@ impl RpcNode {
         req: Request,
         external: bool,
     ) {
-        if let Some(t) = req.token {
-            if t != self.token(from.ip(), 1) && t != self.token(from.ip(), 0) {
-                self.send_reply(
-                    socket,
-                    req.tid,
-                    from,
-                    req.target.as_ref(),
-                    errors::INVALID_TOKEN,
-                    None,
-                    true,
-                    true,
-                    false,
-                );
-                return;
-            }
+        if let Some(t) = req.token
+            && t != self.token(from.ip(), 1)
+            && t != self.token(from.ip(), 0)
+        {
+            self.send_reply(
+                socket,
+                req.tid,
+                from,
+                req.target.as_ref(),
+                errors::INVALID_TOKEN,
+                None,
+                true,
+                true,
+                false,
+            );
+            return;
         }
         let verified = req.token.is_some();
         let from_id = req.id.filter(|id| *id == node_id(&from));
@@ -141,11 +142,11 @@ impl RpcNode {
                     if self.checks < MAX_CHECKS {
                         let id = hash(v);
                         let tick = self.tick;
-                        if let Some(n) = self.table.get(&id) {
-                            if n.pinged < tick {
-                                let addr = n.addr;
-                                self.check(now, id, addr);
-                            }
+                        if let Some(n) = self.table.get(&id)
+                            && n.pinged < tick
+                        {
+                            let addr = n.addr;
+                            self.check(now, id, addr);
                         }
                     }
                     self.send_reply(socket, req.tid, from, None, 0, None, false, false, verified);

@@ -62,11 +62,10 @@ impl RpcNode {
                     Owner::Query(id),
                 )
                 .is_err()
+                && let Some(q) = self.queries.get_mut(&id)
             {
-                if let Some(q) = self.queries.get_mut(&id) {
-                    q.inflight = q.inflight.saturating_sub(1);
-                    q.errors += 1;
-                }
+                q.inflight = q.inflight.saturating_sub(1);
+                q.errors += 1;
             }
         }
         if finished {
@@ -215,20 +214,20 @@ impl RpcNode {
         let Some(q) = self.queries.remove(&id) else {
             return;
         };
-        if let Phase::Walking { query, round } = self.phase {
-            if query == id {
-                if round == 0 && !self.walked_once {
-                    self.walked_once = true;
-                    self.push_event(Event::Walked);
-                }
-                if round == 0 && self.quick_nat_inflight {
-                    // On a tiny network the walk can end before the quick NAT pong arrives.
-                    self.phase = Phase::AwaitQuickNat { round };
-                } else {
-                    self.on_walk_done(now, round);
-                }
-                return;
+        if let Phase::Walking { query, round } = self.phase
+            && query == id
+        {
+            if round == 0 && !self.walked_once {
+                self.walked_once = true;
+                self.push_event(Event::Walked);
             }
+            if round == 0 && self.quick_nat_inflight {
+                // On a tiny network the walk can end before the quick NAT pong arrives.
+                self.phase = Phase::AwaitQuickNat { round };
+            } else {
+                self.on_walk_done(now, round);
+            }
+            return;
         }
         self.push_event(Event::QueryDone {
             query: id,

@@ -177,10 +177,10 @@ impl HyperDhtCore {
             return;
         };
         if matches!(op.kind, OpKind::Get) {
-            if let Some(v) = reply.value {
-                if op.values.len() < MAX_LOOKUP_RESULTS {
-                    op.values.push((reply.from, v));
-                }
+            if let Some(v) = reply.value
+                && op.values.len() < MAX_LOOKUP_RESULTS
+            {
+                op.values.push((reply.from, v));
             }
             return;
         }

@@ -27,10 +27,10 @@ impl HyperDhtCore {
                     .store
                     .forward(now, &target)
                     .map(|f| f.record.as_slice());
-                if let Some(f) = fwd {
-                    if records.len() < LOOKUP_RECORDS {
-                        records.push(f);
-                    }
+                if let Some(f) = fwd
+                    && records.len() < LOOKUP_RECORDS
+                {
+                    records.push(f);
                 }
                 // An unproven source gets the records that fit its reply budget (the reply's
                 // fixed part, id and token aside); the rest of a flood's replies stay small.

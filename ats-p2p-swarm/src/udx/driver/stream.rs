@@ -263,10 +263,10 @@ impl AsyncWrite for UdxStream {
 impl Drop for UdxStream {
     fn drop(&mut self) {
         let mut st = self.shared.lock();
-        if let Some(s) = st.endpoint.stream(self.id) {
-            if s.close_reason().is_none() {
-                s.destroy();
-            }
+        if let Some(s) = st.endpoint.stream(self.id)
+            && s.close_reason().is_none()
+        {
+            s.destroy();
         }
         if let Some(h) = st.handles.get_mut(&self.id) {
             h.dropped = true;

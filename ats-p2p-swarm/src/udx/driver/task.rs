@@ -331,20 +331,14 @@ impl Driver {
                 wake_write = true;
             }
             let closed = s.is_drained(now);
-            if wake_message {
-                if let Some(w) = h.message.take() {
-                    w.wake();
-                }
+            if wake_message && let Some(w) = h.message.take() {
+                w.wake();
             }
-            if wake_read {
-                if let Some(w) = h.read.take() {
-                    w.wake();
-                }
+            if wake_read && let Some(w) = h.read.take() {
+                w.wake();
             }
-            if wake_write {
-                if let Some(w) = h.write.take() {
-                    w.wake();
-                }
+            if wake_write && let Some(w) = h.write.take() {
+                w.wake();
             }
             if closed && h.dropped {
                 handles.remove(&id);

@@ -617,11 +617,11 @@ impl Stream {
             self.writable_event = false;
             return Some(Event::Writable);
         }
-        if let Some(r) = self.closed {
-            if !self.close_event_sent {
-                self.close_event_sent = true;
-                return Some(Event::Closed(r));
-            }
+        if let Some(r) = self.closed
+            && !self.close_event_sent
+        {
+            self.close_event_sent = true;
+            return Some(Event::Closed(r));
         }
         None
     }

@@ -55,10 +55,10 @@ impl Stream {
                 next_timer = Some(next_timer.map_or(deadline, |t| t.min(deadline)));
             }
         }
-        if let Some(seq) = lost_any {
-            if self.cc.on_loss(seq, next_seq) {
-                self.stats.loss_events += 1;
-            }
+        if let Some(seq) = lost_any
+            && self.cc.on_loss(seq, next_seq)
+        {
+            self.stats.loss_events += 1;
         }
         self.timers[Timer::Rack as usize] = next_timer;
     }

@@ -157,10 +157,10 @@ impl RecvState {
                 None => Some((k, k + 1)),
             };
         }
-        if let Some((s, e)) = run {
-            if blocks.len() < MAX_SACK_BLOCKS {
-                blocks.push((s as u32, e as u32));
-            }
+        if let Some((s, e)) = run
+            && blocks.len() < MAX_SACK_BLOCKS
+        {
+            blocks.push((s as u32, e as u32));
         }
         blocks
     }

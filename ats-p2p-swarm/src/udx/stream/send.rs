@@ -269,10 +269,10 @@ impl Stream {
             }
         }
 
-        if let Some(e) = self.send.end_seq {
-            if seq_diff(self.send.acked, e) > 0 {
-                self.send.end_acked = true; // cumulatively: everything before the END arrived too
-            }
+        if let Some(e) = self.send.end_seq
+            && seq_diff(self.send.acked, e) > 0
+        {
+            self.send.end_acked = true; // cumulatively: everything before the END arrived too
         }
         if advanced {
             self.send.rto_count = 0;
@@ -283,10 +283,10 @@ impl Stream {
                 self.rtt
                     .on_sample(now.saturating_duration_since(sample_at), now);
             }
-            if newly.rack_updated {
-                if let Some((t, _)) = self.send.rack_xmit {
-                    self.send.rack_rtt = now.saturating_duration_since(t);
-                }
+            if newly.rack_updated
+                && let Some((t, _)) = self.send.rack_xmit
+            {
+                self.send.rack_rtt = now.saturating_duration_since(t);
             }
             let limited = self.send.cwnd_limited || prior_inflight * 2 >= self.cc.window();
             self.cc.on_ack(newly.bytes, self.send.acked, limited);
@@ -345,14 +345,14 @@ impl Stream {
             self.send.end_seq = Some(seq);
         }
         let mut pad = 0u16;
-        if len == mss {
-            if let Some(probe) = self.mtu.next_probe() {
-                let target = probe.saturating_sub(self.mtu.overhead) as usize;
-                let p = target.saturating_sub(len);
-                if p > 0 && p <= usize::from(u8::MAX) {
-                    pad = p as u16;
-                    self.mtu.probe = Some((seq, probe));
-                }
+        if len == mss
+            && let Some(probe) = self.mtu.next_probe()
+        {
+            let target = probe.saturating_sub(self.mtu.overhead) as usize;
+            let p = target.saturating_sub(len);
+            if p > 0 && p <= usize::from(u8::MAX) {
+                pad = p as u16;
+                self.mtu.probe = Some((seq, probe));
             }
         }
         let h = self.header(f, remote_id, pad as u8);
