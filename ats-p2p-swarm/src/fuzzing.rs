@@ -663,7 +663,7 @@ fn handshakes() -> &'static (Handshake, Handshake) {
 }
 
 /// A secret-stream receiver in production's configuration (HyperDHT: the IK handshake is done,
-/// the default frame limit, 2^24 − 1) fed a byte stream the input builds: optionally the
+/// the default frame limit, `DEFAULT_MAX_FRAME_LEN`) fed a byte stream the input builds: optionally the
 /// sender's real id+header frame and real encrypted messages of fuzzer-chosen contents, then
 /// fuzzer-chosen byte edits and junk, delivered in fuzzer-chosen chunk sizes. Checks that the
 /// messages delivered are always a prefix of those really sent (nothing forged, reordered or
