@@ -393,8 +393,8 @@ pub(crate) fn write_all_at(file: &File, data: &[u8], offset: u64) -> io::Result<
     f.write_all(data)
 }
 
-/// Receiving a file into the save directory failed ([`IncomingFile`](crate::save::IncomingFile),
-/// [`available_space`](crate::save::available_space)).
+/// Receiving a file into the save directory failed ([`IncomingFile`],
+/// [`available_space`]).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SaveError {
