@@ -180,12 +180,7 @@ fn hub_restarted_after_the_claim_the_transfer_still_completes() {
 
     let (code, err) = exit_code(&mut tx, net.deadline);
     assert_eq!(code, 0, "sender stderr: {err}");
-    let (code, err) = exit_code(&mut rx, net.deadline);
-    assert_eq!(code, 0, "listener stderr: {err}");
-    assert_eq!(dir_names(&save), ["a.bin"]);
-    assert_eq!(sha256_hex(&save.join("a.bin")), hash);
-    let v = net.wait_status(&tid, "completed");
-    assert_eq!(v["outputs"][0]["sha256"], hash.as_str(), "{v}");
+    assert_received_and_completed(&net, &mut rx, &save, "a.bin", &hash, &tid);
 }
 
 #[test]
@@ -205,17 +200,12 @@ fn hub_restarted_while_the_bytes_flow_the_transfer_still_completes() {
 
     let (code, err) = exit_code(&mut tx, net.deadline);
     assert_eq!(code, 0, "sender stderr: {err}");
-    let (code, err) = exit_code(&mut rx, net.deadline);
-    assert_eq!(code, 0, "listener stderr: {err}");
+    assert_received_and_completed(&net, &mut rx, &save, "big.bin", &hash, &tid);
     assert!(
         !events(&rx).iter().any(|e| e == "error"),
         "no bookkeeping error: {:?}",
         rx.seen
     );
-    assert_eq!(dir_names(&save), ["big.bin"]);
-    assert_eq!(sha256_hex(&save.join("big.bin")), hash);
-    let v = net.wait_status(&tid, "completed");
-    assert_eq!(v["outputs"][0]["sha256"], hash.as_str(), "{v}");
 }
 
 #[test]
@@ -244,17 +234,30 @@ fn hub_down_from_mid_transfer_until_after_the_bytes_the_task_still_completes() {
     drop(down);
     net.start_hub_again();
 
-    let (code, err) = exit_code(&mut rx, net.deadline);
-    assert_eq!(code, 0, "listener stderr: {err}");
+    assert_received_and_completed(&net, &mut rx, &save, "big.bin", &hash, &tid);
     assert!(
         !events(&rx).iter().any(|e| e == "error"),
         "no bookkeeping error: {:?}",
         rx.seen
     );
-    assert_eq!(dir_names(&save), ["big.bin"]);
-    assert_eq!(sha256_hex(&save.join("big.bin")), hash);
-    let v = net.wait_status(&tid, "completed");
-    assert_eq!(v["outputs"][0]["sha256"], hash.as_str(), "{v}");
+}
+
+/// The listener exits 0 with `name` alone in `save`, holding the bytes of `hash`, and the task
+/// ends completed with that hash in its outputs.
+fn assert_received_and_completed(
+    net: &Net,
+    rx: &mut Proc,
+    save: &Path,
+    name: &str,
+    hash: &str,
+    tid: &str,
+) {
+    let (code, err) = exit_code(rx, net.deadline);
+    assert_eq!(code, 0, "listener stderr: {err}");
+    assert_eq!(dir_names(save), [name]);
+    assert_eq!(sha256_hex(&save.join(name)), hash);
+    let v = net.wait_status(tid, "completed");
+    assert_eq!(v["outputs"][0]["sha256"], hash, "{v}");
 }
 
 /// A hub that is down: its HTTP port accepts connections and closes them unanswered,
