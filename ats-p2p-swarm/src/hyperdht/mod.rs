@@ -5,20 +5,25 @@
 //! sockets and connects by key; [`server`] listens; [`holepunch`] decides how two NATs punch
 //! and `punch` sends the probes; every [`Connection`] carries its [`PathInfo`].
 
+mod client;
 pub mod connect;
 pub mod crypto;
 mod driver;
+mod endpoint;
 pub mod holepunch;
 pub mod messages;
 pub mod mutable;
 mod node;
 pub mod path;
 mod punch;
+mod schedule;
 pub mod server;
+mod session;
 pub mod store;
 
-pub use connect::{ConnectError, Firewall, HyperDht, NoPathReason, RelayMode, UdxDatagrams};
+pub use connect::{ConnectError, Firewall, HyperDht, NoPathReason, RelayMode};
 pub use driver::{Bootstrap, DatagramSocket, DhtConfig, DhtError, DhtNode, NodeInfo, ServerEvent};
+pub use endpoint::UdxDatagrams;
 pub use holepunch::NatClass;
 pub use node::{
     HyperDhtCore, HyperEvent, LookupResult, MAX_HYPER_EVENTS, MAX_LOOKUP_RESULTS, MAX_OPS, OpId,
