@@ -1,5 +1,5 @@
 //! The client role of connect-by-key (npm `hyperdht` 6.34 `connect`) as a sans-io state
-//! machine: [`ClientConnect`]. The async shell ([`super::client_shell`]) sends what
+//! machine: [`ClientConnect`]. The async shell ([`super::connect`]) sends what
 //! [`ClientConnect::poll_action`] asks for and feeds back replies ([`ClientConnect::handle_response`]),
 //! the NAT sample, punch-socket hits, the relay pairing and timer expiries, each with an explicit
 //! `Instant`; [`ClientConnect::poll_outcome`] is the end.

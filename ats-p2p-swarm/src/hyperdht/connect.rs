@@ -1,5 +1,5 @@
 //! Connect by key (npm `hyperdht` 6.34 `connect`): the client's async shell around the sans-io
-//! [`ClientConnect`](super::client) machine, and the types both roles share (the key
+//! `ClientConnect` machine (module `client`), and the types both roles share (the key
 //! [`Firewall`], [`RelayMode`], [`ConnectError`]). The server role is in [`super::server`].
 //!
 //! [`HyperDht::connect`] finds the server's record (FIND_PEER) and runs the machine: it sends

@@ -5,8 +5,8 @@
 //! [`REANNOUNCE_INTERVAL`]) and answers PEER_HANDSHAKE with Noise IK, deduplicated by msg1
 //! bytes (identical msg2 for copies sent through several relays). The firewall decides on the
 //! remote key *before* msg2: a refused key gets no answer. Each answered handshake then runs as
-//! its own task (`SessionShell`), the thin async shell of a sans-io [`ServerSession`]
-//! (module [`super::session`] has the rules), until its stream connects or it times out.
+//! its own task (`SessionShell`), the thin async shell of a sans-io `ServerSession` (module
+//! `session` has the rules), until its stream connects or it times out.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, SocketAddrV4};
@@ -16,13 +16,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, trace};
 
-use super::connect::{ConnectError, Firewall, HyperDht, PAYLOAD_VERSION, RelayChoice, RelayMode};
-use super::crypto::{holepunch_secret, ns};
+use super::connect::{ConnectError, Firewall, HyperDht, RelayChoice, RelayMode};
+use super::crypto::holepunch_secret;
 use super::driver::ServerEvent;
 use super::holepunch::NatSampler;
-use super::messages::{Handshake, Holepunch, HolepunchInfo, NoisePayload, RelayInfo};
+use super::messages::{Handshake, Holepunch, HolepunchInfo, RelayInfo};
 use super::path::{Connection, PathInfo, PathKind};
 use super::punch::PunchSockets;
+use super::responder::{Msg1, read_msg1};
 use super::schedule::ProbeOp;
 pub use super::session::{PUNCH_DURATION, SERVER_CONNECT_TIMEOUT};
 use super::session::{
@@ -32,7 +33,6 @@ use super::session::{
 use super::{error_codes, firewall};
 use crate::dht::{IncomingRequest, hash};
 use crate::keys::{KeyPair, PublicKey};
-use crate::noise::{NoiseConfig, NoiseHandshake, Step};
 use crate::relay::{RelayError, RelayedPath};
 use crate::secret_stream::SecretStream;
 use crate::udx::UdxStream;
@@ -252,32 +252,19 @@ impl Responder<'_> {
         handshake: Handshake,
     ) -> Result<(Option<Vec<u8>>, Option<Session>), ConnectError> {
         let dht = self.dht;
-        let prologue = ns::peer_handshake();
-        let mut noise =
-            NoiseHandshake::new(NoiseConfig::ik_responder(self.key_pair.clone(), &prologue))?;
-        let client_payload = noise.read_message(&handshake.noise)?;
-        let mut remote_key = None;
-        if let Step::Verdict(pk) = noise.next_step() {
-            remote_key = Some(pk);
-            let allow = (self.firewall)(&pk);
-            noise.handle_verdict(allow)?;
-            if !allow {
+        let accepted = match read_msg1(self.key_pair, &handshake.noise, self.firewall)? {
+            Msg1::Refused(pk) => {
                 debug!(remote = %pk.to_hex(), "firewall refused key");
                 return Ok((None, None));
             }
-        }
-        let Some(remote_key) = remote_key else {
-            return Err(ConnectError::HandshakeFailed);
+            Msg1::Accepted(a) => *a,
         };
-        let cp = NoisePayload::decode(&client_payload).map_err(|_| ConnectError::Payload(0))?;
-        let remote_id = cp.udx.as_ref().and_then(|u| u32::try_from(u.id).ok());
+        let remote_key = accepted.remote_key;
+        let remote_id = accepted.remote_id();
+        let cp_relay = accepted.payload.relay_through;
         let raw = dht.create_stream()?;
         let mut payload = dht.local_payload(raw.local_id(), true).await;
-        if cp.version != PAYLOAD_VERSION {
-            payload.error = error_codes::VERSION_MISMATCH;
-        } else if remote_id.is_none() {
-            payload.error = error_codes::ABORTED;
-        }
+        payload.error = accepted.answer_error();
         let punch = payload.firewall != firewall::OPEN;
         if punch {
             // As hyperdht: the nodes we announced to, each with our address as it saw us; a JS
@@ -301,11 +288,10 @@ impl Responder<'_> {
                     payload.relay_through = Some(ours.to_payload());
                     Some(ours)
                 }
-                None => RelayChoice::agree(dht.relay_mode(), None, cp.relay_through.as_ref()),
+                None => RelayChoice::agree(dht.relay_mode(), None, cp_relay.as_ref()),
             },
         };
-        let msg2 = noise.write_message(&payload.encode())?;
-        let hs = noise.into_handshake()?;
+        let (msg2, hs) = accepted.finish(&payload)?;
         let Some(remote_id) = remote_id.filter(|_| payload.error == error_codes::NONE) else {
             dht.node
                 .answer_handshake(req, handshake, msg2.clone())
