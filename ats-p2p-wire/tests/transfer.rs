@@ -12,7 +12,6 @@ use ats_p2p_wire::{
 };
 use bytes::{Buf, Bytes, BytesMut};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngSeed};
 
 const MIB: u64 = 1 << 20;
 
