@@ -5,7 +5,7 @@
 //! and panics only if an invariant is broken. Not part of the API.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -18,10 +18,12 @@ use crate::encoding::{Reader, Writer};
 use crate::hyperdht::crypto::ns;
 use crate::hyperdht::messages::{
     Announce, Handshake as HandshakeMessage, Holepunch, HolepunchPayload, LookupReply,
-    NoisePayload, PeerRecord,
+    NoisePayload, PeerRecord, UdxInfo,
 };
+use crate::hyperdht::{Firewall, error_codes, responder};
 use crate::hyperdht::{HyperDhtCore, store};
-use crate::noise::{Handshake, NoiseConfig, NoiseHandshake, Step};
+use crate::keys::PublicKey;
+use crate::noise::{Handshake, NoiseConfig, NoiseHandshake};
 use crate::relay::messages::{Pair, Unpair};
 use crate::secret_stream::{Input as StreamInput, SecretStreamCore};
 use crate::udx::packet::{HEADER_SIZE, Header, Packet, SACK_BLOCK_SIZE};
@@ -499,25 +501,16 @@ pub fn hyperdht_messages(data: &[u8]) {
 // ---------------------------------------------------------------------------------------------
 // Noise IK (HyperDHT handshakes)
 
-/// The server's (responder's) fixed identity.
+/// The server's (responder's) fixed identity (derived once: key derivation costs).
 fn server_keys() -> KeyPair {
-    KeyPair::from_seed([0x51; 32])
+    static KEYS: OnceLock<KeyPair> = OnceLock::new();
+    KEYS.get_or_init(|| KeyPair::from_seed([0x51; 32])).clone()
 }
 
 /// The client's (initiator's) fixed identity.
 fn client_keys() -> KeyPair {
-    KeyPair::from_seed([0xc1; 32])
-}
-
-/// The responder as `hyperdht::server` builds it (prologue `NS_PEER_HANDSHAKE`), with a fixed
-/// ephemeral key so a run is reproducible.
-fn responder() -> NoiseHandshake {
-    let mut cfg = NoiseConfig::ik_responder(server_keys(), &ns::peer_handshake());
-    cfg.ephemeral_seed = Some([0x5e; 32]);
-    match NoiseHandshake::new(cfg) {
-        Ok(hs) => hs,
-        Err(e) => panic!("responder: {e}"),
-    }
+    static KEYS: OnceLock<KeyPair> = OnceLock::new();
+    KEYS.get_or_init(|| KeyPair::from_seed([0xc1; 32])).clone()
 }
 
 /// The initiator as `hyperdht::connect` builds it, with a fixed ephemeral key.
@@ -534,59 +527,109 @@ fn initiator() -> NoiseHandshake {
     }
 }
 
-/// What the server does with msg1 (`hyperdht::server`): read it, ask the firewall, decode the
-/// client's payload, write msg2. Returns the decrypted client payload and msg2, or `None` when
-/// refused.
-fn respond(msg1: &[u8], allow: bool) -> Option<(Vec<u8>, Vec<u8>, Handshake)> {
-    let mut noise = responder();
-    let payload = noise.read_message(msg1).ok()?;
-    let Step::Verdict(pk) = noise.next_step() else {
-        panic!("IK responder did not ask for a verdict after msg1");
-    };
-    assert_eq!(
-        pk,
-        client_keys().public_key(),
-        "verdict for a key nobody sent"
-    );
-    if noise.handle_verdict(allow).is_err() || !allow {
-        assert!(
-            noise.write_message(b"").is_err(),
-            "a refused handshake still writes"
-        );
-        return None;
-    }
-    let _ = NoisePayload::decode(&payload);
-    let msg2 = match noise.write_message(b"server payload") {
-        Ok(m) => m,
-        Err(e) => panic!("msg2 after an accepted msg1: {e}"),
-    };
-    let hs = match noise.into_handshake() {
-        Ok(hs) => hs,
-        Err(e) => panic!("handshake after msg2: {e}"),
-    };
-    Some((payload, msg2, hs))
+/// The payload our fuzzed server answers with.
+fn server_payload() -> NoisePayload {
+    noise_payload(true, 7)
 }
 
-/// Noise IK as HyperDHT runs it. The first input byte picks the case:
+/// A version-1 Noise payload, with a UDX stream id or without one.
+fn noise_payload(with_udx: bool, id: u32) -> NoisePayload {
+    NoisePayload {
+        version: 1,
+        error: 0,
+        firewall: 0,
+        holepunch: None,
+        addresses4: Vec::new(),
+        addresses6: Vec::new(),
+        udx: with_udx.then_some(UdxInfo {
+            version: 1,
+            reusable_socket: false,
+            id: u64::from(id),
+            seq: 0,
+        }),
+        secret_stream: Some(1),
+        relay_through: None,
+        relay_addresses: None,
+    }
+}
+
+/// What the server does with msg1: exactly production's pure half of `hyperdht::server`
+/// ([`responder::read_msg1`]: read msg1, ask the firewall before anything is answered, decode
+/// the client's payload; then [`responder::Accepted::finish`] writes msg2). Returns the client's
+/// payload, msg2 and the server's handshake, or `None` when refused or invalid. Checks that
+/// the firewall is asked only about the real client's key, that a refused key is never
+/// answered, and the error code the answer must carry.
+fn respond(msg1: &[u8], allow: bool) -> Option<(NoisePayload, Vec<u8>, Handshake)> {
+    let firewall: Firewall = Arc::new(move |key: &PublicKey| {
+        // Only the holder of the client's secret key can make msg1 carry a key.
+        assert_eq!(
+            *key,
+            client_keys().public_key(),
+            "verdict for a key nobody sent"
+        );
+        allow
+    });
+    match responder::read_msg1(&server_keys(), msg1, &firewall) {
+        Err(_) => None,
+        Ok(responder::Msg1::Refused(key)) => {
+            assert!(!allow, "an allowed key was refused");
+            assert_eq!(key, client_keys().public_key());
+            None
+        }
+        Ok(responder::Msg1::Accepted(accepted)) => {
+            assert!(allow, "a refused key was accepted");
+            let payload = accepted.payload.clone();
+            let expected_error = if payload.version != 1 {
+                error_codes::VERSION_MISMATCH
+            } else if payload.udx.is_none_or(|u| u32::try_from(u.id).is_err()) {
+                error_codes::ABORTED
+            } else {
+                error_codes::NONE
+            };
+            assert_eq!(accepted.answer_error(), expected_error);
+            let (msg2, hs) = match accepted.finish(&server_payload()) {
+                Ok(done) => done,
+                Err(e) => panic!("msg2 after an accepted msg1: {e}"),
+            };
+            Some((payload, msg2, hs))
+        }
+    }
+}
+
+/// Noise IK as HyperDHT runs it. The first input byte picks the case (`byte & 3`), whether
+/// the server's firewall allows the client (bit 2 clear) and whether the client's payload is
+/// a well-formed Noise payload (bit 3 set) or raw bytes:
 /// 0. the server (fixed static key) reads arbitrary bytes as msg1;
-/// 1. a real msg1 carrying a fuzzer-chosen payload, then fuzzer-chosen byte edits, truncation
-///    or extension: the unmodified message must complete the handshake on both sides with equal
-///    keys, and any modification must be refused;
-/// 2. the client reads arbitrary bytes as msg2 after sending a real msg1.
-pub fn noise_ik(data: &[u8]) {
+/// 1. a real msg1 carrying the payload, then fuzzer-chosen byte edits, truncation or
+///    extension: an unmodified message with a decodable payload must complete the handshake
+///    on both sides with equal keys, and any modification must be refused;
+/// 2. (and 3) the client reads arbitrary bytes as msg2 after sending a real msg1.
+///
+/// Returns whether a handshake completed (so a test can show an honest input reaches the
+/// success path).
+pub fn noise_ik(data: &[u8]) -> bool {
     let mut input = Cursor { data };
     let case = input.byte();
-    match case % 3 {
+    let allow = case & 4 == 0;
+    match case & 3 {
         0 => {
             let msg1 = input.rest();
-            if let Some((payload, _, _)) = respond(msg1, case & 4 == 0) {
+            if let Some((payload, _, _)) = respond(msg1, allow) {
                 // Forging msg1 needs the client's secret key: fuzzing never succeeds.
                 panic!("arbitrary msg1 accepted (payload {payload:?})");
             }
+            false
         }
         1 => {
             let payload_len = usize::from(input.byte());
-            let payload = input.take(payload_len).to_vec();
+            let raw = input.take(payload_len);
+            let payload = if case & 8 != 0 {
+                let mut fields = Cursor { data: raw };
+                let flags = fields.byte();
+                noise_payload(flags & 1 == 0, fields.u32()).encode()
+            } else {
+                raw.to_vec()
+            };
             let mut client = initiator();
             let msg1 = match client.write_message(&payload) {
                 Ok(m) => m,
@@ -609,13 +652,13 @@ pub fn noise_ik(data: &[u8]) {
                 1 => edited.extend_from_slice(input.take(8)),
                 _ => {}
             }
-            let allow = case & 4 == 0;
+            let decodable = NoisePayload::decode(&payload).ok();
             match respond(&edited, allow) {
                 Some((got, msg2, server_hs)) => {
                     assert_eq!(edited, msg1, "a modified msg1 was accepted");
-                    assert_eq!(got, payload, "payload changed in transit");
+                    assert_eq!(Some(got), decodable, "payload changed in transit");
                     let reply = client.read_message(&msg2);
-                    assert_eq!(reply.as_deref(), Ok(&b"server payload"[..]));
+                    assert_eq!(reply, Ok(server_payload().encode()));
                     let client_hs = match client.into_handshake() {
                         Ok(hs) => hs,
                         Err(e) => panic!("client handshake: {e}"),
@@ -624,8 +667,15 @@ pub fn noise_ik(data: &[u8]) {
                     assert_eq!(client_hs.rx, server_hs.tx);
                     assert_eq!(client_hs.hash, server_hs.hash);
                     assert_eq!(server_hs.remote_public_key, client_keys().public_key());
+                    true
                 }
-                None => assert!(!allow || edited != msg1, "an unmodified msg1 was refused"),
+                None => {
+                    assert!(
+                        !allow || edited != msg1 || decodable.is_none(),
+                        "an unmodified msg1 with a valid payload was refused"
+                    );
+                    false
+                }
             }
         }
         _ => {
@@ -638,6 +688,7 @@ pub fn noise_ik(data: &[u8]) {
                 panic!("arbitrary msg2 accepted");
             }
             assert!(client.into_handshake().is_err());
+            false
         }
     }
 }
@@ -650,7 +701,9 @@ fn handshakes() -> &'static (Handshake, Handshake) {
     static PAIR: OnceLock<(Handshake, Handshake)> = OnceLock::new();
     PAIR.get_or_init(|| {
         let mut client = initiator();
-        let msg1 = client.write_message(b"").unwrap_or_default();
+        let msg1 = client
+            .write_message(&noise_payload(true, 1).encode())
+            .unwrap_or_default();
         let Some((_, msg2, server)) = respond(&msg1, true) else {
             panic!("the reference handshake failed");
         };

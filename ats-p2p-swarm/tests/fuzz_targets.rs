@@ -40,7 +40,9 @@ fn corpora_replay() {
     run_corpus("udx_packet", fuzzing::udx_packets);
     run_corpus("dht_message", fuzzing::dht_messages);
     run_corpus("hyperdht_messages", fuzzing::hyperdht_messages);
-    run_corpus("noise_ik", fuzzing::noise_ik);
+    run_corpus("noise_ik", |data| {
+        let _completed = fuzzing::noise_ik(data);
+    });
     run_corpus("secret_stream", fuzzing::secret_stream);
 }
 
@@ -48,8 +50,15 @@ fn corpora_replay() {
 /// and an untampered message stream is delivered whole.
 #[test]
 fn honest_inputs_reach_the_success_paths() {
-    // case 1, payload of 3 bytes, no edits, no truncation or extension.
-    fuzzing::noise_ik(&[1, 3, b'a', b'b', b'c', 0, 2]);
+    // case 1, a well-formed payload (flags 0: with a UDX id, id 5), no edits, no truncation
+    // or extension: refused it would panic ("an unmodified msg1 ... was refused").
+    assert!(fuzzing::noise_ik(&[1 | 8, 5, 0, 5, 0, 0, 0, 0, 2]));
+    // The same refused by the firewall, or with an empty payload (no Noise payload).
+    assert!(!fuzzing::noise_ik(&[1 | 8 | 4, 5, 0, 5, 0, 0, 0, 0, 2]));
+    assert!(!fuzzing::noise_ik(&[1, 0, 0, 2]));
+    // Raw bytes that decode as a payload of another version complete the handshake (the
+    // answer then carries VERSION_MISMATCH, as hyperdht does).
+    assert!(fuzzing::noise_ik(&[1, 3, b'a', b'b', b'c', 0, 2]));
     // header + two messages, no edits, chunks of 7 bytes.
     fuzzing::secret_stream(&[1, 2, 3, b'x', b'y', b'z', 1, b'q', 0, 6]);
 }
@@ -105,18 +114,21 @@ proptest! {
 
     #[test]
     fn noise_ik(data in prop::collection::vec(any::<u8>(), 0..300)) {
-        fuzzing::noise_ik(&data);
+        let _completed = fuzzing::noise_ik(&data);
     }
 
-    /// A real msg1 with a random payload and random edits: accepted only when unmodified.
+    /// A real msg1 with a random (raw or well-formed) payload and random edits: accepted only
+    /// when unmodified, allowed and decodable.
     #[test]
     fn noise_ik_edited_msg1(
         payload in prop::collection::vec(any::<u8>(), 0..64),
         edits in prop::collection::vec((any::<u16>(), any::<u8>()), 0..4),
         tail in 0u8..4,
         allow in any::<bool>(),
+        well_formed in any::<bool>(),
     ) {
-        let mut data = vec![if allow { 1 } else { 5 }, payload.len() as u8];
+        let case = 1 | if allow { 0 } else { 4 } | if well_formed { 8 } else { 0 };
+        let mut data = vec![case, payload.len() as u8];
         data.extend_from_slice(&payload);
         data.push(edits.len() as u8);
         for (pos, xor) in edits {
@@ -125,7 +137,7 @@ proptest! {
         }
         data.push(tail);
         data.extend_from_slice(&[0xff; 8]);
-        fuzzing::noise_ik(&data);
+        let _completed = fuzzing::noise_ik(&data);
     }
 
     #[test]

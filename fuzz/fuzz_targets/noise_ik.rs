@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    ats_p2p_swarm::fuzzing::noise_ik(data);
+    let _completed = ats_p2p_swarm::fuzzing::noise_ik(data);
 });

@@ -28,7 +28,7 @@ pub mod mutable;
 mod node;
 pub mod path;
 mod punch;
-mod responder;
+pub(crate) mod responder;
 mod schedule;
 pub mod server;
 mod session;
