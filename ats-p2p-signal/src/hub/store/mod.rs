@@ -80,11 +80,14 @@ pub enum StoreError {
     #[error("database error: {0}")]
     Db(#[from] rusqlite::Error),
     /// 500: the PostgreSQL database failed.
-    #[error("database error: {0}")]
+    #[error("database error: {}", postgres_message(.0))]
     Postgres(#[from] postgres::Error),
     /// 500: a column held a value of an unexpected type.
     #[error("database error: {0}")]
     Column(String),
+    /// A database thread could not be started.
+    #[error("cannot start a database thread: {0}")]
+    Thread(#[from] std::io::Error),
     /// 500: the transaction could not be committed.
     #[error("database commit failed: {0}")]
     Commit(String),
@@ -108,6 +111,14 @@ pub enum StoreError {
         /// The newest version this hub knows.
         known: i64,
     },
+}
+
+/// A PostgreSQL error with the server's message (its `Display` alone says only "db error").
+fn postgres_message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => e.to_string(),
+    }
 }
 
 fn bad(msg: impl Into<String>) -> StoreError {
@@ -317,7 +328,11 @@ pub fn create_default_project(conn: &dyn Sql, now: DateTime<Utc>) -> Result<(), 
          ON CONFLICT DO NOTHING",
         vals![DEFAULT_ORG, "Default", ts.as_str()],
     )?;
-    let org_id = sql::query_int(conn, "SELECT id FROM orgs WHERE slug = ?1", vals![DEFAULT_ORG])?;
+    let org_id = sql::query_int(
+        conn,
+        "SELECT id FROM orgs WHERE slug = ?1",
+        vals![DEFAULT_ORG],
+    )?;
     conn.execute(
         "INSERT INTO projects (org_id, slug, name, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT DO NOTHING",

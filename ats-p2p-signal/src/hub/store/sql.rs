@@ -6,8 +6,8 @@
 //! (PostgreSQL's `$N` is substituted by its implementation). Where the dialects differ the store
 //! asks [`Sql::dialect`].
 
+use rusqlite::Connection;
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{Connection, OptionalExtension};
 
 use super::StoreError;
 
@@ -211,12 +211,4 @@ impl Sql for Connection {
     fn order_events(&self) -> Result<(), StoreError> {
         Ok(())
     }
-}
-
-/// Reads `PRAGMA`-style single values (SQLite only; used by the migrations).
-pub(crate) fn sqlite_pragma_int(conn: &Connection, sql: &str) -> Result<i64, StoreError> {
-    Ok(conn
-        .query_row(sql, [], |r| r.get(0))
-        .optional()?
-        .unwrap_or(0))
 }

@@ -65,7 +65,7 @@ pub fn create_task(
 pub fn get_task(conn: &dyn Sql, scope: &Scope, id: TaskId) -> Result<(Task, u64), StoreError> {
     let mut task = task_in(conn, scope, id)?;
     let count = message_count(conn, id)?;
-    let skip = count.saturating_sub(TASK_MESSAGES_SHOWN);
+    let skip = count.saturating_sub(TASK_MESSAGES_SHOWN).max(0);
     task.messages = Some(messages_of(conn, id, TASK_MESSAGES_SHOWN, skip)?);
     Ok((task, u64::try_from(count).unwrap_or(0)))
 }
@@ -574,7 +574,8 @@ pub fn expire_leases(conn: &dyn Sql, now: DateTime<Utc>) -> Result<Vec<Change>, 
         let Some(mut t) = load_task_for_update(conn, id)? else {
             continue;
         };
-        let expired = t.status == TaskStatus::InProgress && t.lease_expires.is_some_and(|l| l <= now);
+        let expired =
+            t.status == TaskStatus::InProgress && t.lease_expires.is_some_and(|l| l <= now);
         if !expired {
             continue;
         }
