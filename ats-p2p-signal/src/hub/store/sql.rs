@@ -57,7 +57,7 @@ impl From<&String> for Val {
     }
 }
 
-impl<T: Into<Val>> From<Option<T>> for Val {
+impl<T: Into<Self>> From<Option<T>> for Val {
     fn from(v: Option<T>) -> Self {
         v.map_or(Self::Null, Into::into)
     }
