@@ -250,10 +250,17 @@ pub(crate) struct HubArgs {
     /// needs --token (or --insecure-no-token).
     #[arg(long, default_value = ats_p2p_signal::hub::DEFAULT_LISTEN, env = "ATS_P2P_HUB_LISTEN")]
     pub(crate) listen: std::net::SocketAddr,
-    /// SQLite database file [default: <data dir>/ats-p2p/hub.sqlite, e.g.
-    /// ~/.local/share/ats-p2p/hub.sqlite on Linux].
-    #[arg(long, env = "ATS_P2P_HUB_DB", value_parser = ats_p2p_signal::hub::parse_db_location)]
-    pub(crate) db: Option<PathBuf>,
+    /// Where tasks are stored: a SQLite file [default: <data dir>/ats-p2p/hub.sqlite, e.g.
+    /// ~/.local/share/ats-p2p/hub.sqlite on Linux], or a PostgreSQL URL
+    /// (postgres://user@host/db) that several hubs may share.
+    #[arg(
+        long,
+        env = "ATS_P2P_HUB_DB",
+        hide_env_values = true,
+        value_name = "PATH|URL",
+        value_parser = ats_p2p_signal::hub::parse_db_location
+    )]
+    pub(crate) db: Option<ats_p2p_signal::hub::DbLocation>,
     /// Address of the HyperDHT bootstrap node started beside the hub (IPv4; port 0 picks a free
     /// port). Nodes use it with --bootstrap; npm `hyperdht` accepts it as a bootstrap too.
     #[arg(long, default_value = DEFAULT_BOOTSTRAP_LISTEN, env = "ATS_P2P_BOOTSTRAP_LISTEN")]

@@ -198,11 +198,35 @@ fn hub_refuses_a_database_url_it_cannot_use() {
             "--listen",
             "127.0.0.1:0",
             "--db",
-            "postgres://user:pw@host:5432/db",
+            "mysql://user@host:3306/db",
         ],
     );
     assert_eq!(status.code(), Some(2), "a usage error: {err}");
-    assert!(err.contains("PostgreSQL"), "{err}");
+    assert!(err.contains("postgres://"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "created {left:?}");
+}
+
+#[test]
+fn hub_on_an_unreachable_postgres_says_so_without_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    // Port 1 on loopback: refused at once.
+    let (status, err) = hub_refused(
+        dir.path(),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--no-bootstrap",
+            "--db",
+            "postgres://user:hunter2@127.0.0.1:1/db",
+        ],
+    );
+    assert!(!status.success());
+    assert!(
+        err.contains("cannot open hub database postgres://"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert!(left.is_empty(), "created {left:?}");
 }

@@ -45,7 +45,7 @@ async fn get(url: &str, headers: &[(&str, &str)]) -> (StatusCode, Option<String>
     (status, challenge, body)
 }
 
-#[tokio::test]
+both_backends! {
 async fn a_hub_with_a_token_serves_only_who_sends_it() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
@@ -129,13 +129,14 @@ async fn a_hub_with_a_token_serves_only_who_sends_it() {
     })
     .await;
 }
+}
 
-#[tokio::test]
+both_backends! {
 async fn a_hub_beyond_loopback_needs_a_token() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
         // Refused before anything is bound: no socket is opened on another interface.
-        let exposed = HubConfig::new("0.0.0.0:0".parse().unwrap(), dir.path().join("hub.sqlite"));
+        let exposed = HubConfig::new("0.0.0.0:0".parse().unwrap(), db_location(dir.path()));
         match Hub::bind(exposed.clone()).await {
             Err(HubError::NoToken { addr }) => assert_eq!(addr, exposed.listen),
             other => panic!("an exposed hub without a token started: {other:?}"),
@@ -148,18 +149,19 @@ async fn a_hub_beyond_loopback_needs_a_token() {
         hub.shutdown().await;
         let mut weak = HubConfig::new(
             "127.0.0.1:0".parse().unwrap(),
-            dir.path().join("hub.sqlite"),
+            db_location(dir.path()),
         );
         weak.token = Some(AccessToken::new("short").unwrap());
         assert!(matches!(Hub::bind(weak).await, Err(HubError::WeakToken)));
     })
     .await;
 }
+}
 
 /// How long a connection beyond the cap may stay open before the test calls it served.
 const CLOSE_WAIT: Duration = Duration::from_secs(10);
 
-#[tokio::test]
+both_backends! {
 async fn connections_beyond_the_cap_are_closed() {
     const CAP: usize = 4;
     bounded(async {
@@ -214,4 +216,5 @@ async fn connections_beyond_the_cap_are_closed() {
         hub.shutdown().await;
     })
     .await;
+}
 }

@@ -20,7 +20,7 @@ const PAYLOAD_BYTES: usize = 900 * 1024;
 /// Time bound of this test: it moves some tens of MiB through SQLite and JSON.
 const BIG_TEST_TIMEOUT: Duration = Duration::from_secs(120);
 
-#[tokio::test]
+both_backends! {
 async fn catch_up_pages_through_tasks_with_big_payloads() {
     tokio::time::timeout(BIG_TEST_TIMEOUT, async {
         let dir = tempfile::tempdir().unwrap();
@@ -62,4 +62,5 @@ async fn catch_up_pages_through_tasks_with_big_payloads() {
     })
     .await
     .expect("test exceeded its time bound");
+}
 }

@@ -72,7 +72,7 @@ async fn task_count(http: &reqwest::Client, base: &str) -> i64 {
     v["count"].as_i64().unwrap()
 }
 
-#[tokio::test]
+both_backends! {
 async fn web_pages_cannot_drive_the_hub() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
@@ -190,8 +190,9 @@ async fn web_pages_cannot_drive_the_hub() {
     })
     .await;
 }
+}
 
-#[tokio::test]
+both_backends! {
 async fn configured_origins_are_served() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
@@ -246,6 +247,7 @@ async fn configured_origins_are_served() {
     })
     .await;
 }
+}
 
 /// Opens a WebSocket with this `Origin` (or none) and waits for `connected`.
 async fn ws_upgrade(url: &str, origin: Option<&str>) -> Result<(), StatusCode> {
@@ -269,7 +271,7 @@ async fn ws_upgrade(url: &str, origin: Option<&str>) -> Result<(), StatusCode> {
     }
 }
 
-#[tokio::test]
+both_backends! {
 async fn websocket_upgrades_from_foreign_origins_are_refused() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
@@ -292,6 +294,7 @@ async fn websocket_upgrades_from_foreign_origins_are_refused() {
         hub.shutdown().await;
     })
     .await;
+}
 }
 
 /// Sends a request head over raw TCP announcing `content_length` body bytes with
@@ -332,7 +335,7 @@ async fn status_of(mut tcp: TcpStream) -> u16 {
     }
 }
 
-#[tokio::test]
+both_backends! {
 async fn requests_are_bounded_in_size_time_and_number() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
@@ -379,8 +382,9 @@ async fn requests_are_bounded_in_size_time_and_number() {
     })
     .await;
 }
+}
 
-#[tokio::test]
+both_backends! {
 async fn messages_are_bounded_per_task() {
     tokio::time::timeout(Duration::from_secs(120), async {
         let dir = tempfile::tempdir().unwrap();
@@ -455,8 +459,9 @@ async fn messages_are_bounded_per_task() {
     .await
     .expect("test exceeded its time bound");
 }
+}
 
-#[tokio::test]
+both_backends! {
 async fn websocket_sessions_are_limited() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
@@ -485,8 +490,9 @@ async fn websocket_sessions_are_limited() {
     })
     .await;
 }
+}
 
-#[tokio::test]
+both_backends! {
 async fn finished_tasks_are_pruned_after_the_retention() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
@@ -526,6 +532,7 @@ async fn finished_tasks_are_pruned_after_the_retention() {
         assert_eq!(left, 0);
     })
     .await;
+}
 }
 
 #[tokio::test]

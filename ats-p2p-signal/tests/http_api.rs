@@ -58,7 +58,7 @@ impl Raw {
     }
 }
 
-#[tokio::test]
+both_backends! {
 async fn errors_are_json_with_the_right_status() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
@@ -156,8 +156,9 @@ async fn errors_are_json_with_the_right_status() {
     })
     .await;
 }
+}
 
-#[tokio::test]
+both_backends! {
 async fn ats_cli_compatibility_details() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
@@ -342,6 +343,7 @@ async fn ats_cli_compatibility_details() {
     })
     .await;
 }
+}
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -357,7 +359,7 @@ async fn recv(ws: &mut Ws) -> Value {
     }
 }
 
-#[tokio::test]
+both_backends! {
 async fn websocket_protocol_frames() {
     use futures::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
@@ -407,4 +409,5 @@ async fn websocket_protocol_frames() {
         stop.await.unwrap();
     })
     .await;
+}
 }

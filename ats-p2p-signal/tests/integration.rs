@@ -13,5 +13,6 @@ mod client_errors;
 mod exposure;
 mod fuzz_targets;
 mod http_api;
+mod instances;
 mod lifecycle;
 mod resilience;

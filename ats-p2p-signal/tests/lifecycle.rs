@@ -31,7 +31,7 @@ fn offers_only() -> WatchConfig {
     }
 }
 
-#[tokio::test]
+both_backends! {
 async fn offer_accepted_and_completed() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
@@ -105,8 +105,9 @@ async fn offer_accepted_and_completed() {
     })
     .await;
 }
+}
 
-#[tokio::test]
+both_backends! {
 async fn offer_rejected_cancelled_failed() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
@@ -172,8 +173,9 @@ async fn offer_rejected_cancelled_failed() {
     })
     .await;
 }
+}
 
-#[tokio::test]
+both_backends! {
 async fn sixteen_concurrent_claims_one_winner() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
@@ -212,8 +214,9 @@ async fn sixteen_concurrent_claims_one_winner() {
     })
     .await;
 }
+}
 
-#[tokio::test]
+both_backends! {
 async fn lease_expires_back_to_pending_with_event() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
@@ -258,4 +261,5 @@ async fn lease_expires_back_to_pending_with_event() {
         hub.shutdown().await;
     })
     .await;
+}
 }

@@ -79,7 +79,7 @@ async fn watch_survives_hub_restart_and_delivers_once() {
     .await;
 }
 
-#[tokio::test]
+both_backends! {
 async fn watch_polls_when_websocket_is_unavailable() {
     bounded(async {
         // A port with nothing listening: the socket cannot open; polling keeps failing quietly
@@ -109,8 +109,9 @@ async fn watch_polls_when_websocket_is_unavailable() {
     })
     .await;
 }
+}
 
-#[tokio::test]
+both_backends! {
 async fn hub_restart_keeps_tasks_and_messages() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
@@ -158,8 +159,9 @@ async fn hub_restart_keeps_tasks_and_messages() {
     })
     .await;
 }
+}
 
-#[tokio::test]
+both_backends! {
 async fn a_watch_that_stops_reading_is_dropped_then_catches_up_exactly_once() {
     // Tasks created while the watch's consumer does not read, with payloads large enough that
     // the watch's own queue, the socket buffers and the hub's per-subscriber budget fill well
@@ -222,4 +224,5 @@ async fn a_watch_that_stops_reading_is_dropped_then_catches_up_exactly_once() {
     })
     .await
     .expect("test exceeded its time bound");
+}
 }

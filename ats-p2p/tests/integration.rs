@@ -5,7 +5,11 @@
 #![allow(clippy::unwrap_used)]
 
 mod hardening;
+// The throwaway PostgreSQL cluster of the signal crate's tests (one home for it).
 mod node;
+#[path = "../../ats-p2p-signal/tests/common/pg.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod pg;
 mod pipeline;
 mod save;
 mod transfer_driver;

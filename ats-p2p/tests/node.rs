@@ -184,6 +184,60 @@ async fn a_file_moves_and_the_task_records_the_hash() {
     .unwrap();
 }
 
+/// Several hubs on one PostgreSQL database: the sender signals through one instance, the
+/// receiver through another, and the transfer completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_between_nodes_on_two_hub_instances_completes() {
+    let cluster = match crate::pg::cluster() {
+        Ok(c) => c,
+        Err(why) => {
+            crate::pg::skip_or_fail(module_path!(), &why);
+            return;
+        }
+    };
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = cluster.database_for(dir.path());
+        let hub = Hub::bind(HubConfig::new("127.0.0.1:0".parse().unwrap(), db.clone()))
+            .await
+            .unwrap();
+        let other = Hub::bind(HubConfig::new("127.0.0.1:0".parse().unwrap(), db))
+            .await
+            .unwrap();
+        let boot = Bootstrap::spawn(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
+            .await
+            .unwrap();
+        let lab = Lab { hub, boot, dir };
+        let a = lab.node("agent-a").await;
+        let mut b_cfg = lab.config("agent-b");
+        b_cfg.ats_url = other.url();
+        let b = Node::start(b_cfg).await.unwrap();
+        let src = lab.file("data.bin", 256 * 1024 + 3, 7);
+        let save = lab.save_dir("incoming");
+        let mut inbox = b.watch(CHANNEL, Some(save.clone()));
+        let (sent, received) = tokio::join!(
+            a.send(&src, "agent-b", CHANNEL, |_| {}),
+            terminal_events(&mut inbox, 1),
+        );
+        let report = sent.unwrap();
+        assert!(
+            matches!(received.last(), Some(Event::TransferComplete { .. })),
+            "{received:?}"
+        );
+        assert_eq!(sha256_hex(&save.join("data.bin")), sha256_hex(&src));
+        // Both instances see the finished task.
+        for client in [a.client(), b.client()] {
+            let task = client.get_task(report.task_id).await.unwrap();
+            assert_eq!(task.status, TaskStatus::Completed);
+        }
+        drop(inbox);
+        other.shutdown().await;
+        lab.finish([a, b]).await;
+    })
+    .await
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_reject_and_policy_refusals_reach_the_sender() {
     tokio::time::timeout(TEST_TIMEOUT, async {

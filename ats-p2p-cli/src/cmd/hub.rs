@@ -3,7 +3,7 @@
 use anyhow::Context as _;
 use ats_p2p::swarm::hyperdht::Bootstrap;
 use ats_p2p_signal::AccessToken;
-use ats_p2p_signal::hub::{Hub, HubConfig};
+use ats_p2p_signal::hub::{DbLocation, Hub, HubConfig};
 use clap::Args;
 
 use crate::args::HubArgs;
@@ -33,11 +33,13 @@ pub(crate) struct HubAccessArgs {
 /// Runs the hub until Ctrl-C (exit 130) or SIGTERM (exit 0).
 pub(crate) async fn run(out: &Output, args: HubArgs) -> Result<Exit, Failure> {
     let db = match args.db {
-        Some(p) => p,
-        None => dirs::data_dir()
-            .context("no data directory for this user; pass --db PATH")?
-            .join("ats-p2p")
-            .join("hub.sqlite"),
+        Some(location) => location,
+        None => DbLocation::Sqlite(
+            dirs::data_dir()
+                .context("no data directory for this user; pass --db PATH")?
+                .join("ats-p2p")
+                .join("hub.sqlite"),
+        ),
     };
     let mut stop = StopSignals::install()?;
     let mut config = HubConfig::new(args.listen, db.clone());
@@ -46,7 +48,7 @@ pub(crate) async fn run(out: &Output, args: HubArgs) -> Result<Exit, Failure> {
     config.insecure_no_token = args.access.insecure_no_token;
     let hub = Hub::bind(config)
         .await
-        .with_context(|| format!("cannot start the hub (database {})", db.display()))?;
+        .with_context(|| format!("cannot start the hub (database {db})"))?;
     let bootstrap = if args.no_bootstrap {
         None
     } else {
@@ -105,7 +107,7 @@ pub(crate) async fn run(out: &Output, args: HubArgs) -> Result<Exit, Failure> {
         out.result(&ready);
         out.note(&format!(
             "database: {}\npoint nodes at it with --ats-url {}{}; stop with Ctrl-C",
-            db.display(),
+            db,
             hub.url(),
             bootstrap_addr
                 .as_ref()

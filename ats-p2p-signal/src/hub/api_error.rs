@@ -32,6 +32,9 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(_) => StatusCode::CONFLICT,
             StoreError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             StoreError::Db(_)
+            | StoreError::Postgres(_)
+            | StoreError::Column(_)
+            | StoreError::Thread(_)
             | StoreError::Commit(_)
             | StoreError::JobLost
             | StoreError::SchemaTooNew { .. } => StatusCode::INTERNAL_SERVER_ERROR,

@@ -42,8 +42,9 @@ pub const DEFAULT_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 pub struct HubConfig {
     /// Listen address; port 0 picks a free port.
     pub listen: SocketAddr,
-    /// SQLite database file (created, with its parent directories, if missing).
-    pub db_path: PathBuf,
+    /// Where the hub stores: a SQLite file (created, with its parent directories, if missing)
+    /// or a PostgreSQL database shared by several hub instances.
+    pub db: DbLocation,
     /// Origins (`scheme://host[:port]`, as browsers send them in the `Origin` header) whose
     /// requests are served. A request or WebSocket upgrade that carries any other `Origin` gets
     /// 403. Default: none, so no web page can drive the hub; clients that are not browsers (the
@@ -82,10 +83,10 @@ pub struct HubConfig {
 
 impl HubConfig {
     /// A config with the defaults of this module.
-    pub fn new(listen: SocketAddr, db_path: PathBuf) -> Self {
+    pub fn new(listen: SocketAddr, db: impl Into<DbLocation>) -> Self {
         Self {
             listen,
-            db_path,
+            db: db.into(),
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
             token: None,
@@ -101,33 +102,103 @@ impl HubConfig {
     }
 }
 
+/// Where a hub stores its tasks.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DbLocation {
+    /// A SQLite file: the zero-setup choice for one machine.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database (`postgres://user@host/db`), which several hub instances may share.
+    Postgres(PostgresUrl),
+}
+
+impl From<PathBuf> for DbLocation {
+    fn from(p: PathBuf) -> Self {
+        Self::Sqlite(p)
+    }
+}
+
+impl std::fmt::Display for DbLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(p) => write!(f, "{}", p.display()),
+            Self::Postgres(u) => write!(f, "{u}"),
+        }
+    }
+}
+
+impl std::fmt::Debug for DbLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(p) => f.debug_tuple("Sqlite").field(p).finish(),
+            Self::Postgres(u) => f.debug_tuple("Postgres").field(u).finish(),
+        }
+    }
+}
+
+/// A PostgreSQL connection URL. Shown (`Display`, `Debug`) without its password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresUrl(String);
+
+impl PostgresUrl {
+    /// The URL as given, password included (for connecting only).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The connection settings it names.
+    pub fn config(&self) -> Result<postgres::Config, postgres::Error> {
+        self.0.parse()
+    }
+}
+
+impl std::fmt::Display for PostgresUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match url::Url::parse(&self.0) {
+            Ok(mut u) => {
+                if u.password().is_some() {
+                    let _ = u.set_password(Some("***"));
+                }
+                write!(f, "{u}")
+            }
+            Err(_) => f.write_str("postgres://(unparsable URL)"),
+        }
+    }
+}
+
+impl std::fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PostgresUrl({self})")
+    }
+}
+
 /// Why a database location was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DbLocationError {
-    /// A PostgreSQL URL: this hub stores in SQLite only.
+    /// A URL of another kind: a database location is a file path or a PostgreSQL URL.
     #[error(
-        "PostgreSQL storage ({scheme}://...) is not available in this hub yet; give a SQLite \
-         file path"
+        "the database location looks like a {scheme}:// URL; give a SQLite file path or a \
+         postgres:// URL"
     )]
-    PostgresUnsupported {
-        /// `postgres` or `postgresql`.
-        scheme: String,
-    },
-    /// Another URL: a database location is a file path.
-    #[error("the database location looks like a {scheme}:// URL; give a SQLite file path")]
     NotAPath {
         /// The URL's scheme.
         scheme: String,
     },
+    /// A PostgreSQL URL that does not parse (its text is not quoted: it may hold a password).
+    #[error("the PostgreSQL URL is not valid: {reason}")]
+    BadPostgresUrl {
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
-/// Checks a database location (`ats-p2p hub --db`, [`HubConfig::db_path`]): a SQLite file path.
-/// Anything of the form `scheme://...` is refused instead of being taken for a relative path
-/// (which would create directories named after the URL). The URL itself is never quoted back,
-/// since it may hold a password.
-pub fn parse_db_location(value: &str) -> Result<PathBuf, DbLocationError> {
-    if let Some((scheme, _)) = value.split_once("://") {
+/// Checks a database location (`ats-p2p hub --db`, env `ATS_P2P_HUB_DB`): a SQLite file path,
+/// or a `postgres://` / `postgresql://` URL. Anything else of the form `scheme://...` is refused
+/// instead of being taken for a relative path (which would create directories named after the
+/// URL). The URL itself is never quoted back, since it may hold a password.
+pub fn parse_db_location(value: &str) -> Result<DbLocation, DbLocationError> {
+    if let Some((scheme, rest)) = value.split_once("://") {
         let is_scheme = scheme
             .chars()
             .next()
@@ -137,13 +208,19 @@ pub fn parse_db_location(value: &str) -> Result<PathBuf, DbLocationError> {
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
         if is_scheme {
             let scheme = scheme.to_ascii_lowercase();
-            return Err(match scheme.as_str() {
-                "postgres" | "postgresql" => DbLocationError::PostgresUnsupported { scheme },
-                _ => DbLocationError::NotAPath { scheme },
-            });
+            return match scheme.as_str() {
+                "postgres" | "postgresql" => {
+                    let url = PostgresUrl(format!("{scheme}://{rest}"));
+                    url.config().map_err(|e| DbLocationError::BadPostgresUrl {
+                        reason: e.to_string(),
+                    })?;
+                    Ok(DbLocation::Postgres(url))
+                }
+                _ => Err(DbLocationError::NotAPath { scheme }),
+            };
         }
     }
-    Ok(PathBuf::from(value))
+    Ok(DbLocation::Sqlite(PathBuf::from(value)))
 }
 
 #[cfg(test)]
@@ -152,27 +229,26 @@ mod tests {
 
     #[test]
     fn database_locations() {
-        assert_eq!(
-            parse_db_location("hub.sqlite"),
-            Ok(PathBuf::from("hub.sqlite"))
-        );
+        let sqlite = |p: &str| Ok(DbLocation::Sqlite(PathBuf::from(p)));
+        assert_eq!(parse_db_location("hub.sqlite"), sqlite("hub.sqlite"));
         assert_eq!(
             parse_db_location("/var/lib/ats-p2p/hub.sqlite"),
-            Ok(PathBuf::from("/var/lib/ats-p2p/hub.sqlite"))
+            sqlite("/var/lib/ats-p2p/hub.sqlite")
         );
-        assert_eq!(
-            parse_db_location("./odd://name"),
-            Ok(PathBuf::from("./odd://name"))
-        );
+        assert_eq!(parse_db_location("./odd://name"), sqlite("./odd://name"));
         for url in [
             "postgres://user@host:5432/db",
-            "PostgreSQL://user:pw@host/db",
+            "postgresql://user:hunter2@host/db",
         ] {
-            assert!(matches!(
-                parse_db_location(url),
-                Err(DbLocationError::PostgresUnsupported { .. })
-            ));
+            let loc = parse_db_location(url).unwrap();
+            assert!(matches!(loc, DbLocation::Postgres(_)), "{url}");
+            assert!(!loc.to_string().contains("hunter2"), "{loc}");
+            assert!(!format!("{loc:?}").contains("hunter2"), "{loc:?}");
         }
+        assert!(matches!(
+            parse_db_location("postgres://user@host:notaport/db"),
+            Err(DbLocationError::BadPostgresUrl { .. })
+        ));
         let err = parse_db_location("mysql://root:hunter2@host/db").unwrap_err();
         assert_eq!(
             err,

@@ -12,6 +12,7 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::fanout::Fanout;
+use super::store::sql::Sql;
 use super::store::{HubEvent, StoreError};
 
 /// Jobs waiting for the database thread; a full queue makes handlers wait (backpressure).
@@ -70,7 +71,7 @@ impl Db {
     pub(crate) async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<(T, Vec<HubEvent>), StoreError> + Send + 'static,
+        F: FnOnce(&dyn Sql) -> Result<(T, Vec<HubEvent>), StoreError> + Send + 'static,
     {
         let (otx, orx) = oneshot::channel();
         #[cfg(feature = "test-hooks")]

@@ -87,23 +87,34 @@ impl Fanout {
     /// Queues committed events for every subscriber, in order. Events are serialized only when
     /// someone is subscribed.
     pub(crate) fn publish(&self, events: impl IntoIterator<Item = HubEvent>) {
+        if !self.has_subscribers() {
+            return;
+        }
+        self.publish_frames(events.into_iter().map(|ev| {
+            let (event_type, channel, task_type, text) = ev.into_frame();
+            Frame {
+                event_type,
+                channel,
+                task_type,
+                text: text.into(),
+            }
+        }));
+    }
+
+    fn has_subscribers(&self) -> bool {
+        let mut subs = self.lock();
+        subs.retain(|s| !s.tx.is_closed());
+        !subs.is_empty()
+    }
+
+    /// Queues frames already serialized (by this or another hub instance), in order.
+    pub(crate) fn publish_frames(&self, frames: impl IntoIterator<Item = Frame>) {
         let mut subs = self.lock();
         subs.retain(|s| !s.tx.is_closed());
         if subs.is_empty() {
             return;
         }
-        let frames: VecDeque<Arc<Frame>> = events
-            .into_iter()
-            .map(|ev| {
-                let (event_type, channel, task_type, text) = ev.into_frame();
-                Arc::new(Frame {
-                    event_type,
-                    channel,
-                    task_type,
-                    text: text.into(),
-                })
-            })
-            .collect();
+        let frames: VecDeque<Arc<Frame>> = frames.into_iter().map(Arc::new).collect();
         for frame in frames {
             let size = frame.text.len();
             subs.retain(|s| {

@@ -162,7 +162,7 @@ async fn change_task<F>(
 ) -> ApiResult
 where
     F: FnOnce(
-            &rusqlite::Connection,
+            &dyn store::sql::Sql,
             &Scope,
             TaskId,
             &HubActor,

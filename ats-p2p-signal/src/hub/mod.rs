@@ -9,8 +9,11 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Layout: [`store`] holds the logic as plain functions over SQLite; a database thread runs them
-//! one transaction at a time (which makes claims atomic) and publishes events in commit order;
+//! Layout: [`store`] holds the logic as plain functions over a small SQL interface
+//! ([`store::sql::Sql`]), run either by a SQLite database thread (one transaction at a time,
+//! which makes claims atomic; events published in commit order) or by PostgreSQL workers that
+//! several hub instances may share ([`HubConfig::db`] a [`DbLocation::Postgres`]: row locks make
+//! claims atomic, events go through a table every instance reads in order, see `pg.rs`);
 //! thin axum handlers translate HTTP; the WebSocket forwards matching events. `config` holds
 //! every exposure and resource default, `guard` the rules that keep web pages out, `fanout` the
 //! bounded per-subscriber event queues.
@@ -66,18 +69,19 @@
 //! not how many clients come: rate-limit at the proxy when the network is not yours.
 
 mod api_error;
+mod backend;
 mod config;
 mod db;
 mod fanout;
 mod guard;
 mod http;
 mod listener;
+mod pg;
 mod state;
 pub mod store;
 mod ws;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -87,6 +91,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use self::backend::Backend;
 pub use self::config::*;
 use self::db::Db;
 #[cfg(feature = "test-hooks")]
@@ -94,6 +99,7 @@ pub use self::db::faults::DbFault;
 use self::fanout::Fanout;
 pub use self::fanout::{SUBSCRIBER_QUEUE_BYTES, SUBSCRIBER_QUEUE_EVENTS};
 use self::listener::CappedListener;
+use self::pg::PgDb;
 use self::state::AppState;
 use self::store::StoreError;
 pub use self::ws::WS_WRITE_TIMEOUT;
@@ -115,10 +121,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 #[non_exhaustive]
 pub enum HubError {
     /// The database could not be opened or initialized.
-    #[error("cannot open hub database {path}: {source}")]
+    #[error("cannot open hub database {location}: {source}")]
     Database {
-        /// The database file.
-        path: PathBuf,
+        /// The database (a PostgreSQL URL is shown without its password).
+        location: DbLocation,
         /// The cause.
         #[source]
         source: StoreError,
@@ -142,7 +148,7 @@ pub enum HubError {
         /// The listen address.
         addr: SocketAddr,
     },
-    /// [`HubConfig::db_path`] is a URL, not a file path.
+    /// A database location that is neither a file path nor a PostgreSQL URL.
     #[error(transparent)]
     DbLocation(#[from] DbLocationError),
     /// The token is shorter than [`MIN_TOKEN_LEN`].
@@ -161,10 +167,13 @@ pub struct Hub {
     server: JoinHandle<()>,
     sweeper: JoinHandle<()>,
     ws_tasks: TaskTracker,
-    db_thread: Option<std::thread::JoinHandle<()>>,
+    /// The SQLite database thread, or the PostgreSQL workers and event tailer.
+    db_threads: Vec<std::thread::JoinHandle<()>>,
+    /// Stops the PostgreSQL event tailer.
+    tail_stop: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// The database handle of [`Hub::inject_db_fault`] (dropped at shutdown).
     #[cfg(feature = "test-hooks")]
-    db: Option<Db>,
+    db: Option<Backend>,
 }
 
 impl Hub {
@@ -179,31 +188,21 @@ impl Hub {
             }
             _ => {}
         }
-        // A URL given as a path must not become directories named after it.
-        parse_db_location(&config.db_path.to_string_lossy())?;
-        if let Some(dir) = config.db_path.parent()
-            && !dir.as_os_str().is_empty()
-        {
-            tokio::fs::create_dir_all(dir).await?;
-        }
-        let path = config.db_path.clone();
-        let conn = tokio::task::spawn_blocking(move || store::open(&path))
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))?
-            .map_err(|source| HubError::Database {
-                path: config.db_path.clone(),
-                source,
-            })?;
+        let fanout = Fanout::default();
+        let (db, db_threads, tail_stop) = open_backend(&config.db, fanout.clone()).await?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
-            .map_err(|source| HubError::Bind {
-                addr: config.listen,
-                source,
+            .map_err(|source| {
+                if let Some(stop) = &tail_stop {
+                    stop.store(true, std::sync::atomic::Ordering::Release);
+                }
+                HubError::Bind {
+                    addr: config.listen,
+                    source,
+                }
             })?;
         let addr = listener.local_addr()?;
         let listener = CappedListener::new(listener, config.max_connections);
-        let fanout = Fanout::default();
-        let (db, db_thread) = Db::start(conn, fanout.clone())?;
         let cancel = CancellationToken::new();
         let ws_tasks = TaskTracker::new();
         let state = AppState {
@@ -230,14 +229,15 @@ impl Hub {
         #[cfg(feature = "test-hooks")]
         let hook_db = db.clone();
         let sweeper = tokio::spawn(sweep(db.unfaulted(), upkeep, cancel.clone()));
-        tracing::info!(%addr, db = %config.db_path.display(), "ATS hub listening");
+        tracing::info!(%addr, db = %config.db, "ATS hub listening");
         Ok(Self {
             addr,
             cancel,
             server,
             sweeper,
             ws_tasks,
-            db_thread: Some(db_thread),
+            db_threads,
+            tail_stop,
             #[cfg(feature = "test-hooks")]
             db: Some(hook_db),
         })
@@ -285,11 +285,17 @@ impl Hub {
         // Every `Db` handle is gone with the server and the sweeper: the thread drains and ends.
         #[cfg(feature = "test-hooks")]
         drop(self.db.take());
-        if let Some(t) = self.db_thread.take() {
-            let joined = tokio::task::spawn_blocking(move || t.join());
-            if tokio::time::timeout(SHUTDOWN_GRACE, joined).await.is_err() {
-                tracing::warn!("hub: database thread did not stop in time");
+        if let Some(stop) = self.tail_stop.take() {
+            stop.store(true, std::sync::atomic::Ordering::Release);
+        }
+        let threads = std::mem::take(&mut self.db_threads);
+        let joined = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
             }
+        });
+        if tokio::time::timeout(SHUTDOWN_GRACE, joined).await.is_err() {
+            tracing::warn!("hub: database threads did not stop in time");
         }
         tracing::info!(addr = %self.addr, "ATS hub stopped");
     }
@@ -298,6 +304,48 @@ impl Hub {
 impl Drop for Hub {
     fn drop(&mut self) {
         self.cancel.cancel();
+        if let Some(stop) = &self.tail_stop {
+            stop.store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+}
+
+/// What [`open_backend`] starts: the backend, its threads, and the tailer's stop flag.
+type OpenedBackend = (
+    Backend,
+    Vec<std::thread::JoinHandle<()>>,
+    Option<Arc<std::sync::atomic::AtomicBool>>,
+);
+
+/// Opens the database (migrating it) and starts its threads.
+async fn open_backend(location: &DbLocation, fanout: Fanout) -> Result<OpenedBackend, HubError> {
+    let failed = |source| HubError::Database {
+        location: location.clone(),
+        source,
+    };
+    match location {
+        DbLocation::Sqlite(path) => {
+            if let Some(dir) = path.parent()
+                && !dir.as_os_str().is_empty()
+            {
+                tokio::fs::create_dir_all(dir).await?;
+            }
+            let path = path.clone();
+            let conn = tokio::task::spawn_blocking(move || store::open(&path))
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))?
+                .map_err(failed)?;
+            let (db, thread) = Db::start(conn, fanout)?;
+            Ok((Backend::Sqlite(db), vec![thread], None))
+        }
+        DbLocation::Postgres(url) => {
+            let config = url.config().map_err(|e| failed(StoreError::Postgres(e)))?;
+            let (pg, threads) = tokio::task::spawn_blocking(move || PgDb::start(config, fanout))
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))?
+                .map_err(failed)?;
+            Ok((Backend::Postgres(pg), threads.threads, Some(threads.stop)))
+        }
     }
 }
 
@@ -311,7 +359,7 @@ struct Upkeep {
 /// Returns expired leases to pending, every [`LEASE_SWEEP_INTERVAL`]; prunes old events every
 /// [`EVENT_PRUNE_INTERVAL`] and finished tasks past the retention every `prune_interval` (and
 /// once at start).
-async fn sweep(db: Db, upkeep: Upkeep, cancel: CancellationToken) {
+async fn sweep(db: Backend, upkeep: Upkeep, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(LEASE_SWEEP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_event_prune = tokio::time::Instant::now();

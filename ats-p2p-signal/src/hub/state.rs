@@ -7,13 +7,13 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::db::Db;
+use super::backend::Backend;
 use super::fanout::Fanout;
 
 /// Shared state of all handlers.
 #[derive(Debug, Clone)]
 pub(crate) struct AppState {
-    pub(crate) db: Db,
+    pub(crate) db: Backend,
     pub(crate) fanout: Fanout,
     pub(crate) cancel: CancellationToken,
     pub(crate) ws_tasks: TaskTracker,

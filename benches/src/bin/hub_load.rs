@@ -2,6 +2,9 @@
 //!
 //! `cargo run --release -p benches --bin hub_load -- --clients 32 --pairs 20000`
 //!
+//! With `--db postgres://...` the in-process hubs store in PostgreSQL; `--instances 2` starts two
+//! of them on that database and spreads the clients over both (racing claims then cross them).
+//!
 //! Prints pairs per second and latency percentiles, then checks that every task was created
 //! and claimed exactly once (no lost task, no double claim). Exits 1 if that check fails.
 
@@ -9,7 +12,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use ats_p2p_signal::hub::{Hub, HubConfig};
+use ats_p2p_signal::hub::{DbLocation, Hub, HubConfig, parse_db_location};
 use ats_p2p_signal::{Actor, Client, ClientConfig, NewTask, SignalError, TaskStatus};
 use clap::Parser;
 
@@ -30,6 +33,13 @@ struct Args {
     /// Use this hub instead of starting one in-process.
     #[arg(long)]
     url: Option<String>,
+    /// Database of the in-process hubs: a SQLite file or a postgres:// URL [default: a SQLite
+    /// file in a temporary directory].
+    #[arg(long, value_parser = parse_db_location)]
+    db: Option<DbLocation>,
+    /// In-process hub instances on that database (more than one needs PostgreSQL).
+    #[arg(long, default_value_t = 1)]
+    instances: usize,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -50,34 +60,45 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let hub = match &args.url {
-        Some(_) => None,
-        None => Some(
-            Hub::bind(HubConfig::new(
-                "127.0.0.1:0".parse()?,
-                dir.path().join("load.sqlite"),
-            ))
-            .await?,
-        ),
+    let db = args
+        .db
+        .clone()
+        .unwrap_or_else(|| DbLocation::Sqlite(dir.path().join("load.sqlite")));
+    let mut hubs = Vec::new();
+    if args.url.is_none() {
+        for _ in 0..args.instances.max(1) {
+            hubs.push(Hub::bind(HubConfig::new("127.0.0.1:0".parse()?, db.clone())).await?);
+        }
+    }
+    let urls: Vec<String> = match &args.url {
+        Some(u) => vec![u.clone()],
+        None => hubs.iter().map(Hub::url).collect(),
     };
-    let url = match (&args.url, &hub) {
-        (Some(u), _) => u.clone(),
-        (None, Some(h)) => h.url(),
-        (None, None) => bail!("no hub"),
+    let Some(url) = urls.first().cloned() else {
+        bail!("no hub");
     };
     let clients = args.clients.max(1);
     let per = args.pairs / clients;
     let extra = args.pairs % clients;
     let channel = format!("load-{}", std::process::id());
     println!(
-        "hub_load: {} pairs, {clients} clients, {} claim(s) per task, hub {url}, {} cores",
+        "hub_load: {} pairs, {clients} clients, {} claim(s) per task, {} hub(s) {}, {} cores",
         args.pairs,
         args.racers.clamp(1, clients),
+        urls.len(),
+        if args.url.is_some() {
+            url.clone()
+        } else {
+            db.to_string()
+        },
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     let racers = args.racers.clamp(1, clients);
     let pool: Vec<Client> = (0..clients)
-        .map(|i| Client::new(ClientConfig::new(&url, Actor::agent(format!("load-{i}")))))
+        .map(|i| {
+            let url = &urls[i % urls.len()];
+            Client::new(ClientConfig::new(url, Actor::agent(format!("load-{i}"))))
+        })
         .collect::<Result<_, _>>()?;
     let pool = std::sync::Arc::new(pool);
     let started = Instant::now();
@@ -169,7 +190,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         in_progress,
         args.pairs
     );
-    if let Some(h) = hub {
+    for h in hubs {
         h.shutdown().await;
     }
     if !ok {

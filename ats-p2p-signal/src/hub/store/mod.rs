@@ -7,6 +7,7 @@
 
 pub mod migrations;
 mod orgs;
+pub mod sql;
 mod tasks;
 #[cfg(test)]
 mod tests;
@@ -15,8 +16,10 @@ pub use orgs::*;
 pub use tasks::*;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::Connection;
 use serde_json::{Map, Value, json};
+
+use self::sql::{Dialect, Sql, SqlRow, query_opt, vals};
 
 use crate::types::{DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY};
 use crate::types::{
@@ -76,6 +79,15 @@ pub enum StoreError {
     /// 500: the database failed.
     #[error("database error: {0}")]
     Db(#[from] rusqlite::Error),
+    /// 500: the PostgreSQL database failed.
+    #[error("database error: {}", postgres_message(.0))]
+    Postgres(#[from] postgres::Error),
+    /// 500: a column held a value of an unexpected type.
+    #[error("database error: {0}")]
+    Column(String),
+    /// A database thread could not be started.
+    #[error("cannot start a database thread: {0}")]
+    Thread(#[from] std::io::Error),
     /// 500: the transaction could not be committed.
     #[error("database commit failed: {0}")]
     Commit(String),
@@ -99,6 +111,14 @@ pub enum StoreError {
         /// The newest version this hub knows.
         known: i64,
     },
+}
+
+/// A PostgreSQL error with the server's message (its `Display` alone says only "db error").
+fn postgres_message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => e.to_string(),
+    }
 }
 
 fn bad(msg: impl Into<String>) -> StoreError {
@@ -296,80 +316,112 @@ pub fn init(conn: &Connection, now: DateTime<Utc>) -> Result<(), StoreError> {
          PRAGMA temp_store=MEMORY; PRAGMA cache_size=-16384;",
     )?;
     migrations::migrate(conn)?;
+    create_default_project(conn, now)
+}
+
+/// Creates the `default/main` project unless it exists (both databases; idempotent, and safe
+/// when several hubs start at once).
+pub fn create_default_project(conn: &dyn Sql, now: DateTime<Utc>) -> Result<(), StoreError> {
     let ts = format_timestamp(&now);
     conn.execute(
-        "INSERT OR IGNORE INTO orgs (slug, name, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)",
-        params![DEFAULT_ORG, "Default", ts],
+        "INSERT INTO orgs (slug, name, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
+         ON CONFLICT DO NOTHING",
+        vals![DEFAULT_ORG, "Default", ts.as_str()],
     )?;
-    let org_id: i64 =
-        conn.query_row("SELECT id FROM orgs WHERE slug = ?1", [DEFAULT_ORG], |r| {
-            r.get(0)
-        })?;
+    let org_id = sql::query_int(
+        conn,
+        "SELECT id FROM orgs WHERE slug = ?1",
+        vals![DEFAULT_ORG],
+    )?;
     conn.execute(
-        "INSERT OR IGNORE INTO projects (org_id, slug, name, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?4)",
-        params![org_id, DEFAULT_PROJECT, "Main", ts],
+        "INSERT INTO projects (org_id, slug, name, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT DO NOTHING",
+        vals![org_id, DEFAULT_PROJECT, "Main", ts],
     )?;
     Ok(())
 }
 
 /// The project id a scope addresses (404 when the org or project is unknown).
-pub fn project_id(conn: &Connection, scope: &Scope) -> Result<i64, StoreError> {
+pub fn project_id(conn: &dyn Sql, scope: &Scope) -> Result<i64, StoreError> {
     let (org, project) = match scope {
         Scope::Default => (DEFAULT_ORG, DEFAULT_PROJECT),
         Scope::Named { org, project } => (org.as_str(), project.as_str()),
     };
-    let mut st = conn.prepare_cached(
+    let row = query_opt(
+        conn,
         "SELECT p.id FROM projects p JOIN orgs o ON o.id = p.org_id
          WHERE o.slug = ?1 AND p.slug = ?2",
+        vals![org, project],
     )?;
-    st.query_row(params![org, project], |r| r.get(0))
-        .optional()?
-        .ok_or_else(|| StoreError::NotFound(format!("project {org}/{project} not found")))
+    match row {
+        Some(r) => r.int(0),
+        None => Err(StoreError::NotFound(format!(
+            "project {org}/{project} not found"
+        ))),
+    }
 }
 
 const TASK_COLS: &str = "id, project_id, title, description, status, priority, type, channel, \
      payload, outputs, source_type, source_id, source_name, assignee_type, assignee_id, \
      assignee_name, lease_expires, created_at, updated_at, reason";
 
-fn ts_col(row: &Row<'_>, idx: usize) -> rusqlite::Result<DateTime<Utc>> {
-    let s: String = row.get(idx)?;
-    Ok(parse_timestamp(&s).unwrap_or_default())
+fn ts_col(row: &SqlRow, idx: usize) -> Result<DateTime<Utc>, StoreError> {
+    Ok(parse_timestamp(&row.text(idx)?).unwrap_or_default())
 }
 
-fn row_to_task(row: &Row<'_>) -> rusqlite::Result<Task> {
-    let status: String = row.get(4)?;
-    let payload: String = row.get(8)?;
-    let outputs: String = row.get(9)?;
-    let lease: Option<String> = row.get(16)?;
+fn row_to_task(row: &SqlRow) -> Result<Task, StoreError> {
+    let status = row.text(4)?;
+    let payload = row.text(8)?;
+    let outputs = row.text(9)?;
+    let lease = row.opt_text(16)?;
     Ok(Task {
-        id: row.get(0)?,
-        project_id: Some(row.get(1)?),
-        title: row.get(2)?,
-        description: row.get(3)?,
+        id: row.int(0)?,
+        project_id: Some(row.int(1)?),
+        title: row.text(2)?,
+        description: row.opt_text(3)?,
         status: TaskStatus::parse(&status).unwrap_or(TaskStatus::Unknown),
-        priority: row.get(5)?,
-        task_type: row.get(6)?,
-        channel: row.get(7)?,
+        priority: row.int(5)?,
+        task_type: row.text(6)?,
+        channel: row.text(7)?,
         payload: serde_json::from_str(&payload).unwrap_or_else(|_| json!({})),
         outputs: serde_json::from_str(&outputs).unwrap_or_default(),
-        source_type: row.get(10)?,
-        source_id: row.get(11)?,
-        source_name: row.get(12)?,
-        assignee_type: row.get(13)?,
-        assignee_id: row.get(14)?,
-        assignee_name: row.get(15)?,
+        source_type: row.opt_text(10)?,
+        source_id: row.opt_text(11)?,
+        source_name: row.opt_text(12)?,
+        assignee_type: row.opt_text(13)?,
+        assignee_id: row.opt_text(14)?,
+        assignee_name: row.opt_text(15)?,
         lease_expires: lease.as_deref().and_then(parse_timestamp),
         created_at: ts_col(row, 17)?,
         updated_at: ts_col(row, 18)?,
-        reason: row.get(19)?,
+        reason: row.opt_text(19)?,
         messages: None,
     })
 }
 
-fn load_task(conn: &Connection, id: TaskId) -> Result<Option<Task>, StoreError> {
-    let mut st = conn.prepare_cached(&format!("SELECT {TASK_COLS} FROM tasks WHERE id = ?1"))?;
-    Ok(st.query_row([id], row_to_task).optional()?)
+fn load_task(conn: &dyn Sql, id: TaskId) -> Result<Option<Task>, StoreError> {
+    query_opt(
+        conn,
+        &format!("SELECT {TASK_COLS} FROM tasks WHERE id = ?1"),
+        vals![id],
+    )?
+    .map(|r| row_to_task(&r))
+    .transpose()
+}
+
+/// Loads a task to change it: on PostgreSQL the row stays locked until the transaction ends,
+/// so two hubs changing one task at once take turns (the second sees the first's change).
+fn load_task_for_update(conn: &dyn Sql, id: TaskId) -> Result<Option<Task>, StoreError> {
+    match conn.dialect() {
+        Dialect::Sqlite => load_task(conn, id),
+        Dialect::Postgres => query_opt(
+            conn,
+            &format!("SELECT {TASK_COLS} FROM tasks WHERE id = ?1 FOR UPDATE"),
+            vals![id],
+        )?
+        .map(|r| row_to_task(&r))
+        .transpose(),
+    }
 }
 
 fn not_found(id: TaskId) -> StoreError {
@@ -377,7 +429,7 @@ fn not_found(id: TaskId) -> StoreError {
 }
 
 /// The task `id` in the scope's project.
-fn task_in(conn: &Connection, scope: &Scope, id: TaskId) -> Result<Task, StoreError> {
+fn task_in(conn: &dyn Sql, scope: &Scope, id: TaskId) -> Result<Task, StoreError> {
     let pid = project_id(conn, scope)?;
     match load_task(conn, id)? {
         Some(t) if t.project_id == Some(pid) => Ok(t),
@@ -385,9 +437,19 @@ fn task_in(conn: &Connection, scope: &Scope, id: TaskId) -> Result<Task, StoreEr
     }
 }
 
-/// Records an event and builds its frame.
+/// The task `id` in the scope's project, locked for a change (see [`load_task_for_update`]).
+fn task_in_for_update(conn: &dyn Sql, scope: &Scope, id: TaskId) -> Result<Task, StoreError> {
+    let pid = project_id(conn, scope)?;
+    match load_task_for_update(conn, id)? {
+        Some(t) if t.project_id == Some(pid) => Ok(t),
+        _ => Err(not_found(id)),
+    }
+}
+
+/// Records an event and builds its frame. On PostgreSQL the frame is stored with it: every
+/// hub instance reads the events table in id order and forwards them to its WebSockets.
 fn event(
-    conn: &Connection,
+    conn: &dyn Sql,
     event_type: &str,
     task: &Task,
     actor: &HubActor,
@@ -395,10 +457,14 @@ fn event(
     now: DateTime<Utc>,
 ) -> Result<HubEvent, StoreError> {
     let ts = format_timestamp(&now);
-    let mut st =
-        conn.prepare_cached("INSERT INTO events (type, task_id, created_at) VALUES (?1, ?2, ?3)")?;
-    st.execute(params![event_type, task.id, ts])?;
-    let id = conn.last_insert_rowid();
+    conn.order_events()?;
+    let id = match conn.dialect() {
+        Dialect::Sqlite => conn.insert(
+            "INSERT INTO events (type, task_id, created_at) VALUES (?1, ?2, ?3)",
+            vals![event_type, task.id, ts.as_str()],
+        )?,
+        Dialect::Postgres => sql::query_int(conn, "SELECT nextval('events_id_seq')", &[])?,
+    };
     let frame = EventFrame {
         event_type: event_type.to_owned(),
         id: Some(id),
@@ -414,13 +480,29 @@ fn event(
         }),
         task: None,
     };
-    Ok(HubEvent {
+    let ev = HubEvent {
         event_type: event_type.to_owned(),
         channel: task.channel.clone(),
         task_type: task.task_type.clone(),
         data: frame,
         text: std::sync::OnceLock::new(),
-    })
+    };
+    if conn.dialect() == Dialect::Postgres {
+        conn.execute(
+            "INSERT INTO events (id, type, task_id, channel, task_type, frame, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            vals![
+                id,
+                event_type,
+                task.id,
+                task.channel.as_str(),
+                task.task_type.as_str(),
+                ev.frame(),
+                ts
+            ],
+        )?;
+    }
+    Ok(ev)
 }
 
 /// Parses a JSON request body; an empty body is `{}`. Must be an object.

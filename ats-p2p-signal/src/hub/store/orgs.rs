@@ -1,9 +1,9 @@
 //! Organizations and projects.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::{Map, Value, json};
 
+use super::sql::{Sql, SqlRow, query_opt, vals};
 use super::*;
 
 fn check_slug(slug: &str) -> Result<(), StoreError> {
@@ -21,36 +21,41 @@ fn check_slug(slug: &str) -> Result<(), StoreError> {
     }
 }
 
-fn org_json(row: &Row<'_>) -> rusqlite::Result<Value> {
+fn org_json(row: &SqlRow) -> Result<Value, StoreError> {
     Ok(json!({
-        "id": row.get::<_, i64>(0)?,
-        "slug": row.get::<_, String>(1)?,
-        "name": row.get::<_, String>(2)?,
-        "created_at": row.get::<_, String>(3)?,
-        "updated_at": row.get::<_, String>(4)?,
+        "id": row.int(0)?,
+        "slug": row.text(1)?,
+        "name": row.text(2)?,
+        "created_at": row.text(3)?,
+        "updated_at": row.text(4)?,
     }))
 }
 
 const ORG_COLS: &str = "id, slug, name, created_at, updated_at";
 
 /// `GET /orgs`.
-pub fn list_orgs(conn: &Connection) -> Result<Vec<Value>, StoreError> {
-    let mut st = conn.prepare_cached(&format!("SELECT {ORG_COLS} FROM orgs ORDER BY id"))?;
-    let rows = st.query_map([], org_json)?.collect::<Result<_, _>>()?;
-    Ok(rows)
+pub fn list_orgs(conn: &dyn Sql) -> Result<Vec<Value>, StoreError> {
+    conn.query(&format!("SELECT {ORG_COLS} FROM orgs ORDER BY id"), &[])?
+        .iter()
+        .map(org_json)
+        .collect()
 }
 
 /// `GET /orgs/{org}`.
-pub fn get_org(conn: &Connection, slug: &str) -> Result<Value, StoreError> {
-    let mut st = conn.prepare_cached(&format!("SELECT {ORG_COLS} FROM orgs WHERE slug = ?1"))?;
-    st.query_row([slug], org_json)
-        .optional()?
-        .ok_or_else(|| StoreError::NotFound(format!("organization {slug} not found")))
+pub fn get_org(conn: &dyn Sql, slug: &str) -> Result<Value, StoreError> {
+    query_opt(
+        conn,
+        &format!("SELECT {ORG_COLS} FROM orgs WHERE slug = ?1"),
+        vals![slug],
+    )?
+    .map(|r| org_json(&r))
+    .transpose()?
+    .ok_or_else(|| StoreError::NotFound(format!("organization {slug} not found")))
 }
 
 /// `POST /orgs` `{"slug", "name"}` (409 when the slug exists).
 pub fn create_org(
-    conn: &Connection,
+    conn: &dyn Sql,
     body: &Map<String, Value>,
     now: DateTime<Utc>,
 ) -> Result<Value, StoreError> {
@@ -65,14 +70,14 @@ pub fn create_org(
     let ts = format_timestamp(&now);
     conn.execute(
         "INSERT INTO orgs (slug, name, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)",
-        params![slug, name, ts],
+        vals![slug.as_str(), name, ts],
     )?;
     get_org(conn, &slug)
 }
 
 /// `PATCH /orgs/{org}` `{"slug"?, "name"?}`.
 pub fn update_org(
-    conn: &Connection,
+    conn: &dyn Sql,
     slug: &str,
     body: &Map<String, Value>,
     now: DateTime<Utc>,
@@ -87,7 +92,7 @@ pub fn update_org(
     if let Some(n) = &name {
         conn.execute(
             "UPDATE orgs SET name = ?2, updated_at = ?3 WHERE slug = ?1",
-            params![slug, n, ts],
+            vals![slug, n, ts.as_str()],
         )?;
     }
     let mut current = slug.to_owned();
@@ -100,17 +105,17 @@ pub fn update_org(
         }
         conn.execute(
             "UPDATE orgs SET slug = ?2, updated_at = ?3 WHERE slug = ?1",
-            params![slug, ns, ts],
+            vals![slug, ns.as_str(), ts],
         )?;
         current = ns;
     }
     get_org(conn, &current)
 }
 
-fn org_id(conn: &Connection, slug: &str) -> Result<i64, StoreError> {
-    conn.prepare_cached("SELECT id FROM orgs WHERE slug = ?1")?
-        .query_row([slug], |r| r.get(0))
-        .optional()?
+fn org_id(conn: &dyn Sql, slug: &str) -> Result<i64, StoreError> {
+    query_opt(conn, "SELECT id FROM orgs WHERE slug = ?1", vals![slug])?
+        .map(|r| r.int(0))
+        .transpose()?
         .ok_or_else(|| StoreError::NotFound(format!("organization {slug} not found")))
 }
 
@@ -119,49 +124,55 @@ const PROJECT_COLS: &str = "p.id, p.slug, p.name, p.description, p.created_at, p
      (SELECT COUNT(*) FROM tasks t WHERE t.project_id = p.id AND t.status = 'in_progress'), \
      (SELECT COUNT(*) FROM tasks t WHERE t.project_id = p.id)";
 
-fn project_json(row: &Row<'_>) -> rusqlite::Result<Value> {
+fn project_json(row: &SqlRow) -> Result<Value, StoreError> {
     Ok(json!({
-        "id": row.get::<_, i64>(0)?,
-        "slug": row.get::<_, String>(1)?,
-        "name": row.get::<_, String>(2)?,
-        "description": row.get::<_, Option<String>>(3)?,
-        "created_at": row.get::<_, String>(4)?,
-        "updated_at": row.get::<_, String>(5)?,
-        "org_slug": row.get::<_, String>(6)?,
-        "pending_count": row.get::<_, i64>(7)?,
-        "in_progress_count": row.get::<_, i64>(8)?,
-        "total_count": row.get::<_, i64>(9)?,
+        "id": row.int(0)?,
+        "slug": row.text(1)?,
+        "name": row.text(2)?,
+        "description": row.opt_text(3)?,
+        "created_at": row.text(4)?,
+        "updated_at": row.text(5)?,
+        "org_slug": row.text(6)?,
+        "pending_count": row.int(7)?,
+        "in_progress_count": row.int(8)?,
+        "total_count": row.int(9)?,
     }))
 }
 
 /// `GET /orgs/{org}/projects` (counts always included).
-pub fn list_projects(conn: &Connection, org: &str) -> Result<Vec<Value>, StoreError> {
+pub fn list_projects(conn: &dyn Sql, org: &str) -> Result<Vec<Value>, StoreError> {
     let oid = org_id(conn, org)?;
-    let mut st = conn.prepare_cached(&format!(
-        "SELECT {PROJECT_COLS} FROM projects p JOIN orgs o ON o.id = p.org_id
-         WHERE p.org_id = ?1 ORDER BY p.id"
-    ))?;
-    let rows = st
-        .query_map([oid], project_json)?
-        .collect::<Result<_, _>>()?;
-    Ok(rows)
+    conn.query(
+        &format!(
+            "SELECT {PROJECT_COLS} FROM projects p JOIN orgs o ON o.id = p.org_id
+             WHERE p.org_id = ?1 ORDER BY p.id"
+        ),
+        vals![oid],
+    )?
+    .iter()
+    .map(project_json)
+    .collect()
 }
 
 /// `GET /orgs/{org}/projects/{project}`.
-pub fn get_project(conn: &Connection, org: &str, project: &str) -> Result<Value, StoreError> {
+pub fn get_project(conn: &dyn Sql, org: &str, project: &str) -> Result<Value, StoreError> {
     let oid = org_id(conn, org)?;
-    let mut st = conn.prepare_cached(&format!(
-        "SELECT {PROJECT_COLS} FROM projects p JOIN orgs o ON o.id = p.org_id
-         WHERE p.org_id = ?1 AND p.slug = ?2"
-    ))?;
-    st.query_row(params![oid, project], project_json)
-        .optional()?
-        .ok_or_else(|| StoreError::NotFound(format!("project {org}/{project} not found")))
+    query_opt(
+        conn,
+        &format!(
+            "SELECT {PROJECT_COLS} FROM projects p JOIN orgs o ON o.id = p.org_id
+             WHERE p.org_id = ?1 AND p.slug = ?2"
+        ),
+        vals![oid, project],
+    )?
+    .map(|r| project_json(&r))
+    .transpose()?
+    .ok_or_else(|| StoreError::NotFound(format!("project {org}/{project} not found")))
 }
 
 /// `POST /orgs/{org}/projects` `{"slug", "name", "description"?}` (409 when the slug exists).
 pub fn create_project(
-    conn: &Connection,
+    conn: &dyn Sql,
     org: &str,
     body: &Map<String, Value>,
     now: DateTime<Utc>,
@@ -180,14 +191,14 @@ pub fn create_project(
     conn.execute(
         "INSERT INTO projects (org_id, slug, name, description, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-        params![oid, slug, name, description, ts],
+        vals![oid, slug.as_str(), name, description, ts],
     )?;
     get_project(conn, org, &slug)
 }
 
 /// `PATCH /orgs/{org}/projects/{project}` `{"slug"?, "name"?, "description"?}`.
 pub fn update_project(
-    conn: &Connection,
+    conn: &dyn Sql,
     org: &str,
     project: &str,
     body: &Map<String, Value>,
@@ -210,13 +221,13 @@ pub fn update_project(
     if let Some(n) = &name {
         conn.execute(
             "UPDATE projects SET name = ?2, updated_at = ?3 WHERE id = ?1",
-            params![pid, n, ts],
+            vals![pid, n, ts.as_str()],
         )?;
     }
     if let Some(d) = &description {
         conn.execute(
             "UPDATE projects SET description = ?2, updated_at = ?3 WHERE id = ?1",
-            params![pid, d, ts],
+            vals![pid, d, ts.as_str()],
         )?;
     }
     let mut current = project.to_owned();
@@ -229,7 +240,7 @@ pub fn update_project(
         }
         conn.execute(
             "UPDATE projects SET slug = ?2, updated_at = ?3 WHERE id = ?1",
-            params![pid, ns, ts],
+            vals![pid, ns.as_str(), ts.as_str()],
         )?;
         current = ns;
     }

@@ -3,14 +3,14 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, Row, params};
 use serde_json::{Map, Value, json};
 
+use super::sql::{Dialect, Sql, SqlRow, Val, query_int, query_opt, vals};
 use super::*;
 
 /// `POST /tasks`.
 pub fn create_task(
-    conn: &Connection,
+    conn: &dyn Sql,
     scope: &Scope,
     actor: &HubActor,
     body: &Map<String, Value>,
@@ -34,25 +34,24 @@ pub fn create_task(
         Some(v) => v.clone(),
     };
     let ts = format_timestamp(&now);
-    let mut st = conn.prepare_cached(
+    let id = conn.insert(
         "INSERT INTO tasks (project_id, title, description, status, priority, type, channel,
             payload, outputs, source_type, source_id, source_name, created_at, updated_at)
          VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, '[]', ?8, ?9, ?10, ?11, ?11)",
+        vals![
+            pid,
+            title,
+            description,
+            priority,
+            task_type,
+            channel,
+            payload.to_string(),
+            &actor.actor_type,
+            &actor.id,
+            &actor.name,
+            ts
+        ],
     )?;
-    st.execute(params![
-        pid,
-        title,
-        description,
-        priority,
-        task_type,
-        channel,
-        payload.to_string(),
-        actor.actor_type,
-        actor.id,
-        actor.name,
-        ts
-    ])?;
-    let id = conn.last_insert_rowid();
     let task = load_task(conn, id)?.ok_or_else(|| not_found(id))?;
     let ev = event(conn, "task.created", &task, actor, None, now)?;
     Ok(Change {
@@ -63,10 +62,10 @@ pub fn create_task(
 
 /// `GET /tasks/{id}`: the task with its newest [`TASK_MESSAGES_SHOWN`] messages (oldest first),
 /// and how many messages it has in all.
-pub fn get_task(conn: &Connection, scope: &Scope, id: TaskId) -> Result<(Task, u64), StoreError> {
+pub fn get_task(conn: &dyn Sql, scope: &Scope, id: TaskId) -> Result<(Task, u64), StoreError> {
     let mut task = task_in(conn, scope, id)?;
     let count = message_count(conn, id)?;
-    let skip = count.saturating_sub(TASK_MESSAGES_SHOWN);
+    let skip = count.saturating_sub(TASK_MESSAGES_SHOWN).max(0);
     task.messages = Some(messages_of(conn, id, TASK_MESSAGES_SHOWN, skip)?);
     Ok((task, u64::try_from(count).unwrap_or(0)))
 }
@@ -100,13 +99,13 @@ fn parse_time(params: &HashMap<String, String>, key: &str) -> Result<Option<Stri
 
 /// `GET /tasks` with the query parameters of ats-api.md 5.2. Returns the page and the total.
 pub fn list_tasks(
-    conn: &Connection,
+    conn: &dyn Sql,
     scope: &Scope,
     params: &HashMap<String, String>,
 ) -> Result<(Vec<Task>, u64), StoreError> {
     let mut clauses: Vec<String> = Vec::new();
-    let mut args: Vec<rusqlite::types::Value> = Vec::new();
-    let mut push = |clause: &str, v: rusqlite::types::Value| {
+    let mut args: Vec<Val> = Vec::new();
+    let mut push = |clause: &str, v: Val| {
         args.push(v);
         clauses.push(clause.replace('?', &format!("?{}", args.len())));
     };
@@ -149,7 +148,14 @@ pub fn list_tasks(
             .replace('%', "\\%")
             .replace('_', "\\_");
         push(
-            "(title LIKE ? ESCAPE '\\' OR IFNULL(description, '') LIKE ? ESCAPE '\\')",
+            &format!(
+                // SQLite's LIKE ignores ASCII case; PostgreSQL's ILIKE is its match.
+                "(title {like} ? ESCAPE '\\' OR COALESCE(description, '') {like} ? ESCAPE '\\')",
+                like = match conn.dialect() {
+                    Dialect::Sqlite => "LIKE",
+                    Dialect::Postgres => "ILIKE",
+                }
+            ),
             format!("%{escaped}%").into(),
         );
     }
@@ -174,47 +180,50 @@ pub fn list_tasks(
         .unwrap_or(DEFAULT_LIST_LIMIT)
         .clamp(0, MAX_LIST_LIMIT);
     let offset = parse_int(params, "offset")?.unwrap_or(0).max(0);
-    let total: i64 = conn
-        .prepare_cached(&format!("SELECT COUNT(*) FROM tasks WHERE {where_sql}"))?
-        .query_row(rusqlite::params_from_iter(args.iter()), |r| r.get(0))?;
+    let total = query_int(
+        conn,
+        &format!("SELECT COUNT(*) FROM tasks WHERE {where_sql}"),
+        &args,
+    )?;
     let sql = format!(
         "SELECT {TASK_COLS} FROM tasks WHERE {where_sql} ORDER BY {} {dir}, id {dir} \
          LIMIT {limit} OFFSET {offset}",
         sort.as_str()
     );
-    let mut st = conn.prepare_cached(&sql)?;
-    let tasks = st
-        .query_map(rusqlite::params_from_iter(args.iter()), row_to_task)?
+    let tasks = conn
+        .query(&sql, &args)?
+        .iter()
+        .map(row_to_task)
         .collect::<Result<Vec<_>, _>>()?;
     Ok((tasks, u64::try_from(total).unwrap_or(0)))
 }
 
-fn write_task(conn: &Connection, t: &Task, completed_at: Option<&str>) -> Result<(), StoreError> {
-    let mut st = conn.prepare_cached(
+fn write_task(conn: &dyn Sql, t: &Task, completed_at: Option<&str>) -> Result<(), StoreError> {
+    conn.execute(
         "UPDATE tasks SET title = ?2, description = ?3, status = ?4, priority = ?5, type = ?6,
             channel = ?7, payload = ?8, outputs = ?9, assignee_type = ?10, assignee_id = ?11,
             assignee_name = ?12, lease_expires = ?13, updated_at = ?14, reason = ?15,
             completed_at = COALESCE(?16, CASE WHEN ?4 = 'completed' THEN completed_at END)
          WHERE id = ?1",
+        vals![
+            t.id,
+            &t.title,
+            &t.description,
+            t.status.as_str(),
+            t.priority,
+            &t.task_type,
+            &t.channel,
+            t.payload.to_string(),
+            Value::Array(t.outputs.clone()).to_string(),
+            &t.assignee_type,
+            &t.assignee_id,
+            &t.assignee_name,
+            t.lease_expires.as_ref().map(format_timestamp),
+            format_timestamp(&t.updated_at),
+            &t.reason,
+            completed_at,
+        ],
     )?;
-    st.execute(params![
-        t.id,
-        t.title,
-        t.description,
-        t.status.as_str(),
-        t.priority,
-        t.task_type,
-        t.channel,
-        t.payload.to_string(),
-        Value::Array(t.outputs.clone()).to_string(),
-        t.assignee_type,
-        t.assignee_id,
-        t.assignee_name,
-        t.lease_expires.as_ref().map(format_timestamp),
-        format_timestamp(&t.updated_at),
-        t.reason,
-        completed_at,
-    ])?;
     Ok(())
 }
 
@@ -227,7 +236,7 @@ fn status_conflict(verb: &str, t: &Task) -> StoreError {
 
 /// `POST /tasks/{id}/claim`: pending → in_progress with a lease; the current assignee renews.
 pub fn claim(
-    conn: &Connection,
+    conn: &dyn Sql,
     scope: &Scope,
     id: TaskId,
     actor: &HubActor,
@@ -248,7 +257,7 @@ pub fn claim(
     let Some(actor_id) = actor.id.clone().filter(|s| !s.is_empty()) else {
         return Err(bad("claiming needs an actor: send the X-Actor-ID header"));
     };
-    let mut t = task_in(conn, scope, id)?;
+    let mut t = task_in_for_update(conn, scope, id)?;
     let lease_live = t.lease_expires.is_some_and(|l| l > now);
     match t.status {
         TaskStatus::Pending => {}
@@ -278,7 +287,7 @@ pub fn claim(
 
 /// `POST /tasks/{id}/{complete,fail,reject,cancel,reopen}`.
 pub fn transition(
-    conn: &Connection,
+    conn: &dyn Sql,
     scope: &Scope,
     id: TaskId,
     action: Action,
@@ -286,7 +295,7 @@ pub fn transition(
     body: &Map<String, Value>,
     now: DateTime<Utc>,
 ) -> Result<Change, StoreError> {
-    let mut t = task_in(conn, scope, id)?;
+    let mut t = task_in_for_update(conn, scope, id)?;
     if !action.allowed_from(t.status) {
         return Err(status_conflict(action.verb(), &t));
     }
@@ -338,14 +347,14 @@ fn patch_allowed(from: TaskStatus, to: TaskStatus) -> bool {
 
 /// `PATCH /tasks/{id}`.
 pub fn update_task(
-    conn: &Connection,
+    conn: &dyn Sql,
     scope: &Scope,
     id: TaskId,
     actor: &HubActor,
     body: &Map<String, Value>,
     now: DateTime<Utc>,
 ) -> Result<Change, StoreError> {
-    let mut t = task_in(conn, scope, id)?;
+    let mut t = task_in_for_update(conn, scope, id)?;
     let mut changed = false;
     if let Some(title) = opt_string(body, "title")? {
         t.title = non_empty("title", title)?;
@@ -417,14 +426,14 @@ pub fn update_task(
     })
 }
 
-fn row_to_message(row: &Row<'_>) -> rusqlite::Result<Message> {
-    let parts: String = row.get(5)?;
+fn row_to_message(row: &SqlRow) -> Result<Message, StoreError> {
+    let parts = row.text(5)?;
     Ok(Message {
-        id: row.get(0)?,
-        task_id: Some(row.get(1)?),
-        actor_type: row.get(2)?,
-        actor_id: row.get(3)?,
-        actor_name: row.get(4)?,
+        id: row.int(0)?,
+        task_id: Some(row.int(1)?),
+        actor_type: row.opt_text(2)?,
+        actor_id: row.opt_text(3)?,
+        actor_name: row.opt_text(4)?,
         parts: serde_json::from_str(&parts).unwrap_or_default(),
         created_at: ts_col(row, 6)?,
     })
@@ -432,31 +441,33 @@ fn row_to_message(row: &Row<'_>) -> rusqlite::Result<Message> {
 
 /// Up to `limit` messages of a task, oldest first, after skipping the `offset` oldest.
 fn messages_of(
-    conn: &Connection,
+    conn: &dyn Sql,
     task_id: TaskId,
     limit: i64,
     offset: i64,
 ) -> Result<Vec<Message>, StoreError> {
-    let mut st = conn.prepare_cached(
+    conn.query(
         "SELECT id, task_id, actor_type, actor_id, actor_name, parts, created_at
          FROM messages WHERE task_id = ?1 ORDER BY id LIMIT ?2 OFFSET ?3",
-    )?;
-    let rows = st
-        .query_map(params![task_id, limit, offset], row_to_message)?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(rows)
+        vals![task_id, limit, offset],
+    )?
+    .iter()
+    .map(row_to_message)
+    .collect()
 }
 
-fn message_count(conn: &Connection, task_id: TaskId) -> Result<i64, StoreError> {
-    Ok(conn
-        .prepare_cached("SELECT COUNT(*) FROM messages WHERE task_id = ?1")?
-        .query_row([task_id], |r| r.get(0))?)
+fn message_count(conn: &dyn Sql, task_id: TaskId) -> Result<i64, StoreError> {
+    query_int(
+        conn,
+        "SELECT COUNT(*) FROM messages WHERE task_id = ?1",
+        vals![task_id],
+    )
 }
 
 /// `GET /tasks/{id}/messages`, oldest first: `limit` (default and most
 /// [`MAX_MESSAGES_PER_TASK`], so all of them) after skipping `offset`; and the total.
 pub fn list_messages(
-    conn: &Connection,
+    conn: &dyn Sql,
     scope: &Scope,
     id: TaskId,
     params: &HashMap<String, String>,
@@ -475,14 +486,14 @@ pub fn list_messages(
 
 /// `POST /tasks/{id}/messages`: `{"parts": [{"type", "content" | "url" | "data"}]}`.
 pub fn post_message(
-    conn: &Connection,
+    conn: &dyn Sql,
     scope: &Scope,
     id: TaskId,
     actor: &HubActor,
     body: &Map<String, Value>,
     now: DateTime<Utc>,
 ) -> Result<(Message, Vec<HubEvent>), StoreError> {
-    let task = task_in(conn, scope, id)?;
+    let task = task_in_for_update(conn, scope, id)?;
     let parts = match body.get("parts") {
         Some(Value::Array(a)) if !a.is_empty() && a.len() <= MAX_PARTS => a,
         _ => {
@@ -513,20 +524,20 @@ pub fn post_message(
             "task {id} already has {MAX_MESSAGES_PER_TASK} messages, the most a task may hold"
         )));
     }
-    let mut st = conn.prepare_cached(
+    let message_id = conn.insert(
         "INSERT INTO messages (task_id, actor_type, actor_id, actor_name, parts, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        vals![
+            id,
+            &actor.actor_type,
+            &actor.id,
+            &actor.name,
+            parts_json,
+            ts.as_str()
+        ],
     )?;
-    st.execute(params![
-        id,
-        actor.actor_type,
-        actor.id,
-        actor.name,
-        parts_json,
-        ts
-    ])?;
     let msg = Message {
-        id: conn.last_insert_rowid(),
+        id: message_id,
         task_id: Some(id),
         actor_type: actor.actor_type.clone(),
         actor_id: actor.id.clone(),
@@ -539,21 +550,35 @@ pub fn post_message(
 }
 
 /// Returns every in-progress task whose lease ended to pending (`task.lease_expired`).
-pub fn expire_leases(conn: &Connection, now: DateTime<Utc>) -> Result<Vec<Change>, StoreError> {
+pub fn expire_leases(conn: &dyn Sql, now: DateTime<Utc>) -> Result<Vec<Change>, StoreError> {
     let ts = format_timestamp(&now);
     let ids: Vec<TaskId> = conn
-        .prepare_cached(
+        .query(
             "SELECT id FROM tasks WHERE status = 'in_progress' AND lease_expires IS NOT NULL
              AND lease_expires <= ?1",
+            vals![ts.as_str()],
         )?
-        .query_map([&ts], |r| r.get(0))?
+        .iter()
+        .map(|r| r.int(0))
         .collect::<Result<_, _>>()?;
     let mut out = Vec::with_capacity(ids.len());
+    if ids.is_empty() {
+        return Ok(out);
+    }
+    // Several tasks in one transaction: take the event order first, before any task's row, so
+    // that two hubs expiring at once never wait on each other in a cycle.
+    conn.order_events()?;
     let system = HubActor::system();
     for id in ids {
-        let Some(mut t) = load_task(conn, id)? else {
+        // Locked and checked again: another hub may have expired (or renewed) it meanwhile.
+        let Some(mut t) = load_task_for_update(conn, id)? else {
             continue;
         };
+        let expired =
+            t.status == TaskStatus::InProgress && t.lease_expires.is_some_and(|l| l <= now);
+        if !expired {
+            continue;
+        }
         t.status = TaskStatus::Pending;
         t.assignee_type = None;
         t.assignee_id = None;
@@ -572,59 +597,72 @@ pub fn expire_leases(conn: &Connection, now: DateTime<Utc>) -> Result<Vec<Change
 
 /// Deletes the finished tasks (completed, failed, rejected, cancelled) whose last change is
 /// older than `before`, with their messages. Returns how many tasks were deleted.
-pub fn prune_finished(conn: &Connection, before: DateTime<Utc>) -> Result<usize, StoreError> {
+pub fn prune_finished(conn: &dyn Sql, before: DateTime<Utc>) -> Result<usize, StoreError> {
     let ts = format_timestamp(&before);
     let finished = "status IN ('completed', 'failed', 'rejected', 'cancelled') AND updated_at < ?1";
-    conn.prepare_cached(&format!(
-        "DELETE FROM messages WHERE task_id IN (SELECT id FROM tasks WHERE {finished})"
-    ))?
-    .execute([&ts])?;
-    let n = conn
-        .prepare_cached(&format!("DELETE FROM tasks WHERE {finished}"))?
-        .execute([&ts])?;
-    Ok(n)
+    conn.execute(
+        &format!("DELETE FROM messages WHERE task_id IN (SELECT id FROM tasks WHERE {finished})"),
+        vals![ts.as_str()],
+    )?;
+    let n = conn.execute(
+        &format!("DELETE FROM tasks WHERE {finished}"),
+        vals![ts.as_str()],
+    )?;
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
 }
 
 /// Deletes stored events older than the newest [`EVENTS_KEPT`] (their ids stay unique).
-pub fn prune_events(conn: &Connection) -> Result<(), StoreError> {
-    conn.prepare_cached("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?1")?
-        .execute([EVENTS_KEPT])?;
+pub fn prune_events(conn: &dyn Sql) -> Result<(), StoreError> {
+    conn.execute(
+        "DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?1",
+        vals![EVENTS_KEPT],
+    )?;
     Ok(())
 }
 
 /// `GET /tasks/stats` over all projects.
-pub fn stats(conn: &Connection, now: DateTime<Utc>) -> Result<Stats, StoreError> {
+pub fn stats(conn: &dyn Sql, now: DateTime<Utc>) -> Result<Stats, StoreError> {
     let mut s = Stats::default();
     for st in TaskStatus::ALL {
         s.by_status.insert(st.as_str().to_owned(), 0);
     }
-    let mut q = conn.prepare_cached("SELECT status, COUNT(*) FROM tasks GROUP BY status")?;
-    for row in q.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
-        let (k, n) = row?;
+    for row in conn.query("SELECT status, COUNT(*) FROM tasks GROUP BY status", &[])? {
+        let (k, n) = (row.text(0)?, row.int(1)?);
         let n = u64::try_from(n).unwrap_or(0);
         s.total = s.total.saturating_add(n);
         s.by_status.insert(k, n);
     }
-    let mut q = conn.prepare_cached("SELECT channel, COUNT(*) FROM tasks GROUP BY channel")?;
-    for row in q.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
-        let (k, n) = row?;
+    for row in conn.query("SELECT channel, COUNT(*) FROM tasks GROUP BY channel", &[])? {
+        let (k, n) = (row.text(0)?, row.int(1)?);
         s.by_channel.insert(k, u64::try_from(n).unwrap_or(0));
     }
-    let (count, avg): (i64, Option<f64>) = conn.query_row(
-        "SELECT COUNT(*), AVG((julianday(completed_at) - julianday(created_at)) * 86400.0)
-         FROM tasks WHERE status = 'completed' AND completed_at IS NOT NULL",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
+    let seconds = match conn.dialect() {
+        Dialect::Sqlite => "(julianday(completed_at) - julianday(created_at)) * 86400.0",
+        Dialect::Postgres => {
+            "EXTRACT(EPOCH FROM (completed_at::timestamptz - created_at::timestamptz))::float8"
+        }
+    };
+    let row = query_opt(
+        conn,
+        &format!(
+            "SELECT COUNT(*), AVG({seconds})
+             FROM tasks WHERE status = 'completed' AND completed_at IS NOT NULL"
+        ),
+        &[],
     )?;
+    let (count, avg) = match row {
+        Some(r) => (r.int(0)?, r.opt_real(1)?),
+        None => (0, None),
+    };
     s.completed_count = u64::try_from(count).unwrap_or(0);
     s.avg_completion_seconds = avg;
     let day = format_timestamp(&(now - chrono::Duration::days(1)));
     let week = format_timestamp(&(now - chrono::Duration::days(7)));
     let count_since = |col: &str, since: &str| -> Result<u64, StoreError> {
-        let n: i64 = conn.query_row(
+        let n = query_int(
+            conn,
             &format!("SELECT COUNT(*) FROM tasks WHERE {col} > ?1"),
-            [since],
-            |r| r.get(0),
+            vals![since],
         )?;
         Ok(u64::try_from(n).unwrap_or(0))
     };
