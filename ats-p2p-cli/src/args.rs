@@ -258,7 +258,7 @@ pub(crate) struct HubArgs {
         env = "ATS_P2P_HUB_DB",
         hide_env_values = true,
         value_name = "PATH|URL",
-        value_parser = ats_p2p_signal::hub::parse_db_location
+        value_parser = DbLocationParser
     )]
     pub(crate) db: Option<ats_p2p_signal::hub::DbLocation>,
     /// Address of the HyperDHT bootstrap node started beside the hub (IPv4; port 0 picks a free
@@ -573,5 +573,36 @@ mod tests {
             Cli::try_parse_from(["ats-p2p", "send", "x"]).is_err(),
             "--to needed"
         );
+    }
+}
+
+/// Parses `--db` like [`ats_p2p_signal::hub::parse_db_location`], but never quotes the value
+/// back in the usage error (clap's default does): a database URL may hold a password.
+#[derive(Clone, Debug)]
+pub(crate) struct DbLocationParser;
+
+impl clap::builder::TypedValueParser for DbLocationParser {
+    type Value = ats_p2p_signal::hub::DbLocation;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Self::Value, clap::Error> {
+        let name = arg.map_or_else(|| "--db".to_owned(), ToString::to_string);
+        let refuse = |kind, message: String| clap::Error::raw(kind, message).with_cmd(cmd);
+        let value = value.to_str().ok_or_else(|| {
+            refuse(
+                clap::error::ErrorKind::InvalidUtf8,
+                format!("{name}: not valid UTF-8\n"),
+            )
+        })?;
+        ats_p2p_signal::hub::parse_db_location(value).map_err(|e| {
+            refuse(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid value for {name}: {e}\n"),
+            )
+        })
     }
 }

@@ -198,11 +198,12 @@ fn hub_refuses_a_database_url_it_cannot_use() {
             "--listen",
             "127.0.0.1:0",
             "--db",
-            "mysql://user@host:3306/db",
+            "mysql://user:hunter2@host:3306/db",
         ],
     );
     assert_eq!(status.code(), Some(2), "a usage error: {err}");
     assert!(err.contains("postgres://"), "{err}");
+    assert!(!err.contains("hunter2"), "the password was echoed: {err}");
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert!(left.is_empty(), "created {left:?}");
 }
