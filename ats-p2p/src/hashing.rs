@@ -105,7 +105,7 @@ pub async fn sha256_file_async(
 
 /// Sets the flag when dropped, so an abandoned blocking hash stops.
 #[derive(Debug)]
-struct CancelOnDrop(Arc<AtomicBool>);
+pub(crate) struct CancelOnDrop(pub(crate) Arc<AtomicBool>);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {

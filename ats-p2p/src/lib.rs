@@ -124,6 +124,7 @@ pub mod defaults;
 pub mod error;
 pub mod events;
 mod fsutil;
+pub mod hash_cache;
 pub mod hashing;
 pub mod identity;
 mod lifecycle;

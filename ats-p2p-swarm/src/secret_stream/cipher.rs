@@ -1,19 +1,24 @@
-//! libsodium `crypto_secretstream_xchacha20poly1305` (through the `crypto_secretstream` crate,
-//! checked against sodium-native in the interop tests) and the stream id of the id+header message.
+//! libsodium `crypto_secretstream_xchacha20poly1305` framed for the wire (the state and both
+//! sealing paths are in [`super::sodium`]; checked against sodium-native in the interop tests)
+//! and the stream id of the id+header message.
 
-use bytes::BytesMut;
-use crypto_secretstream::aead;
-use crypto_secretstream::{Header, Key, PullStream, PushStream, Tag};
+use bytes::{Buf, BytesMut};
 use rand::{CryptoRng, RngCore};
 
 use super::SecretStreamError;
-use super::frame::put_len;
+use super::frame::{LEN_PREFIX, put_len};
+use super::sodium::{BLOCK_LEN, MAC_LEN, StreamState, TAG_MESSAGE, is_fast_len};
 use crate::crypto::keyed_blake2b_256;
 
 /// Bytes a secretstream message adds to its plaintext (encrypted tag byte + MAC).
 pub const ABYTES: usize = 17;
 /// Length of the secretstream header.
-pub const HEADER_LEN: usize = 24;
+pub const HEADER_LEN: usize = super::sodium::HEADER_LEN;
+/// Messages at least this long whose length is a multiple of 8 are sealed and opened with the
+/// IETF AEAD (`ring`); shorter ones, and every other length, take the portable path, where the
+/// AEAD's speed would not pay for its setup (or, on receive, for the copy into room for the
+/// 64-byte first block).
+pub const FAST_PATH_MIN_LEN: usize = 256;
 /// Length of the stream id.
 pub const ID_LEN: usize = 32;
 /// Length of the id+header message (`id ‖ header`).
@@ -57,38 +62,9 @@ pub fn stream_id(handshake_hash: &[u8; 64], is_initiator: bool) -> [u8; ID_LEN] 
     keyed_blake2b_256(handshake_hash, &[ns])
 }
 
-/// An `aead::Buffer` over the tail of a `BytesMut`, so push/pull work in place inside a frame.
-struct Tail<'a> {
-    buf: &'a mut BytesMut,
-    start: usize,
-}
-
-impl AsRef<[u8]> for Tail<'_> {
-    fn as_ref(&self) -> &[u8] {
-        self.buf.get(self.start..).unwrap_or(&[])
-    }
-}
-
-impl AsMut<[u8]> for Tail<'_> {
-    fn as_mut(&mut self) -> &mut [u8] {
-        self.buf.get_mut(self.start..).unwrap_or(&mut [])
-    }
-}
-
-impl aead::Buffer for Tail<'_> {
-    fn extend_from_slice(&mut self, other: &[u8]) -> aead::Result<()> {
-        self.buf.extend_from_slice(other);
-        Ok(())
-    }
-
-    fn truncate(&mut self, len: usize) {
-        self.buf.truncate(self.start.saturating_add(len));
-    }
-}
-
 /// The sending half: encrypts messages into frames.
 pub struct Encryptor {
-    push: PushStream,
+    state: StreamState,
 }
 
 impl std::fmt::Debug for Encryptor {
@@ -97,12 +73,22 @@ impl std::fmt::Debug for Encryptor {
     }
 }
 
+/// Bytes in front of a fast-path frame's length prefix that the seal overwrites and the frame
+/// then drops: the first block is 64 bytes, of which the frame keeps its prefix and one byte.
+const FAST_HEADROOM: usize = BLOCK_LEN - LEN_PREFIX - 1;
+
 impl Encryptor {
     /// A push state under `key` with a header drawn from `rng` (the OS rng in production; tests
     /// pass a fixed one to reproduce libsodium vectors).
-    pub fn new(key: &[u8; 32], rng: impl RngCore + CryptoRng) -> (Self, [u8; HEADER_LEN]) {
-        let (header, push) = PushStream::init(rng, &Key::from(*key));
-        (Self { push }, *header.as_ref())
+    pub fn new(key: &[u8; 32], mut rng: impl RngCore + CryptoRng) -> (Self, [u8; HEADER_LEN]) {
+        let mut header = [0u8; HEADER_LEN];
+        rng.fill_bytes(&mut header);
+        (
+            Self {
+                state: StreamState::new(key, &header),
+            },
+            header,
+        )
     }
 
     /// Appends one frame `uint24 len ‖ secretstream(plaintext)` (tag MESSAGE) to `out`.
@@ -117,6 +103,11 @@ impl Encryptor {
     /// Like [`Self::encrypt_frame`] for a message given in parts (for example a frame header
     /// and its payload): one frame whose plaintext is the parts concatenated, copied once into
     /// `out` and encrypted there in place.
+    ///
+    /// A message of at least [`FAST_PATH_MIN_LEN`] bytes whose length is a multiple of 8 is
+    /// sealed with the IETF AEAD: it is copied in behind 64 bytes of room for the first block,
+    /// and the 60 bytes the frame does not send are then dropped (for free when `out` was
+    /// empty, by moving the frame down otherwise).
     pub fn encrypt_frame_parts(
         &mut self,
         parts: &[&[u8]],
@@ -132,23 +123,58 @@ impl Encryptor {
         if body_len > super::frame::MAX_FRAME_LEN {
             return Err(SecretStreamError::MessageTooLong(len));
         }
-        out.reserve(3 + body_len);
-        put_len(out, body_len)?;
         let start = out.len();
-        for part in parts {
-            out.extend_from_slice(part);
+        if len >= FAST_PATH_MIN_LEN && is_fast_len(len) && self.state.has_fast_path() {
+            out.reserve(BLOCK_LEN + len + MAC_LEN);
+            out.resize(start + BLOCK_LEN, 0);
+            for part in parts {
+                out.extend_from_slice(part);
+            }
+            let sealed = out
+                .get_mut(start..)
+                .ok_or(SecretStreamError::Internal("frame start"))?;
+            let mac = self.state.seal_fast(TAG_MESSAGE, sealed)?;
+            out.extend_from_slice(&mac);
+            // `len ‖ encrypted tag byte` go right before the ciphertext, in the block's room.
+            let tag_at = start + BLOCK_LEN - 1;
+            let encrypted_tag = out.get(start).copied().unwrap_or_default();
+            let mut prefix = BytesMut::with_capacity(LEN_PREFIX);
+            put_len(&mut prefix, body_len)?;
+            let frame_at = start + FAST_HEADROOM;
+            if let Some(p) = out.get_mut(frame_at..tag_at) {
+                p.copy_from_slice(&prefix);
+            }
+            if let Some(t) = out.get_mut(tag_at) {
+                *t = encrypted_tag;
+            }
+            if start == 0 {
+                out.advance(FAST_HEADROOM);
+            } else {
+                let end = out.len();
+                out.copy_within(frame_at..end, start);
+                out.truncate(end - FAST_HEADROOM);
+            }
+        } else {
+            out.reserve(LEN_PREFIX + body_len);
+            put_len(out, body_len)?;
+            let body_at = out.len();
+            out.extend_from_slice(&[0]);
+            for part in parts {
+                out.extend_from_slice(part);
+            }
+            let body = out
+                .get_mut(body_at..)
+                .ok_or(SecretStreamError::Internal("frame body"))?;
+            let mac = self.state.seal_portable(TAG_MESSAGE, body)?;
+            out.extend_from_slice(&mac);
         }
-        let mut tail = Tail { buf: out, start };
-        self.push
-            .push(&mut tail, &[], Tag::Message)
-            .map_err(|_| SecretStreamError::Internal("secretstream push"))?;
         Ok(())
     }
 }
 
 /// The receiving half: decrypts frame bodies in place.
 pub struct Decryptor {
-    pull: PullStream,
+    state: StreamState,
 }
 
 impl std::fmt::Debug for Decryptor {
@@ -161,22 +187,32 @@ impl Decryptor {
     /// A pull state under `key` for the peer's `header`.
     pub fn new(key: &[u8; 32], header: &[u8; HEADER_LEN]) -> Self {
         Self {
-            pull: PullStream::init(Header::from(*header), &Key::from(*key)),
+            state: StreamState::new(key, header),
         }
     }
 
-    /// Decrypts one message body in place, leaving the plaintext in `body`.
+    /// Decrypts one message body, leaving the plaintext in `body`. Messages that
+    /// [`Encryptor`] seals with the IETF AEAD are opened with it (after a copy behind room for
+    /// the first block); all others in place with the portable path.
     pub fn decrypt(&mut self, body: &mut BytesMut) -> Result<(), SecretStreamError> {
-        if body.len() < ABYTES {
-            return Err(SecretStreamError::MessageTooShort(body.len()));
+        let len = body
+            .len()
+            .checked_sub(ABYTES)
+            .ok_or(SecretStreamError::MessageTooShort(body.len()))?;
+        if len >= FAST_PATH_MIN_LEN && is_fast_len(len) && self.state.has_fast_path() {
+            let mut work = BytesMut::with_capacity(BLOCK_LEN + len + MAC_LEN);
+            work.extend_from_slice(body.get(..1).unwrap_or_default());
+            work.resize(BLOCK_LEN, 0);
+            work.extend_from_slice(body.get(1..).unwrap_or_default());
+            self.state.open_fast(&mut work)?;
+            work.truncate(BLOCK_LEN + len);
+            work.advance(BLOCK_LEN);
+            *body = work;
+        } else {
+            self.state.open_portable(body)?;
+            body.truncate(1 + len);
+            body.advance(1);
         }
-        let mut tail = Tail {
-            buf: body,
-            start: 0,
-        };
-        self.pull
-            .pull(&mut tail, &[])
-            .map_err(|_| SecretStreamError::Decrypt)?;
         Ok(())
     }
 }

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 
 use super::SecretStreamError;
-use super::cipher::{ABYTES, Decryptor, Encryptor, HEADER_LEN, ID_HEADER_LEN, ID_LEN, stream_id};
+use super::cipher::{
+    ABYTES, Decryptor, Encryptor, FAST_PATH_MIN_LEN, HEADER_LEN, ID_HEADER_LEN, ID_LEN, stream_id,
+};
 use super::frame::{FrameDecoder, MAX_FRAME_LEN, put_len};
 use crate::keys::{KeyPair, PublicKey};
 use crate::noise::{Handshake, NoiseConfig, NoiseHandshake, Step};
@@ -340,6 +342,42 @@ impl SecretStreamCore {
         enc.encrypt_frame_parts(parts, &mut self.transmit)?;
         self.last_send = Some(now);
         Ok(())
+    }
+
+    /// Like [`Self::send_parts`] for the bytes of a byte stream, whose reader does not see
+    /// message boundaries: a message of at least [`FAST_PATH_MIN_LEN`] bytes whose length is
+    /// not a multiple of 8 goes out as two, the longest prefix that is (which the IETF AEAD
+    /// seals, see [`Encryptor::encrypt_frame_parts`]) and a tail of at most 7 bytes.
+    pub fn send_stream_parts(
+        &mut self,
+        parts: &[&[u8]],
+        now: Instant,
+    ) -> Result<(), SecretStreamError> {
+        let len = parts
+            .iter()
+            .fold(0usize, |acc, p| acc.saturating_add(p.len()));
+        let tail_len = len % 8;
+        if len < FAST_PATH_MIN_LEN || tail_len == 0 {
+            return self.send_parts(parts, now);
+        }
+        let mut head: Vec<&[u8]> = Vec::with_capacity(parts.len());
+        let mut tail = [0u8; 8];
+        let mut tail_at = 0;
+        let mut left = len - tail_len;
+        for part in parts {
+            let take = part.len().min(left);
+            left -= take;
+            let (h, t) = part.split_at(take);
+            if !h.is_empty() {
+                head.push(h);
+            }
+            if let Some(dst) = tail.get_mut(tail_at..tail_at + t.len()) {
+                dst.copy_from_slice(t);
+                tail_at += t.len();
+            }
+        }
+        self.send_parts(&head, now)?;
+        self.send_parts(&[tail.get(..tail_at).unwrap_or_default()], now)
     }
 
     /// When the next keep-alive is due, if keep-alive is on and the handshake is done.

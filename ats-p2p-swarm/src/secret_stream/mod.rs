@@ -36,6 +36,7 @@
 pub mod cipher;
 pub mod core;
 pub mod frame;
+mod sodium;
 mod stream;
 
 use std::io;

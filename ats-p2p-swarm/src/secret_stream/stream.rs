@@ -278,7 +278,7 @@ impl<S> SecretStream<S> {
         if self.staging.is_empty() {
             return Ok(());
         }
-        self.core.send(&self.staging, now_std())?;
+        self.core.send_stream_parts(&[&self.staging], now_std())?;
         self.staging.clear();
         Ok(())
     }
@@ -476,7 +476,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for SecretStream<S> {
         let n;
         if this.staging.is_empty() && data.len() >= MAX_FRAME_PLAINTEXT {
             n = MAX_FRAME_PLAINTEXT;
-            this.core.send(&data[..n], now_std())?;
+            this.core.send_stream_parts(&[&data[..n]], now_std())?;
         } else {
             n = data.len().min(MAX_FRAME_PLAINTEXT - this.staging.len());
             this.staging.extend_from_slice(&data[..n]);
@@ -523,7 +523,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for SecretStream<S> {
                 k += 1;
                 n += take;
             }
-            this.core.send_parts(&parts[..k], now_std())?;
+            this.core.send_stream_parts(&parts[..k], now_std())?;
         } else {
             let room = MAX_FRAME_PLAINTEXT - this.staging.len();
             for b in bufs {

@@ -17,6 +17,7 @@ use tracing::debug;
 use super::SendError;
 use super::{ProgressThrottle, Shared, locked};
 use crate::events::{ConnectionPath, Direction, Event};
+use crate::hash_cache::HashCache;
 use crate::hashing::sha256_file_async;
 use crate::lifecycle::{ClaimToJudge, SendAction, SendLifecycle};
 use crate::names::sanitize_file_name;
@@ -73,7 +74,9 @@ pub(super) async fn send(
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
     );
-    let digest = sha256_file_async(path.to_path_buf(), |_, _| {})
+    // An unchanged file sent before is not hashed again (see `hash_cache`).
+    let digest = HashCache::beside(shared.config.known_keys_path.as_deref())
+        .sha256_file(path.to_path_buf())
         .await
         .map_err(|source| SendError::Hash {
             path: path.to_path_buf(),
