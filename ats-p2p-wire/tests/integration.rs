@@ -7,4 +7,5 @@ mod external_hash;
 mod fuzz_corpus;
 mod golden;
 mod proptests;
+mod resume;
 mod transfer;

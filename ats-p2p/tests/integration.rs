@@ -7,6 +7,7 @@
 mod hardening;
 mod node;
 mod pipeline;
+mod resume;
 mod save;
 mod transfer_driver;
 mod transfer_swarm;

@@ -66,7 +66,13 @@ impl DirectWriter {
     /// Switches `file`'s open descriptor to direct writes (the file is never reopened by
     /// name); `None` when direct I/O is not available there (then write through
     /// [`IncomingFile::write_at`]).
-    pub(super) fn open(file: &IncomingFile) -> Option<Self> {
+    ///
+    /// Writes continue at `base` (0, or a resumed prefix's end): `None` as well when `base`
+    /// is not a multiple of the direct-I/O alignment.
+    pub(super) fn open_at(file: &IncomingFile, base: u64) -> Option<Self> {
+        if base % ALIGN as u64 != 0 {
+            return None;
+        }
         let direct = match open_direct(file.file()) {
             Ok(f) => f,
             Err(e) => {
@@ -81,7 +87,7 @@ impl DirectWriter {
             .spawn(move || io_loop(&direct, &job_rx, &done_tx))
             .ok()?;
         Some(Self {
-            base: 0,
+            base,
             buf: AlignedBuf::new(),
             filled: 0,
             jobs: Some(jobs),
