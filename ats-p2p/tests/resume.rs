@@ -141,6 +141,23 @@ async fn transfer(
         .unwrap()
 }
 
+/// The file at `path` holds exactly `data` (reported by the first difference, not by bytes).
+fn assert_same(path: &Path, data: &[u8]) {
+    let got = std::fs::read(path).unwrap();
+    let first = got.iter().zip(data).position(|(a, b)| a != b);
+    assert!(
+        got.len() == data.len() && first.is_none(),
+        "{}: {} bytes, expected {}; first difference at {first:?}, last at {:?}, {} differ; got {:?} want {:?}",
+        path.display(),
+        got.len(),
+        data.len(),
+        got.iter().zip(data).rposition(|(a, b)| a != b),
+        got.iter().zip(data).filter(|(a, b)| a != b).count(),
+        &got[..8.min(got.len())],
+        &data[..8.min(data.len())]
+    );
+}
+
 #[cfg(unix)]
 fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt as _;
@@ -190,7 +207,7 @@ async fn a_broken_receive_keeps_its_partial_and_the_same_offer_moves_only_the_re
     assert_eq!(received.resumed_from, prefix);
     assert_eq!(sent.resumed_from, prefix);
     assert_eq!(sent.bytes, meta.size);
-    assert_eq!(std::fs::read(&received.path).unwrap(), data);
+    assert_same(&received.path, &data);
     assert_eq!(
         names(&save),
         vec!["data.bin".to_string()],
@@ -214,7 +231,7 @@ async fn a_seed_sender_gets_a_whole_transfer_over_a_partial() {
     let received = received.unwrap();
     assert_eq!(sent.unwrap().resumed_from, 0);
     assert_eq!(received.resumed_from, 0);
-    assert_eq!(std::fs::read(&received.path).unwrap(), data);
+    assert_same(&received.path, &data);
     assert_eq!(names(&save), vec!["s.bin".to_string()]);
 }
 
@@ -235,7 +252,7 @@ async fn a_changed_file_restarts_from_zero_and_drops_the_old_partial() {
     let received = received.unwrap();
     assert_eq!(sent.unwrap().resumed_from, 0);
     assert_eq!(received.resumed_from, 0);
-    assert_eq!(std::fs::read(&received.path).unwrap(), data);
+    assert_same(&received.path, &data);
     assert_eq!(
         names(&save),
         vec!["c.bin".to_string()],
@@ -277,7 +294,7 @@ async fn a_damaged_partial_fails_the_hash_is_removed_and_the_next_try_starts_ove
 
     let (sent, received) = transfer(&src, &meta, &save, true, None, None).await;
     assert_eq!(sent.unwrap().resumed_from, 0);
-    assert_eq!(std::fs::read(received.unwrap().path).unwrap(), data);
+    assert_same(&received.unwrap().path, &data);
 }
 
 #[tokio::test]
@@ -298,7 +315,7 @@ async fn limits_pace_the_sender_and_the_receiver() {
         let (sent, received) = transfer(&src, &meta, &save, true, send_limit, receive_limit).await;
         let took = started.elapsed();
         sent.unwrap();
-        assert_eq!(std::fs::read(received.unwrap().path).unwrap(), data);
+        assert_same(&received.unwrap().path, &data);
         assert!(
             took >= floor,
             "{len} bytes at {rate} B/s took {took:?}, less than {floor:?} (send {send_limit:?}, receive {receive_limit:?})"

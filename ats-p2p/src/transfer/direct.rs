@@ -73,7 +73,7 @@ impl DirectWriter {
         if base % ALIGN as u64 != 0 {
             return None;
         }
-        let direct = match open_direct(file.file()) {
+        let direct = match open_direct(file.file(), base) {
             Ok(f) => f,
             Err(e) => {
                 tracing::debug!(error = %e, "no direct I/O for this file");
@@ -226,14 +226,15 @@ fn io_loop(
 /// flags, no lookup by name) with `O_DIRECT` set through `fcntl(F_SETFL)`. The flag is shared
 /// by both descriptors, so buffered writes through `file` wait until [`set_direct`] clears it.
 #[cfg(target_os = "linux")]
-fn open_direct(file: &File) -> io::Result<File> {
+fn open_direct(file: &File, base: u64) -> io::Result<File> {
     let direct = file.try_clone()?;
     set_direct(&direct, true)?;
     // Some file systems accept the flag and refuse the first write: try one aligned block now
-    // (the writer overwrites it), so the choice is made before any data.
+    // at `base`, where the data will start (the writer overwrites it; what lies before `base`,
+    // a resumed prefix, is kept), so the choice is made before any data.
     let probe = AlignedBuf::new();
-    let tried =
-        crate::save::write_all_at(&direct, probe.slice(ALIGN), 0).and_then(|()| direct.set_len(0));
+    let tried = crate::save::write_all_at(&direct, probe.slice(ALIGN), base)
+        .and_then(|()| direct.set_len(base));
     if let Err(e) = tried {
         let _ = set_direct(&direct, false);
         return Err(e);
@@ -252,7 +253,7 @@ fn set_direct(file: &File, on: bool) -> io::Result<()> {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn open_direct(_file: &File) -> io::Result<File> {
+fn open_direct(_file: &File, _base: u64) -> io::Result<File> {
     Err(io::Error::new(
         io::ErrorKind::Unsupported,
         "no O_DIRECT here",
