@@ -205,7 +205,7 @@ pub fn list_partials(save_dir: &Path) -> io::Result<Vec<PartialInfo>> {
             })
         })
         .collect();
-    found.sort_by(|a, b| b.age.cmp(&a.age));
+    found.sort_by_key(|p| std::cmp::Reverse(p.age));
     Ok(found)
 }
 

@@ -70,7 +70,7 @@ impl DirectWriter {
     /// Writes continue at `base` (0, or a resumed prefix's end): `None` as well when `base`
     /// is not a multiple of the direct-I/O alignment.
     pub(super) fn open_at(file: &IncomingFile, base: u64) -> Option<Self> {
-        if base % ALIGN as u64 != 0 {
+        if !base.is_multiple_of(ALIGN as u64) {
             return None;
         }
         let direct = match open_direct(file.file(), base) {

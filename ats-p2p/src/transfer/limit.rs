@@ -69,7 +69,7 @@ impl TokenBucket {
         if self.tokens >= 0 {
             return None;
         }
-        let owed = u128::try_from(self.tokens.unsigned_abs()).unwrap_or(u128::MAX);
+        let owed = self.tokens.unsigned_abs();
         // Round up: waiting a nanosecond too long is fine, too short is not.
         let nanos = owed
             .saturating_mul(NANOS)
