@@ -1,6 +1,5 @@
 //! Hyperswarm transport for ats-p2p: UDX streams, the Noise secret stream and HyperDHT.
 //!
-//! - [`backoff`]: the exponential backoff schedule every retry loop uses.
 //! - [`keys`]: Ed25519 identity keys.
 //! - [`crypto`]: keyed BLAKE2b-256, the one hash helper the layers share.
 //! - [`encoding`]: compact-encoding, as a checked reader and a writer.
@@ -19,7 +18,6 @@
 //! - [`swarm`]: the Hyperswarm-style API: topics, connection dedup, an allowlist firewall.
 #![forbid(unsafe_code)]
 
-pub mod backoff;
 pub mod crypto;
 pub mod dht;
 pub mod encoding;

@@ -11,7 +11,7 @@ use ats_p2p_swarm::noise::{Handshake, NoiseConfig, NoiseHandshake};
 use ats_p2p_swarm::secret_stream::{Input, SecretStream, SecretStreamCore, SecretStreamError};
 use bytes::BytesMut;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+use proptest::test_runner::TestRunner;
 
 /// A real IK handshake between two fixed keys (made once: ephemeral keys are random).
 fn handshakes() -> (Handshake, Handshake) {
@@ -71,14 +71,7 @@ fn feed(
 }
 
 fn runner(cases: u32) -> TestRunner {
-    TestRunner::new_with_rng(
-        Config {
-            cases,
-            failure_persistence: None,
-            ..Config::default()
-        },
-        TestRng::from_seed(RngAlgorithm::ChaCha, &[42; 32]),
-    )
+    TestRunner::new(crate::common::proptest_config(cases, 0x5eed_3003))
 }
 
 #[test]

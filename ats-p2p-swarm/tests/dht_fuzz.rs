@@ -18,7 +18,7 @@ use ats_p2p_swarm::hyperdht::messages::{
 };
 use ats_p2p_swarm::hyperdht::{HyperDhtCore, store};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+use proptest::test_runner::TestRunner;
 
 fn me() -> SocketAddrV4 {
     SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 5000)
@@ -116,13 +116,7 @@ fn valid_samples() -> Vec<Vec<u8>> {
 
 #[test]
 fn decoders_never_panic() {
-    let mut runner = TestRunner::new_with_rng(
-        Config {
-            cases: 2000,
-            ..Config::default()
-        },
-        TestRng::from_seed(RngAlgorithm::ChaCha, &[1; 32]),
-    );
+    let mut runner = TestRunner::new(crate::common::proptest_config(2000, 0x5eed_3004));
     runner
         .run(&proptest::collection::vec(any::<u8>(), 0..300), |bytes| {
             let _ = Message::decode(&bytes);
@@ -143,13 +137,7 @@ fn random_truncated_and_mutated_datagrams_keep_state_bounded() {
     let start = Instant::now();
     let node = std::cell::RefCell::new(bootstrapper(start));
     let samples = valid_samples();
-    let mut runner = TestRunner::new_with_rng(
-        Config {
-            cases: 3000,
-            ..Config::default()
-        },
-        TestRng::from_seed(RngAlgorithm::ChaCha, &[2; 32]),
-    );
+    let mut runner = TestRunner::new(crate::common::proptest_config(3000, 0x5eed_3005));
     let strategy = (
         0usize..samples.len(),
         any::<u16>(),

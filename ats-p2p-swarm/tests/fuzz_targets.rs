@@ -1,26 +1,14 @@
 //! The twins of the cargo-fuzz targets in `fuzz/`: the same bodies (`ats_p2p_swarm::fuzzing`)
 //! on proptest inputs with fixed seeds, plus every committed corpus seed, so CI runs them on
 //! the stable toolchain in a few seconds. Failures are persisted in
-//! `proptest-regressions/fuzz_targets.txt` (committed) and replayed first on every run.
+//! `proptest-regressions/integration.txt` (committed) and replayed first on every run.
 
 use std::path::PathBuf;
 
 use ats_p2p_swarm::fuzzing;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, FileFailurePersistence, RngSeed};
 
-/// Fixed seed, bounded cases, failures persisted beside this crate's sources.
-fn config(cases: u32, seed: u64) -> Config {
-    Config {
-        cases,
-        rng_seed: RngSeed::Fixed(seed),
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/proptest-regressions/fuzz_targets.txt"
-        )))),
-        ..Config::default()
-    }
-}
+use crate::common::proptest_config as config;
 
 /// The committed corpus of one fuzz target (`fuzz/corpus/<target>/`).
 fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {

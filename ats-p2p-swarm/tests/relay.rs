@@ -618,6 +618,8 @@ async fn sessions_are_bounded_and_idle_ones_closed() {
 }
 
 proptest::proptest! {
+    #![proptest_config(crate::common::proptest_config(256, 0x5eed_3006))]
+
     /// Arbitrary bytes never panic the frame decoder, the channel or the message decoders, and
     /// a batch never yields more than its limit.
     #[test]

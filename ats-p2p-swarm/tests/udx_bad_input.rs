@@ -195,7 +195,7 @@ fn forged_acks_for_unsent_data_change_nothing_in_a_transfer() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(crate::common::proptest_config(256, 0x5eed_3002))]
 
     #[test]
     fn random_datagrams_never_panic(data in proptest::collection::vec(any::<u8>(), 0..1600)) {

@@ -209,7 +209,7 @@ fn regression_reordering_with_duplicates() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 32, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(crate::common::proptest_config(32, 0x5eed_3001))]
 
     /// Every byte arrives once, in order, and both streams end cleanly, under loss, duplication,
     /// reordering and delay.

@@ -9,3 +9,20 @@ mod golden;
 mod proptests;
 mod resume;
 mod transfer;
+
+/// The settings of every property test in this binary: a fixed seed (runs are reproducible), a
+/// bounded case count, and failures persisted in the committed
+/// `proptest-regressions/integration.txt`, whose seeds run before any new case.
+pub(crate) fn proptest_config(cases: u32, seed: u64) -> proptest::test_runner::Config {
+    proptest::test_runner::Config {
+        cases,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(seed),
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::Direct(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/proptest-regressions/integration.txt"
+            )),
+        )),
+        ..proptest::test_runner::Config::default()
+    }
+}

@@ -2,7 +2,7 @@
 //! arbitrary bytes never panic, and a receiver fed any sequence never succeeds wrongly, in both
 //! hashing modes (production's `with_external_hash` included). These are the twins of the
 //! cargo-fuzz targets in `fuzz/`; failures are persisted in
-//! `proptest-regressions/proptests.txt` (committed) and replayed first on every run.
+//! `proptest-regressions/integration.txt` (committed) and replayed first on every run.
 
 // Test helpers outside #[test] functions unwrap too: a panic here is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -11,19 +11,8 @@ use ats_p2p_wire::fuzzing::{self, RunOutcome};
 use ats_p2p_wire::{FileHash, Frame, FrameDecoder, MAX_DATA_LEN, Meta, encode};
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, FileFailurePersistence, RngSeed};
 
-fn config(cases: u32, seed: u64) -> Config {
-    Config {
-        cases,
-        rng_seed: RngSeed::Fixed(seed),
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/proptest-regressions/proptests.txt"
-        )))),
-        ..Config::default()
-    }
-}
+use crate::proptest_config as config;
 
 fn any_frame() -> impl Strategy<Value = Frame> {
     prop_oneof![

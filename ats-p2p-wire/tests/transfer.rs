@@ -12,7 +12,6 @@ use ats_p2p_wire::{
 };
 use bytes::{Buf, Bytes, BytesMut};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngSeed};
 
 const MIB: u64 = 1 << 20;
 
@@ -228,12 +227,7 @@ fn round_trip_odd_sizes_and_chunkings() {
 }
 
 proptest! {
-    #![proptest_config(Config {
-        cases: 24,
-        rng_seed: RngSeed::Fixed(0x5eed_0003),
-        failure_persistence: None,
-        ..Config::default()
-    })]
+    #![proptest_config(crate::proptest_config(24, 0x5eed_0003))]
 
     #[test]
     fn round_trip_any_size_and_chunking(size in 0usize..300_000, chunk in 1usize..200_000) {

@@ -26,12 +26,7 @@ fn receive_in_order(order: &[usize], data: &[u8], dir: &std::path::Path) -> std:
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 24,
-        failure_persistence: None,
-        rng_algorithm: prop::test_runner::RngAlgorithm::ChaCha,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(crate::proptest_config(24, 0x5eed_4001))]
 
     #[test]
     fn chunks_in_any_order_give_the_same_file(

@@ -29,10 +29,10 @@ use crate::types::{
     TaskUpdate,
 };
 
-/// First retry delay; doubled on every attempt.
+/// First retry delay; doubled on every attempt (see [`backoff`] for the jitter).
 pub const RETRY_BASE_DELAY: Duration = Duration::from_millis(100);
 
-/// Longest retry delay.
+/// Longest retry delay before jitter.
 pub const RETRY_MAX_DELAY: Duration = Duration::from_secs(2);
 
 // The defaults of `crate::defaults`, under the names this module has always exported.
@@ -163,17 +163,18 @@ fn join(base: &Url, segments: &[&str]) -> Url {
     url
 }
 
-/// Delay before retry number `attempt` (0-based), with up to 25 % random jitter.
-pub(crate) fn backoff_delay(attempt: u32, base: Duration, max: Duration) -> Duration {
-    let factor = 1u32.checked_shl(attempt.min(16)).unwrap_or(u32::MAX);
-    let d = base.saturating_mul(factor).min(max);
-    let jitter_ms = u64::try_from(d.as_millis() / 4).unwrap_or(0);
-    let extra = if jitter_ms > 0 {
-        rand::Rng::gen_range(&mut rand::thread_rng(), 0..=jitter_ms)
-    } else {
-        0
-    };
-    d.saturating_add(Duration::from_millis(extra))
+/// The retry schedule of every request and reconnect in this crate (`backon`'s exponential
+/// backoff, the one the swarm's retries use too): `base`, doubling per attempt up to `max`, each
+/// delay plus a random jitter of up to itself so that many clients retrying together spread
+/// out. It never runs out; callers bound the attempts.
+pub(crate) fn backoff(base: Duration, max: Duration) -> impl Iterator<Item = Duration> {
+    backon::BackoffBuilder::build(
+        backon::ExponentialBuilder::new()
+            .with_min_delay(base)
+            .with_max_delay(max)
+            .with_jitter()
+            .without_max_times(),
+    )
 }
 
 impl Client {
@@ -347,6 +348,7 @@ impl Client {
         retry: Retry,
     ) -> Result<Value, SignalError> {
         let mut attempt = 0u32;
+        let mut delays = backoff(RETRY_BASE_DELAY, RETRY_MAX_DELAY);
         loop {
             let result = self.attempt(&method, &url, query, body).await;
             let err = match result {
@@ -360,7 +362,7 @@ impl Client {
             if !may_retry || attempt >= self.inner.max_retries {
                 return Err(err);
             }
-            let delay = backoff_delay(attempt, RETRY_BASE_DELAY, RETRY_MAX_DELAY);
+            let delay = delays.next().unwrap_or(RETRY_MAX_DELAY);
             tracing::debug!(%url, %err, ?delay, attempt, "retrying ATS request");
             tokio::time::sleep(delay).await;
             attempt = attempt.saturating_add(1);
@@ -520,6 +522,7 @@ impl Client {
     ) -> Result<Task, SignalError> {
         let url = self.task_url(&[&id.to_string(), action]);
         let mut attempt = 0u32;
+        let mut delays = backoff(RETRY_BASE_DELAY, RETRY_MAX_DELAY);
         let mut repeated = false;
         loop {
             match self.attempt(&Method::POST, &url, &[], body.as_ref()).await {
@@ -542,7 +545,7 @@ impl Client {
                     if !matches!(e, SignalError::Connect { .. }) {
                         repeated = true;
                     }
-                    let delay = backoff_delay(attempt, RETRY_BASE_DELAY, RETRY_MAX_DELAY);
+                    let delay = delays.next().unwrap_or(RETRY_MAX_DELAY);
                     tracing::debug!(%url, %e, ?delay, "retrying ATS transition");
                     tokio::time::sleep(delay).await;
                     attempt = attempt.saturating_add(1);
@@ -648,8 +651,16 @@ mod tests {
     fn backoff_grows_and_caps() {
         let b = Duration::from_millis(100);
         let m = Duration::from_secs(2);
-        assert!(backoff_delay(0, b, m) >= b);
-        assert!(backoff_delay(3, b, m) >= Duration::from_millis(800));
-        assert!(backoff_delay(40, b, m) <= m + m / 4);
+        let delays: Vec<Duration> = backoff(b, m).take(40).collect();
+        assert_eq!(delays.len(), 40, "the schedule never runs out");
+        // Attempt n waits base·2ⁿ (capped) plus a jitter of up to as much again.
+        assert!((b..=2 * b).contains(&delays[0]), "{:?}", delays[0]);
+        assert!(delays[3] >= Duration::from_millis(800), "{:?}", delays[3]);
+        assert!(
+            delays[4..]
+                .iter()
+                .all(|d| (m.min(16 * b)..=2 * m).contains(d))
+        );
+        assert!(delays[39] >= m && delays[39] <= 2 * m);
     }
 }

@@ -18,7 +18,7 @@ use super::{
     PING_INTERVAL, PRE_ACK_BUFFER, RECONNECT_MAX_DELAY, RECONNECT_MIN_DELAY, STABLE_SESSION,
     SUBSCRIBE_ACK_TIMEOUT, TaskEvent, WS_CONNECT_TIMEOUT, WatchConfig,
 };
-use crate::client::{Client, backoff_delay};
+use crate::client::{Client, backoff};
 use crate::error::SignalError;
 use crate::types::{Actor, EventFrame, EventKind, ListQuery, SortBy, SortDir, Task};
 
@@ -92,7 +92,7 @@ impl WatchActor {
                 },
             });
         }
-        let mut failures = 0u32;
+        let mut delays = backoff(RECONNECT_MIN_DELAY, RECONNECT_MAX_DELAY);
         loop {
             match self.connect().await {
                 Ok(ws) => {
@@ -104,16 +104,14 @@ impl WatchActor {
                         }
                     }
                     if started.elapsed() >= STABLE_SESSION {
-                        failures = 0;
+                        delays = backoff(RECONNECT_MIN_DELAY, RECONNECT_MAX_DELAY);
                     }
-                    let delay = backoff_delay(failures, RECONNECT_MIN_DELAY, RECONNECT_MAX_DELAY);
-                    failures = failures.saturating_add(1);
+                    let delay = delays.next().unwrap_or(RECONNECT_MAX_DELAY);
                     tokio::time::sleep(delay).await;
                 }
                 Err(e) => {
                     tracing::info!(error = %e, "watch socket unavailable; polling");
-                    let delay = backoff_delay(failures, RECONNECT_MIN_DELAY, RECONNECT_MAX_DELAY);
-                    failures = failures.saturating_add(1);
+                    let delay = delays.next().unwrap_or(RECONNECT_MAX_DELAY);
                     if self.poll_until(Instant::now() + delay).await.is_err() {
                         return;
                     }

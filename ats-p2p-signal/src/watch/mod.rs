@@ -36,10 +36,11 @@ pub const WS_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for `subscribed` before catching up anyway (servers may not send it).
 pub const SUBSCRIBE_ACK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// First reconnect delay; doubled after each failure.
+/// First reconnect delay; doubled after each failure (plus jitter: `client::backoff`).
 pub const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(200);
 
-/// Longest reconnect delay (the public ATS tools back off up to 60 s; we stay more eager).
+/// Longest reconnect delay before jitter (the public ATS tools back off up to 60 s; with jitter
+/// we wait at most as long, usually less).
 pub const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(30);
 
 /// A session that lived this long resets the reconnect backoff.

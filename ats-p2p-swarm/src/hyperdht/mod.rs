@@ -1,24 +1,42 @@
 //! HyperDHT (npm `hyperdht` 6.34) on top of [`crate::dht`]: command numbers, namespaces, message
 //! codecs, the node side (records, router forwards, handshake/holepunch relaying) and the client
 //! side (lookup, announce, unannounce, find_peer) as a sans-io [`HyperDhtCore`], plus a tokio
-//! driver ([`DhtNode`], [`Bootstrap`]). [`HyperDht`] (module [`connect`]) runs the DHT on UDX
-//! sockets and connects by key; [`server`] listens; [`holepunch`] decides how two NATs punch
-//! and `punch` sends the probes; every [`Connection`] carries its [`PathInfo`].
+//! driver ([`DhtNode`], [`Bootstrap`]).
+//!
+//! Connecting by key follows the same split, state machine vs shell:
+//! - `client`: one connect, client side (handshake through relays, direct/LAN ping race,
+//!   holepunch rounds, probing, relay fallback, every timeout), sans-io; [`connect`] is its
+//!   async shell ([`HyperDht::connect`]).
+//! - `responder`: the server's half of Noise IK (msg1, firewall verdict, msg2), sans-io.
+//! - `session`: one answered handshake, server side (first packet, holepunch responder,
+//!   birthday streams, relay pairing, timeouts), sans-io; [`server`] is its shell and the
+//!   listener ([`HyperDht::listen`]).
+//! - [`holepunch`] decides how two NATs punch, `schedule` what to probe when, and `punch` owns
+//!   the sockets that send and see the probes.
+//! - `endpoint` is [`HyperDht`] itself: the sockets shared by DHT RPC, probes and UDX streams.
+//!
+//! Every [`Connection`] carries its [`PathInfo`].
 
+mod client;
 pub mod connect;
 pub mod crypto;
 mod driver;
+mod endpoint;
 pub mod holepunch;
 pub mod messages;
 pub mod mutable;
 mod node;
 pub mod path;
 mod punch;
+mod responder;
+mod schedule;
 pub mod server;
+mod session;
 pub mod store;
 
-pub use connect::{ConnectError, Firewall, HyperDht, NoPathReason, RelayMode, UdxDatagrams};
+pub use connect::{ConnectError, Firewall, HyperDht, NoPathReason, RelayMode};
 pub use driver::{Bootstrap, DatagramSocket, DhtConfig, DhtError, DhtNode, NodeInfo, ServerEvent};
+pub use endpoint::UdxDatagrams;
 pub use holepunch::NatClass;
 pub use node::{
     HyperDhtCore, HyperEvent, LookupResult, MAX_HYPER_EVENTS, MAX_LOOKUP_RESULTS, MAX_OPS, OpId,

@@ -9,13 +9,12 @@
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tracing::{debug, trace};
 
-use super::holepunch::{MAX_CONSISTENT_ROUNDS, MAX_RANDOM_PROBES, Strategy};
+use super::schedule::ProbeOp;
 use crate::udx::{EndpointError, SocketEvent, UdxSocket, UdxStream};
 
 /// Hits buffered from all sockets of one punch (probes beyond are dropped; one is enough).
@@ -95,11 +94,6 @@ impl PunchSockets {
             hits,
             hosts,
         }
-    }
-
-    /// Number of sockets (main included).
-    pub(crate) fn len(&self) -> usize {
-        1 + self.extra.len()
     }
 
     /// Socket `i` (0 = main).
@@ -201,170 +195,25 @@ impl Drop for PunchSockets {
     }
 }
 
-/// Sends probes by `strategy` until a probe from the peer arrives; returns the socket it arrived
-/// on and its sender. `initiator` (the client) stops at the first probe; the server side uses
-/// [`ProbeSchedule`] in its own loop. Bounded by the strategy's probe budget.
-pub(crate) async fn probe_until_hit(
-    sockets: &mut PunchSockets,
-    strategy: Strategy,
-    remote: &[SocketAddrV4],
-    host: Ipv4Addr,
-    initiator: bool,
-) -> Result<(usize, SocketAddrV4), String> {
-    let mut schedule = ProbeSchedule::new(strategy, remote.to_vec());
-    loop {
-        let next = schedule.next_step();
-        let Some(step) = next else {
-            return Err(schedule.exhausted_reason());
-        };
-        tokio::select! {
-            biased;
-            hit = sockets.next_hit() => match hit {
-                Some(Hit::Probe { socket, from }) => {
-                    if initiator {
-                        return Ok((socket, from));
-                    }
-                    sockets.probe(socket, from).await;
+impl PunchSockets {
+    /// Executes one probe op (extra sockets bind `host`); `false` when a socket could not be
+    /// opened.
+    pub(crate) async fn execute(&mut self, op: ProbeOp, host: Ipv4Addr) -> bool {
+        match op {
+            ProbeOp::Send { socket, to } => {
+                self.probe(socket, to).await;
+                true
+            }
+            ProbeOp::OpenAndSend { to } => match self.open_extra(host).await {
+                Ok(i) => {
+                    self.probe(i, to).await;
+                    true
                 }
-                Some(Hit::FirstPacket { .. }) => {}
-                None => return Err("probe channel closed".into()),
+                Err(e) => {
+                    debug!(error = %e, "cannot open a birthday socket");
+                    false
+                }
             },
-            () = tokio::time::sleep(step.wait) => {
-                schedule.run_step(sockets, host).await;
-            }
-        }
-    }
-}
-
-/// One step of a probe schedule: wait, then send.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ProbeStep {
-    wait: Duration,
-}
-
-impl ProbeStep {
-    /// How long to wait before sending this step's probes.
-    pub(crate) fn wait(self) -> Duration {
-        self.wait
-    }
-}
-
-/// What to send when, for one strategy (bounded; see [`super::holepunch`]'s constants).
-#[derive(Debug)]
-pub(crate) struct ProbeSchedule {
-    strategy: Strategy,
-    remote: Vec<SocketAddrV4>,
-    steps: u32,
-    birthday_opened: usize,
-    next_birthday: usize,
-    first: bool,
-}
-
-impl ProbeSchedule {
-    pub(crate) fn new(strategy: Strategy, remote: Vec<SocketAddrV4>) -> Self {
-        Self {
-            strategy,
-            remote,
-            steps: 0,
-            birthday_opened: 0,
-            next_birthday: 1,
-            first: true,
-        }
-    }
-
-    /// The next step, or `None` when the probe budget is spent.
-    pub(crate) fn next_step(&mut self) -> Option<ProbeStep> {
-        let (budget, interval) = match self.strategy {
-            Strategy::Consistent => (
-                MAX_CONSISTENT_ROUNDS,
-                super::holepunch::CONSISTENT_PROBE_INTERVAL,
-            ),
-            Strategy::RandomPorts { .. } => {
-                (MAX_RANDOM_PROBES, super::holepunch::RANDOM_PROBE_INTERVAL)
-            }
-            // Open the sockets fast, then keep their mappings alive as long as a (JS) peer
-            // may still spray probes at them.
-            Strategy::Birthday { .. }
-                if self.birthday_opened < super::holepunch::BIRTHDAY_SOCKETS =>
-            {
-                (u32::MAX, super::holepunch::RANDOM_PROBE_INTERVAL)
-            }
-            Strategy::Birthday { .. } => (
-                super::holepunch::MAX_BIRTHDAY_KEEPALIVES,
-                super::holepunch::BIRTHDAY_KEEPALIVE_INTERVAL,
-            ),
-            _ => return None,
-        };
-        if self.steps >= budget {
-            return None;
-        }
-        let wait = if self.first { Duration::ZERO } else { interval };
-        self.first = false;
-        Some(ProbeStep { wait })
-    }
-
-    pub(crate) fn exhausted_reason(&self) -> String {
-        match self.strategy {
-            Strategy::Consistent => "no probe came back from the peer's addresses".into(),
-            Strategy::RandomPorts { .. } => {
-                "no random-port probe met the peer's birthday sockets".into()
-            }
-            Strategy::Birthday { .. } => "no probe reached our birthday sockets".into(),
-            Strategy::BothRandom => "both NATs randomize ports".into(),
-            Strategy::Unverified => "the peer's address could not be verified".into(),
-            Strategy::Unknown => "a NAT could not be classified".into(),
-        }
-    }
-
-    /// Sends this step's probes.
-    pub(crate) async fn run_step(&mut self, sockets: &mut PunchSockets, host: Ipv4Addr) {
-        self.steps += 1;
-        match self.strategy {
-            Strategy::Consistent => {
-                for a in &self.remote {
-                    if a.port() != 0 {
-                        sockets.probe(0, *a).await;
-                    }
-                }
-            }
-            Strategy::RandomPorts { host: to } => {
-                for _ in 0..super::holepunch::RANDOM_PROBE_BURST {
-                    let port = super::holepunch::random_port(&mut rand::rngs::OsRng);
-                    sockets.probe(0, SocketAddrV4::new(to, port)).await;
-                }
-            }
-            Strategy::Birthday { target } => {
-                if self.birthday_opened < super::holepunch::BIRTHDAY_SOCKETS {
-                    // Open the sockets in bursts: each is a fresh NAT mapping to `target`.
-                    for _ in 0..16 {
-                        if self.birthday_opened >= super::holepunch::BIRTHDAY_SOCKETS {
-                            break;
-                        }
-                        match sockets.open_extra(host).await {
-                            Ok(i) => {
-                                self.birthday_opened += 1;
-                                sockets.probe(i, target).await;
-                            }
-                            Err(e) => {
-                                debug!(error = %e, "cannot open a birthday socket");
-                                self.birthday_opened = super::holepunch::BIRTHDAY_SOCKETS;
-                                break;
-                            }
-                        }
-                    }
-                } else {
-                    // Keep every mapping fresh, one socket per step, round robin.
-                    let n = sockets.len();
-                    if n > 1 {
-                        if self.next_birthday >= n {
-                            self.next_birthday = 1;
-                        }
-                        sockets.probe(self.next_birthday, target).await;
-                        self.next_birthday += 1;
-                    }
-                }
-            }
-            _ => {}
         }
     }
 }

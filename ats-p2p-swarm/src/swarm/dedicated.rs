@@ -158,7 +158,13 @@ pub(super) async fn connect_on_topic(
     deadline: Instant,
 ) -> Result<Connection, NoConnection> {
     let announced = async {
-        let mut pause = LOOKUP_RETRY_FIRST;
+        // The workspace's one backoff (`backon`), without jitter: one lookup per waiting node.
+        let mut pauses = backon::BackoffBuilder::build(
+            backon::ExponentialBuilder::new()
+                .with_min_delay(LOOKUP_RETRY_FIRST)
+                .with_max_delay(LOOKUP_RETRY_MAX)
+                .without_max_times(),
+        );
         loop {
             let found = tokio::time::timeout(ATTEMPT_TIMEOUT, dht.dht().lookup(topic))
                 .await
@@ -172,8 +178,7 @@ pub(super) async fn connect_on_topic(
             if found {
                 return;
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(LOOKUP_RETRY_MAX);
+            tokio::time::sleep(pauses.next().unwrap_or(LOOKUP_RETRY_MAX)).await;
         }
     };
     tokio::time::timeout_at(deadline, announced)

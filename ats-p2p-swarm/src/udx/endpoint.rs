@@ -137,6 +137,15 @@ impl Endpoint {
         true
     }
 
+    /// Forgets the packet held by the firewall hook for stream `local_id` (its
+    /// [`Routed::Firewall`] could not be delivered): the peer's next packet raises the hook
+    /// again instead of being dropped behind a stash nobody will replay.
+    pub fn unstash(&mut self, local_id: u32) {
+        if let Some(e) = self.streams.get_mut(&local_id) {
+            e.stash = None;
+        }
+    }
+
     /// The stream with local id `id`.
     pub fn stream(&mut self, id: u32) -> Option<&mut Stream> {
         self.streams.get_mut(&id).map(|e| &mut e.stream)
@@ -382,6 +391,32 @@ mod tests {
         assert_eq!(
             e.handle_datagram(now, addr(1), &packet(10, flags::DATA)),
             Routed::NotUdx
+        );
+    }
+
+    #[test]
+    fn an_undelivered_firewall_hook_is_raised_again() {
+        let now = Instant::now();
+        let mut e = Endpoint::new();
+        e.create_stream(7, StreamConfig::default(), now).unwrap();
+        let first = e.handle_datagram(now, addr(1), &packet(7, flags::DATA));
+        assert_eq!(
+            first,
+            Routed::Firewall {
+                local_id: 7,
+                from: addr(1)
+            }
+        );
+        // While the first packet is held, later ones are dropped.
+        assert_eq!(
+            e.handle_datagram(now, addr(1), &packet(7, flags::DATA)),
+            Routed::Dropped
+        );
+        // The hook's event was lost: the retransmission raises it again.
+        e.unstash(7);
+        assert_eq!(
+            e.handle_datagram(now, addr(1), &packet(7, flags::DATA)),
+            first
         );
     }
 

@@ -5,6 +5,23 @@ use std::path::PathBuf;
 
 pub mod sim;
 
+/// The settings of every property test in this binary: a fixed seed (runs are reproducible), a
+/// bounded case count, and failures persisted in the committed
+/// `proptest-regressions/integration.txt`, whose seeds run before any new case.
+pub fn proptest_config(cases: u32, seed: u64) -> proptest::test_runner::Config {
+    proptest::test_runner::Config {
+        cases,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(seed),
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::Direct(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/proptest-regressions/integration.txt"
+            )),
+        )),
+        ..proptest::test_runner::Config::default()
+    }
+}
+
 /// `interop/js`, failing loudly when its dependencies are not installed.
 pub fn js_dir() -> PathBuf {
     let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../interop/js"));

@@ -392,6 +392,9 @@ impl Driver {
             Routed::Firewall { local_id, from } => {
                 let ev = SocketEvent::Firewall { local_id, from };
                 if self.events.try_send(ev).is_err() {
+                    // Without the event nobody connects the stream, and its held packet would
+                    // block every later one: let the peer's retransmission raise it again.
+                    st.endpoint.unstash(local_id);
                     tracing::debug!(%from, "firewall event dropped: queue full");
                 }
             }
