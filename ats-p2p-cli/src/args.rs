@@ -167,6 +167,14 @@ pub(crate) struct NodeArgs {
     /// Never relay: only direct and holepunched connections (and refuse a peer's relay).
     #[arg(long, env = "ATS_P2P_NO_RELAY", conflicts_with = "relay")]
     pub(crate) no_relay: bool,
+    /// Bandwidth limit per transfer, e.g. `10MB/s`, `1MiB/s` (sizes as for `--max-size`; the
+    /// `/s` is optional). A sender paces its writes, a receiver its reads.
+    #[arg(long, env = "ATS_P2P_LIMIT", value_parser = parse_rate, value_name = "RATE")]
+    pub(crate) limit: Option<std::num::NonZeroU64>,
+    /// Do not resume broken transfers: the seed protocol only (a receiver keeps no partial
+    /// files, a sender always sends the whole file).
+    #[arg(long, env = "ATS_P2P_NO_RESUME")]
+    pub(crate) no_resume: bool,
 }
 
 /// A public key: 64 hex characters.
@@ -208,6 +216,11 @@ pub(crate) struct ListenArgs {
     /// Exit after the first transfer addressed to us ends; the exit status is its result.
     #[arg(long)]
     pub(crate) once: bool,
+    /// How long a partial file of a broken transfer is kept for resuming after its last write
+    /// (`7d`, `12h`, or milliseconds); see `status --partials`.
+    #[arg(long, env = "ATS_P2P_PARTIAL_EXPIRY", value_name = "DURATION",
+          default_value_t = Timeout(ats_p2p::partial::DEFAULT_PARTIAL_EXPIRY))]
+    pub(crate) partial_expiry: Timeout,
     /// Node options.
     #[command(flatten)]
     pub(crate) node: NodeArgs,
@@ -226,8 +239,20 @@ pub(crate) enum StatusTarget {
 #[derive(Debug, Args)]
 pub(crate) struct StatusArgs {
     /// A transfer id (32 hex characters) or an ATS task id (a number).
-    #[arg(value_parser = parse_status_target, value_name = "TRANSFER_ID|TASK_ID")]
-    pub(crate) target: StatusTarget,
+    #[arg(value_parser = parse_status_target, value_name = "TRANSFER_ID|TASK_ID",
+          required_unless_present = "partials")]
+    pub(crate) target: Option<StatusTarget>,
+    /// List the partial files of broken transfers kept in the save directory for resuming.
+    #[arg(long, conflicts_with = "target")]
+    pub(crate) partials: bool,
+    /// The save directory `--partials` looks in.
+    #[arg(
+        long,
+        env = "ATS_P2P_SAVE_DIR",
+        default_value = "./incoming",
+        value_name = "DIR"
+    )]
+    pub(crate) save_dir: PathBuf,
 }
 
 /// `ats-p2p id` (for the shared `--actor-id`).
@@ -361,6 +386,19 @@ fn parse_status_target(s: &str) -> Result<StatusTarget, String> {
     Err(format!(
         "{s:?} is neither a task id (a number) nor a transfer id (32 hex characters)"
     ))
+}
+
+/// Parses a rate: a size as [`parse_size`] takes it, optionally followed by `/s`; zero is
+/// refused (no limit is the absence of `--limit`).
+pub(crate) fn parse_rate(s: &str) -> Result<std::num::NonZeroU64, String> {
+    let t = s.trim();
+    let size = t
+        .strip_suffix("/s")
+        .or_else(|| t.strip_suffix("/S"))
+        .unwrap_or(t);
+    let bytes =
+        parse_size(size).map_err(|e| format!("{e} (a rate is a size per second, e.g. 10MB/s)"))?;
+    std::num::NonZeroU64::new(bytes).ok_or_else(|| format!("{s:?}: a limit must be above zero"))
 }
 
 /// Parses a size with the `bytesize` crate: plain bytes (`1048576`) or a number with a unit,

@@ -264,17 +264,24 @@ impl Output {
                 bytes,
                 duration_ms,
                 path,
+                resumed_from,
             } => {
                 self.finish(&view_key(transfer_id, *direction));
                 let verb = match direction {
                     Direction::Send => "sent",
                     Direction::Receive => "received",
                 };
+                let moved = bytes.saturating_sub(*resumed_from);
+                let resumed = if *resumed_from > 0 {
+                    format!(", resumed from {}", human_size(*resumed_from))
+                } else {
+                    String::new()
+                };
                 self.result(&format!(
-                    "{tag}{verb} {file_path} ({}) in {} at {}, {}, sha256 {file_hash}",
+                    "{tag}{verb} {file_path} ({}) in {} at {}, {}{resumed}, sha256 {file_hash}",
                     human_size(*bytes),
                     human_ms(*duration_ms),
-                    human_rate(*bytes, *duration_ms),
+                    human_rate(moved, *duration_ms),
                     path.path
                 ));
             }

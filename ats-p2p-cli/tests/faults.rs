@@ -77,7 +77,7 @@ fn signal(p: &Proc, sig: &str) {
 }
 
 #[test]
-fn sigkill_of_listen_mid_transfer_exposes_nothing_and_the_next_start_cleans_up() {
+fn sigkill_of_listen_mid_transfer_exposes_nothing_and_an_expired_partial_is_cleaned_up() {
     let net = Net::start_with(FAULT_TIMEOUT);
     let src = subdir(net.path(), "src");
     let save = net.path().join("incoming");
@@ -110,8 +110,31 @@ fn sigkill_of_listen_mid_transfer_exposes_nothing_and_the_next_start_cleans_up()
     assert!(v["outputs"].as_array().unwrap().is_empty(), "{v}");
     assert!(!v["reason"].as_str().unwrap_or_default().is_empty(), "{v}");
 
-    // The next `listen` on that directory removes what the killed one left.
-    let mut again = net.listen("agent-b", &save, &[]);
+    // The killed receiver's file is kept for a resume: hidden, private, with its record
+    // beside it, and listed by `status --partials`.
+    let left = dir_names(&save);
+    assert_eq!(left.len(), 2, "the partial file and its record: {left:?}");
+    #[cfg(unix)]
+    for name in &left {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(save.join(name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}");
+    }
+    let listed = common::ats_p2p(net.path())
+        .args(["status", "--partials", "--json", "--save-dir"])
+        .arg(&save)
+        .output()
+        .unwrap();
+    assert!(listed.status.success(), "{listed:?}");
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    assert!(listed.contains(&tid), "{listed}");
+
+    // A `listen` whose partial files expire at once removes everything the killed one left.
+    let mut again = net.listen("agent-b", &save, &["--partial-expiry", "1"]);
     wait_until(
         net.deadline,
         "stale temporary file removed at start",
@@ -122,7 +145,7 @@ fn sigkill_of_listen_mid_transfer_exposes_nothing_and_the_next_start_cleans_up()
 }
 
 #[test]
-fn sigkill_of_send_mid_transfer_fails_the_task_and_leaves_nothing() {
+fn sigkill_of_send_mid_transfer_fails_the_task_and_exposes_nothing() {
     let net = Net::start_with(FAULT_TIMEOUT);
     let src = subdir(net.path(), "src");
     let save = net.path().join("incoming");
@@ -142,11 +165,15 @@ fn sigkill_of_send_mid_transfer_fails_the_task_and_leaves_nothing() {
     assert_eq!(failed["kind"], "network", "{failed}");
     assert!(!failed["reason"].as_str().unwrap().is_empty(), "{failed}");
     assert!(!events(&rx).iter().any(|e| e == "transfer_complete"));
+    // Nothing under a real name: only the partial file and its record, kept for a resume.
     assert!(
-        dir_names(&save).is_empty(),
-        "no file and no temporary file: {:?}",
+        exposed_names(&save).is_empty(),
+        "no file: {:?}",
         dir_names(&save)
     );
+    let left = dir_names(&save);
+    assert_eq!(left.len(), 2, "the partial file and its record: {left:?}");
+    assert!(left.iter().any(|n| is_temp_name(n)), "{left:?}");
     let v = net.wait_status(&tid, "failed");
     assert!(v["outputs"].as_array().unwrap().is_empty(), "{v}");
     assert!(!v["reason"].as_str().unwrap_or_default().is_empty(), "{v}");
@@ -570,6 +597,7 @@ fn a_second_claim_and_accept_by_the_same_actor_id_is_ignored() {
     let forged = AcceptMessage {
         transfer_id: tid.parse::<TransferId>().unwrap(),
         receiver_key: [7; 32],
+        resume: false,
     };
     impostor
         .run(

@@ -14,3 +14,4 @@ mod faults;
 mod hub_cli;
 mod mcp;
 mod nat;
+mod resume;

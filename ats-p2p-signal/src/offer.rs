@@ -292,19 +292,29 @@ pub struct AcceptMessage {
     pub transfer_id: TransferId,
     /// The receiver's Hyperswarm (Ed25519) public key.
     pub receiver_key: [u8; 32],
+    /// The receiver can resume a broken transfer (the frame protocol's resume extension): the
+    /// sender may offer it in META. Written as `"resume":true` only when set; a reader that
+    /// does not know the field ignores it, and its absence means `false`.
+    pub resume: bool,
 }
 
 impl AcceptMessage {
     /// The JSON text content:
-    /// `{"p2p":"accept","v":1,"transfer_id":"…","receiver_key":"<64 hex>"}`.
+    /// `{"p2p":"accept","v":1,"transfer_id":"…","receiver_key":"<64 hex>"}`, plus
+    /// `"resume":true` when the receiver can resume.
     pub fn to_content(&self) -> String {
-        json!({
+        let mut content = json!({
             "p2p": "accept",
             "v": OFFER_VERSION,
             "transfer_id": self.transfer_id.to_string(),
             "receiver_key": hex::encode(self.receiver_key),
-        })
-        .to_string()
+        });
+        if self.resume
+            && let Some(obj) = content.as_object_mut()
+        {
+            obj.insert("resume".into(), Value::Bool(true));
+        }
+        content.to_string()
     }
 
     /// Parses a text part's content.
@@ -318,6 +328,7 @@ impl AcceptMessage {
         Ok(Self {
             transfer_id: TransferId(hex_field::<16>(obj, "transfer_id")?),
             receiver_key: hex_field::<32>(obj, "receiver_key")?,
+            resume: obj.get("resume").and_then(Value::as_bool).unwrap_or(false),
         })
     }
 
@@ -441,12 +452,20 @@ mod tests {
         let a = AcceptMessage {
             transfer_id: TransferId::random(),
             receiver_key: [9; 32],
+            resume: false,
         };
         let c = a.to_content();
         let v: Value = serde_json::from_str(&c).unwrap();
         assert_eq!(v["p2p"], "accept");
         assert_eq!(v["v"], 1);
         assert_eq!(AcceptMessage::parse(&c).unwrap(), a);
+        assert!(
+            v.get("resume").is_none(),
+            "a seed reader sees the seed message"
+        );
+        let r = AcceptMessage { resume: true, ..a };
+        let c = r.to_content();
+        assert_eq!(AcceptMessage::parse(&c).unwrap(), r);
         assert_eq!(AcceptMessage::parse("hello"), Err(OfferError::NotAnAccept));
         assert_eq!(
             AcceptMessage::parse(r#"{"p2p":"nope"}"#),

@@ -76,6 +76,7 @@ async fn offer_accepted_and_completed() {
         let accept = AcceptMessage {
             transfer_id: o.transfer_id,
             receiver_key: [2; 32],
+            resume: false,
         };
         b.post_text(task.id, &accept.to_content()).await.unwrap();
         let ev = next_matching(&mut a_watch, |e| e.kind == EventKind::Message).await;

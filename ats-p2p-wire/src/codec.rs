@@ -5,7 +5,7 @@ use std::io::IoSlice;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::error::FrameError;
-use crate::frame::{Frame, FrameType, HEADER_LEN, Meta};
+use crate::frame::{Frame, FrameType, HEADER_LEN, Meta, ResumePayload};
 
 /// Where the decoder is inside the current frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,6 +127,11 @@ fn frame_from_payload(ty: FrameType, payload: BytesMut) -> Result<Frame, FrameEr
         FrameType::Ack => Frame::Ack(payload.freeze()),
         FrameType::Nack => Frame::Nack(String::from_utf8_lossy(&payload).into_owned()),
         FrameType::Error => Frame::Error(String::from_utf8_lossy(&payload).into_owned()),
+        FrameType::Resume => Frame::Resume(
+            serde_json::from_slice::<ResumePayload>(&payload)
+                .map_err(|e| FrameError::BadResume(e.to_string()))?
+                .offset,
+        ),
     })
 }
 
@@ -216,6 +221,10 @@ pub fn encode_parts(frame: &Frame) -> Result<EncodedFrame, FrameError> {
         Frame::Data(data) | Frame::Ack(data) => data.clone(),
         Frame::Done => Bytes::new(),
         Frame::Nack(text) | Frame::Error(text) => Bytes::copy_from_slice(text.as_bytes()),
+        Frame::Resume(offset) => Bytes::from(
+            serde_json::to_vec(&ResumePayload { offset: *offset })
+                .map_err(|e| FrameError::BadResume(e.to_string()))?,
+        ),
     };
     let max = ty.max_len();
     let len = match u32::try_from(payload.len()) {
@@ -255,10 +264,10 @@ mod tests {
     #[test]
     fn rejects_unknown_type_from_first_byte() {
         let mut d = FrameDecoder::new();
-        let mut src = BytesMut::from(&[0x07][..]);
-        assert_eq!(d.decode(&mut src), Err(FrameError::UnknownType(7)));
+        let mut src = BytesMut::from(&[0x08][..]);
+        assert_eq!(d.decode(&mut src), Err(FrameError::UnknownType(8)));
         assert_eq!(src.len(), 1, "nothing consumed on error");
-        assert_eq!(d.decode(&mut src), Err(FrameError::UnknownType(7)));
+        assert_eq!(d.decode(&mut src), Err(FrameError::UnknownType(8)));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::frame::{Frame, FrameType};
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum FrameError {
-    /// The type byte is not one of the six defined types.
+    /// The type byte is not one of the defined types.
     #[error("unknown frame type 0x{0:02x}")]
     UnknownType(u8),
     /// The announced payload length is above the limit for its type.
@@ -24,6 +24,9 @@ pub enum FrameError {
     /// The META payload is not the expected JSON object.
     #[error("invalid META payload: {0}")]
     BadMeta(String),
+    /// The RESUME payload is not the JSON object `{"offset":N}`.
+    #[error("invalid RESUME payload: {0}")]
+    BadResume(String),
     /// The stream ended inside a frame.
     #[error("stream ended inside a frame ({buffered} bytes buffered)")]
     Truncated {
@@ -97,6 +100,14 @@ pub enum TransferError {
         /// The hash of the bytes received.
         actual: crate::FileHash,
     },
+    /// The receiver asked to resume past the end of the file.
+    #[error("RESUME at byte {offset} of a {size}-byte file")]
+    ResumeBeyondSize {
+        /// The offset the receiver asked for.
+        offset: u64,
+        /// The announced size.
+        size: u64,
+    },
 
     // -- the peer said no --
     /// The receiver refused (NACK) with this reason.
@@ -145,7 +156,8 @@ impl TransferError {
             | Self::TooLarge { .. }
             | Self::Oversize { .. }
             | Self::SizeMismatch { .. }
-            | Self::HashMismatch { .. } => Some(match side {
+            | Self::HashMismatch { .. }
+            | Self::ResumeBeyondSize { .. } => Some(match side {
                 Side::Receiver => Frame::nack(self.to_string()),
                 Side::Sender => Frame::error(self.to_string()),
             }),
@@ -165,6 +177,7 @@ impl TransferError {
                 | Self::Oversize { .. }
                 | Self::SizeMismatch { .. }
                 | Self::HashMismatch { .. }
+                | Self::ResumeBeyondSize { .. }
                 | Self::Nack(_)
                 | Self::PeerError(_)
         )

@@ -22,7 +22,12 @@ pub const MAX_ACK_LEN: usize = 4 * 1024;
 /// Largest NACK or ERROR payload: a human-readable reason, never a dump of data.
 pub const MAX_REASON_LEN: usize = 4 * 1024;
 
-/// The six frame types, with the type byte they carry on the wire.
+/// Largest RESUME payload: `{"offset":N}` is at most 31 bytes; the rest is room for white
+/// space and later fields.
+pub const MAX_RESUME_LEN: usize = 256;
+
+/// The frame types, with the type byte they carry on the wire: the seed protocol's six and
+/// RESUME, an extension sent only to a sender that offered it in META.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum FrameType {
@@ -38,6 +43,9 @@ pub enum FrameType {
     Nack = 0x05,
     /// `0x06`: either side gives up; UTF-8 message.
     Error = 0x06,
+    /// `0x07`: the receiver's answer to a META with `"resume":true`: JSON `{"offset":N}`, the
+    /// verified prefix it holds; the sender streams from there.
+    Resume = 0x07,
 }
 
 impl FrameType {
@@ -50,6 +58,7 @@ impl FrameType {
             0x04 => Some(Self::Ack),
             0x05 => Some(Self::Nack),
             0x06 => Some(Self::Error),
+            0x07 => Some(Self::Resume),
             _ => None,
         }
     }
@@ -67,6 +76,7 @@ impl FrameType {
             Self::Done => 0,
             Self::Ack => MAX_ACK_LEN,
             Self::Nack | Self::Error => MAX_REASON_LEN,
+            Self::Resume => MAX_RESUME_LEN,
         }
     }
 
@@ -79,6 +89,7 @@ impl FrameType {
             Self::Ack => "ACK",
             Self::Nack => "NACK",
             Self::Error => "ERROR",
+            Self::Resume => "RESUME",
         }
     }
 }
@@ -120,6 +131,9 @@ pub enum Frame {
     Nack(String),
     /// A side gives up, with a message.
     Error(String),
+    /// The receiver holds the first `offset` bytes (verified) and wants the rest; sent only
+    /// in answer to a META that offered resuming.
+    Resume(u64),
 }
 
 impl Frame {
@@ -132,6 +146,7 @@ impl Frame {
             Self::Ack(_) => FrameType::Ack,
             Self::Nack(_) => FrameType::Nack,
             Self::Error(_) => FrameType::Error,
+            Self::Resume(_) => FrameType::Resume,
         }
     }
 
@@ -160,8 +175,9 @@ pub(crate) fn truncate_reason(mut text: String) -> String {
 
 /// The META payload: what the sender says it is about to send.
 ///
-/// On the wire this is the JSON object `{"name":…,"size":…,"hash":…}` (fields in that order);
-/// unknown fields are ignored when decoding.
+/// On the wire this is the JSON object `{"name":…,"size":…,"hash":…}` (fields in that order),
+/// with `"resume":true` after them when the sender offers to resume; unknown fields are ignored
+/// when decoding (so a seed receiver ignores `resume`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Meta {
     /// File name as offered (validating it as a path component is the caller's job).
@@ -170,6 +186,35 @@ pub struct Meta {
     pub size: u64,
     /// SHA-256 of the whole file.
     pub hash: FileHash,
+    /// The sender can resume: it waits for a RESUME frame after META and then streams from
+    /// its offset. Only in META frames (an offer never carries it); absent means `false`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub resume: bool,
+}
+
+impl Meta {
+    /// The description of a file: `name`, `size` and `hash`, without a resume offer.
+    pub fn new(name: impl Into<String>, size: u64, hash: FileHash) -> Self {
+        Self {
+            name: name.into(),
+            size,
+            hash,
+            resume: false,
+        }
+    }
+}
+
+/// `skip_serializing_if` for flags that are left out when unset.
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde passes a reference
+const fn is_false(flag: &bool) -> bool {
+    !*flag
+}
+
+/// The RESUME payload: `{"offset":N}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ResumePayload {
+    /// Bytes the receiver already holds.
+    pub(crate) offset: u64,
 }
 
 /// A SHA-256 digest, written as 64 lower-case hex characters.
@@ -251,7 +296,7 @@ mod tests {
             match FrameType::try_from(byte) {
                 Ok(ty) => assert_eq!(u8::from(ty), byte),
                 Err(err) => {
-                    assert!(byte == 0 || byte > 6);
+                    assert!(byte == 0 || byte > 7);
                     assert_eq!(err, crate::FrameError::UnknownType(byte));
                 }
             }

@@ -156,6 +156,12 @@ pub fn receiver(data: &[u8]) -> RunOutcome {
 /// hashes what it wrote. Two more operations answer `HashNeeded` with the SHA-256 of the bytes
 /// written (what production does) or with 32 bytes from the input; the same checks hold, and
 /// `HashNeeded` comes once, only in this mode, only when every byte arrived.
+///
+/// Flag bit 4 makes it a resuming receiver ([`Receiver::with_resume`]) that holds a prefix of
+/// the file (corrupted when bit 8 is set, as a damaged partial file would be), and one more
+/// operation sends META offering resume (or, sometimes, a RESUME the sender must never send):
+/// RESUME goes out only for an offer, `Started` comes once before any write and says where
+/// writes continue, and a corrupt prefix never verifies.
 pub fn receiver_external_hash(data: &[u8]) -> RunOutcome {
     run_receiver(data, true)
 }
@@ -174,6 +180,7 @@ fn run_receiver(data: &[u8], external_hash: bool) -> RunOutcome {
         name: "file.bin".into(),
         size: size as u64,
         hash: FileHash::of(&content),
+        resume: false,
     };
     let flags = input.byte();
     let max_size = if flags & 1 == 1 {
@@ -192,10 +199,27 @@ fn run_receiver(data: &[u8], external_hash: bool) -> RunOutcome {
     if external_hash {
         rx = rx.with_external_hash();
     }
+    let resuming = external_hash && flags & 4 == 4;
+    let mut prefix = Vec::new();
+    if resuming {
+        let len = (usize::from(input.byte()) * 4).min(size);
+        prefix = content.get(..len).unwrap_or_default().to_vec();
+        if flags & 8 == 8
+            && let Some(b) = prefix.last_mut()
+        {
+            *b ^= 0x80;
+        }
+        rx = rx.with_resume(prefix.len() as u64);
+    }
 
     let mut checker = ReceiverChecker {
         offer,
-        written: Vec::new(),
+        written: prefix,
+        resuming,
+        started: false,
+        resume_sent: false,
+        meta_offered_resume: false,
+        next_cursor: None,
         external_hash,
         hash_needed: false,
         verified: false,
@@ -211,9 +235,20 @@ fn run_receiver(data: &[u8], external_hash: bool) -> RunOutcome {
     let mut ops = 0;
     while !input.is_empty() && ops < 4096 {
         ops += 1;
-        let op_count = if external_hash { 18 } else { 16 };
+        let op_count = if external_hash { 19 } else { 16 };
         match input.byte() % op_count {
             0 => rx.handle_frame(now, Frame::Meta(checker.offer.clone())),
+            18 => {
+                if input.byte().is_multiple_of(4) {
+                    let offset = u64::from(input.byte()) * 4;
+                    rx.handle_frame(now, Frame::Resume(offset));
+                } else {
+                    let mut meta = checker.offer.clone();
+                    meta.resume = true;
+                    checker.meta_offered_resume |= !checker.started;
+                    rx.handle_frame(now, Frame::Meta(meta));
+                }
+            }
             1 => {
                 let mut meta = checker.offer.clone();
                 match input.byte() % 3 {
@@ -301,6 +336,10 @@ fn run_receiver(data: &[u8], external_hash: bool) -> RunOutcome {
             }
         }
         checker.drain(&mut rx);
+        if let Some(at) = checker.next_cursor.take() {
+            // An honest sender continues where the receiver said.
+            cursor = at;
+        }
     }
     if checker.committed && checker.finished && rx.is_finished() && !checker.failed {
         RunOutcome::Completed
@@ -326,7 +365,18 @@ pub enum RunOutcome {
 #[derive(Debug)]
 struct ReceiverChecker {
     offer: Meta,
+    /// What the file holds: the resumed prefix (if any), then the writes.
     written: Vec<u8>,
+    /// The receiver holds a prefix and answers resume offers.
+    resuming: bool,
+    /// `Started` was seen.
+    started: bool,
+    /// RESUME was sent.
+    resume_sent: bool,
+    /// A META offering resume was fed before `Started`.
+    meta_offered_resume: bool,
+    /// Where an honest sender continues after `Started`.
+    next_cursor: Option<usize>,
     /// The receiver runs [`Receiver::with_external_hash`].
     external_hash: bool,
     /// `HashNeeded` was seen.
@@ -344,11 +394,33 @@ impl ReceiverChecker {
             if frame.frame_type() == FrameType::Ack {
                 assert!(self.committed, "ACK before file_committed");
             }
+            if let Frame::Resume(offset) = frame {
+                assert!(
+                    self.resuming && self.meta_offered_resume,
+                    "RESUME without an offer"
+                );
+                assert!(!self.resume_sent, "RESUME twice");
+                assert_eq!(offset, self.written.len() as u64, "RESUME offset");
+                self.resume_sent = true;
+            }
         }
         while let Some(event) = rx.poll_event() {
             assert!(!self.finished, "event after the outcome: {event:?}");
             match event {
+                ReceiverEvent::Started { offset } => {
+                    assert!(!self.started, "Started twice");
+                    self.started = true;
+                    if offset == 0 {
+                        // The prefix is discarded: the file restarts.
+                        self.written.clear();
+                    } else {
+                        assert!(self.resume_sent, "resumed without RESUME");
+                        assert_eq!(offset, self.written.len() as u64, "Started offset");
+                    }
+                    self.next_cursor = usize::try_from(offset).ok();
+                }
                 ReceiverEvent::Write { offset, data } => {
+                    assert!(self.started, "write before Started");
                     assert!(!self.verified, "write after Verified");
                     assert_eq!(offset, self.written.len() as u64, "writes not contiguous");
                     assert!(!data.is_empty(), "empty write");

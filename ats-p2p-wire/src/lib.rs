@@ -11,9 +11,16 @@
 //! | `0x04` | ACK | JSON or empty | [`MAX_ACK_LEN`] |
 //! | `0x05` | NACK | UTF-8 reason | [`MAX_REASON_LEN`] |
 //! | `0x06` | ERROR | UTF-8 message | [`MAX_REASON_LEN`] |
+//! | `0x07` | RESUME | JSON `{"offset"}` (extension, see below) | [`MAX_RESUME_LEN`] |
 //!
 //! The sender sends META, DATA × n, DONE; the receiver answers ACK (verified and stored) or
 //! NACK (refused, with a reason); either side may send ERROR and give up.
+//!
+//! **Resuming** is a compatible extension: a sender that can resume (and knows the receiver
+//! can, see [`SenderConfig::offer_resume`]) adds `"resume":true` to META and waits; a receiver
+//! that can ([`Receiver::with_resume`]) answers with RESUME `{"offset":N}`, the length of the
+//! prefix it holds and has re-hashed from disk (0 for none), and the sender streams DATA from
+//! there. A seed receiver ignores the field and never sees RESUME; a seed sender never offers.
 //!
 //! This crate does no I/O, spawns nothing and never reads a clock: [`FrameDecoder`] and
 //! [`encode`]/[`encode_parts`] turn bytes into [`Frame`]s and back, and [`Sender`] and
@@ -37,7 +44,7 @@
 //! };
 //!
 //! let file: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
-//! let meta = Meta { name: "data.bin".into(), size: file.len() as u64, hash: FileHash::of(&file) };
+//! let meta = Meta::new("data.bin", file.len() as u64, FileHash::of(&file));
 //! let now = Instant::now(); // time is an input; a real driver passes the current instant
 //!
 //! let mut sender = Sender::new(meta.clone(), SenderConfig::default(), now)?;
@@ -113,7 +120,7 @@ pub use codec::{EncodedFrame, FrameDecoder, encode, encode_parts};
 pub use error::{FrameError, Side, TransferError};
 pub use frame::{
     FileHash, Frame, FrameType, HEADER_LEN, MAX_ACK_LEN, MAX_DATA_LEN, MAX_META_LEN,
-    MAX_REASON_LEN, Meta, ParseHashError,
+    MAX_REASON_LEN, MAX_RESUME_LEN, Meta, ParseHashError,
 };
 pub use receiver::{
     DEFAULT_IDLE_TIMEOUT, MAX_PENDING_EVENTS, Receiver, ReceiverConfig, ReceiverEvent,

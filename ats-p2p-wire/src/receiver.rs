@@ -46,7 +46,15 @@ impl ReceiverConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ReceiverEvent {
-    /// Write `data` at `offset` in the temporary file. Offsets are contiguous from 0.
+    /// META was accepted; the file's bytes start at `offset`: the prefix given to
+    /// [`Receiver::with_resume`] when the sender took the resume offer, otherwise 0 (discard
+    /// any prefix: truncate the file and restart the hash). Comes before any `Write`.
+    Started {
+        /// Where the first `Write` will be: 0, or the resumed prefix's length.
+        offset: u64,
+    },
+    /// Write `data` at `offset` in the temporary file. Offsets are contiguous from the
+    /// `Started` offset.
     Write {
         /// Byte offset in the file.
         offset: u64,
@@ -98,7 +106,7 @@ enum State {
         received: u64,
         hasher: Option<Sha256>,
     },
-    /// Every byte arrived; waiting for the caller's hash of them.
+    /// Every byte arrived; waiting for the caller's hash of them (prefix included).
     ExpectHash,
     /// Verified; waiting for the caller to commit the file.
     ExpectCommit,
@@ -151,8 +159,13 @@ pub struct Receiver {
     overall_deadline: Option<Instant>,
     /// DATA bytes accepted (also kept after a failure, for reporting).
     received: u64,
-    /// At most one frame is ever sent: ACK, NACK or ERROR.
-    out: Option<Frame>,
+    /// Frames to send: RESUME (only when offered), then at most one of ACK, NACK or ERROR.
+    out: VecDeque<Frame>,
+    /// With [`Self::with_resume`]: the prefix length the caller holds (it answers resume
+    /// offers); `None`: a seed receiver that ignores them.
+    resume_prefix: Option<u64>,
+    /// The offset the transfer resumed from, once a resume offer was answered.
+    resumed_from: Option<u64>,
     events: VecDeque<ReceiverEvent>,
     /// The caller hashes the written bytes ([`Self::with_external_hash`]).
     external_hash: bool,
@@ -171,6 +184,27 @@ impl Receiver {
         self
     }
 
+    /// Answers resume offers: when META carries `"resume":true`, RESUME `{"offset":prefix}` is
+    /// queued and DATA continues at `prefix` (reported by [`ReceiverEvent::Started`]). `prefix`
+    /// is the length of the partial file the caller holds and has **re-hashed from disk**
+    /// (0 for none); only with [`Self::with_external_hash`] (the caller's hash must cover the
+    /// prefix, which this machine never sees), call after it and before the first frame. A
+    /// `prefix` beyond the offered size is treated as 0. Without this call the receiver
+    /// behaves like a seed receiver and ignores the offer.
+    #[must_use]
+    pub fn with_resume(mut self, prefix: u64) -> Self {
+        if matches!(self.state, State::ExpectMeta) && self.external_hash {
+            self.resume_prefix = Some(if prefix <= self.offer.size { prefix } else { 0 });
+        }
+        self
+    }
+
+    /// The offset this transfer resumed from (after `Started`, when the sender took the
+    /// offer); `None` otherwise.
+    pub const fn resumed_from(&self) -> Option<u64> {
+        self.resumed_from
+    }
+
     /// A receiver for the accepted `offer`, starting at `now`. An offer above
     /// `config.max_size` fails at once with a queued NACK.
     pub fn new(offer: Meta, config: ReceiverConfig, now: Instant) -> Self {
@@ -181,7 +215,9 @@ impl Receiver {
             config,
             state: State::ExpectMeta,
             received: 0,
-            out: None,
+            out: VecDeque::new(),
+            resume_prefix: None,
+            resumed_from: None,
             events: VecDeque::new(),
             external_hash: false,
         };
@@ -217,7 +253,8 @@ impl Receiver {
         if self.check_deadlines(now) {
             return;
         }
-        if self.events.len() >= MAX_PENDING_EVENTS {
+        // An input adds at most three events: refuse one that could pass the bound.
+        if self.events.len().saturating_add(3) > MAX_PENDING_EVENTS {
             self.fail(TransferError::ApiMisuse(
                 "receiver events were not drained with poll_event",
             ));
@@ -241,8 +278,25 @@ impl Receiver {
             (_, Frame::Nack(reason)) => Err(TransferError::Nack(reason)),
             (State::ExpectMeta, Frame::Meta(meta)) => {
                 self.check_meta(&meta)?;
+                let start = match self.resume_prefix {
+                    Some(prefix) if meta.resume => {
+                        self.out.push_back(Frame::Resume(prefix));
+                        self.resumed_from = Some(prefix);
+                        prefix
+                    }
+                    _ => 0,
+                };
+                self.received = start;
+                self.events
+                    .push_back(ReceiverEvent::Started { offset: start });
+                if start > 0 {
+                    self.events.push_back(ReceiverEvent::Progress {
+                        bytes: start,
+                        total: self.offer.size,
+                    });
+                }
                 Ok(State::ExpectData {
-                    received: 0,
+                    received: start,
                     hasher: (!self.external_hash).then(Sha256::new),
                 })
             }
@@ -393,7 +447,7 @@ impl Receiver {
             ));
         }
         self.state = State::Done;
-        self.out = Some(Frame::Ack(ack_payload(&self.offer)));
+        self.out.push_back(Frame::Ack(ack_payload(&self.offer)));
         self.events.push_back(ReceiverEvent::Completed {
             size: self.offer.size,
             hash: self.offer.hash,
@@ -416,13 +470,13 @@ impl Receiver {
 
     fn enter_failed(&mut self, err: TransferError) {
         self.state = State::Failed;
-        self.out = err.reply(Side::Receiver);
+        self.out.extend(err.reply(Side::Receiver));
         self.events.push_back(ReceiverEvent::Failed(err));
     }
 
     /// The next frame to send to the peer.
     pub fn poll_frame(&mut self) -> Option<Frame> {
-        self.out.take()
+        self.out.pop_front()
     }
 
     /// The next event for the application.

@@ -20,6 +20,10 @@ pub struct SenderConfig {
     pub ack_timeout: Duration,
     /// Deadline for the whole transfer, from construction until ACK; `None` for none.
     pub overall_timeout: Option<Duration>,
+    /// Offer to resume: META carries `"resume":true` and the sender waits (up to
+    /// `ack_timeout`) for the receiver's RESUME before any DATA. Set it only when the receiver
+    /// said it can resume (a seed receiver would never answer); ignored for an empty file.
+    pub offer_resume: bool,
 }
 
 impl Default for SenderConfig {
@@ -27,6 +31,7 @@ impl Default for SenderConfig {
         Self {
             ack_timeout: DEFAULT_ACK_TIMEOUT,
             overall_timeout: None,
+            offer_resume: false,
         }
     }
 }
@@ -35,6 +40,12 @@ impl Default for SenderConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SenderEvent {
+    /// Only after offering resume: the receiver holds the first `offset` bytes. Hand in the
+    /// file from `offset` on (the first DATA starts there); it comes before any progress.
+    Resumed {
+        /// Where the file's bytes continue.
+        offset: u64,
+    },
     /// Bytes taken out in DATA frames so far, out of `total` (only the latest is kept).
     Progress {
         /// Bytes sent.
@@ -54,6 +65,8 @@ pub enum SenderEvent {
 /// States, named after what they expect next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
+    /// META offered resuming; waiting for the receiver's RESUME.
+    ExpectResume,
     /// Waiting for the caller to hand in file bytes; `given` so far.
     ExpectChunks { given: u64 },
     /// Every byte was handed in and DONE queued; waiting for ACK, NACK or ERROR.
@@ -67,6 +80,7 @@ enum State {
 impl State {
     const fn expects(self) -> &'static str {
         match self {
+            Self::ExpectResume => "RESUME",
             Self::ExpectChunks { .. } => "file data from the application",
             Self::ExpectAck => "ACK",
             Self::Done | Self::Failed => "nothing",
@@ -109,8 +123,13 @@ pub struct Sender {
     done_out: bool,
     /// ERROR to send after a failure.
     reply_out: Option<Frame>,
-    /// Bytes taken out in DATA frames.
+    /// Bytes taken out in DATA frames, counted from the file's start (a resumed transfer
+    /// starts at the receiver's offset).
     sent: u64,
+    /// The offset the receiver resumed from, once RESUME arrived.
+    resumed_from: Option<u64>,
+    /// `Resumed` not yet taken out.
+    resumed_event: bool,
     progress_dirty: bool,
     outcome: Option<SenderEvent>,
     ack_deadline: Option<Instant>,
@@ -121,7 +140,8 @@ impl Sender {
     /// A sender for the file described by `meta`, starting at `now`; META is queued (and DONE
     /// too for an empty file). Fails only if `meta` does not fit in a META frame (a very long
     /// name).
-    pub fn new(meta: Meta, config: SenderConfig, now: Instant) -> Result<Self, TransferError> {
+    pub fn new(mut meta: Meta, config: SenderConfig, now: Instant) -> Result<Self, TransferError> {
+        meta.resume = config.offer_resume && meta.size > 0;
         if encode_parts(&Frame::Meta(meta.clone())).is_err() {
             return Err(TransferError::ApiMisuse(
                 "the file name is too long for a META frame",
@@ -129,17 +149,26 @@ impl Sender {
         }
         let mut sender = Self {
             overall_deadline: config.overall_timeout.and_then(|t| deadline(now, t)),
+            ack_deadline: meta
+                .resume
+                .then(|| deadline(now, config.ack_timeout))
+                .flatten(),
+            state: if meta.resume {
+                State::ExpectResume
+            } else {
+                State::ExpectChunks { given: 0 }
+            },
             meta,
             config,
-            state: State::ExpectChunks { given: 0 },
             meta_out: true,
             data_out: Bytes::new(),
             done_out: false,
             reply_out: None,
             sent: 0,
+            resumed_from: None,
+            resumed_event: false,
             progress_dirty: false,
             outcome: None,
-            ack_deadline: None,
         };
         if sender.meta.size == 0 {
             sender.all_given(now);
@@ -152,16 +181,23 @@ impl Sender {
         &self.meta
     }
 
+    /// The offset the receiver resumed from (after [`SenderEvent::Resumed`]); `None` when
+    /// resuming was not offered or not yet answered.
+    pub const fn resumed_from(&self) -> Option<u64> {
+        self.resumed_from
+    }
+
     /// `true` when [`send_chunk`](Self::send_chunk) would accept more bytes: the transfer is
     /// still sending and the previous chunk has been taken out with `poll_frame`.
     pub fn wants_data(&self) -> bool {
         matches!(self.state, State::ExpectChunks { .. }) && self.data_out.is_empty()
     }
 
-    /// Bytes the caller still has to hand in.
+    /// Bytes the caller still has to hand in (before RESUME arrived: the whole file).
     pub const fn remaining(&self) -> u64 {
         match self.state {
             State::ExpectChunks { given } => self.meta.size.saturating_sub(given),
+            State::ExpectResume => self.meta.size,
             _ => 0,
         }
     }
@@ -218,16 +254,34 @@ impl Sender {
         match (self.state, frame) {
             (_, Frame::Nack(reason)) => self.fail(TransferError::Nack(reason)),
             (_, Frame::Error(message)) => self.fail(TransferError::PeerError(message)),
+            // RESUME is valid once, after META offered it (it has left: META goes first).
+            (State::ExpectResume, Frame::Resume(offset)) if !self.meta_out => {
+                if offset > self.meta.size {
+                    self.fail(TransferError::ResumeBeyondSize {
+                        offset,
+                        size: self.meta.size,
+                    });
+                    return;
+                }
+                self.resumed_from = Some(offset);
+                self.resumed_event = true;
+                self.sent = offset;
+                self.ack_deadline = None;
+                self.state = State::ExpectChunks { given: offset };
+                if offset == self.meta.size {
+                    self.all_given(now);
+                }
+            }
             // ACK is only valid once DONE has left (the receiver cannot have seen it before).
             (State::ExpectAck, Frame::Ack(ack)) if !self.done_out => {
                 self.state = State::Done;
                 self.outcome = Some(SenderEvent::Completed { ack });
             }
             (state, frame) => self.fail(TransferError::UnexpectedFrame {
-                expected: if state == State::ExpectAck {
-                    "ACK"
-                } else {
-                    "nothing (still sending)"
+                expected: match state {
+                    State::ExpectAck => "ACK",
+                    State::ExpectResume => "RESUME",
+                    _ => "nothing (still sending)",
                 },
                 got: frame.frame_type(),
             }),
@@ -274,6 +328,7 @@ impl Sender {
         self.meta_out = false;
         self.data_out = Bytes::new();
         self.done_out = false;
+        self.resumed_event = false;
         self.reply_out = err.reply(Side::Sender);
         self.outcome = Some(SenderEvent::Failed(err));
     }
@@ -302,8 +357,14 @@ impl Sender {
         self.reply_out.take()
     }
 
-    /// The next event: the latest progress first, then the outcome.
+    /// The next event: `Resumed`, then the latest progress, then the outcome.
     pub fn poll_event(&mut self) -> Option<SenderEvent> {
+        if self.resumed_event {
+            self.resumed_event = false;
+            if let Some(offset) = self.resumed_from {
+                return Some(SenderEvent::Resumed { offset });
+            }
+        }
         if self.progress_dirty {
             self.progress_dirty = false;
             return Some(SenderEvent::Progress {
@@ -319,7 +380,9 @@ impl Sender {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             State::ExpectChunks { .. } => self.overall_deadline,
-            State::ExpectAck => earliest(self.ack_deadline, self.overall_deadline),
+            State::ExpectResume | State::ExpectAck => {
+                earliest(self.ack_deadline, self.overall_deadline)
+            }
             State::Done | State::Failed => None,
         }
     }

@@ -13,6 +13,7 @@ fn offer(data: &[u8]) -> Meta {
         name: "f.bin".into(),
         size: data.len() as u64,
         hash: FileHash::of(data),
+        resume: false,
     }
 }
 

@@ -23,6 +23,7 @@ fn vectors() -> Vec<(Frame, Vec<u8>)> {
                 name: "a.txt".into(),
                 size: 5,
                 hash: HELLO_SHA256.parse().unwrap(),
+                resume: false,
             }),
             cat(&[0x01, 0x00, 0x00, 0x00, 0x63], meta_json.as_bytes()),
         ),
@@ -127,7 +128,25 @@ fn bad_meta_payloads_are_errors() {
 #[test]
 fn header_limits() {
     assert_eq!(decode_one(&[0x00]), Err(FrameError::UnknownType(0)));
-    assert_eq!(decode_one(&[0x07, 0, 0]), Err(FrameError::UnknownType(7)));
+    assert_eq!(decode_one(&[0x08, 0, 0]), Err(FrameError::UnknownType(8)));
+    // RESUME (0x07, the resume extension) is known: its payload is limited to 256 bytes.
+    assert_eq!(decode_one(&[0x07, 0, 0]), Ok(None));
+    assert_eq!(
+        decode_one(&[0x07, 0, 0, 1, 1]),
+        Err(FrameError::TooLong {
+            ty: FrameType::Resume,
+            len: 257,
+            max: 256
+        })
+    );
+    assert_eq!(
+        decode_one(b"\x07\x00\x00\x00\x0d{\"offset\":42}"),
+        Ok(Some(Frame::Resume(42)))
+    );
+    assert!(matches!(
+        decode_one(b"\x07\x00\x00\x00\x0e{\"offset\":-42}"),
+        Err(FrameError::BadResume(_))
+    ));
     assert_eq!(decode_one(&[0xff]), Err(FrameError::UnknownType(0xff)));
     // 64 KiB DATA is fine (needs its payload), one byte more is refused from the header.
     assert_eq!(decode_one(&[0x02, 0, 1, 0, 0]), Ok(None));

@@ -7,6 +7,7 @@ mod external_hash;
 mod fuzz_corpus;
 mod golden;
 mod proptests;
+mod resume;
 mod transfer;
 
 /// The settings of every property test in this binary: a fixed seed (runs are reproducible), a

@@ -21,8 +21,10 @@ fn any_frame() -> impl Strategy<Value = Frame> {
                 name,
                 size,
                 hash: FileHash(hash),
+                resume: size % 2 == 0,
             })
         }),
+        any::<u64>().prop_map(Frame::Resume),
         prop::collection::vec(any::<u8>(), 0..300).prop_map(|v| Frame::Data(Bytes::from(v))),
         // Occasionally a full-size DATA frame.
         (0usize..3).prop_map(|k| Frame::Data(Bytes::from(vec![k as u8; MAX_DATA_LEN - k]))),
@@ -228,4 +230,58 @@ fn corrupting_one_data_byte_never_succeeds() {
     p.extend_from_slice(&content);
     p.extend_from_slice(&[5, 9]);
     assert_eq!(fuzzing::receiver(&p), RunOutcome::Completed);
+}
+
+/// The external-hash program of a resuming receiver that holds `4 * prefix_quads` bytes (cut
+/// to the size; flipped last byte when `corrupt`): META offering resume (op 18), the rest of
+/// the file, DONE, the caller's hash, commit.
+fn honest_resume_program(size: u16, seed: u8, prefix_quads: u8, corrupt: bool) -> Vec<u8> {
+    let mut p = size.to_le_bytes().to_vec();
+    p.extend_from_slice(&[seed, if corrupt { 4 | 8 } else { 4 }, prefix_quads]);
+    p.extend_from_slice(&[18, 1]); // META with "resume":true
+    for _ in 0..(usize::from(size % 1024) / 256 + 1) {
+        p.extend_from_slice(&[2, 255]);
+    }
+    p.extend_from_slice(&[5, 16, 9]);
+    p
+}
+
+#[test]
+fn an_honest_resumed_program_completes_and_a_corrupt_prefix_fails() {
+    for (size, quads) in [(0u16, 0u8), (100, 10), (1000, 100), (1000, 255), (3, 1)] {
+        assert_eq!(
+            fuzzing::receiver_external_hash(&honest_resume_program(size, 9, quads, false)),
+            RunOutcome::Completed,
+            "size {size}, prefix {quads}"
+        );
+        if size > 0 && quads > 0 {
+            assert_eq!(
+                fuzzing::receiver_external_hash(&honest_resume_program(size, 9, quads, true)),
+                RunOutcome::Failed
+            );
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(config(512, 0x5eed_0003))]
+
+    /// A resuming receiver fed a mutated resumed transfer: RESUME only for an offer, writes
+    /// continue where `Started` said, success only for the right bytes (checked inside).
+    #[test]
+    fn resuming_receiver_never_succeeds_wrongly_on_mutated_transfers(
+        size in 0u16..1024,
+        seed in any::<u8>(),
+        quads in any::<u8>(),
+        corrupt in any::<bool>(),
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+    ) {
+        let mut p = honest_resume_program(size, seed, quads, corrupt);
+        for (i, b) in edits {
+            let len = p.len() - 5;
+            let i = 5 + i.index(len);
+            p[i] = b;
+        }
+        fuzzing::receiver_external_hash(&p);
+    }
 }

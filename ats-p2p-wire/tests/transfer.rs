@@ -24,6 +24,7 @@ fn meta_for(name: &str, data: &[u8]) -> Meta {
         name: name.into(),
         size: data.len() as u64,
         hash: FileHash::of(data),
+        resume: false,
     }
 }
 
@@ -417,6 +418,7 @@ fn receiver_refuses_an_offer_above_its_limit_at_once() {
         name: "big".into(),
         size: 2 * MIB,
         hash: FileHash::of(b""),
+        resume: false,
     };
     let mut rx = Receiver::new(meta, ReceiverConfig::new(MIB), Instant::now());
     assert_eq!(
@@ -847,6 +849,7 @@ fn sender_refuses_a_name_that_cannot_be_sent() {
         name: "x".repeat(10_000),
         size: 0,
         hash: FileHash::of(b""),
+        resume: false,
     };
     assert!(matches!(
         Sender::new(meta, SenderConfig::default(), Instant::now()),

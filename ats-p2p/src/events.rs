@@ -132,8 +132,12 @@ pub enum Event {
         file_path: String,
         /// SHA-256, 64 hex.
         file_hash: String,
-        /// Bytes moved.
+        /// Bytes of the file (all of it, verified).
         bytes: u64,
+        /// Bytes that were already there from a broken transfer and did not move this time
+        /// (0: the whole file moved).
+        #[serde(default)]
+        resumed_from: u64,
         /// Wall time from start to verified end, in milliseconds.
         duration_ms: u64,
         /// How the peers reached each other and where the bytes went.
@@ -315,6 +319,7 @@ mod tests {
                 file_path: "/srv/incoming/data.csv".into(),
                 file_hash: "ab".repeat(32),
                 bytes: 10,
+                resumed_from: 4,
                 duration_ms: 1234,
                 path: sample_path(),
             },

@@ -313,6 +313,69 @@ impl SaveDir {
         }
     }
 
+    /// Opens the existing regular file `name` read-write without following a symlink and
+    /// takes its exclusive `flock` (as [`Self::create_temp`] does): `WouldBlock` when a live
+    /// receiver holds it, `InvalidData` when it is not a regular file.
+    pub(crate) fn open_locked(&self, name: &str) -> io::Result<File> {
+        use rustix::fs::{FlockOperation, Mode, OFlags, flock, openat};
+        use rustix::io::Errno;
+        let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let file = File::from(openat(&self.fd, name, flags, Mode::empty())?);
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not a regular file",
+            ));
+        }
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(file),
+            Err(e) if e == Errno::WOULDBLOCK => Err(io::ErrorKind::WouldBlock.into()),
+            // A file system without locks: nothing to tell live from dead; take it.
+            Err(_) => Ok(file),
+        }
+    }
+
+    /// Reads the regular file `name` (not through a symlink) if it has at most `max` bytes.
+    pub(crate) fn read_small(&self, name: &str, max: usize) -> io::Result<Vec<u8>> {
+        use rustix::fs::{Mode, OFlags, openat};
+        use std::io::Read as _;
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let file = File::from(openat(&self.fd, name, flags, Mode::empty())?);
+        let meta = file.metadata()?;
+        if !meta.is_file() || meta.len() > max as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not a small regular file",
+            ));
+        }
+        let mut out = Vec::new();
+        file.take(max as u64).read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    /// Replaces `name` with `contents` (mode 0600): written to `name.tmp` (never through a
+    /// symlink) and renamed over `name`, so a reader sees the old or the new contents.
+    pub(crate) fn replace_small(&self, name: &str, contents: &[u8]) -> io::Result<()> {
+        use rustix::fs::{Mode, OFlags, openat, renameat};
+        use std::io::Write as _;
+        let temp = format!("{name}.tmp");
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let mut file = File::from(openat(
+            &self.fd,
+            temp.as_str(),
+            flags,
+            Mode::from_raw_mode(0o600),
+        )?);
+        let written = file.write_all(contents);
+        drop(file);
+        written
+            .and_then(|()| renameat(&self.fd, temp.as_str(), &self.fd, name).map_err(Into::into))
+            .inspect_err(|_| {
+                let _ = self.unlink(&temp);
+            })
+    }
+
     /// Flushes the directory's entries to stable storage.
     pub(crate) fn sync(&self) -> io::Result<()> {
         self.fd.sync_all()
@@ -384,6 +447,35 @@ impl SaveDir {
 
     pub(crate) fn is_abandoned(&self, _name: &str) -> Option<bool> {
         None
+    }
+
+    pub(crate) fn open_locked(&self, name: &str) -> io::Result<File> {
+        let path = self.path.join(name);
+        if !fs::symlink_metadata(&path)?.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not a regular file",
+            ));
+        }
+        OpenOptions::new().read(true).write(true).open(path)
+    }
+
+    pub(crate) fn read_small(&self, name: &str, max: usize) -> io::Result<Vec<u8>> {
+        let path = self.path.join(name);
+        let meta = fs::symlink_metadata(&path)?;
+        if !meta.is_file() || meta.len() > max as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not a small regular file",
+            ));
+        }
+        fs::read(path)
+    }
+
+    pub(crate) fn replace_small(&self, name: &str, contents: &[u8]) -> io::Result<()> {
+        let temp = self.path.join(format!("{name}.tmp"));
+        fs::write(&temp, contents)?;
+        fs::rename(&temp, self.path.join(name))
     }
 
     pub(crate) fn sync(&self) -> io::Result<()> {

@@ -130,6 +130,7 @@ pub mod identity;
 mod lifecycle;
 pub mod names;
 pub mod node;
+pub mod partial;
 pub mod policy;
 pub mod save;
 pub mod topic;

@@ -25,6 +25,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::fsutil;
 use crate::names::{numbered_name, sanitize_file_name};
+use crate::partial::{self, DEFAULT_PARTIAL_EXPIRY, PartialRecord};
 
 /// How many names (`name`, `name (1)`, … `name (N-1)`) are tried before giving up: enough for any
 /// real download folder, and a bound on the work a directory full of planted names can cause.
@@ -55,9 +56,23 @@ pub const MAX_STALE_SCAN_ENTRIES: usize = 100_000;
 /// files, symlinks and live transfers' files are left alone. A missing `dir` has nothing to
 /// clean. Returns the removed paths. Blocks.
 ///
+/// A **partial file kept for resuming** (one with a record beside it, see
+/// [`crate::partial`]) is kept until it was not written for [`DEFAULT_PARTIAL_EXPIRY`]
+/// ([`remove_stale_files`] takes another expiry); records whose file is gone are removed.
+///
 /// [`Node::watch`](crate::Node::watch) calls this when it starts watching a save directory, so a
-/// `listen` that was killed leaves nothing behind after the next start.
+/// `listen` that was killed leaves nothing behind after the next start but its resumable files.
 pub fn remove_stale_temp_files(dir: &Path, max_age: Duration) -> Result<Vec<PathBuf>, SaveError> {
+    remove_stale_files(dir, max_age, DEFAULT_PARTIAL_EXPIRY)
+}
+
+/// [`remove_stale_temp_files`] with the expiry of partial files kept for resuming:
+/// `partial_expiry` after its last write a partial file and its record are removed.
+pub fn remove_stale_files(
+    dir: &Path,
+    max_age: Duration,
+    partial_expiry: Duration,
+) -> Result<Vec<PathBuf>, SaveError> {
     let dir_err = |source| SaveError::SaveDir {
         dir: dir.to_path_buf(),
         source,
@@ -74,10 +89,15 @@ pub fn remove_stale_temp_files(dir: &Path, max_age: Duration) -> Result<Vec<Path
     };
     let now = SystemTime::now();
     let mut removed = Vec::new();
+    let mut records = Vec::new();
     for entry in entries.take(MAX_STALE_SCAN_ENTRIES) {
         let entry = entry.map_err(dir_err)?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
+        if partial::is_record_name(name) {
+            records.push(name.to_owned());
+            continue;
+        }
         if !name.starts_with(TEMP_PREFIX) || !name.ends_with(&format!(".{TEMP_SUFFIX}")) {
             continue;
         }
@@ -85,13 +105,25 @@ pub fn remove_stale_temp_files(dir: &Path, max_age: Duration) -> Result<Vec<Path
         let Ok(Some(id)) = handle.id_of(name) else {
             continue;
         };
-        let old = entry
+        let age = entry
             .metadata()
             .ok()
             .and_then(|m| m.modified().ok())
-            .and_then(|m| now.duration_since(m).ok())
-            .is_some_and(|age| age >= max_age);
-        if !old && handle.is_abandoned(name) != Some(true) {
+            .and_then(|m| now.duration_since(m).ok());
+        let kept_for_resume = partial::record_name(name)
+            .and_then(|r| partial::read_record(&handle, &r))
+            .is_some();
+        let max_age = if kept_for_resume {
+            partial_expiry
+        } else {
+            max_age
+        };
+        let old = age.is_some_and(|age| age >= max_age);
+        if !old && (kept_for_resume || handle.is_abandoned(name) != Some(true)) {
+            continue;
+        }
+        if kept_for_resume && handle.is_abandoned(name) == Some(false) {
+            // Expired, but a running receiver holds it: not ours to take.
             continue;
         }
         let path = entry.path();
@@ -102,6 +134,20 @@ pub fn remove_stale_temp_files(dir: &Path, max_age: Duration) -> Result<Vec<Path
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(source) => return Err(SaveError::Remove { path, source }),
+        }
+    }
+    // Records whose partial file is gone (removed above, or by hand).
+    for record in records {
+        let Some(temp) = partial::temp_name_of(&record) else {
+            continue;
+        };
+        if matches!(handle.id_of(&temp), Err(e) if e.kind() == io::ErrorKind::NotFound) {
+            let path = dir.join(&record);
+            match handle.unlink(&record) {
+                Ok(()) => removed.push(path),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => return Err(SaveError::Remove { path, source }),
+            }
         }
     }
     Ok(removed)
@@ -164,6 +210,8 @@ struct TempGuard {
     id: fsutil::FileId,
     /// `dir` joined with `name`, for messages.
     path: PathBuf,
+    /// The partial-file record beside it, if one was written (removed with the file).
+    record: Option<String>,
     armed: bool,
 }
 
@@ -174,7 +222,19 @@ impl TempGuard {
 
     fn remove(mut self) -> io::Result<()> {
         self.armed = false;
+        self.remove_record();
         self.dir.unlink_if(&self.name, self.id)
+    }
+
+    /// Removes the record (best effort: a record without its file is cleaned at the next
+    /// start).
+    fn remove_record(&mut self) {
+        if let Some(record) = self.record.take()
+            && let Err(e) = self.dir.unlink(&record)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::debug!(record, error = %e, "could not remove a partial-file record");
+        }
     }
 }
 
@@ -184,6 +244,7 @@ impl Drop for TempGuard {
             return;
         }
         tracing::debug!(temp = %self.path.display(), "removing unfinished file");
+        self.remove_record();
         if let Err(e) = self.dir.unlink_if(&self.name, self.id)
             && e.kind() != io::ErrorKind::NotFound
         {
@@ -247,12 +308,92 @@ impl IncomingFile {
                 name: temp_name,
                 id,
                 path: temp_path,
+                record: None,
                 armed: true,
             },
             name,
             end: 0,
             limit: None,
         })
+    }
+
+    /// Takes over the partial file `temp_name` (a `.ats-p2p-*.part` in `save_dir` with a
+    /// record, see [`crate::partial`]) to continue receiving `offered_name` into it: opened
+    /// without following links, locked like a new one (fails with `WouldBlock` when a running
+    /// receiver holds it). Its bytes are kept; [`Self::len`] is its length on disk. The record
+    /// goes with it (removed on commit or abort).
+    pub fn adopt(save_dir: &Path, temp_name: &str, offered_name: &str) -> Result<Self, SaveError> {
+        let temp_path = save_dir.join(temp_name);
+        let open_err = |source| SaveError::CreateTemp {
+            dir: save_dir.to_path_buf(),
+            source,
+        };
+        if !temp_name.starts_with(TEMP_PREFIX) || !temp_name.ends_with(&format!(".{TEMP_SUFFIX}")) {
+            return Err(open_err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a temporary file name",
+            )));
+        }
+        let dir = fsutil::SaveDir::open(save_dir).map_err(|source| SaveError::SaveDir {
+            dir: save_dir.to_path_buf(),
+            source,
+        })?;
+        let file = dir.open_locked(temp_name).map_err(open_err)?;
+        let id = fsutil::FileId::of(&file).map_err(open_err)?;
+        let end = file.metadata().map_err(open_err)?.len();
+        tracing::debug!(temp = %temp_path.display(), bytes = end, "continuing a partial file");
+        Ok(Self {
+            file,
+            temp: TempGuard {
+                dir,
+                name: temp_name.to_owned(),
+                id,
+                path: temp_path,
+                record: partial::record_name(temp_name),
+                armed: true,
+            },
+            name: sanitize_file_name(offered_name),
+            end,
+            limit: None,
+        })
+    }
+
+    /// Writes (or rewrites) the partial-file record beside the temporary file, so that a
+    /// broken transfer can be resumed; from now on the record is removed with the file.
+    pub fn write_record(&mut self, record: &PartialRecord) -> Result<(), SaveError> {
+        partial::write_record(&self.temp.dir, &self.temp.name, record).map_err(|source| {
+            SaveError::Write {
+                path: self.temp.path.clone(),
+                source,
+            }
+        })?;
+        self.temp.record = partial::record_name(&self.temp.name);
+        Ok(())
+    }
+
+    /// Cuts the file to its first `len` bytes (a resumed prefix, or 0 to start over).
+    pub fn truncate(&mut self, len: u64) -> Result<(), SaveError> {
+        self.file
+            .set_len(len)
+            .map_err(|e| SaveError::from_write(self.temp.path.clone(), e))?;
+        self.end = len;
+        Ok(())
+    }
+
+    /// Stops receiving but keeps the temporary file and its record for a later resume
+    /// (flushed to the page cache; a killed process keeps it too). Without a record this is
+    /// [`Self::abort`].
+    pub fn keep(mut self) -> Result<(), SaveError> {
+        if self.temp.record.is_none() {
+            return self.abort();
+        }
+        self.temp.disarm();
+        Ok(())
+    }
+
+    /// The temporary file's name in the save directory.
+    pub fn temp_name(&self) -> &str {
+        &self.temp.name
     }
 
     /// Refuses any write that would make the file longer than `max` bytes (the offered size):
@@ -326,6 +467,7 @@ impl IncomingFile {
     pub fn commit(mut self) -> Result<PathBuf, SaveError> {
         let path = self.publish()?;
         self.temp.disarm();
+        self.temp.remove_record();
         Ok(path)
     }
 

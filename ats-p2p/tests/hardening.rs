@@ -268,6 +268,7 @@ async fn an_impostor_claimer_cannot_poison_the_senders_remembered_key() {
             let accept = AcceptMessage {
                 transfer_id: offer.transfer_id,
                 receiver_key: [0xee; 32],
+                resume: false,
             };
             impostor
                 .post_message(task.id, vec![Part::text(accept.to_content())])
@@ -478,6 +479,7 @@ async fn a_receiver_that_never_reads_cannot_hold_a_send() {
             let accept = AcceptMessage {
                 transfer_id: offer.transfer_id,
                 receiver_key,
+                resume: false,
             };
             claimer
                 .post_message(task.id, vec![Part::text(accept.to_content())])
@@ -567,6 +569,7 @@ async fn a_trickling_sender_cannot_hold_a_receive_and_its_lease() {
                 name: offer.filename.clone(),
                 size: offer.size,
                 hash: FileHash(offer.sha256),
+                resume: false,
             };
             let mut m = encode_parts(&Frame::Meta(meta)).unwrap();
             conn.write_all_buf(&mut m).await.unwrap();

@@ -11,6 +11,7 @@ mod node;
 #[allow(dead_code, unreachable_pub)]
 mod pg;
 mod pipeline;
+mod resume;
 mod save;
 mod transfer_driver;
 mod transfer_swarm;

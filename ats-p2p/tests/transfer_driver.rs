@@ -75,6 +75,7 @@ async fn file_arrives_intact_over_duplex_with_progress() {
         name: "data.bin".into(),
         size: data.len() as u64,
         hash: FileHash::of(&data),
+        resume: false,
     };
     let save = dir.path().join("in");
     // A small pipe: backpressure in both directions.
@@ -124,6 +125,7 @@ async fn file_arrives_over_tcp_loopback_and_never_overwrites() {
         name: "x.bin".into(),
         size: data.len() as u64,
         hash: FileHash::of(&data),
+        resume: false,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -165,6 +167,7 @@ async fn empty_file() {
         name: "empty".into(),
         size: 0,
         hash: FileHash::of(b""),
+        resume: false,
     };
     let save = dir.path().join("in");
     let (sent, received) = over_duplex(&src, &save, &meta, 10, 1024).await;
@@ -180,6 +183,7 @@ async fn too_large_is_refused_before_any_file_and_the_sender_stops_early() {
         name: "big".into(),
         size: data.len() as u64,
         hash: FileHash::of(&data),
+        resume: false,
     };
     let save = dir.path().join("in");
     // The pipe holds far less than the file: the sender only finishes because it reads the
@@ -228,6 +232,7 @@ async fn hash_mismatch_is_nacked_and_leaves_nothing() {
         name: "f".into(),
         size: data.len() as u64,
         hash: FileHash::of(b"something else"),
+        resume: false,
     };
     let save = dir.path().join("in");
     let (sent, received) = over_duplex(&src, &save, &meta, 1 << 30, 64 * 1024).await;
@@ -252,6 +257,7 @@ async fn sender_vanishing_mid_file_removes_the_temp_file() {
         name: "partial".into(),
         size: 1_000_000,
         hash: FileHash::of(b"irrelevant"),
+        resume: false,
     };
     let (mut a, b) = tokio::io::duplex(64 * 1024);
     let peer = async {
@@ -292,6 +298,7 @@ async fn file_shorter_than_announced_fails_the_sender_with_a_read_error() {
         name: "short".into(),
         size: data.len() as u64 + 10,
         hash: FileHash::of(&data),
+        resume: false,
     };
     let save = dir.path().join("in");
     let (sent, received) = over_duplex(&src, &save, &meta, 1 << 30, 64 * 1024).await;
@@ -313,11 +320,13 @@ async fn silent_receiver_times_the_sender_out() {
         name: "s".into(),
         size: data.len() as u64,
         hash: FileHash::of(&data),
+        resume: false,
     };
     let (a, mut b) = tokio::io::duplex(64 * 1024);
     let config = SenderConfig {
         ack_timeout: Duration::from_millis(200),
         overall_timeout: None,
+        offer_resume: false,
     };
     // The peer reads everything and never answers.
     let sink = async move {
@@ -351,6 +360,7 @@ async fn many_tiny_data_frames_in_one_read_are_all_written() {
         name: "tiny".into(),
         size: data.len() as u64,
         hash: FileHash::of(&data),
+        resume: false,
     };
     let mut wire = Vec::new();
     let mut push = |frame: &Frame| {
@@ -401,6 +411,7 @@ async fn hostile_name_stays_inside_the_save_directory() {
         name: "../../escape.txt".into(),
         size: data.len() as u64,
         hash: FileHash::of(&data),
+        resume: false,
     };
     let save = dir.path().join("a").join("b").join("in");
     let (sent, received) = over_duplex(&src, &save, &meta, 1 << 30, 64 * 1024).await;
@@ -426,6 +437,7 @@ async fn sizes_around_the_direct_write_buffers_arrive_intact() {
             name: name.clone(),
             size: data.len() as u64,
             hash: FileHash::of(&data),
+            resume: false,
         };
         let save = dir.path().join(format!("in{i}"));
         let (sent, received) = over_duplex(&src, &save, &meta, 1 << 30, 256 * 1024).await;
@@ -448,6 +460,7 @@ async fn hash_mismatch_on_a_multi_buffer_file_leaves_nothing() {
         name: "big".into(),
         size: data.len() as u64,
         hash: FileHash::of(b"not it"),
+        resume: false,
     };
     let save = dir.path().join("in");
     let (sent, received) = over_duplex(&src, &save, &meta, 1 << 30, 256 * 1024).await;
@@ -473,6 +486,7 @@ async fn a_receiver_that_stops_reading_cannot_stall_the_sender() {
         name: "big".into(),
         size: data.len() as u64,
         hash: FileHash::of(&data),
+        resume: false,
     };
     // The peer holds its end open and never reads: the pipe fills, the window is zero.
     let (a, _b) = tokio::io::duplex(64 * 1024);
@@ -505,6 +519,7 @@ async fn a_trickling_sender_cannot_hold_the_receiver() {
         name: "slow".into(),
         size: 1_000_000,
         hash: FileHash::of(b"irrelevant"),
+        resume: false,
     };
     let (mut a, b) = tokio::io::duplex(64 * 1024);
     // One byte every 50 ms: each frame resets the receiver's idle timer, so only the progress
@@ -555,6 +570,7 @@ async fn a_moving_transfer_is_not_stalled() {
         name: "steady".into(),
         size: data.len() as u64,
         hash: FileHash::of(&data),
+        resume: false,
     };
     let save = dir.path().join("in");
     let (a, b) = tokio::io::duplex(16 * 1024);
@@ -590,5 +606,6 @@ fn meta_of(name: &str, size: u64) -> Meta {
         name: name.into(),
         size,
         hash: FileHash::of(b"irrelevant"),
+        resume: false,
     }
 }

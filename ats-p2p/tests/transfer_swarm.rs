@@ -39,6 +39,7 @@ async fn file_moves_between_two_swarms_on_loopback() {
             name: "payload.bin".into(),
             size: data.len() as u64,
             hash: FileHash::of(&data),
+            resume: false,
         };
         let id = [0x5au8; 16];
         let id_hex = hex::encode(id);

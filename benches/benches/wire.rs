@@ -101,6 +101,7 @@ fn receiver(c: &mut Criterion) {
         name: "bench.bin".into(),
         size: STREAM_LEN as u64,
         hash: FileHash::of(&data),
+        resume: false,
     };
     let mut group = c.benchmark_group("receiver");
     group.throughput(Throughput::Bytes(STREAM_LEN as u64));

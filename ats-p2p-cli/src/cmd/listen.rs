@@ -50,7 +50,8 @@ pub(crate) async fn run(
         )
     })?;
     let mut stop = StopSignals::install()?;
-    let config = node::node_config(common, &args.node, args.max_size)?;
+    let mut config = node::node_config(common, &args.node, args.max_size)?;
+    config.partial_expiry = args.partial_expiry.0;
     let node = node::start(out, config, &mut stop).await?;
     let channel = &common.signal.channel;
     let mut inbox = node.watch(channel, Some(args.save_dir.clone()));

@@ -34,6 +34,8 @@ pub(crate) fn node_config(
         config.known_keys_path = Some(path.clone());
     }
     config.host = args.host;
+    config.limit = args.limit;
+    config.resume = !args.no_resume;
     config.relay = match (args.no_relay, args.relay) {
         (true, _) => ats_p2p::RelayMode::Disabled,
         (false, Some(k)) => ats_p2p::RelayMode::Pinned(k),

@@ -134,8 +134,11 @@ pub(crate) async fn run(
     common: &CommonArgs,
     args: StatusArgs,
 ) -> Result<Exit, Failure> {
+    let Some(target) = &args.target else {
+        return partials(out, &args.save_dir);
+    };
     let client = client(&common.signal)?;
-    let id = match &args.target {
+    let id = match target {
         StatusTarget::Task(id) => *id,
         StatusTarget::Transfer(tid) => {
             find_transfer(&client, &common.signal.channel, tid)
@@ -154,6 +157,57 @@ pub(crate) async fn run(
         out.result(&human_summary(&summary));
     }
     Ok(Exit::Success)
+}
+
+/// `status --partials`: the partial files kept in `save_dir` for resuming, one line (or JSON
+/// object) each.
+fn partials(out: &Output, save_dir: &std::path::Path) -> Result<Exit, Failure> {
+    let found = ats_p2p::partial::list_partials(save_dir).map_err(|e| {
+        Failure::new(
+            Exit::Error,
+            anyhow!("cannot read the save directory {}: {e}", save_dir.display()),
+        )
+    })?;
+    if out.is_json() {
+        for p in &found {
+            out.json_line(&partial_summary(p));
+        }
+    } else if found.is_empty() {
+        out.result(&format!("no partial files in {}", save_dir.display()));
+    } else {
+        for p in &found {
+            out.result(&human_partial(p));
+        }
+    }
+    Ok(Exit::Success)
+}
+
+/// One partial file as JSON (stable field names).
+fn partial_summary(p: &ats_p2p::partial::PartialInfo) -> Value {
+    json!({
+        "path": p.path.display().to_string(),
+        "file_name": p.record.name,
+        "file_size": p.record.size,
+        "file_hash": p.record.sha256,
+        "sender_key": p.record.sender_key,
+        "transfer_id": p.record.transfer_id,
+        "bytes": p.len,
+        "idle_s": p.age.as_secs(),
+    })
+}
+
+/// One partial file for people.
+fn human_partial(p: &ats_p2p::partial::PartialInfo) -> String {
+    let percent = (p.len.min(p.record.size) as f64) * 100.0 / (p.record.size.max(1) as f64);
+    format!(
+        "{} {} of {} ({percent:.0} %) from {}…, idle {}, transfer {}",
+        p.record.name,
+        human_size(p.len),
+        human_size(p.record.size),
+        p.record.sender_key.get(..16).unwrap_or_default(),
+        humantime::format_duration(std::time::Duration::from_secs(p.age.as_secs())),
+        p.record.transfer_id,
+    )
 }
 
 #[cfg(test)]

@@ -260,12 +260,18 @@ pub(crate) fn wait_mid_transfer(p: &mut Proc, deadline: Instant) -> Value {
     }
 }
 
-/// Names in `dir` that are not temporary files (`.ats-p2p-*.part`): what a user would see.
+/// Names in `dir` that are not temporary files (`.ats-p2p-*.part`) or their records: what a
+/// user would see.
 pub(crate) fn exposed_names(dir: &Path) -> Vec<String> {
     dir_names(dir)
         .into_iter()
-        .filter(|n| !is_temp_name(n))
+        .filter(|n| !is_temp_name(n) && !is_record_name(n))
         .collect()
+}
+
+/// The record beside a partial file kept for resuming (`.ats-p2p-<id>-<random>.resume`).
+pub(crate) fn is_record_name(name: &str) -> bool {
+    name.starts_with(".ats-p2p-") && name.ends_with(".resume")
 }
 
 /// A receiver's temporary file name (`.ats-p2p-<transfer id>-<random>.part`).

@@ -91,6 +91,7 @@ pub(crate) mod test_support {
         let accept = AcceptMessage {
             transfer_id: transfer,
             receiver_key: [key; 32],
+            resume: false,
         };
         Message {
             id,

@@ -123,6 +123,8 @@ pub(crate) struct ReceiveLifecycle {
     next_renewal: Option<Instant>,
     actions: VecDeque<ReceiveAction>,
     outcome: Option<Result<ReceiveReport, ReceiveError>>,
+    /// The accept says this receiver can resume.
+    resume: bool,
 }
 
 impl ReceiveLifecycle {
@@ -149,7 +151,14 @@ impl ReceiveLifecycle {
             next_renewal: None,
             actions: VecDeque::from([ReceiveAction::WaitTurn]),
             outcome: None,
+            resume: false,
         }
+    }
+
+    /// Tells the sender (in the accept message) that this receiver can resume.
+    pub(crate) fn with_resume(mut self, resume: bool) -> Self {
+        self.resume = resume;
+        self
     }
 
     /// The task.
@@ -215,6 +224,7 @@ impl ReceiveLifecycle {
                 let accept = AcceptMessage {
                     transfer_id: self.offer.transfer_id,
                     receiver_key: *self.own_key.as_bytes(),
+                    resume: self.resume,
                 };
                 self.actions
                     .push_back(ReceiveAction::PostAccept(accept.to_content()));
@@ -356,6 +366,7 @@ impl ReceiveLifecycle {
             file_path: received.path,
             file_hash: received.hash,
             bytes: received.size,
+            resumed_from: received.resumed_from,
             duration,
             path: path.clone(),
         };
@@ -419,6 +430,7 @@ impl ReceiveLifecycle {
                     file_path: report.file_path.display().to_string(),
                     file_hash: report.file_hash.to_hex(),
                     bytes: report.bytes,
+                    resumed_from: report.resumed_from,
                     duration_ms: crate::node::millis(report.duration),
                     path: report.path.clone(),
                 })),
@@ -564,6 +576,7 @@ mod tests {
             path: "/srv/in/data.csv".into(),
             size: 10,
             hash: FileHash([0xab; 32]),
+            resumed_from: 0,
         };
         m.handle_outcome(Ok(received), now + Duration::from_millis(250));
         let actions = drain(&mut m);

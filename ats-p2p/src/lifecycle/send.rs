@@ -115,6 +115,10 @@ pub(crate) struct SendLifecycle {
     task_ended: bool,
     actions: VecDeque<SendAction>,
     outcome: Option<Result<SendReport, SendError>>,
+    /// The accepted receiver said it can resume.
+    peer_resumes: bool,
+    /// Bytes the receiver already held (from the stream, before its outcome).
+    resumed_from: u64,
 }
 
 impl SendLifecycle {
@@ -130,6 +134,8 @@ impl SendLifecycle {
             task_ended: false,
             actions: VecDeque::from([SendAction::CreateTask]),
             outcome: None,
+            peer_resumes: false,
+            resumed_from: 0,
         }
     }
 
@@ -286,6 +292,7 @@ impl SendLifecycle {
         let claimer = self.offer.recipient_id.clone();
         if let Some(accept) = first_accept(&messages, &claimer) {
             *asked = true;
+            self.peer_resumes = accept.resume;
             let claim = self.claim(&claimer, Some(&accept));
             self.actions.push_back(SendAction::JudgeClaim(claim));
         }
@@ -348,6 +355,16 @@ impl SendLifecycle {
         };
     }
 
+    /// Whether the accepted receiver can resume (its accept said so): the stream may offer it.
+    pub(crate) fn peer_can_resume(&self) -> bool {
+        self.peer_resumes
+    }
+
+    /// The stream resumed: the receiver already held `offset` bytes (before the outcome).
+    pub(crate) fn handle_resumed(&mut self, offset: u64) {
+        self.resumed_from = offset;
+    }
+
     /// The stream ended: `Ok(bytes)` after the receiver's ACK.
     pub(crate) fn handle_outcome(&mut self, outcome: Result<u64, SendError>, now: Instant) {
         let State::Streaming {
@@ -368,6 +385,7 @@ impl SendLifecycle {
             file_name: self.offer.filename.clone(),
             file_hash: FileHash(self.offer.sha256),
             bytes,
+            resumed_from: self.resumed_from,
             duration: now.saturating_duration_since(*started),
             path: path.clone(),
         };
@@ -381,6 +399,7 @@ impl SendLifecycle {
                 file_path: self.file_path.clone(),
                 file_hash: report.file_hash.to_hex(),
                 bytes: report.bytes,
+                resumed_from: report.resumed_from,
                 duration_ms: crate::node::millis(report.duration),
                 path: report.path.clone(),
             }));

@@ -101,6 +101,16 @@ pub struct NodeConfig {
     /// Most offers a watch with a save directory receives at once (default
     /// [`DEFAULT_MAX_CONCURRENT_RECEIVES`]); see [`Node::watch`] for what happens to the rest.
     pub max_concurrent_receives: usize,
+    /// Resume broken transfers (default on): a receiver keeps the partial file of a transfer
+    /// that broke and continues it when the same sender offers the same file again; a sender
+    /// offers to continue when the receiver says it can. Off: the seed protocol only.
+    pub resume: bool,
+    /// How long a partial file is kept after its last write (default
+    /// [`DEFAULT_PARTIAL_EXPIRY`](crate::partial::DEFAULT_PARTIAL_EXPIRY)).
+    pub partial_expiry: Duration,
+    /// Bandwidth limit per transfer in bytes per second, on both directions (a sender paces
+    /// its writes, a receiver its reads); `None` for none.
+    pub limit: Option<std::num::NonZeroU64>,
 }
 
 impl NodeConfig {
@@ -127,6 +137,9 @@ impl NodeConfig {
             relay: RelayMode::Auto,
             progress: ProgressRule::default(),
             max_concurrent_receives: DEFAULT_MAX_CONCURRENT_RECEIVES,
+            resume: true,
+            partial_expiry: crate::partial::DEFAULT_PARTIAL_EXPIRY,
+            limit: None,
         }
     }
 }

@@ -29,10 +29,11 @@ use super::{MAX_QUEUED_RECEIVES, ProgressThrottle, Shared, locked};
 use crate::error::reason_chain;
 use crate::events::{ConnectionPath, Direction, Event, FailureKind};
 use crate::lifecycle::{ReceiveAction, ReceiveLifecycle, Turn};
+use crate::partial::PartialKey;
 use crate::policy::{OfferFacts, PeerApproval, ReceiveRejection};
-use crate::save::{STALE_TEMP_AGE, available_space, remove_stale_temp_files};
+use crate::save::{STALE_TEMP_AGE, available_space, remove_stale_files};
 use crate::transfer::StreamReceiveError;
-use crate::transfer::{Received, receive_stream_with};
+use crate::transfer::{ReceiveOptions, Received, receive_stream_opts};
 use ats_p2p_swarm::swarm::NoConnection;
 
 /// Offers remembered as already handled, so a repeated event does not start a second transfer.
@@ -86,6 +87,8 @@ pub struct ReceiveReport {
     pub file_hash: FileHash,
     /// Its size.
     pub bytes: u64,
+    /// Bytes that were already there from a broken transfer (0: none).
+    pub resumed_from: u64,
     /// From the connection to the verified file.
     pub duration: Duration,
     /// How the connection reached the sender.
@@ -211,7 +214,7 @@ async fn run_watch(
                 message: format!("cannot create the save directory {}: {e}", dir.display()),
             }));
         }
-        clean_save_dir(dir.clone(), &tx).await;
+        clean_save_dir(dir.clone(), shared.config.partial_expiry, &tx).await;
     }
     // Offers older than the timeout are dead (their sender gave up); newer ones still count.
     let since = chrono::Duration::from_std(shared.config.timeout)
@@ -288,11 +291,18 @@ async fn run_watch(
 }
 
 /// Removes the temporary files a killed receiver left in `dir` (nobody holds their lock; see
-/// [`remove_stale_temp_files`]) before any transfer starts there.
-async fn clean_save_dir(dir: PathBuf, tx: &mpsc::UnboundedSender<Incoming>) {
+/// [`remove_stale_files`]) before any transfer starts there, except partial files kept for
+/// resuming that have not expired after `partial_expiry`.
+async fn clean_save_dir(
+    dir: PathBuf,
+    partial_expiry: Duration,
+    tx: &mpsc::UnboundedSender<Incoming>,
+) {
     let shown = dir.display().to_string();
-    let cleaned =
-        tokio::task::spawn_blocking(move || remove_stale_temp_files(&dir, STALE_TEMP_AGE)).await;
+    let cleaned = tokio::task::spawn_blocking(move || {
+        remove_stale_files(&dir, STALE_TEMP_AGE, partial_expiry)
+    })
+    .await;
     match cleaned {
         Ok(Ok(removed)) if !removed.is_empty() => {
             debug!(dir = %shown, removed = removed.len(), "removed abandoned temporary files");
@@ -588,7 +598,8 @@ impl Job {
             shared.config.actor_id.clone(),
             shared.swarm.public_key(),
             shared.config.timeout,
-        );
+        )
+        .with_resume(shared.config.resume);
         let mut events = self.routes.subscribe(self.task.id);
         let mut space = Some(space);
         // What this receive holds while it runs: its mark as the node's receive of this
@@ -779,6 +790,7 @@ impl Job {
             name: self.offer.filename.clone(),
             size: self.offer.size,
             hash: FileHash(self.offer.sha256),
+            resume: false,
         };
         let config = ReceiverConfig::new(self.shared.config.max_size.unwrap_or(u64::MAX));
         let mut throttle = ProgressThrottle::new();
@@ -795,13 +807,23 @@ impl Job {
                 }));
             }
         };
-        let received = receive_stream_with(
+        let options = ReceiveOptions {
+            rule: self.shared.config.progress,
+            resume: self.shared.config.resume.then(|| PartialKey {
+                sender_key: self.offer.sender_key,
+                name: self.offer.filename.clone(),
+                size: self.offer.size,
+                sha256: FileHash(self.offer.sha256),
+            }),
+            limit: self.shared.config.limit,
+        };
+        let received = receive_stream_opts(
             conn,
             save_dir,
             &transfer_id,
             meta,
             config,
-            self.shared.config.progress,
+            options,
             progress,
         )
         .await;

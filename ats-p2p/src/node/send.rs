@@ -24,7 +24,7 @@ use crate::names::sanitize_file_name;
 use crate::policy::KnownKeysError;
 use crate::policy::{ClaimFacts, ClaimRejection, KeyUpdate, PeerApproval, validate_actor_id};
 use crate::transfer::StreamSendError;
-use crate::transfer::send_stream_with;
+use crate::transfer::{SendOptions, Sent, send_stream_opts};
 use ats_p2p_swarm::swarm::{ExpectedConnection, JoinMode};
 
 /// A file delivered: the receiver verified it and ACKed.
@@ -38,8 +38,10 @@ pub struct SendReport {
     pub file_name: String,
     /// SHA-256 of the file.
     pub file_hash: FileHash,
-    /// Bytes sent.
+    /// Bytes of the file the receiver holds (all of it).
     pub bytes: u64,
+    /// Bytes the receiver already held from a broken transfer (0: none).
+    pub resumed_from: u64,
     /// From the connection to the ACK.
     pub duration: Duration,
     /// How the connection reached the receiver.
@@ -102,7 +104,7 @@ pub(super) async fn send(
 }
 
 /// The file stream of a running send: the bytes ACKed, or why not.
-type StreamFuture<'a> = Pin<Box<dyn Future<Output = Result<u64, SendError>> + Send + 'a>>;
+type StreamFuture<'a> = Pin<Box<dyn Future<Output = Result<Sent, SendError>> + Send + 'a>>;
 
 /// What the sender's machine is driven with.
 struct SendShell<'a, F> {
@@ -154,7 +156,9 @@ impl<'a, F: FnMut(&Event) + Send> SendShell<'a, F> {
                     }
                     SendAction::Stream => {
                         if let Some(conn) = connection.take() {
-                            stream = Some(Box::pin(self.stream(conn, machine.offer().clone())));
+                            let resume = self.shared.config.resume && machine.peer_can_resume();
+                            stream =
+                                Some(Box::pin(self.stream(conn, machine.offer().clone(), resume)));
                         }
                     }
                     other => self.perform(&mut machine, other).await,
@@ -178,7 +182,10 @@ impl<'a, F: FnMut(&Event) + Send> SendShell<'a, F> {
                     }
                 }, if stream.is_some() => {
                     stream = None;
-                    machine.handle_outcome(sent, Instant::now());
+                    if let Ok(sent) = &sent {
+                        machine.handle_resumed(sent.resumed_from);
+                    }
+                    machine.handle_outcome(sent.map(|s| s.bytes), Instant::now());
                 }
                 conn = async {
                     match expected.as_mut() {
@@ -288,12 +295,14 @@ impl<'a, F: FnMut(&Event) + Send> SendShell<'a, F> {
         &self,
         conn: ats_p2p_swarm::hyperdht::Connection,
         offer: FileOffer,
-    ) -> Result<u64, SendError> {
+        offer_resume: bool,
+    ) -> Result<Sent, SendError> {
         let transfer_id = offer.transfer_id.to_string();
         let meta = Meta {
             name: offer.filename.clone(),
             size: offer.size,
             hash: FileHash(offer.sha256),
+            resume: false,
         };
         let mut throttle = ProgressThrottle::new();
         let progress = |bytes, total| {
@@ -306,17 +315,17 @@ impl<'a, F: FnMut(&Event) + Send> SendShell<'a, F> {
                 });
             }
         };
-        let sent = send_stream_with(
-            conn,
-            self.path,
-            meta,
-            SenderConfig::default(),
-            self.shared.config.progress,
-            progress,
-        )
-        .await;
+        let config = SenderConfig {
+            offer_resume,
+            ..SenderConfig::default()
+        };
+        let options = SendOptions {
+            rule: self.shared.config.progress,
+            limit: self.shared.config.limit,
+        };
+        let sent = send_stream_opts(conn, self.path, meta, config, options, progress).await;
         match sent {
-            Ok(sent) => Ok(sent.bytes),
+            Ok(sent) => Ok(sent),
             Err(e @ StreamSendError::Transfer(TransferError::Nack(_))) => {
                 Err(blame_refusal(self.path, offer.sha256, e).await)
             }

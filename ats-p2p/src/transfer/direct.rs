@@ -66,8 +66,14 @@ impl DirectWriter {
     /// Switches `file`'s open descriptor to direct writes (the file is never reopened by
     /// name); `None` when direct I/O is not available there (then write through
     /// [`IncomingFile::write_at`]).
-    pub(super) fn open(file: &IncomingFile) -> Option<Self> {
-        let direct = match open_direct(file.file()) {
+    ///
+    /// Writes continue at `base` (0, or a resumed prefix's end): `None` as well when `base`
+    /// is not a multiple of the direct-I/O alignment.
+    pub(super) fn open_at(file: &IncomingFile, base: u64) -> Option<Self> {
+        if !base.is_multiple_of(ALIGN as u64) {
+            return None;
+        }
+        let direct = match open_direct(file.file(), base) {
             Ok(f) => f,
             Err(e) => {
                 tracing::debug!(error = %e, "no direct I/O for this file");
@@ -81,7 +87,7 @@ impl DirectWriter {
             .spawn(move || io_loop(&direct, &job_rx, &done_tx))
             .ok()?;
         Some(Self {
-            base: 0,
+            base,
             buf: AlignedBuf::new(),
             filled: 0,
             jobs: Some(jobs),
@@ -220,14 +226,15 @@ fn io_loop(
 /// flags, no lookup by name) with `O_DIRECT` set through `fcntl(F_SETFL)`. The flag is shared
 /// by both descriptors, so buffered writes through `file` wait until [`set_direct`] clears it.
 #[cfg(target_os = "linux")]
-fn open_direct(file: &File) -> io::Result<File> {
+fn open_direct(file: &File, base: u64) -> io::Result<File> {
     let direct = file.try_clone()?;
     set_direct(&direct, true)?;
     // Some file systems accept the flag and refuse the first write: try one aligned block now
-    // (the writer overwrites it), so the choice is made before any data.
+    // at `base`, where the data will start (the writer overwrites it; what lies before `base`,
+    // a resumed prefix, is kept), so the choice is made before any data.
     let probe = AlignedBuf::new();
-    let tried =
-        crate::save::write_all_at(&direct, probe.slice(ALIGN), 0).and_then(|()| direct.set_len(0));
+    let tried = crate::save::write_all_at(&direct, probe.slice(ALIGN), base)
+        .and_then(|()| direct.set_len(base));
     if let Err(e) = tried {
         let _ = set_direct(&direct, false);
         return Err(e);
@@ -246,7 +253,7 @@ fn set_direct(file: &File, on: bool) -> io::Result<()> {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn open_direct(_file: &File) -> io::Result<File> {
+fn open_direct(_file: &File, _base: u64) -> io::Result<File> {
     Err(io::Error::new(
         io::ErrorKind::Unsupported,
         "no O_DIRECT here",

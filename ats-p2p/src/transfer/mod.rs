@@ -35,7 +35,7 @@
 //! let dir = tempfile::tempdir()?;
 //! let src = dir.path().join("hello.txt");
 //! std::fs::write(&src, b"hello, peer")?;
-//! let meta = Meta { name: "hello.txt".into(), size: 11, hash: FileHash::of(b"hello, peer") };
+//! let meta = Meta::new("hello.txt", 11, FileHash::of(b"hello, peer"));
 //! let save_dir = dir.path().join("incoming");
 //!
 //! let (a, b) = tokio::io::duplex(64 * 1024);
@@ -52,6 +52,7 @@
 
 mod direct;
 mod error;
+pub mod limit;
 pub mod progress;
 mod receive;
 mod send;
@@ -60,8 +61,10 @@ use std::time::Duration;
 
 pub use error::{StreamReceiveError, StreamSendError, transfer_error_code};
 pub use progress::{DEFAULT_MIN_PROGRESS_BYTES, DEFAULT_PROGRESS_WINDOW, ProgressRule};
-pub use receive::{Received, receive_stream, receive_stream_with};
-pub use send::{Sent, send_stream, send_stream_with};
+pub use receive::{
+    ReceiveOptions, Received, receive_stream, receive_stream_opts, receive_stream_with,
+};
+pub use send::{SendOptions, Sent, send_stream, send_stream_opts, send_stream_with};
 
 /// Bytes read from the file per step: a few DATA frames' worth, so reads are large but the
 /// memory held per transfer stays small.

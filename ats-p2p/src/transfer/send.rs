@@ -5,13 +5,14 @@ use std::path::Path;
 use std::time::Instant;
 
 use ats_p2p_wire::{
-    EncodedFrame, FrameDecoder, Meta, Sender, SenderConfig, SenderEvent, encode_parts,
+    EncodedFrame, FrameDecoder, FrameType, Meta, Sender, SenderConfig, SenderEvent, encode_parts,
 };
 use bytes::{Buf as _, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::StreamSendError;
+use super::limit::{TokenBucket, pace};
 use super::progress::{ProgressRule, ProgressWatch, earliest};
 use super::{
     FAREWELL_TIMEOUT, FILE_READ_AHEAD, FILE_READ_CHUNK, STREAM_READ_BUF, sleep_until,
@@ -21,8 +22,10 @@ use super::{
 /// A file delivered and acknowledged by the peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sent {
-    /// Bytes sent.
+    /// Bytes of the file the receiver holds now, counted from its start (the whole file).
     pub bytes: u64,
+    /// Where this transfer started: the prefix the receiver already held (0: none).
+    pub resumed_from: u64,
     /// The receiver's ACK payload (JSON `{"size","hash"}` from our receiver, or empty).
     pub ack: Bytes,
 }
@@ -64,6 +67,42 @@ pub async fn send_stream_with<S>(
     meta: Meta,
     config: SenderConfig,
     rule: ProgressRule,
+    on_progress: impl FnMut(u64, u64) + Send,
+) -> Result<Sent, StreamSendError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    send_stream_opts(
+        stream,
+        path,
+        meta,
+        config,
+        SendOptions {
+            rule,
+            ..SendOptions::default()
+        },
+        on_progress,
+    )
+    .await
+}
+
+/// How [`send_stream_opts`] sends, beyond the file and the wire settings.
+#[derive(Debug, Clone, Default)]
+pub struct SendOptions {
+    /// The progress rule ([`send_stream_with`]).
+    pub rule: ProgressRule,
+    /// Write at most this many bytes per second to the stream; `None` for no limit.
+    pub limit: Option<std::num::NonZeroU64>,
+}
+
+/// [`send_stream_with`] with [`SendOptions`] (a write limit). With
+/// [`SenderConfig::offer_resume`] the file is read from the offset the receiver answers.
+pub async fn send_stream_opts<S>(
+    stream: S,
+    path: &Path,
+    meta: Meta,
+    config: SenderConfig,
+    options: SendOptions,
     mut on_progress: impl FnMut(u64, u64) + Send,
 ) -> Result<Sent, StreamSendError>
 where
@@ -73,25 +112,42 @@ where
         path: path.to_path_buf(),
         source,
     })?;
-    // A blocking reader thread reads ahead (bounded): file reads overlap encryption and
-    // sending, and each chunk is read once, straight into the buffer that is sent.
-    let (chunks_tx, mut chunks) = mpsc::channel(FILE_READ_AHEAD);
     let total = meta.size;
-    let reader = tokio::task::spawn_blocking(move || read_loop(file, total, &chunks_tx));
-    let _stop_reader = AbortOnDrop(reader);
-    let mut progress = ProgressWatch::new(rule, total, Instant::now());
+    let mut progress = ProgressWatch::new(options.rule, total, Instant::now());
     let mut sender =
         Sender::new(meta, config, Instant::now()).map_err(StreamSendError::Transfer)?;
+    // A blocking reader thread reads ahead (bounded): file reads overlap encryption and
+    // sending, and each chunk is read once, straight into the buffer that is sent. It starts
+    // at once, or, when resuming was offered, at the offset the receiver answers.
+    let (chunks_tx, mut chunks) = mpsc::channel(FILE_READ_AHEAD);
+    let mut reader_start = Some((file, chunks_tx));
+    let mut _stop_reader = None;
+    if !sender.meta().resume
+        && let Some((file, tx)) = reader_start.take()
+    {
+        _stop_reader = Some(spawn_reader(file, 0, total, tx));
+    }
+    let mut bucket = options
+        .limit
+        .map(|rate| TokenBucket::new(rate, Instant::now()));
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut decoder = FrameDecoder::new();
     let mut inbuf = BytesMut::with_capacity(STREAM_READ_BUF);
     let mut out: Option<EncodedFrame> = None;
     let mut local_err: Option<StreamSendError> = None;
     let mut sent_bytes = 0u64;
+    let mut resumed_from = 0u64;
 
     loop {
         while let Some(event) = sender.poll_event() {
             match event {
+                SenderEvent::Resumed { offset } => {
+                    resumed_from = offset;
+                    sent_bytes = offset;
+                    if let Some((file, tx)) = reader_start.take() {
+                        _stop_reader = Some(spawn_reader(file, offset, total, tx));
+                    }
+                }
                 SenderEvent::Progress { bytes, total } => {
                     sent_bytes = bytes;
                     on_progress(bytes, total);
@@ -100,6 +156,7 @@ where
                     close_after_ack(&mut wr, &mut rd).await;
                     return Ok(Sent {
                         bytes: sent_bytes,
+                        resumed_from,
                         ack,
                     });
                 }
@@ -112,6 +169,11 @@ where
         }
         if out.is_none() {
             out = match sender.poll_frame().map(|f| encode_parts(&f)).transpose() {
+                Ok(Some(frame)) if frame.header()[0] == FrameType::Data.to_u8() => {
+                    // A write limit: wait for the tokens of this DATA frame first.
+                    pace(bucket.as_mut(), frame.payload().len()).await;
+                    Some(frame)
+                }
                 Ok(frame) => frame,
                 Err(e) => {
                     // Frames built by the state machine always fit; treat it as a local failure.
@@ -248,6 +310,25 @@ async fn write_some<W: AsyncWrite + Unpin>(
         }
         None => std::future::pending().await,
     }
+}
+
+/// Starts the blocking reader at `offset` (seeking there first).
+fn spawn_reader(
+    mut file: std::fs::File,
+    offset: u64,
+    total: u64,
+    tx: mpsc::Sender<io::Result<Bytes>>,
+) -> AbortOnDrop {
+    AbortOnDrop(tokio::task::spawn_blocking(move || {
+        use std::io::{Seek as _, SeekFrom};
+        if offset > 0
+            && let Err(e) = file.seek(SeekFrom::Start(offset))
+        {
+            let _ = tx.blocking_send(Err(e));
+            return;
+        }
+        read_loop(file, total.saturating_sub(offset), &tx);
+    }))
 }
 
 /// Aborts the blocking reader when the transfer ends early (it then stops at its next send).

@@ -124,6 +124,7 @@ async fn child(role: Role) -> anyhow::Result<()> {
                 name: "payload.bin".into(),
                 size,
                 hash: hash.parse::<FileHash>()?,
+                resume: false,
             };
             let dht = Arc::new(HyperDht::bind(DhtConfig::new(LOCAL, vec![bootstrap])).await?);
             let firewall: Firewall = Arc::new(|_| true);
@@ -152,6 +153,7 @@ async fn child(role: Role) -> anyhow::Result<()> {
                 name: "payload.bin".into(),
                 size,
                 hash: hash.parse::<FileHash>()?,
+                resume: false,
             };
             let dht = HyperDht::bind(DhtConfig::new(LOCAL, vec![bootstrap])).await?;
             let remote = KeyPair::from_seed(SENDER_SEED).public_key();

@@ -1,0 +1,215 @@
+//! Resume and bandwidth limits end to end (issue #15), with real processes on loopback and the
+//! real hub: `send` or `listen` killed (SIGKILL) at 40 % of a 256 MiB file and the transfer
+//! run again moves only the rest (as the receiver reports it) and delivers the identical file;
+//! `--limit 20MB/s` holds the rate within 10 %. Kills follow observed progress events, never a
+//! sleep; every wait is bounded by the test's deadline.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::common::net::{Net, exit_code, exposed_names, sha256_hex};
+use crate::common::{Proc, ats_p2p, subdir};
+use rand::{RngCore, SeedableRng};
+use serde_json::Value;
+
+/// Bound on each test: two transfers of 256 MiB on loopback, and a killed peer noticed by the
+/// other side (the transport's retransmission limit: seconds).
+const RESUME_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// The issue's file: large enough that 40 % is a real prefix.
+const BIG: usize = 256 * 1024 * 1024;
+
+/// The first run's pace, so the kill lands near 40 % on any machine (4 s for the whole file).
+const FIRST_RUN_LIMIT: &str = "64MiB/s";
+
+/// A file of `size` pseudo-random bytes (a fast generator: the content only has to be
+/// incompressible and differ between runs of a test).
+fn generated_file(dir: &Path, name: &str, size: usize, seed: u64) -> PathBuf {
+    let mut data = vec![0u8; size];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut data);
+    let path = dir.join(name);
+    std::fs::write(&path, &data).unwrap();
+    path
+}
+
+/// `send` from `actor` with the key in `keys` (the same key for every run: resuming is keyed
+/// on the sender's key).
+fn send_with_keys(net: &Net, actor: &str, keys: &Path, file: &Path, extra: &[&str]) -> Proc {
+    let mut c: Command = net.node_keyless("send", actor);
+    c.arg("--key-dir").arg(keys);
+    c.arg(file).args(["--to", "agent-b"]).args(extra);
+    Proc::spawn(&format!("send {actor}"), c)
+}
+
+/// Reads `p`'s events until a `progress` at `fraction` of the total or more; returns it.
+fn wait_progress(p: &mut Proc, fraction: f64, deadline: Instant) -> Value {
+    loop {
+        let line = p.next_line(deadline).unwrap_or_else(|| {
+            panic!(
+                "{}: no progress to {fraction}:\n{}",
+                p.name,
+                p.seen.join("\n")
+            )
+        });
+        let v: Value = serde_json::from_str(&line).unwrap();
+        match v["event"].as_str() {
+            Some("progress") => {
+                let (bytes, total) = (v["bytes"].as_u64().unwrap(), v["total"].as_u64().unwrap());
+                if bytes as f64 >= fraction * total as f64 {
+                    assert!(
+                        bytes < total,
+                        "{}: the transfer ended before the kill",
+                        p.name
+                    );
+                    return v;
+                }
+            }
+            Some("transfer_complete" | "transfer_failed") => {
+                panic!("{}: the transfer ended before {fraction}: {v}", p.name)
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The receiver's `transfer_complete` of the resumed run: the whole file arrived, identical,
+/// and at most 65 % of it moved this time.
+fn assert_resumed(complete: &Value, file: &Path, save: &Path) {
+    let size = BIG as u64;
+    assert_eq!(complete["bytes"].as_u64(), Some(size), "{complete}");
+    let resumed_from = complete["resumed_from"].as_u64().unwrap();
+    let moved = size - resumed_from;
+    assert!(
+        moved * 100 <= size * 65,
+        "the second run moved {moved} of {size} bytes (resumed from {resumed_from})"
+    );
+    let saved = PathBuf::from(complete["file_path"].as_str().unwrap());
+    assert_eq!(saved, save.join("big.bin"));
+    assert_eq!(sha256_hex(&saved), sha256_hex(file), "identical file");
+    // Nothing else is left: no partial file, no record.
+    let names: Vec<String> = std::fs::read_dir(save)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["big.bin".to_string()]);
+    eprintln!("resumed from {resumed_from} of {size} bytes: {moved} moved");
+}
+
+/// `status --partials --json` on `save`: one object per partial file.
+fn partials(net: &Net, save: &Path) -> Vec<Value> {
+    let out = ats_p2p(net.path())
+        .args(["status", "--partials", "--json", "--save-dir"])
+        .arg(save)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "status --partials: {out:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn send_killed_at_40_percent_and_sent_again_moves_only_the_rest() {
+    let net = Net::start_with(RESUME_TIMEOUT);
+    let src = subdir(net.path(), "src");
+    let save = net.path().join("incoming");
+    let file = generated_file(&src, "big.bin", BIG, 15);
+    let keys = net.sender_keys("agent-a");
+
+    let mut rx = net.listen("agent-b", &save, &[]);
+    let mut tx = send_with_keys(&net, "agent-a", &keys, &file, &["--limit", FIRST_RUN_LIMIT]);
+    wait_progress(&mut rx, 0.4, net.deadline);
+    tx.kill9();
+    let failed = rx.wait_event("transfer_failed", net.deadline);
+    assert_eq!(failed["kind"], "network", "{failed}");
+
+    // The receiver kept what arrived, hidden and listed.
+    assert!(
+        exposed_names(&save).is_empty(),
+        "{:?}",
+        exposed_names(&save)
+    );
+    let kept = partials(&net, &save);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0]["file_name"], "big.bin");
+    assert!(
+        kept[0]["bytes"].as_u64().unwrap() * 10 >= BIG as u64 * 4,
+        "{kept:?}"
+    );
+
+    let mut again = send_with_keys(&net, "agent-a", &keys, &file, &[]);
+    let (code, err) = exit_code(&mut again, net.deadline);
+    assert_eq!(code, 0, "second send: {err}");
+    let sent = crate::common::net::event(&again, "transfer_complete");
+    let complete = rx.wait_event("transfer_complete", net.deadline);
+    assert_eq!(sent["resumed_from"], complete["resumed_from"]);
+    assert_resumed(&complete, &file, &save);
+    rx.signal("-TERM");
+    assert_eq!(exit_code(&mut rx, net.deadline).0, 0);
+}
+
+#[test]
+fn listen_killed_at_40_percent_and_run_again_moves_only_the_rest() {
+    let net = Net::start_with(RESUME_TIMEOUT);
+    let src = subdir(net.path(), "src");
+    let save = net.path().join("incoming");
+    let file = generated_file(&src, "big.bin", BIG, 16);
+    let keys = net.sender_keys("agent-a");
+
+    let mut rx = net.listen("agent-b", &save, &[]);
+    let mut tx = send_with_keys(&net, "agent-a", &keys, &file, &["--limit", FIRST_RUN_LIMIT]);
+    wait_progress(&mut rx, 0.4, net.deadline);
+    rx.kill9();
+    // The sender notices the receiver is gone before the next run (one sender per key).
+    let (code, err) = exit_code(&mut tx, net.deadline);
+    assert_eq!(code, 6, "sender: network failure; stderr: {err}");
+
+    // A new `listen` keeps the partial file (its record says what it is) and continues it.
+    let mut rx = net.listen("agent-b", &save, &["--once"]);
+    assert_eq!(partials(&net, &save).len(), 1);
+    let mut again = send_with_keys(&net, "agent-a", &keys, &file, &[]);
+    let (code, err) = exit_code(&mut again, net.deadline);
+    assert_eq!(code, 0, "second send: {err}");
+    let complete = rx.wait_event("transfer_complete", net.deadline);
+    assert_resumed(&complete, &file, &save);
+    assert_eq!(exit_code(&mut rx, net.deadline).0, 0);
+}
+
+#[test]
+fn a_limit_of_20mb_per_second_holds_within_10_percent() {
+    const SIZE: usize = 100 * 1024 * 1024;
+    const RATE: f64 = 20_000_000.0;
+    let net = Net::start_with(RESUME_TIMEOUT);
+    let src = subdir(net.path(), "src");
+    let save = net.path().join("incoming");
+    let file = generated_file(&src, "limited.bin", SIZE, 17);
+    let keys = net.sender_keys("agent-a");
+
+    let mut rx = net.listen("agent-b", &save, &["--once"]);
+    let mut tx = send_with_keys(&net, "agent-a", &keys, &file, &["--limit", "20MB/s"]);
+    // Measured on the receiver, from its first progress report to the verified end: the
+    // start of the connection (discovery, holepunch) is not part of the rate.
+    let first = wait_progress(&mut rx, 0.0, net.deadline);
+    let t0 = Instant::now();
+    let b0 = first["bytes"].as_u64().unwrap();
+    rx.wait_event("transfer_complete", net.deadline);
+    let took = t0.elapsed();
+    let rate = (SIZE as u64 - b0) as f64 / took.as_secs_f64();
+    let expected = Duration::from_secs_f64(SIZE as f64 / RATE);
+    eprintln!(
+        "100 MiB at --limit 20MB/s: {took:?} for {} bytes after the first report, {:.2} MB/s (whole file at the limit: {expected:?})",
+        SIZE as u64 - b0,
+        rate / 1e6
+    );
+    assert!(
+        (rate - RATE).abs() <= RATE * 0.10,
+        "rate {:.2} MB/s is not within 10 % of 20 MB/s",
+        rate / 1e6
+    );
+    assert_eq!(exit_code(&mut tx, net.deadline).0, 0);
+    assert_eq!(exit_code(&mut rx, net.deadline).0, 0);
+}
