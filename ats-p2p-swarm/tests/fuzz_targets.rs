@@ -61,6 +61,9 @@ fn honest_inputs_reach_the_success_paths() {
     assert!(fuzzing::noise_ik(&[1, 3, b'a', b'b', b'c', 0, 2]));
     // header + two messages, no edits, chunks of 7 bytes.
     fuzzing::secret_stream(&[1, 2, 3, b'x', b'y', b'z', 1, b'q', 0, 6]);
+    // Long messages (flag 2): 1024 and 1000 bytes (the fast and the portable cipher path),
+    // no edits, chunks of 200 bytes.
+    fuzzing::secret_stream(&[3, 2, 0, 4, 1, b'a', 0xe8, 3, 1, b'b', 0, 199]);
 }
 
 proptest! {
