@@ -616,9 +616,11 @@ mod tests {
 
 /// Parses `--db` like [`ats_p2p_signal::hub::parse_db_location`], but never quotes the value
 /// back in the usage error (clap's default does): a database URL may hold a password.
+#[cfg(feature = "hub")]
 #[derive(Clone, Debug)]
 pub(crate) struct DbLocationParser;
 
+#[cfg(feature = "hub")]
 impl clap::builder::TypedValueParser for DbLocationParser {
     type Value = ats_p2p_signal::hub::DbLocation;
 
