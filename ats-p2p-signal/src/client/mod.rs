@@ -29,7 +29,7 @@ use crate::types::{
     TaskUpdate,
 };
 
-/// First retry delay; doubled on every attempt (see [`backoff`] for the jitter).
+/// First retry delay; doubled on every attempt (plus jitter: `client::backoff`).
 pub const RETRY_BASE_DELAY: Duration = Duration::from_millis(100);
 
 /// Longest retry delay before jitter.

@@ -1,5 +1,5 @@
 //! libsodium `crypto_secretstream_xchacha20poly1305` framed for the wire (the state and both
-//! sealing paths are in [`super::sodium`]; checked against sodium-native in the interop tests)
+//! sealing paths are in `secret_stream::sodium`; checked against sodium-native in the interop tests)
 //! and the stream id of the id+header message.
 
 use bytes::{Buf, BytesMut};
