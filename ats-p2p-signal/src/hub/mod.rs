@@ -3,7 +3,7 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), ats_p2p_signal::hub::HubError> {
 //! use ats_p2p_signal::hub::{Hub, HubConfig};
-//! let hub = Hub::bind(HubConfig::new("127.0.0.1:0".parse().unwrap(), "hub.sqlite".into())).await?;
+//! let hub = Hub::bind(HubConfig::new("127.0.0.1:0".parse().unwrap(), std::path::PathBuf::from("hub.sqlite"))).await?;
 //! println!("ATS hub listening on {}", hub.url());
 //! hub.shutdown().await;
 //! # Ok(()) }
