@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use ats_p2p_signal::types::Actor;
 use ats_p2p_signal::{Client, ClientConfig, FileOffer, TransferId};
 use common::net::{
-    Net, TEST_TIMEOUT, assert_ndjson, dir_names, event, events, exit_code, random_file, sha256_hex,
-    write_key_dir,
+    Net, TEST_TIMEOUT, assert_ndjson, assert_only_a_private_partial, dir_names, event, events,
+    exit_code, random_file, sha256_hex, write_key_dir,
 };
 use common::{Proc, ats_p2p, subdir};
 use serde_json::Value;
@@ -401,14 +401,15 @@ fn demo_moves_a_file_and_verifies_it() {
     }
 }
 
-#[test]
-fn ctrl_c_on_listen_mid_transfer_leaves_nothing_and_ends_the_task() {
-    let net = Net::start();
+/// Ctrl-C on `listen` mid-transfer (with `listen_args`): it exits 130 without a completed file,
+/// the sender fails with a network error, and ATS shows the task failed with the receiver's
+/// reason. Returns the save directory for the caller to check what was kept.
+fn ctrl_c_on_listen_mid_transfer(net: &Net, listen_args: &[&str]) -> PathBuf {
     let src = subdir(net.path(), "src");
     let save = net.path().join("incoming");
     let file = random_file(&src, "big.bin", 128 * 1024 * 1024);
 
-    let mut rx = net.listen("agent-b", &save, &[]);
+    let mut rx = net.listen("agent-b", &save, listen_args);
     let mut tx = net.send("agent-a", &file, "agent-b", &[]);
     let start = rx.wait_event("transfer_start", net.deadline);
     rx.signal("-INT");
@@ -420,11 +421,6 @@ fn ctrl_c_on_listen_mid_transfer_leaves_nothing_and_ends_the_task() {
         "stopped mid-transfer: {:?}",
         rx.seen
     );
-    assert!(
-        dir_names(&save).is_empty(),
-        "no partial or temporary file: {:?}",
-        dir_names(&save)
-    );
     // The sender sees the connection go (or the receiver's failure): a network failure.
     let (code, err) = exit_code(&mut tx, net.deadline);
     assert_eq!(code, 6, "stderr: {err}");
@@ -434,6 +430,26 @@ fn ctrl_c_on_listen_mid_transfer_leaves_nothing_and_ends_the_task() {
     let v = net.wait_status(tid, "failed");
     assert!(v["outputs"].as_array().unwrap().is_empty(), "{v}");
     assert!(!v["reason"].as_str().unwrap_or_default().is_empty(), "{v}");
+    save
+}
+
+#[test]
+fn ctrl_c_on_listen_mid_transfer_exposes_nothing_and_keeps_a_private_partial() {
+    let net = Net::start();
+    let save = ctrl_c_on_listen_mid_transfer(&net, &[]);
+    // By default the partial file stays, hidden and private, so a second `send` resumes.
+    assert_only_a_private_partial(&save);
+}
+
+#[test]
+fn ctrl_c_on_listen_mid_transfer_without_resume_leaves_nothing() {
+    let net = Net::start();
+    let save = ctrl_c_on_listen_mid_transfer(&net, &["--no-resume"]);
+    assert!(
+        dir_names(&save).is_empty(),
+        "no partial or temporary file: {:?}",
+        dir_names(&save)
+    );
 }
 
 /// A seed whose Ed25519 public key starts with a zero byte (`00af29f7…`).

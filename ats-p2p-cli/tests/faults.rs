@@ -18,8 +18,8 @@ use ats_p2p_signal::types::Actor;
 use ats_p2p_signal::{AcceptMessage, Client, ClientConfig, Part, SignalError, TransferId};
 use common::Proc;
 use common::net::{
-    Net, dir_names, event, events, exit_code, exposed_names, is_temp_name, random_file, sha256_hex,
-    wait_mid_transfer,
+    Net, assert_only_a_private_partial, dir_names, event, events, exit_code, exposed_names,
+    is_temp_name, random_file, sha256_hex, wait_mid_transfer,
 };
 use common::subdir;
 use serde_json::Value;
@@ -112,17 +112,7 @@ fn sigkill_of_listen_mid_transfer_exposes_nothing_and_an_expired_partial_is_clea
 
     // The killed receiver's file is kept for a resume: hidden, private, with its record
     // beside it, and listed by `status --partials`.
-    let left = dir_names(&save);
-    assert_eq!(left.len(), 2, "the partial file and its record: {left:?}");
-    #[cfg(unix)]
-    for name in &left {
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(save.join(name))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600, "{name}");
-    }
+    assert_only_a_private_partial(&save);
     let listed = common::ats_p2p(net.path())
         .args(["status", "--partials", "--json", "--save-dir"])
         .arg(&save)
@@ -166,14 +156,7 @@ fn sigkill_of_send_mid_transfer_fails_the_task_and_exposes_nothing() {
     assert!(!failed["reason"].as_str().unwrap().is_empty(), "{failed}");
     assert!(!events(&rx).iter().any(|e| e == "transfer_complete"));
     // Nothing under a real name: only the partial file and its record, kept for a resume.
-    assert!(
-        exposed_names(&save).is_empty(),
-        "no file: {:?}",
-        dir_names(&save)
-    );
-    let left = dir_names(&save);
-    assert_eq!(left.len(), 2, "the partial file and its record: {left:?}");
-    assert!(left.iter().any(|n| is_temp_name(n)), "{left:?}");
+    assert_only_a_private_partial(&save);
     let v = net.wait_status(&tid, "failed");
     assert!(v["outputs"].as_array().unwrap().is_empty(), "{v}");
     assert!(!v["reason"].as_str().unwrap_or_default().is_empty(), "{v}");

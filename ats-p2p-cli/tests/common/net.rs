@@ -269,6 +269,24 @@ pub(crate) fn exposed_names(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Asserts what a broken receive keeps in `dir`: nothing a user would see, only one partial
+/// file and its record, both private (0600), kept so the same offer can resume.
+pub(crate) fn assert_only_a_private_partial(dir: &Path) {
+    let left = dir_names(dir);
+    assert!(exposed_names(dir).is_empty(), "nothing exposed: {left:?}");
+    assert_eq!(left.len(), 2, "the partial file and its record: {left:?}");
+    assert!(left.iter().any(|n| is_temp_name(n)), "{left:?}");
+    #[cfg(unix)]
+    for name in &left {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dir.join(name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}");
+    }
+}
+
 /// The record beside a partial file kept for resuming (`.ats-p2p-<id>-<random>.resume`).
 pub(crate) fn is_record_name(name: &str) -> bool {
     name.starts_with(".ats-p2p-") && name.ends_with(".resume")
