@@ -43,7 +43,7 @@ pub mod types;
 pub mod watch;
 
 pub use auth::{AccessToken, TokenError};
-pub use client::{Client, ClientConfig};
+pub use client::{Client, ClientConfig, backoff};
 pub use error::SignalError;
 pub use offer::{AcceptMessage, FileOffer, OfferError, TransferId};
 pub use types::{

@@ -16,6 +16,7 @@
 //! - [`relay`]: blind relays (npm `blind-relay`): the relay server and the client that pairs
 //!   two peers' UDX streams through one.
 //! - [`swarm`]: the Hyperswarm-style API: topics, connection dedup, an allowlist firewall.
+//! - [`wait`]: the deadline and optional-work waits of every async shell's `select!`.
 #![forbid(unsafe_code)]
 
 pub mod crypto;
@@ -30,5 +31,6 @@ pub mod relay;
 pub mod secret_stream;
 pub mod swarm;
 pub mod udx;
+pub mod wait;
 
 pub use keys::{KeyPair, PublicKey};

@@ -166,8 +166,8 @@ fn join(base: &Url, segments: &[&str]) -> Url {
 /// The retry schedule of every request and reconnect in this crate (`backon`'s exponential
 /// backoff, the one the swarm's retries use too): `base`, doubling per attempt up to `max`, each
 /// delay plus a random jitter of up to itself so that many clients retrying together spread
-/// out. It never runs out; callers bound the attempts.
-pub(crate) fn backoff(base: Duration, max: Duration) -> impl Iterator<Item = Duration> {
+/// out. It never runs out; callers bound the attempts. The facade retries with it too.
+pub fn backoff(base: Duration, max: Duration) -> impl Iterator<Item = Duration> {
     backon::BackoffBuilder::build(
         backon::ExponentialBuilder::new()
             .with_min_delay(base)

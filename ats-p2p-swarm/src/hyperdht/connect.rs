@@ -31,13 +31,14 @@ pub(crate) use super::endpoint::random_bytes;
 pub use super::endpoint::{HyperDht, NAT_CACHE_TTL, NAT_SAMPLE_TIMEOUT};
 use super::holepunch::{NatClass, NatSampler};
 use super::path::{Connection, PathInfo, PathKind};
-use super::punch::PunchSockets;
+use super::punch::{PunchSockets, next_hit};
 use crate::dht::QueryReply;
 use crate::keys::{KeyPair, PublicKey};
 use crate::noise::NoiseError;
 use crate::relay::{RelayError, RelayedPath};
 use crate::secret_stream::{SecretStream, SecretStreamError};
 use crate::udx::{EndpointError, UdxStream};
+use crate::wait;
 
 /// The key firewall: returns `true` to accept a remote public key. Decided during the handshake.
 pub type Firewall = Arc<dyn Fn(&PublicKey) -> bool + Send + Sync>;
@@ -250,20 +251,9 @@ impl<'a> ClientShell<'a> {
                 break outcome?;
             }
             let timeout = self.machine.poll_timeout();
-            let sleep = async {
-                match timeout {
-                    Some(t) => tokio::time::sleep_until(t.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 biased;
-                hit = async {
-                    match self.sockets.as_mut() {
-                        Some(s) => s.next_hit().await,
-                        None => std::future::pending().await,
-                    }
-                }, if self.sockets.is_some() => match hit {
+                hit = next_hit(&mut self.sockets), if self.sockets.is_some() => match hit {
                     Some(hit) => self.machine.handle_hit(hit, Instant::now()),
                     None => {
                         self.sockets = None;
@@ -273,21 +263,11 @@ impl<'a> ClientShell<'a> {
                 Some((id, reply)) = self.requests.next(), if !self.requests.is_empty() => {
                     self.machine.handle_response(id, reply, Instant::now());
                 }
-                nat = async {
-                    match self.sampling.as_mut() {
-                        Some(s) => s.await,
-                        None => std::future::pending().await,
-                    }
-                }, if self.sampling.is_some() => {
+                nat = wait::optional(&mut self.sampling), if self.sampling.is_some() => {
                     self.sampling = None;
                     self.machine.handle_nat(nat, Instant::now());
                 }
-                paired = async {
-                    match self.pairing.as_mut() {
-                        Some(p) => p.await,
-                        None => std::future::pending().await,
-                    }
-                }, if self.pairing.is_some() => {
+                paired = wait::optional(&mut self.pairing), if self.pairing.is_some() => {
                     self.pairing = None;
                     let result = match paired {
                         Ok(rp) => {
@@ -298,7 +278,7 @@ impl<'a> ClientShell<'a> {
                     };
                     self.machine.handle_relay(result);
                 }
-                () = sleep, if timeout.is_some() => self.machine.handle_timeout(Instant::now()),
+                () = wait::sleep_until(timeout), if timeout.is_some() => self.machine.handle_timeout(Instant::now()),
             }
         };
         let (raw, path, keep): (UdxStream, PathInfo, Option<Arc<dyn Send + Sync>>) =

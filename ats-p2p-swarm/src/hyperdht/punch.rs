@@ -217,3 +217,11 @@ impl PunchSockets {
         }
     }
 }
+
+/// The next hit of the punch sockets in `slot`; never ready while there are none.
+pub(crate) async fn next_hit(slot: &mut Option<PunchSockets>) -> Option<Hit> {
+    match slot {
+        Some(sockets) => sockets.next_hit().await,
+        None => std::future::pending().await,
+    }
+}

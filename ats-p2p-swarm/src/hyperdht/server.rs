@@ -22,7 +22,7 @@ use super::driver::ServerEvent;
 use super::holepunch::NatSampler;
 use super::messages::{Handshake, Holepunch, HolepunchInfo, RelayInfo};
 use super::path::{Connection, PathInfo, PathKind};
-use super::punch::PunchSockets;
+use super::punch::{PunchSockets, next_hit};
 use super::responder::{Msg1, read_msg1};
 use super::schedule::ProbeOp;
 pub use super::session::{PUNCH_DURATION, SERVER_CONNECT_TIMEOUT};
@@ -36,6 +36,7 @@ use crate::keys::{KeyPair, PublicKey};
 use crate::relay::{RelayError, RelayedPath};
 use crate::secret_stream::SecretStream;
 use crate::udx::UdxStream;
+use crate::wait;
 use futures::future::BoxFuture;
 
 /// How long a handshake's msg2 is kept for duplicates (JS `handshakeClearWait`).
@@ -381,36 +382,20 @@ impl SessionShell {
                 break outcome;
             }
             let timeout = self.machine.poll_timeout();
-            let sleep = async {
-                match timeout {
-                    Some(t) => tokio::time::sleep_until(t.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 biased;
                 from = &mut first => match from {
                     Ok(from) => self.machine.handle_first_packet(from, Instant::now()),
                     Err(_) => break SessionOutcome::Failed("the node stopped".into()),
                 },
-                hit = async {
-                    match self.sockets.as_mut() {
-                        Some(s) => s.next_hit().await,
-                        None => std::future::pending().await,
-                    }
-                }, if self.sockets.is_some() => match hit {
+                hit = next_hit(&mut self.sockets), if self.sockets.is_some() => match hit {
                     Some(hit) => self.machine.handle_hit(hit, Instant::now()),
                     None => {
                         self.sockets = None;
                         self.machine.handle_punch_closed(Instant::now());
                     }
                 },
-                paired = async {
-                    match self.pairing.as_mut() {
-                        Some(p) => p.await,
-                        None => std::future::pending().await,
-                    }
-                }, if self.pairing.is_some() => {
+                paired = wait::optional(&mut self.pairing), if self.pairing.is_some() => {
                     self.pairing = None;
                     let result = match paired {
                         Ok(rp) => {
@@ -431,16 +416,11 @@ impl SessionShell {
                     }
                     None => holepunches_open = false,
                 },
-                nat = async {
-                    match self.sampling.as_mut() {
-                        Some(s) => s.await,
-                        None => std::future::pending().await,
-                    }
-                }, if self.sampling.is_some() => {
+                nat = wait::optional(&mut self.sampling), if self.sampling.is_some() => {
                     self.sampling = None;
                     self.machine.handle_nat(nat, Instant::now());
                 }
-                () = sleep, if timeout.is_some() => self.machine.handle_timeout(Instant::now()),
+                () = wait::sleep_until(timeout), if timeout.is_some() => self.machine.handle_timeout(Instant::now()),
             }
         };
         // Answer (or drop) what the machine said last.

@@ -1,6 +1,7 @@
 //! The receiver's side: watch a channel for offers addressed to us, judge them, claim, post the
 //! accept with our key, connect to the sender's key only, receive and verify, complete the task.
 
+use ats_p2p_swarm::wait;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -645,12 +646,7 @@ impl Job {
                     op = None;
                     machine.handle_cancel();
                 }
-                step = async {
-                    match op.as_mut() {
-                        Some(op) => op.await,
-                        None => std::future::pending().await,
-                    }
-                }, if op.is_some() => {
+                step = wait::optional(&mut op), if op.is_some() => {
                     op = None;
                     let now = Instant::now();
                     match step {
@@ -669,7 +665,7 @@ impl Job {
                     }
                 }
                 Some(event) = events.rx.recv() => machine.handle_task_event(&event),
-                () = sleep_until(timeout), if timeout.is_some() => {
+                () = wait::sleep_until(timeout), if timeout.is_some() => {
                     machine.handle_timeout(Instant::now());
                 }
             }
@@ -745,11 +741,13 @@ impl Job {
         let lease = self.shared.config.timeout;
         let give_up = Deadline::now() + lease;
         let mut renewed = Deadline::now();
+        let mut pauses = ats_p2p_signal::backoff(COMPLETE_RETRY_FIRST, COMPLETE_RETRY_MAX);
         loop {
             let Err(e) = self.shared.client.complete(task, outputs.clone()).await else {
                 return Ok(());
             };
-            if !e.is_transient() || Deadline::now() + COMPLETE_RETRY_PAUSE >= give_up {
+            let pause = pauses.next().unwrap_or(COMPLETE_RETRY_MAX);
+            if !e.is_transient() || Deadline::now() + pause >= give_up {
                 return Err(e);
             }
             debug!(task, error = %e, "completing the task failed; retrying");
@@ -760,7 +758,7 @@ impl Job {
                 }
             }
             tokio::select! {
-                () = tokio::time::sleep(COMPLETE_RETRY_PAUSE) => {}
+                () = tokio::time::sleep(pause) => {}
                 () = self.shared.shutdown.cancelled() => return Err(e),
             }
         }
@@ -831,8 +829,10 @@ impl Job {
     }
 }
 
-/// Pause between attempts to complete the task of a stored file while ATS is unreachable.
-const COMPLETE_RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// Pauses between attempts to complete the task of a stored file while ATS is unreachable:
+/// the shared backoff, from the first pause to the longest.
+const COMPLETE_RETRY_FIRST: Duration = Duration::from_millis(250);
+const COMPLETE_RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// What one of a receive's long waits came to.
 enum Step {
@@ -842,12 +842,4 @@ enum Step {
     Connected(Result<Box<Connection>, NoConnection>),
     /// The file, or why not.
     Received(Result<Received, StreamReceiveError>),
-}
-
-/// Sleeps until `at` (forever without one).
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(Deadline::from_std(at)).await,
-        None => std::future::pending().await,
-    }
 }

@@ -1,6 +1,7 @@
 //! The sender's shell: hashes the file, then drives the [`SendLifecycle`] from the hub's watch,
 //! the inbound connection, the file stream and one timer, and carries out its ATS calls.
 
+use ats_p2p_swarm::wait;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
@@ -175,12 +176,7 @@ impl<'a, F: FnMut(&Event) + Send> SendShell<'a, F> {
                     stream = None;
                     machine.handle_cancel(Instant::now());
                 }
-                sent = async {
-                    match stream.as_mut() {
-                        Some(s) => s.await,
-                        None => std::future::pending().await,
-                    }
-                }, if stream.is_some() => {
+                sent = wait::optional(&mut stream), if stream.is_some() => {
                     stream = None;
                     if let Ok(sent) = &sent {
                         machine.handle_resumed(sent.resumed_from);
@@ -213,7 +209,7 @@ impl<'a, F: FnMut(&Event) + Send> SendShell<'a, F> {
                         }
                     }
                 },
-                () = sleep_until(timeout), if timeout.is_some() => {
+                () = wait::sleep_until(timeout), if timeout.is_some() => {
                     machine.handle_timeout(Instant::now());
                 }
             }
@@ -331,14 +327,6 @@ impl<'a, F: FnMut(&Event) + Send> SendShell<'a, F> {
             }
             Err(e) => Err(SendError::Stream(e)),
         }
-    }
-}
-
-/// Sleeps until `at` (forever without one).
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(Deadline::from_std(at)).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -86,16 +86,3 @@ pub const WRITE_QUEUE_DEPTH: usize = 32;
 /// Longest wait to deliver the last frame (ERROR, NACK) after a failure: the peer may be gone,
 /// and the reason is best effort.
 pub const FAREWELL_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Converts the state machine's next deadline into a tokio instant.
-fn tokio_deadline(deadline: Option<std::time::Instant>) -> Option<tokio::time::Instant> {
-    deadline.map(tokio::time::Instant::from_std)
-}
-
-/// Sleeps until `deadline`, or forever when there is none.
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}

@@ -1,5 +1,6 @@
 //! The receiving driver.
 
+use ats_p2p_swarm::wait;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -16,7 +17,7 @@ use super::StreamReceiveError;
 use super::direct::DirectWriter;
 use super::limit::{TokenBucket, pace};
 use super::progress::{ProgressRule, ProgressWatch, earliest};
-use super::{FAREWELL_TIMEOUT, STREAM_READ_BUF, WRITE_QUEUE_DEPTH, sleep_until, tokio_deadline};
+use super::{FAREWELL_TIMEOUT, STREAM_READ_BUF, WRITE_QUEUE_DEPTH};
 use crate::partial::{self, PartialKey};
 use crate::save::IncomingFile;
 use crate::save::SaveError;
@@ -572,7 +573,7 @@ where
             receiver.handle_closed();
             continue;
         }
-        let deadline = tokio_deadline(earliest(receiver.poll_timeout(), progress.poll_timeout()));
+        let deadline = earliest(receiver.poll_timeout(), progress.poll_timeout());
         tokio::select! {
             r = rd.read_buf(&mut inbuf) => match r {
                 Ok(0) => eof = true,
@@ -586,7 +587,7 @@ where
                     local_err = Some(StreamReceiveError::Io(e));
                 }
             },
-            () = sleep_until(deadline) => {
+            () = wait::sleep_until(deadline) => {
                 let now = Instant::now();
                 receiver.handle_timeout(now);
                 if let Err(stall) = progress.check(now) {

@@ -1,5 +1,6 @@
 //! The sending driver.
 
+use ats_p2p_swarm::wait;
 use std::io::{self, IoSlice, Read as _};
 use std::path::Path;
 use std::time::Instant;
@@ -14,10 +15,7 @@ use tokio::sync::mpsc;
 use super::StreamSendError;
 use super::limit::{TokenBucket, pace};
 use super::progress::{ProgressRule, ProgressWatch, earliest};
-use super::{
-    FAREWELL_TIMEOUT, FILE_READ_AHEAD, FILE_READ_CHUNK, STREAM_READ_BUF, sleep_until,
-    tokio_deadline,
-};
+use super::{FAREWELL_TIMEOUT, FILE_READ_AHEAD, FILE_READ_CHUNK, STREAM_READ_BUF};
 
 /// A file delivered and acknowledged by the peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,7 +205,7 @@ where
             }
             continue;
         }
-        let deadline = tokio_deadline(earliest(sender.poll_timeout(), progress.poll_timeout()));
+        let deadline = earliest(sender.poll_timeout(), progress.poll_timeout());
         tokio::select! {
             r = write_some(&mut wr, &mut out) => {
                 match r {
@@ -247,7 +245,7 @@ where
                     }
                 }
             }
-            () = sleep_until(deadline) => {
+            () = wait::sleep_until(deadline) => {
                 let now = Instant::now();
                 sender.handle_timeout(now);
                 if let Err(stall) = progress.check(now) {

@@ -173,12 +173,6 @@ pub(super) async fn run(
             }
         }
         let deadline = node.poll_timeout();
-        let sleep = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
-                None => std::future::pending::<()>().await,
-            }
-        };
         tokio::select! {
             biased;
             cmd = rx.recv() => {
@@ -276,7 +270,7 @@ pub(super) async fn run(
                     node.handle_datagram(Instant::now(), SocketKind::Client, *from, buf);
                 }
             }
-            () = sleep => {
+            () = crate::wait::sleep_until(deadline) => {
                 node.set_wall_clock_ms(wall_ms());
                 node.handle_timeout(Instant::now());
             }
