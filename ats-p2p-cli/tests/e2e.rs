@@ -11,7 +11,7 @@ use ats_p2p_signal::types::Actor;
 use ats_p2p_signal::{Client, ClientConfig, FileOffer, TransferId};
 use common::net::{
     Net, TEST_TIMEOUT, assert_ndjson, assert_only_a_private_partial, dir_names, event, events,
-    exit_code, random_file, sha256_hex, write_key_dir,
+    exit_code, random_file, sha256_hex, wait_mid_transfer, write_key_dir,
 };
 use common::{Proc, ats_p2p, subdir};
 use serde_json::Value;
@@ -401,7 +401,7 @@ fn demo_moves_a_file_and_verifies_it() {
     }
 }
 
-/// Ctrl-C on `listen` mid-transfer (with `listen_args`): it exits 130 without a completed file,
+/// Ctrl-C on `listen` once bytes arrived (with `listen_args`): it exits 130 without a completed file,
 /// the sender fails with a network error, and ATS shows the task failed with the receiver's
 /// reason. Returns the save directory for the caller to check what was kept.
 fn ctrl_c_on_listen_mid_transfer(net: &Net, listen_args: &[&str]) -> PathBuf {
@@ -411,7 +411,8 @@ fn ctrl_c_on_listen_mid_transfer(net: &Net, listen_args: &[&str]) -> PathBuf {
 
     let mut rx = net.listen("agent-b", &save, listen_args);
     let mut tx = net.send("agent-a", &file, "agent-b", &[]);
-    let start = rx.wait_event("transfer_start", net.deadline);
+    // Bytes arrived (so the receive has its file), not all of them.
+    let under_way = wait_mid_transfer(&mut rx, net.deadline);
     rx.signal("-INT");
     let (code, err) = exit_code(&mut rx, net.deadline);
     assert_eq!(code, 130, "stderr: {err}");
@@ -426,7 +427,7 @@ fn ctrl_c_on_listen_mid_transfer(net: &Net, listen_args: &[&str]) -> PathBuf {
     assert_eq!(code, 6, "stderr: {err}");
     assert_eq!(event(&tx, "transfer_failed")["kind"], "network");
     // ATS shows the end: failed by the stopped receiver, with its reason.
-    let tid = start["transfer_id"].as_str().unwrap();
+    let tid = under_way["transfer_id"].as_str().unwrap();
     let v = net.wait_status(tid, "failed");
     assert!(v["outputs"].as_array().unwrap().is_empty(), "{v}");
     assert!(!v["reason"].as_str().unwrap_or_default().is_empty(), "{v}");

@@ -374,6 +374,8 @@ impl SessionShell {
             return;
         };
         let mut holepunches_open = true;
+        // The first packet is reported once (a oneshot must not be polled again after that).
+        let mut first_open = true;
         let outcome = loop {
             while let Some(action) = self.machine.poll_action() {
                 self.execute(action).await;
@@ -384,8 +386,11 @@ impl SessionShell {
             let timeout = self.machine.poll_timeout();
             tokio::select! {
                 biased;
-                from = &mut first => match from {
-                    Ok(from) => self.machine.handle_first_packet(from, Instant::now()),
+                from = &mut first, if first_open => match from {
+                    Ok(from) => {
+                        first_open = false;
+                        self.machine.handle_first_packet(from, Instant::now());
+                    }
                     Err(_) => break SessionOutcome::Failed("the node stopped".into()),
                 },
                 hit = next_hit(&mut self.sockets), if self.sockets.is_some() => match hit {

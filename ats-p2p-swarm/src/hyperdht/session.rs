@@ -158,6 +158,8 @@ pub(crate) struct ServerSession {
     /// Birthday sockets our stream was created on.
     streams: HashSet<usize>,
     pairing: bool,
+    /// A first packet that came while the relay pairing ran: the path if the pairing fails.
+    first_while_pairing: Option<PathInfo>,
 }
 
 impl ServerSession {
@@ -185,6 +187,7 @@ impl ServerSession {
             holds_gate: false,
             streams: HashSet::new(),
             pairing: false,
+            first_while_pairing: None,
         }
     }
 
@@ -213,7 +216,11 @@ impl ServerSession {
         self.finished
     }
 
-    /// The client's first UDX packet reached our stream on the main socket.
+    /// The client's first UDX packet reached our stream on the main socket. While the relay
+    /// pairing runs, that packet is most likely the client's first one through the relay (it
+    /// learns of the pairing first): the pairing's answer decides, and this path is used only
+    /// if the pairing fails. Taking it at once would drop the pairing and with it the relay's
+    /// forwarding of this very stream.
     pub(crate) fn handle_first_packet(&mut self, from: SocketAddr, now: Instant) {
         if self.done() {
             return;
@@ -234,6 +241,10 @@ impl ServerSession {
                 relay: None,
             },
         };
+        if self.pairing {
+            self.first_while_pairing = Some(path);
+            return;
+        }
         self.finish(SessionOutcome::Connected(SessionPath::Main(path)), now);
     }
 
@@ -308,6 +319,12 @@ impl ServerSession {
         }
         match result {
             Ok(()) => self.finish(SessionOutcome::Connected(SessionPath::Relayed), now),
+            Err(e) if self.first_while_pairing.is_some() => {
+                debug!(error = %e, "relay pairing failed; the client's packet came directly");
+                if let Some(path) = self.first_while_pairing.take() {
+                    self.finish(SessionOutcome::Connected(SessionPath::Main(path)), now);
+                }
+            }
             Err(e) => self.finish(
                 SessionOutcome::Failed(format!("relay pairing failed: {e}")),
                 now,

@@ -363,6 +363,47 @@ fn a_client_abort_takes_the_relay() {
     ));
 }
 
+/// The client pairs first and sends through the relay at once: its first packet reaches our
+/// stream (from the relay's address) before our own pairing answer. The session must wait for
+/// that answer; finishing on the packet dropped the pairing and the relay stopped forwarding.
+#[test]
+fn a_first_packet_during_the_relay_pairing_waits_for_the_pairing() {
+    let mut h = start(Some(relay_choice()));
+    h.round(&HolepunchPayload {
+        error: error_codes::ABORTED,
+        ..HolepunchPayload::default()
+    });
+    assert!(
+        h.drain()
+            .contains(&SessionAction::PairRelay(relay_choice()))
+    );
+    h.s.handle_first_packet(SocketAddr::V4(a(RELAY)), h.now);
+    assert!(h.s.poll_outcome().is_none(), "still pairing");
+    h.s.handle_relay(Ok(()), h.now);
+    assert!(matches!(
+        h.s.poll_outcome(),
+        Some(SessionOutcome::Connected(SessionPath::Relayed))
+    ));
+}
+
+/// If that pairing fails, the packet that did arrive is the path.
+#[test]
+fn a_failed_pairing_falls_back_to_the_first_packets_path() {
+    let mut h = start(Some(relay_choice()));
+    h.round(&HolepunchPayload {
+        error: error_codes::ABORTED,
+        ..HolepunchPayload::default()
+    });
+    h.drain();
+    h.s.handle_first_packet(SocketAddr::V4(a(CLIENT)), h.now);
+    assert!(h.s.poll_outcome().is_none(), "still pairing");
+    h.s.handle_relay(Err("relay gone".into()), h.now);
+    let Some(SessionOutcome::Connected(SessionPath::Main(path))) = h.s.poll_outcome() else {
+        panic!("connected on the packet's path");
+    };
+    assert_eq!(path.remote_addr, SocketAddr::V4(a(CLIENT)));
+}
+
 #[test]
 fn forged_or_addressless_rounds_are_dropped() {
     let mut h = start(None);
