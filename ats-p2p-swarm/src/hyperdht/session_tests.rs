@@ -363,11 +363,8 @@ fn a_client_abort_takes_the_relay() {
     ));
 }
 
-/// The client pairs first and sends through the relay at once: its first packet reaches our
-/// stream (from the relay's address) before our own pairing answer. The session must wait for
-/// that answer; finishing on the packet dropped the pairing and the relay stopped forwarding.
-#[test]
-fn a_first_packet_during_the_relay_pairing_waits_for_the_pairing() {
+/// A session that fell back to the relay because the client aborted its holepunch.
+fn pairing_after_a_client_abort() -> Harness {
     let mut h = start(Some(relay_choice()));
     h.round(&HolepunchPayload {
         error: error_codes::ABORTED,
@@ -377,6 +374,15 @@ fn a_first_packet_during_the_relay_pairing_waits_for_the_pairing() {
         h.drain()
             .contains(&SessionAction::PairRelay(relay_choice()))
     );
+    h
+}
+
+/// The client pairs first and sends through the relay at once: its first packet reaches our
+/// stream (from the relay's address) before our own pairing answer. The session must wait for
+/// that answer; finishing on the packet dropped the pairing and the relay stopped forwarding.
+#[test]
+fn a_first_packet_during_the_relay_pairing_waits_for_the_pairing() {
+    let mut h = pairing_after_a_client_abort();
     h.s.handle_first_packet(SocketAddr::V4(a(RELAY)), h.now);
     assert!(h.s.poll_outcome().is_none(), "still pairing");
     h.s.handle_relay(Ok(()), h.now);
@@ -389,12 +395,7 @@ fn a_first_packet_during_the_relay_pairing_waits_for_the_pairing() {
 /// If that pairing fails, the packet that did arrive is the path.
 #[test]
 fn a_failed_pairing_falls_back_to_the_first_packets_path() {
-    let mut h = start(Some(relay_choice()));
-    h.round(&HolepunchPayload {
-        error: error_codes::ABORTED,
-        ..HolepunchPayload::default()
-    });
-    h.drain();
+    let mut h = pairing_after_a_client_abort();
     h.s.handle_first_packet(SocketAddr::V4(a(CLIENT)), h.now);
     assert!(h.s.poll_outcome().is_none(), "still pairing");
     h.s.handle_relay(Err("relay gone".into()), h.now);
