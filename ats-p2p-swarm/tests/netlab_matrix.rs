@@ -105,6 +105,13 @@ fn matrix_rust_peer() {
     let Some(args) = lab_peer::PeerArgs::from_env().unwrap() else {
         return;
     };
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init();
+    }
     if let Err(e) = lab_peer::run(&args) {
         panic!("rust lab peer: {e}");
     }

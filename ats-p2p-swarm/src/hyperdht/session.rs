@@ -348,10 +348,19 @@ impl ServerSession {
             self.next_step = None;
             if let Some(schedule) = self.schedule.as_mut() {
                 for op in schedule.run_step(self.sockets, &mut rand::rngs::OsRng) {
-                    if matches!(op, ProbeOp::OpenAndSend { .. }) {
-                        self.sockets += 1;
-                    }
+                    let opens = matches!(op, ProbeOp::OpenAndSend { .. });
                     self.actions.push_back(SessionAction::Probe(op));
+                    if opens {
+                        // Our stream waits on every socket we probe from: the client may answer
+                        // a probe with its first UDX packet before any probe of its own reaches
+                        // that socket, and that packet must find the stream.
+                        let socket = self.sockets;
+                        self.sockets += 1;
+                        if self.streams.insert(socket) {
+                            self.actions
+                                .push_back(SessionAction::CreateStreamOn { socket });
+                        }
+                    }
                 }
             }
             self.schedule_next(now);

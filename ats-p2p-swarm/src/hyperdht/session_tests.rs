@@ -238,7 +238,7 @@ fn fast_mode_probes_a_client_that_opened_a_session() {
 }
 
 #[test]
-fn birthday_sockets_connect_where_a_probe_arrived() {
+fn birthday_sockets_each_hold_our_stream_and_connect_where_the_client_answers() {
     let mut h = start(None);
     let probe = h.probe_round(random(), NatClass::Consistent);
     assert_eq!(probe.firewall, firewall::RANDOM);
@@ -246,14 +246,19 @@ fn birthday_sockets_connect_where_a_probe_arrived() {
     assert!(Harness::answer_of(&actions, round).punching);
     assert!(!h.gate.lock().unwrap().try_begin(h.now), "the gate is held");
     h.advance(Duration::ZERO);
+    // Sixteen sockets open, each probing the client and holding our stream: the client may
+    // answer a probe with its first UDX packet before any probe of its own reaches us.
     let opened = h.drain();
-    assert!(
-        opened
-            .iter()
-            .all(|x| *x == SessionAction::Probe(ProbeOp::OpenAndSend { to: a(CLIENT) }))
-    );
-    assert_eq!(opened.len(), 16);
-    // A probe reached socket 5: echo it, and put our stream there.
+    let expected: Vec<SessionAction> = (1..=16)
+        .flat_map(|socket| {
+            [
+                SessionAction::Probe(ProbeOp::OpenAndSend { to: a(CLIENT) }),
+                SessionAction::CreateStreamOn { socket },
+            ]
+        })
+        .collect();
+    assert_eq!(opened, expected);
+    // A probe reached socket 5: echo it (the stream is there already).
     h.s.handle_hit(
         Hit::Probe {
             socket: 5,
@@ -263,13 +268,10 @@ fn birthday_sockets_connect_where_a_probe_arrived() {
     );
     assert_eq!(
         h.drain(),
-        vec![
-            SessionAction::Probe(ProbeOp::Send {
-                socket: 5,
-                to: a(CLIENT)
-            }),
-            SessionAction::CreateStreamOn { socket: 5 }
-        ]
+        vec![SessionAction::Probe(ProbeOp::Send {
+            socket: 5,
+            to: a(CLIENT)
+        })]
     );
     // A first packet for another stream, or on a socket without ours, is not ours.
     h.s.handle_hit(
@@ -282,16 +284,17 @@ fn birthday_sockets_connect_where_a_probe_arrived() {
     );
     h.s.handle_hit(
         Hit::FirstPacket {
-            socket: 6,
+            socket: 17,
             local_id: LOCAL_ID,
             from: a(CLIENT),
         },
         h.now,
     );
     assert!(h.s.poll_outcome().is_none());
+    // The client answered the probe of socket 9, where none of its probes arrived: connected.
     h.s.handle_hit(
         Hit::FirstPacket {
-            socket: 5,
+            socket: 9,
             local_id: LOCAL_ID,
             from: a(CLIENT),
         },
@@ -300,7 +303,7 @@ fn birthday_sockets_connect_where_a_probe_arrived() {
     assert_eq!(
         h.s.poll_outcome(),
         Some(SessionOutcome::Connected(SessionPath::Socket {
-            socket: 5,
+            socket: 9,
             from: a(CLIENT)
         }))
     );
