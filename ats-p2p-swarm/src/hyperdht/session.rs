@@ -319,16 +319,16 @@ impl ServerSession {
         }
         match result {
             Ok(()) => self.finish(SessionOutcome::Connected(SessionPath::Relayed), now),
-            Err(e) if self.first_while_pairing.is_some() => {
-                debug!(error = %e, "relay pairing failed; the client's packet came directly");
-                if let Some(path) = self.first_while_pairing.take() {
+            Err(e) => match self.first_while_pairing.take() {
+                Some(path) => {
+                    debug!(error = %e, "relay pairing failed; the client's packet came directly");
                     self.finish(SessionOutcome::Connected(SessionPath::Main(path)), now);
                 }
-            }
-            Err(e) => self.finish(
-                SessionOutcome::Failed(format!("relay pairing failed: {e}")),
-                now,
-            ),
+                None => self.finish(
+                    SessionOutcome::Failed(format!("relay pairing failed: {e}")),
+                    now,
+                ),
+            },
         }
     }
 

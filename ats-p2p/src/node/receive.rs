@@ -1,7 +1,6 @@
 //! The receiver's side: watch a channel for offers addressed to us, judge them, claim, post the
 //! accept with our key, connect to the sender's key only, receive and verify, complete the task.
 
-use ats_p2p_swarm::wait;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -36,6 +35,7 @@ use crate::save::{STALE_TEMP_AGE, available_space, remove_stale_files};
 use crate::transfer::StreamReceiveError;
 use crate::transfer::{ReceiveOptions, Received, receive_stream_opts};
 use ats_p2p_swarm::swarm::NoConnection;
+use ats_p2p_swarm::wait;
 
 /// Offers remembered as already handled, so a repeated event does not start a second transfer.
 const SEEN_OFFERS: usize = 16_384;

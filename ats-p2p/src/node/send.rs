@@ -1,7 +1,6 @@
 //! The sender's shell: hashes the file, then drives the [`SendLifecycle`] from the hub's watch,
 //! the inbound connection, the file stream and one timer, and carries out its ATS calls.
 
-use ats_p2p_swarm::wait;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
@@ -27,6 +26,7 @@ use crate::policy::{ClaimFacts, ClaimRejection, KeyUpdate, PeerApproval, validat
 use crate::transfer::StreamSendError;
 use crate::transfer::{SendOptions, Sent, send_stream_opts};
 use ats_p2p_swarm::swarm::{ExpectedConnection, JoinMode};
+use ats_p2p_swarm::wait;
 
 /// A file delivered: the receiver verified it and ACKed.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,6 +1,5 @@
 //! The receiving driver.
 
-use ats_p2p_swarm::wait;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -21,6 +20,7 @@ use super::{FAREWELL_TIMEOUT, STREAM_READ_BUF, WRITE_QUEUE_DEPTH};
 use crate::partial::{self, PartialKey};
 use crate::save::IncomingFile;
 use crate::save::SaveError;
+use ats_p2p_swarm::wait;
 
 /// A file received, verified and moved into place.
 #[derive(Debug, Clone, PartialEq, Eq)]

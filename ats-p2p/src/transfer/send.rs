@@ -1,6 +1,5 @@
 //! The sending driver.
 
-use ats_p2p_swarm::wait;
 use std::io::{self, IoSlice, Read as _};
 use std::path::Path;
 use std::time::Instant;
@@ -16,6 +15,7 @@ use super::StreamSendError;
 use super::limit::{TokenBucket, pace};
 use super::progress::{ProgressRule, ProgressWatch, earliest};
 use super::{FAREWELL_TIMEOUT, FILE_READ_AHEAD, FILE_READ_CHUNK, STREAM_READ_BUF};
+use ats_p2p_swarm::wait;
 
 /// A file delivered and acknowledged by the peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
