@@ -65,7 +65,7 @@ pub(crate) struct CommonArgs {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Offer a file to another agent and stream it to them once they accept.
+    /// Offer a file or a directory to another agent and stream it to them once they accept.
     #[command(after_help = EXIT_CODES_HELP)]
     Send(SendArgs),
     /// Watch the channel for offers addressed to this actor id and receive them.
@@ -189,7 +189,9 @@ fn parse_key(s: &str) -> Result<ats_p2p::swarm::PublicKey, String> {
 /// `ats-p2p send`.
 #[derive(Debug, Args)]
 pub(crate) struct SendArgs {
-    /// The file to send.
+    /// The file or directory to send. A directory goes whole (its files, empty files and
+    /// empty directories; symbolic links and special files are skipped with a note) and
+    /// appears on the receiver's side only once every file is verified.
     pub(crate) path: PathBuf,
     /// The recipient's actor id.
     #[arg(long, value_name = "ID")]

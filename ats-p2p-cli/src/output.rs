@@ -312,6 +312,7 @@ impl Output {
                 Some(t) => self.warn(&format!("transfer {t}: {message}")),
                 None => self.warn(message),
             },
+            Event::Skipped { path, reason } => self.warn(&format!("not sending {path}: {reason}")),
             other => tracing::debug!(event = other.name(), "event not shown"),
         }
     }

@@ -135,6 +135,7 @@ fn status_by_task_id_and_transfer_id() {
     let hub = start_hub(dir.path(), deadline);
 
     let offer = FileOffer {
+        manifest: None,
         transfer_id: TransferId::random(),
         filename: "data.csv".into(),
         size: 1234,

@@ -265,6 +265,7 @@ fn hostile_file_names_stay_inside_the_save_dir() {
 
     // A forged offer whose name climbs out of the save directory.
     let evil = FileOffer {
+        manifest: None,
         transfer_id: TransferId::random(),
         filename: "../evil".into(),
         size: 5,

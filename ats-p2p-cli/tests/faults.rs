@@ -578,6 +578,7 @@ fn a_second_claim_and_accept_by_the_same_actor_id_is_ignored() {
         .run(impostor.client.claim(id, Some(Duration::from_secs(60))))
         .unwrap();
     let forged = AcceptMessage {
+        directories: false,
         transfer_id: tid.parse::<TransferId>().unwrap(),
         receiver_key: [7; 32],
         resume: false,

@@ -9,6 +9,7 @@ mod common;
 mod netlab;
 
 mod cli_basic;
+mod directories;
 mod e2e;
 mod faults;
 mod hub_cli;

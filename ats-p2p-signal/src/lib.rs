@@ -38,6 +38,7 @@ pub mod error;
 pub mod fuzzing;
 #[cfg(feature = "hub")]
 pub mod hub;
+pub mod manifest;
 pub mod offer;
 pub mod types;
 pub mod watch;
@@ -45,6 +46,7 @@ pub mod watch;
 pub use auth::{AccessToken, TokenError};
 pub use client::{Client, ClientConfig, backoff};
 pub use error::SignalError;
+pub use manifest::{Manifest, ManifestError, ManifestFile};
 pub use offer::{AcceptMessage, FileOffer, OfferError, TransferId};
 pub use types::{
     Actor, EventKind, Health, ListQuery, Message, NewTask, Part, Stats, Task, TaskId, TaskList,

@@ -8,6 +8,7 @@ use std::str::FromStr;
 
 use serde_json::{Map, Value, json};
 
+use crate::manifest::{Manifest, ManifestError};
 use crate::types::{Message, NewTask, Task};
 
 /// Task type of an offer.
@@ -52,6 +53,9 @@ pub enum OfferError {
     /// The message carries no accept (no text part with `"p2p":"accept"`).
     #[error("message is not an ats-p2p accept")]
     NotAnAccept,
+    /// A directory offer's manifest is malformed or unsafe.
+    #[error("invalid manifest: {0}")]
+    Manifest(#[from] ManifestError),
 }
 
 /// A transfer id: 16 random bytes, shown as 32 lower-case hex characters.
@@ -121,15 +125,19 @@ pub fn parse_key_hex(s: &str) -> Result<[u8; 32], OfferError> {
 }
 
 /// A file offer: the payload of a `file_offer` task, version 1.
+///
+/// A **directory** offer (`"kind":"directory"`) carries a [`Manifest`]: `filename` names the
+/// directory, `size` is the sum of its files' sizes and `sha256` is [`Manifest::digest`]; the
+/// files' bytes travel one after another in manifest order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileOffer {
     /// The transfer id.
     pub transfer_id: TransferId,
-    /// The file's name (one path component; validated).
+    /// The file's (or directory's) name (one path component; validated).
     pub filename: String,
-    /// Size in bytes.
+    /// Size in bytes (a directory: of all its files).
     pub size: u64,
-    /// SHA-256 of the content.
+    /// SHA-256 of the content (a directory: of its manifest).
     pub sha256: [u8; 32],
     /// ATS actor id of the sender.
     pub sender_id: String,
@@ -137,7 +145,12 @@ pub struct FileOffer {
     pub recipient_id: String,
     /// The sender's Hyperswarm (Ed25519) public key.
     pub sender_key: [u8; 32],
+    /// `Some` for a directory offer: its files and directories.
+    pub manifest: Option<Manifest>,
 }
+
+/// The payload's `kind` of a directory offer (absent: a file).
+pub const DIRECTORY_KIND: &str = "directory";
 
 fn field<'a>(obj: &'a Map<String, Value>, name: &'static str) -> Result<&'a Value, OfferError> {
     match obj.get(name) {
@@ -206,9 +219,9 @@ pub fn validate_filename(name: &str) -> Result<(), OfferError> {
 }
 
 impl FileOffer {
-    /// The v1 payload object.
+    /// The v1 payload object (with `"kind":"directory"` and `"manifest"` for a directory).
     pub fn to_payload(&self) -> Value {
-        json!({
+        let mut payload = json!({
             "v": OFFER_VERSION,
             "transfer_id": self.transfer_id.to_string(),
             "filename": self.filename,
@@ -217,7 +230,17 @@ impl FileOffer {
             "sender_id": self.sender_id,
             "recipient_id": self.recipient_id,
             "sender_key": hex::encode(self.sender_key),
-        })
+        });
+        if let (Some(manifest), Some(obj)) = (&self.manifest, payload.as_object_mut()) {
+            obj.insert("kind".into(), Value::from(DIRECTORY_KIND));
+            obj.insert("manifest".into(), manifest.to_json());
+        }
+        payload
+    }
+
+    /// Whether this offers a directory.
+    pub fn is_directory(&self) -> bool {
+        self.manifest.is_some()
     }
 
     /// Parses and validates a v1 payload (unknown fields ignored).
@@ -235,14 +258,30 @@ impl FileOffer {
                 field: "size",
                 reason: "not a non-negative integer".to_owned(),
             })?;
+        let sha256 = hex_field::<32>(obj, "sha256")?;
+        let manifest = match obj.get("kind") {
+            None | Some(Value::Null) => None,
+            Some(kind) if kind.as_str() == Some(DIRECTORY_KIND) => {
+                let manifest = Manifest::from_json(field(obj, "manifest")?)?;
+                check_manifest_sums(&manifest, size, sha256)?;
+                Some(manifest)
+            }
+            Some(kind) => {
+                return Err(OfferError::InvalidField {
+                    field: "kind",
+                    reason: format!("unknown kind {kind}"),
+                });
+            }
+        };
         Ok(Self {
             transfer_id,
             filename,
             size,
-            sha256: hex_field::<32>(obj, "sha256")?,
+            sha256,
             sender_id: actor_id_field(obj, "sender_id")?,
             recipient_id: actor_id_field(obj, "recipient_id")?,
             sender_key: hex_field::<32>(obj, "sender_key")?,
+            manifest,
         })
     }
 
@@ -285,6 +324,23 @@ impl FileOffer {
     }
 }
 
+/// A directory offer's `size` and `sha256` must be its manifest's total and digest.
+fn check_manifest_sums(manifest: &Manifest, size: u64, sha256: [u8; 32]) -> Result<(), OfferError> {
+    if manifest.total_size()? != size {
+        return Err(OfferError::InvalidField {
+            field: "size",
+            reason: "not the sum of the manifest's file sizes".to_owned(),
+        });
+    }
+    if manifest.digest() != sha256 {
+        return Err(OfferError::InvalidField {
+            field: "sha256",
+            reason: "not the digest of the manifest".to_owned(),
+        });
+    }
+    Ok(())
+}
+
 /// The receiver's accept, posted as one text part on the offer task after claiming it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AcceptMessage {
@@ -296,12 +352,15 @@ pub struct AcceptMessage {
     /// sender may offer it in META. Written as `"resume":true` only when set; a reader that
     /// does not know the field ignores it, and its absence means `false`.
     pub resume: bool,
+    /// The receiver can take directory offers (`"dirs":true`; absent means `false`, and a
+    /// sender then fails a directory offer instead of streaming it).
+    pub directories: bool,
 }
 
 impl AcceptMessage {
     /// The JSON text content:
     /// `{"p2p":"accept","v":1,"transfer_id":"…","receiver_key":"<64 hex>"}`, plus
-    /// `"resume":true` when the receiver can resume.
+    /// `"resume":true` when the receiver can resume and `"dirs":true` when it takes directories.
     pub fn to_content(&self) -> String {
         let mut content = json!({
             "p2p": "accept",
@@ -309,10 +368,13 @@ impl AcceptMessage {
             "transfer_id": self.transfer_id.to_string(),
             "receiver_key": hex::encode(self.receiver_key),
         });
-        if self.resume
-            && let Some(obj) = content.as_object_mut()
-        {
-            obj.insert("resume".into(), Value::Bool(true));
+        if let Some(obj) = content.as_object_mut() {
+            if self.resume {
+                obj.insert("resume".into(), Value::Bool(true));
+            }
+            if self.directories {
+                obj.insert("dirs".into(), Value::Bool(true));
+            }
         }
         content.to_string()
     }
@@ -329,6 +391,7 @@ impl AcceptMessage {
             transfer_id: TransferId(hex_field::<16>(obj, "transfer_id")?),
             receiver_key: hex_field::<32>(obj, "receiver_key")?,
             resume: obj.get("resume").and_then(Value::as_bool).unwrap_or(false),
+            directories: obj.get("dirs").and_then(Value::as_bool).unwrap_or(false),
         })
     }
 
@@ -364,6 +427,7 @@ mod tests {
             sender_id: "agent-a".into(),
             recipient_id: "agent-b".into(),
             sender_key: [2; 32],
+            manifest: None,
         }
     }
 
@@ -447,12 +511,74 @@ mod tests {
         assert!(FileOffer::from_payload(&Value::Null).is_err());
     }
 
+    fn directory_offer() -> FileOffer {
+        use crate::manifest::ManifestFile;
+        let manifest = Manifest {
+            dirs: vec!["sub".into(), "empty".into()],
+            files: vec![
+                ManifestFile {
+                    path: "sub/a.txt".into(),
+                    size: 5,
+                    sha256: [3; 32],
+                },
+                ManifestFile {
+                    path: "b.bin".into(),
+                    size: 7,
+                    sha256: [4; 32],
+                },
+            ],
+        };
+        FileOffer {
+            filename: "project".into(),
+            size: 12,
+            sha256: manifest.digest(),
+            manifest: Some(manifest),
+            ..offer()
+        }
+    }
+
+    #[test]
+    fn directory_offers_roundtrip_and_check_their_sums() {
+        let o = directory_offer();
+        let p = o.to_payload();
+        assert_eq!(p["kind"], "directory");
+        assert_eq!(FileOffer::from_payload(&p).unwrap(), o);
+        assert!(o.is_directory() && !offer().is_directory());
+        assert!(
+            offer().to_payload().get("kind").is_none(),
+            "a file offer stays seed-shaped"
+        );
+
+        let mut wrong_size = p.clone();
+        wrong_size["size"] = json!(13);
+        assert!(FileOffer::from_payload(&wrong_size).is_err());
+        let mut wrong_digest = p.clone();
+        wrong_digest["sha256"] = json!("00".repeat(32));
+        assert!(FileOffer::from_payload(&wrong_digest).is_err());
+        let mut no_manifest = p.clone();
+        no_manifest.as_object_mut().unwrap().remove("manifest");
+        assert_eq!(
+            FileOffer::from_payload(&no_manifest),
+            Err(OfferError::MissingField("manifest"))
+        );
+        let mut odd_kind = p.clone();
+        odd_kind["kind"] = json!("tarball");
+        assert!(FileOffer::from_payload(&odd_kind).is_err());
+        let mut escaping = p;
+        escaping["manifest"]["files"][0]["path"] = json!("../x");
+        assert!(matches!(
+            FileOffer::from_payload(&escaping),
+            Err(OfferError::Manifest(ManifestError::UnsafePath { .. }))
+        ));
+    }
+
     #[test]
     fn accept_roundtrip() {
         let a = AcceptMessage {
             transfer_id: TransferId::random(),
             receiver_key: [9; 32],
             resume: false,
+            directories: false,
         };
         let c = a.to_content();
         let v: Value = serde_json::from_str(&c).unwrap();
@@ -466,6 +592,12 @@ mod tests {
         let r = AcceptMessage { resume: true, ..a };
         let c = r.to_content();
         assert_eq!(AcceptMessage::parse(&c).unwrap(), r);
+        let d = AcceptMessage {
+            directories: true,
+            ..a
+        };
+        assert_eq!(AcceptMessage::parse(&d.to_content()).unwrap(), d);
+        assert!(!AcceptMessage::parse(&c).unwrap().directories);
         assert_eq!(AcceptMessage::parse("hello"), Err(OfferError::NotAnAccept));
         assert_eq!(
             AcceptMessage::parse(r#"{"p2p":"nope"}"#),

@@ -13,6 +13,7 @@ use serde_json::json;
 
 fn offer(sender: &str, recipient: &str) -> FileOffer {
     FileOffer {
+        manifest: None,
         transfer_id: TransferId::random(),
         filename: "data.csv".into(),
         size: 4096,
@@ -74,6 +75,7 @@ async fn offer_accepted_and_completed() {
         assert_eq!(ev.actor.unwrap().id, "agent-b");
 
         let accept = AcceptMessage {
+            directories: false,
             transfer_id: o.transfer_id,
             receiver_key: [2; 32],
             resume: false,

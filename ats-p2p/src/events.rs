@@ -157,6 +157,14 @@ pub enum Event {
         /// Human-readable reason, as written to the ATS task.
         reason: String,
     },
+    /// Sender: an entry of an offered directory that is not sent (a symbolic link, a special
+    /// file, a name a manifest cannot carry), before the offer.
+    Skipped {
+        /// The entry on disk.
+        path: String,
+        /// Why it is not sent.
+        reason: String,
+    },
     /// A problem that is not the end of one transfer (for example the ATS watch reconnecting).
     Error {
         /// The transfer concerned, if any.
@@ -231,6 +239,7 @@ impl Event {
             Self::TransferComplete { .. } => "transfer_complete",
             Self::TransferFailed { .. } => "transfer_failed",
             Self::Error { .. } => "error",
+            Self::Skipped { .. } => "skipped",
             Self::Queued { .. } => "queued",
         }
     }
@@ -246,6 +255,7 @@ impl Event {
             | Self::TransferFailed { transfer_id, .. }
             | Self::Queued { transfer_id, .. } => Some(transfer_id),
             Self::Error { transfer_id, .. } => transfer_id.as_deref(),
+            Self::Skipped { .. } => None,
         }
     }
 

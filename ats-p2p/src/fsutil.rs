@@ -376,6 +376,77 @@ impl SaveDir {
             })
     }
 
+    /// Creates a new hidden temporary directory `.{prefix}-{16 random hex}.{suffix}`, mode 0700,
+    /// opened without following links and locked (`flock`, as [`Self::create_temp`] locks its
+    /// files). Returns its handle and name.
+    pub(crate) fn create_temp_dir(&self, prefix: &str, suffix: &str) -> io::Result<(File, String)> {
+        use rustix::fs::{FlockOperation, Mode, OFlags, flock, mkdirat, openat};
+        let mut last_err = None;
+        for _ in 0..MAX_TEMP_ATTEMPTS {
+            let nonce: u64 = rand::random();
+            let name = format!(".{prefix}-{nonce:016x}.{suffix}");
+            match mkdirat(&self.fd, name.as_str(), Mode::from_raw_mode(0o700)) {
+                Ok(()) => {
+                    let flags =
+                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                    let dir = File::from(openat(&self.fd, name.as_str(), flags, Mode::empty())?);
+                    if let Err(e) = flock(&dir, FlockOperation::NonBlockingLockExclusive) {
+                        tracing::debug!(error = %e, "no lock on the temporary directory");
+                    }
+                    return Ok((dir, name));
+                }
+                Err(e) if e == rustix::io::Errno::EXIST => last_err = Some(io::Error::from(e)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| io::Error::from(io::ErrorKind::AlreadyExists)))
+    }
+
+    /// Gives the directory `temp` the name `dest` without replacing anything (`AlreadyExists`
+    /// if taken): `renameat2(RENAME_NOREPLACE)`, else `dest` reserved as an empty directory and
+    /// `temp` renamed over that reservation.
+    pub(crate) fn publish_dir(&self, temp: &str, dest: &str) -> io::Result<()> {
+        use rustix::fs::{Mode, mkdirat, renameat};
+        use rustix::io::Errno;
+        #[cfg(any(target_os = "linux", target_os = "android", target_vendor = "apple"))]
+        {
+            use rustix::fs::{RenameFlags, renameat_with};
+            match renameat_with(&self.fd, temp, &self.fd, dest, RenameFlags::NOREPLACE) {
+                Ok(()) => return Ok(()),
+                Err(e) if e == Errno::EXIST => return Err(e.into()),
+                Err(e) if e == Errno::INVAL || e == Errno::NOSYS || e == Errno::NOTSUP => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        mkdirat(&self.fd, dest, Mode::from_raw_mode(0o700))?;
+        renameat(&self.fd, temp, &self.fd, dest)
+            .map_err(io::Error::from)
+            .inspect_err(|_| {
+                let _ = rustix::fs::unlinkat(&self.fd, dest, rustix::fs::AtFlags::REMOVEDIR);
+            })
+    }
+
+    /// Whether `name` is a directory (not through a symlink).
+    pub(crate) fn is_dir(&self, name: &str) -> bool {
+        use rustix::fs::{AtFlags, FileType, statat};
+        statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)
+            .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory)
+    }
+
+    /// True when the temporary directory `name` belongs to no running receiver (nobody holds
+    /// its lock); `None` when this cannot be told.
+    pub(crate) fn is_abandoned_dir(&self, name: &str) -> Option<bool> {
+        use rustix::fs::{FlockOperation, Mode, OFlags, flock, openat};
+        use rustix::io::Errno;
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let dir = File::from(openat(&self.fd, name, flags, Mode::empty()).ok()?);
+        match flock(&dir, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Some(true),
+            Err(e) if e == Errno::WOULDBLOCK => Some(false),
+            Err(_) => None,
+        }
+    }
+
     /// Flushes the directory's entries to stable storage.
     pub(crate) fn sync(&self) -> io::Result<()> {
         self.fd.sync_all()
@@ -476,6 +547,41 @@ impl SaveDir {
         let temp = self.path.join(format!("{name}.tmp"));
         fs::write(&temp, contents)?;
         fs::rename(&temp, self.path.join(name))
+    }
+
+    pub(crate) fn create_temp_dir(&self, prefix: &str, suffix: &str) -> io::Result<(File, String)> {
+        let mut last_err = None;
+        for _ in 0..MAX_TEMP_ATTEMPTS {
+            let path = temp_name(&self.path, prefix, suffix);
+            match fs::create_dir(&path) {
+                Ok(()) => {
+                    let name = path
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    return Ok((File::open(&path)?, name));
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last_err = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| io::Error::from(io::ErrorKind::AlreadyExists)))
+    }
+
+    pub(crate) fn publish_dir(&self, temp: &str, dest: &str) -> io::Result<()> {
+        let dest = self.path.join(dest);
+        fs::create_dir(&dest)?;
+        fs::rename(self.path.join(temp), &dest).inspect_err(|_| {
+            let _ = fs::remove_dir(&dest);
+        })
+    }
+
+    pub(crate) fn is_dir(&self, name: &str) -> bool {
+        fs::symlink_metadata(self.path.join(name)).is_ok_and(|m| m.is_dir())
+    }
+
+    pub(crate) fn is_abandoned_dir(&self, _name: &str) -> Option<bool> {
+        None
     }
 
     pub(crate) fn sync(&self) -> io::Result<()> {

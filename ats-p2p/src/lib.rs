@@ -133,8 +133,10 @@ pub mod node;
 pub mod partial;
 pub mod policy;
 pub mod save;
+pub mod save_tree;
 pub mod topic;
 pub mod transfer;
+pub mod tree;
 
 pub use node::{
     Inbox, Incoming, Node, NodeConfig, PendingOffer, ReceiveReport, RelayMode, SendReport,

@@ -112,6 +112,24 @@ pub fn is_safe_file_name(name: &str) -> bool {
         && !is_reserved(name)
 }
 
+/// Checks a relative path of a received directory (already a plain relative path, see
+/// `ats_p2p_signal::manifest::validate_path`) against what is hazardous on some platform: a
+/// component that is a Windows device name (`CON`, `nul.txt`, …) or holds a bidirectional
+/// control character (which can disguise a name). Unlike a lone file's name, a path inside a
+/// directory may start with a dot (`.gitignore` is ordinary content there). Returns the reason
+/// for a refusal.
+pub fn check_tree_path(path: &str) -> Result<(), &'static str> {
+    for component in path.split('/') {
+        if is_reserved(component) {
+            return Err("a component is a device name");
+        }
+        if component.chars().any(is_bidi_control) {
+            return Err("a component holds a bidirectional control character");
+        }
+    }
+    Ok(())
+}
+
 fn is_unsafe_char(c: char) -> bool {
     c.is_control() || is_bidi_control(c) || WINDOWS_FORBIDDEN.contains(&c)
 }
@@ -206,6 +224,28 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::path::{Component, Path};
+
+    #[test]
+    fn tree_paths_refuse_device_names_and_bidi_controls_and_allow_dotfiles() {
+        for good in [
+            "src/main.rs",
+            ".gitignore",
+            "a/.hidden/b",
+            "console/x",
+            "cons.txt",
+        ] {
+            assert_eq!(check_tree_path(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "CON",
+            "a/nul.txt",
+            "x/COM1/y",
+            "a/in\u{202E}fdp.exe",
+            "lpt9.log",
+        ] {
+            assert!(check_tree_path(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn examples() {

@@ -37,6 +37,9 @@ const TRANSFER_ID_HEX_LEN: usize = 32;
 /// Suffix of temporary files, so leftovers after a crash are recognisable.
 pub const TEMP_SUFFIX: &str = "part";
 
+/// Suffix of the temporary directories of received directories ([`crate::save_tree`]).
+pub const TEMP_DIR_SUFFIX: &str = "partdir";
+
 /// Prefix of temporary files (after the hiding dot).
 const TEMP_PREFIX: &str = ".ats-p2p-";
 
@@ -54,7 +57,8 @@ pub const MAX_STALE_SCAN_ENTRIES: usize = 100_000;
 /// when its process dies), or, where the file system has no locks, that were not modified for
 /// `max_age` (use [`STALE_TEMP_AGE`]). A file older than `max_age` is removed either way. Other
 /// files, symlinks and live transfers' files are left alone. A missing `dir` has nothing to
-/// clean. Returns the removed paths. Blocks.
+/// clean. Unfinished directory receives (`.ats-p2p-*.partdir` directories, see
+/// [`crate::save_tree`]) go by the same rules. Returns the removed paths. Blocks.
 ///
 /// A **partial file kept for resuming** (one with a record beside it, see
 /// [`crate::partial`]) is kept until it was not written for [`DEFAULT_PARTIAL_EXPIRY`]
@@ -96,6 +100,37 @@ pub fn remove_stale_files(
         let Some(name) = name.to_str() else { continue };
         if partial::is_record_name(name) {
             records.push(name.to_owned());
+            continue;
+        }
+        if name.starts_with(TEMP_PREFIX)
+            && name.ends_with(&format!(".{TEMP_DIR_SUFFIX}"))
+            && handle.is_dir(name)
+        {
+            // A directory receive that did not finish: ours when no receiver holds it.
+            let old = entry
+                .metadata()
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|m| now.duration_since(m).ok())
+                .is_some_and(|age| age >= max_age);
+            // A live receive holds the lock however long its files take (the directory's
+            // own time does not move while one big file is written); the age counts only
+            // where there are no locks.
+            let abandoned = match handle.is_abandoned_dir(name) {
+                Some(abandoned) => abandoned,
+                None => old,
+            };
+            if abandoned {
+                let path = entry.path();
+                match fs::remove_dir_all(&path) {
+                    Ok(()) => {
+                        tracing::info!(path = %path.display(), "removed a stale temporary directory");
+                        removed.push(path);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(source) => return Err(SaveError::Remove { path, source }),
+                }
+            }
             continue;
         }
         if !name.starts_with(TEMP_PREFIX) || !name.ends_with(&format!(".{TEMP_SUFFIX}")) {
@@ -627,6 +662,14 @@ pub enum SaveError {
         path: PathBuf,
         /// Why.
         source: io::Error,
+    },
+    /// A received directory's manifest names a path that is not safe here.
+    #[error("unsafe path {path:?} in the offered directory: {reason}")]
+    UnsafePath {
+        /// The path as offered (empty when the manifest as a whole is refused).
+        path: String,
+        /// What is wrong with it.
+        reason: String,
     },
     /// The free space of a directory's file system could not be read.
     #[error("cannot read the free space of {dir}")]

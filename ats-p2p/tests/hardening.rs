@@ -88,6 +88,7 @@ impl Lab {
 /// ever connect with it): an offer that holds a receive until its task ends.
 async fn fake_offer(client: &Client, sender: &str, recipient: &str, size: u64, key: u8) -> Task {
     let offer = FileOffer {
+        manifest: None,
         transfer_id: TransferId::random(),
         filename: "bait.bin".into(),
         size,
@@ -266,6 +267,7 @@ async fn an_impostor_claimer_cannot_poison_the_senders_remembered_key() {
             let offer = FileOffer::from_task(&task).unwrap();
             impostor.claim(task.id, None).await.unwrap();
             let accept = AcceptMessage {
+                directories: false,
                 transfer_id: offer.transfer_id,
                 receiver_key: [0xee; 32],
                 resume: false,
@@ -484,6 +486,7 @@ async fn a_receiver_that_never_reads_cannot_hold_a_send() {
             let offer = FileOffer::from_task(&task).unwrap();
             claimer.claim(task.id, None).await.unwrap();
             let accept = AcceptMessage {
+                directories: false,
                 transfer_id: offer.transfer_id,
                 receiver_key,
                 resume: false,
@@ -549,6 +552,7 @@ async fn a_trickling_sender_cannot_hold_a_receive_and_its_lease() {
             .await
             .unwrap();
         let offer = FileOffer {
+            manifest: None,
             transfer_id: TransferId::random(),
             filename: "slow.bin".into(),
             size: 1_000_000,

@@ -4,6 +4,7 @@
 // Test helpers may unwrap: a panic is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod directories;
 mod hardening;
 // The throwaway PostgreSQL cluster of the signal crate's tests (one home for it).
 mod node;

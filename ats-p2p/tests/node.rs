@@ -20,16 +20,17 @@ use rand::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);
-const CHANNEL: &str = "p2p-transfer";
+pub(crate) const CHANNEL: &str = "p2p-transfer";
 
-struct Lab {
+/// A hub, a DHT bootstrap node and a scratch directory (shared by the node-level test modules).
+pub(crate) struct Lab {
     hub: Hub,
     boot: Bootstrap,
     dir: tempfile::TempDir,
 }
 
 impl Lab {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let hub = Hub::bind(HubConfig::new(
             "127.0.0.1:0".parse().unwrap(),
@@ -43,7 +44,7 @@ impl Lab {
         Self { hub, boot, dir }
     }
 
-    fn config(&self, actor: &str) -> NodeConfig {
+    pub(crate) fn config(&self, actor: &str) -> NodeConfig {
         let mut c = NodeConfig::new(actor);
         c.ats_url = self.hub.url();
         c.bootstrap = vec![self.boot.addr().to_string()];
@@ -54,7 +55,7 @@ impl Lab {
         c
     }
 
-    async fn node(&self, actor: &str) -> Node {
+    pub(crate) async fn node(&self, actor: &str) -> Node {
         Node::start(self.config(actor)).await.unwrap()
     }
 
@@ -66,7 +67,7 @@ impl Lab {
         p
     }
 
-    fn save_dir(&self, name: &str) -> PathBuf {
+    pub(crate) fn save_dir(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
@@ -76,7 +77,7 @@ impl Lab {
     }
 
     /// Destroys `nodes`, then the hub and the bootstrap node.
-    async fn finish(self, nodes: impl IntoIterator<Item = Node>) {
+    pub(crate) async fn finish(self, nodes: impl IntoIterator<Item = Node>) {
         for n in nodes {
             n.destroy().await;
         }
@@ -89,7 +90,7 @@ fn sha256_hex(path: &Path) -> String {
 }
 
 /// Files in `dir` (names), sorted.
-fn listing(dir: &Path) -> Vec<String> {
+pub(crate) fn listing(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .map(|rd| {
             rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -1,4 +1,4 @@
-//! `ats-p2p send`: offer a file and stream it once the recipient accepts.
+//! `ats-p2p send`: offer a file or a directory and stream it once the recipient accepts.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,11 +24,14 @@ pub(crate) async fn run(
 ) -> Result<Exit, Failure> {
     // A missing file is a usage error, found before the node starts (which can take seconds).
     match std::fs::metadata(&args.path) {
-        Ok(m) if m.is_file() => {}
+        Ok(m) if m.is_file() || m.is_dir() => {}
         Ok(_) => {
             return Err(Failure::new(
                 Exit::Usage,
-                anyhow!("{} is not a regular file", args.path.display()),
+                anyhow!(
+                    "{} is not a regular file or a directory",
+                    args.path.display()
+                ),
             ));
         }
         Err(e) => {

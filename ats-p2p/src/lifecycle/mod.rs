@@ -89,6 +89,7 @@ pub(crate) mod test_support {
     /// An accept message by `actor` with a key of `key` bytes.
     pub(crate) fn accept(id: i64, actor: &str, key: u8, transfer: TransferId) -> Message {
         let accept = AcceptMessage {
+            directories: false,
             transfer_id: transfer,
             receiver_key: [key; 32],
             resume: false,

@@ -222,6 +222,8 @@ impl ReceiveLifecycle {
                 self.next_renewal = Some(now + self.renewal_period());
                 self.state = State::Accepting;
                 let accept = AcceptMessage {
+                    // This receiver takes directory offers (`transfer::receive_directory`).
+                    directories: true,
                     transfer_id: self.offer.transfer_id,
                     receiver_key: *self.own_key.as_bytes(),
                     resume: self.resume,
@@ -469,6 +471,7 @@ mod tests {
 
     fn machine() -> ReceiveLifecycle {
         let offer = FileOffer {
+            manifest: None,
             transfer_id: TransferId::random(),
             filename: "../data.csv".into(),
             size: 10,

@@ -292,6 +292,9 @@ impl SendLifecycle {
         let claimer = self.offer.recipient_id.clone();
         if let Some(accept) = first_accept(&messages, &claimer) {
             *asked = true;
+            if self.offer.is_directory() && !accept.directories {
+                return self.fail(SendError::NoDirectorySupport, now);
+            }
             self.peer_resumes = accept.resume;
             let claim = self.claim(&claimer, Some(&accept));
             self.actions.push_back(SendAction::JudgeClaim(claim));
@@ -537,6 +540,7 @@ mod tests {
 
     fn offer() -> FileOffer {
         FileOffer {
+            manifest: None,
             transfer_id: TransferId::random(),
             filename: "data.csv".into(),
             size: 10,
@@ -639,6 +643,62 @@ mod tests {
         assert!(m.is_streaming());
         assert_eq!(m.poll_timeout(), None);
         m
+    }
+
+    /// A machine offering a directory, claimed by the recipient, that just read its accept
+    /// (with or without `"dirs":true`).
+    fn directory_offer_accepted(now: Instant, directories: bool) -> SendLifecycle {
+        use ats_p2p_signal::{Manifest, ManifestFile};
+        let manifest = Manifest {
+            dirs: vec!["sub".into()],
+            files: vec![ManifestFile {
+                path: "sub/a".into(),
+                size: 10,
+                sha256: [0xab; 32],
+            }],
+        };
+        let dir_offer = FileOffer {
+            sha256: manifest.digest(),
+            manifest: Some(manifest),
+            ..offer()
+        };
+        let mut m = SendLifecycle::new(dir_offer, "/tmp/dir".into(), TIMEOUT);
+        drain(&mut m);
+        m.handle_task_created(Ok(task(TASK, TaskStatus::Pending, None, None)), now);
+        drain(&mut m);
+        m.handle_task_event(&claimed_by("agent-b"), now);
+        assert_eq!(names(&drain(&mut m)), ["list"]);
+        let mut message = accept(1, "agent-b", 5, m.offer().transfer_id);
+        let content = AcceptMessage {
+            transfer_id: m.offer().transfer_id,
+            receiver_key: [5; 32],
+            resume: false,
+            directories,
+        }
+        .to_content();
+        message.parts = vec![ats_p2p_signal::Part::text(content)];
+        m.handle_messages(Ok(vec![message]), now);
+        m
+    }
+
+    #[test]
+    fn a_directory_goes_only_to_a_receiver_that_says_it_takes_directories() {
+        let now = Instant::now();
+        let mut m = directory_offer_accepted(now, false);
+        let actions = names(&drain(&mut m));
+        assert!(
+            !actions.iter().any(|a| a == "judge" || a == "listen"),
+            "nothing more after an accept without directories: {actions:?}"
+        );
+        assert!(
+            actions.iter().any(|a| a == "cancel" || a == "fail"),
+            "the task ends visibly: {actions:?}"
+        );
+        assert!(matches!(failure(&mut m), SendError::NoDirectorySupport));
+
+        let mut m = directory_offer_accepted(now, true);
+        assert_eq!(names(&drain(&mut m)), ["judge"]);
+        assert!(m.poll_outcome().is_none());
     }
 
     #[test]

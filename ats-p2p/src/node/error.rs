@@ -89,8 +89,8 @@ pub enum SendError {
         /// Why.
         source: ActorIdError,
     },
-    /// The path is not a regular file (or cannot be inspected).
-    #[error("cannot send {path}: not a readable regular file")]
+    /// The path is not a regular file or a directory (or cannot be inspected).
+    #[error("cannot send {path}: not a readable regular file or directory")]
     NotAFile {
         /// The path.
         path: PathBuf,
@@ -105,6 +105,9 @@ pub enum SendError {
         /// Why.
         source: HashError,
     },
+    /// A directory could not be offered (unreadable, too many entries, a file unreadable).
+    #[error("cannot offer the directory")]
+    Tree(#[source] crate::tree::TreeError),
     /// An ATS request failed (server unreachable or refusing).
     #[error("ATS request failed while {doing}")]
     Signal {
@@ -113,6 +116,10 @@ pub enum SendError {
         /// Why.
         source: ats_p2p_signal::SignalError,
     },
+    /// The receiver accepted a directory offer, but its accept does not say it can take
+    /// directories (an older ats-p2p): the offer is failed before any byte moves.
+    #[error("the receiver cannot take directories (its ats-p2p is older); send an archive instead")]
+    NoDirectorySupport,
     /// The recipient (or someone) rejected the offer.
     #[error("the offer was rejected: {reason}")]
     Declined {
@@ -165,9 +172,11 @@ impl SendError {
     pub fn kind(&self) -> FailureKind {
         match self {
             Self::InvalidRecipient { .. } | Self::NotAFile { .. } => FailureKind::Usage,
-            Self::Hash { .. } | Self::KnownKeys(_) => FailureKind::Io,
+            Self::Hash { .. } | Self::KnownKeys(_) | Self::Tree(_) => FailureKind::Io,
             Self::Signal { .. } | Self::Swarm(_) => FailureKind::Network,
-            Self::Declined { .. } | Self::Claim(_) => FailureKind::Rejected,
+            Self::Declined { .. } | Self::Claim(_) | Self::NoDirectorySupport => {
+                FailureKind::Rejected
+            }
             Self::FailedByReceiver { .. } => FailureKind::Network,
             Self::TaskCancelled | Self::Cancelled => FailureKind::Cancelled,
             Self::NoAnswer(_) | Self::NoConnection(_) => FailureKind::TimedOut,
@@ -182,6 +191,9 @@ impl SendError {
             Self::InvalidRecipient { .. } => "invalid_recipient",
             Self::NotAFile { .. } => "not_a_file",
             Self::Hash { .. } => "hash_failed",
+            Self::Tree(crate::tree::TreeError::TooManyEntries { .. }) => "too_many_files",
+            Self::Tree(_) => "directory_unreadable",
+            Self::NoDirectorySupport => "no_directory_support",
             Self::Signal { .. } => "ats_unreachable",
             Self::Declined { .. } => "declined",
             Self::FailedByReceiver { .. } => "failed_by_receiver",

@@ -33,7 +33,7 @@ use crate::partial::PartialKey;
 use crate::policy::{OfferFacts, PeerApproval, ReceiveRejection};
 use crate::save::{STALE_TEMP_AGE, available_space, remove_stale_files};
 use crate::transfer::StreamReceiveError;
-use crate::transfer::{ReceiveOptions, Received, receive_stream_opts};
+use crate::transfer::{ReceiveOptions, Received, receive_directory, receive_stream_opts};
 use ats_p2p_swarm::swarm::NoConnection;
 use ats_p2p_swarm::wait;
 
@@ -381,6 +381,12 @@ async fn judge(
         refuse_task(shared, &task, &transfer_id, "sender_mismatch", &reason, tx).await;
         return None;
     }
+    if let Some(manifest) = &offer.manifest
+        && let Some(reason) = unsafe_tree_path(manifest)
+    {
+        refuse_task(shared, &task, &transfer_id, "unsafe_path", &reason, tx).await;
+        return None;
+    }
     let sender_key = PublicKey::from_bytes(offer.sender_key);
     let decision = {
         let known = locked(&shared.known);
@@ -402,6 +408,20 @@ async fn judge(
             None
         }
     }
+}
+
+/// Why a directory offer's paths are unsafe on this platform (the offer itself checked that
+/// they stay inside the directory), or `None`.
+fn unsafe_tree_path(manifest: &ats_p2p_signal::Manifest) -> Option<String> {
+    let paths = manifest
+        .dirs
+        .iter()
+        .chain(manifest.files.iter().map(|f| &f.path));
+    paths.into_iter().find_map(|path| {
+        crate::names::check_tree_path(path)
+            .err()
+            .map(|reason| format!("unsafe path {path:?} in the offered directory: {reason}"))
+    })
 }
 
 /// Rejects `task` with `reason` and reports it.
@@ -815,16 +835,35 @@ impl Job {
             }),
             limit: self.shared.config.limit,
         };
-        let received = receive_stream_opts(
-            conn,
-            save_dir,
-            &transfer_id,
-            meta,
-            config,
-            options,
-            progress,
-        )
-        .await;
+        let received = match &self.offer.manifest {
+            Some(_) => {
+                receive_directory(
+                    conn,
+                    save_dir,
+                    &self.offer,
+                    config,
+                    ReceiveOptions {
+                        // A broken directory receive starts over.
+                        resume: None,
+                        ..options
+                    },
+                    progress,
+                )
+                .await
+            }
+            None => {
+                receive_stream_opts(
+                    conn,
+                    save_dir,
+                    &transfer_id,
+                    meta,
+                    config,
+                    options,
+                    progress,
+                )
+                .await
+            }
+        };
         Step::Received(received)
     }
 }

@@ -24,7 +24,7 @@ use crate::names::sanitize_file_name;
 use crate::policy::KnownKeysError;
 use crate::policy::{ClaimFacts, ClaimRejection, KeyUpdate, PeerApproval, validate_actor_id};
 use crate::transfer::StreamSendError;
-use crate::transfer::{SendOptions, Sent, send_stream_opts};
+use crate::transfer::{SendOptions, SendSource, Sent, send_source_opts};
 use ats_p2p_swarm::swarm::{ExpectedConnection, JoinMode};
 use ats_p2p_swarm::wait;
 
@@ -55,7 +55,7 @@ pub(super) async fn send(
     path: &Path,
     recipient: &str,
     channel: &str,
-    on_event: impl FnMut(&Event) + Send,
+    mut on_event: impl FnMut(&Event) + Send,
 ) -> Result<SendReport, SendError> {
     validate_actor_id(recipient).map_err(|source| SendError::InvalidRecipient {
         recipient: recipient.to_owned(),
@@ -68,36 +68,53 @@ pub(super) async fn send(
     let stat = tokio::fs::metadata(path)
         .await
         .map_err(|e| not_a_file(Some(e)))?;
-    if !stat.is_file() {
-        return Err(not_a_file(None));
-    }
     let file_name = sanitize_file_name(
         &path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
     );
-    // An unchanged file sent before is not hashed again (see `hash_cache`).
-    let digest = HashCache::beside(shared.config.known_keys_path.as_deref())
-        .sha256_file(path.to_path_buf())
-        .await
-        .map_err(|source| SendError::Hash {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    let offer = FileOffer {
+    let mut offer = FileOffer {
         transfer_id: TransferId::random(),
         filename: file_name,
-        size: digest.bytes,
-        sha256: digest.sha256,
+        size: 0,
+        sha256: [0; 32],
         sender_id: shared.config.actor_id.clone(),
         recipient_id: recipient.to_owned(),
         sender_key: *shared.swarm.public_key().as_bytes(),
+        manifest: None,
+    };
+    let source = if stat.is_dir() {
+        let tree = scan_directory(path).await?;
+        for skipped in &tree.skipped {
+            on_event(&Event::Skipped {
+                path: skipped.path.display().to_string(),
+                reason: skipped.reason.to_owned(),
+            });
+        }
+        offer.size = tree.manifest.total_size().unwrap_or(u64::MAX);
+        offer.sha256 = tree.manifest.digest();
+        offer.manifest = Some(tree.manifest);
+        tree.source
+    } else if stat.is_file() {
+        // An unchanged file sent before is not hashed again (see `hash_cache`).
+        let digest = HashCache::beside(shared.config.known_keys_path.as_deref())
+            .sha256_file(path.to_path_buf())
+            .await
+            .map_err(|source| SendError::Hash {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        offer.size = digest.bytes;
+        offer.sha256 = digest.sha256;
+        SendSource::File(path.to_path_buf())
+    } else {
+        return Err(not_a_file(None));
     };
     let machine = SendLifecycle::new(offer, path.display().to_string(), shared.config.timeout);
     let shell = SendShell {
         shared,
-        path,
+        source: &source,
         channel,
         on_event: Mutex::new(on_event),
     };
@@ -110,7 +127,8 @@ type StreamFuture<'a> = Pin<Box<dyn Future<Output = Result<Sent, SendError>> + S
 /// What the sender's machine is driven with.
 struct SendShell<'a, F> {
     shared: &'a Arc<Shared>,
-    path: &'a Path,
+    /// The file or the directory's files.
+    source: &'a SendSource,
     channel: &'a str,
     /// Shared by the machine's events and the stream's progress reports.
     on_event: Mutex<F>,
@@ -319,15 +337,30 @@ impl<'a, F: FnMut(&Event) + Send> SendShell<'a, F> {
             rule: self.shared.config.progress,
             limit: self.shared.config.limit,
         };
-        let sent = send_stream_opts(conn, self.path, meta, config, options, progress).await;
-        match sent {
-            Ok(sent) => Ok(sent),
-            Err(e @ StreamSendError::Transfer(TransferError::Nack(_))) => {
-                Err(blame_refusal(self.path, offer.sha256, e).await)
-            }
-            Err(e) => Err(SendError::Stream(e)),
+        let sent = send_source_opts(conn, self.source, meta, config, options, progress).await;
+        match (sent, self.source) {
+            (Ok(sent), _) => Ok(sent),
+            (
+                Err(e @ StreamSendError::Transfer(TransferError::Nack(_))),
+                SendSource::File(path),
+            ) => Err(blame_refusal(path, offer.sha256, e).await),
+            (Err(e), _) => Err(SendError::Stream(e)),
         }
     }
+}
+
+/// Walks and hashes the directory at `path` off the runtime (stops when dropped).
+async fn scan_directory(path: &Path) -> Result<crate::tree::ScannedTree, SendError> {
+    let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _stop = crate::hashing::CancelOnDrop(Arc::clone(&cancel));
+    let root = path.to_path_buf();
+    tokio::task::spawn_blocking(move || crate::tree::scan_and_hash(&root, &cancel))
+        .await
+        .map_err(|e| SendError::Hash {
+            path: path.to_path_buf(),
+            source: crate::hashing::HashError::Task(e),
+        })?
+        .map_err(SendError::Tree)
 }
 
 /// After a NACK: if the file no longer hashes to what was offered, it changed after the offer

@@ -55,7 +55,9 @@ mod error;
 pub mod limit;
 pub mod progress;
 mod receive;
+mod receive_dir;
 mod send;
+mod source;
 
 use std::time::Duration;
 
@@ -64,7 +66,11 @@ pub use progress::{DEFAULT_MIN_PROGRESS_BYTES, DEFAULT_PROGRESS_WINDOW, Progress
 pub use receive::{
     ReceiveOptions, Received, receive_stream, receive_stream_opts, receive_stream_with,
 };
-pub use send::{SendOptions, Sent, send_stream, send_stream_opts, send_stream_with};
+pub use receive_dir::receive_directory;
+pub use send::{
+    SendOptions, Sent, send_source_opts, send_stream, send_stream_opts, send_stream_with,
+};
+pub use source::{SendSource, SourceFile};
 
 /// Bytes read from the file per step: a few DATA frames' worth, so reads are large but the
 /// memory held per transfer stays small.

@@ -53,7 +53,7 @@ pub struct ReceiveOptions {
 
 /// What the driver asks of the blocking writer.
 #[derive(Debug)]
-enum WriteCmd {
+pub(super) enum WriteCmd {
     /// The bytes start at `offset`: the prefix held (keep it, its hash is already in) or 0
     /// (cut the file and restart the hash). Before any `Write`.
     Start { offset: u64 },
@@ -181,12 +181,10 @@ where
         receiver = receiver.with_resume(prepared.prefix);
     }
     let (tx, rx) = mpsc::channel(WRITE_QUEUE_DEPTH);
-    let writer = Writer {
-        tx: Some(tx),
-        handle: Some(tokio::task::spawn_blocking(move || {
-            write_loop(prepared, rx, resumable)
-        })),
-    };
+    let writer = Writer::new(
+        tx,
+        tokio::task::spawn_blocking(move || write_loop(prepared, rx, resumable)),
+    );
     let progress = ProgressWatch::new(options.rule, offer.size, Instant::now());
     let mut bucket = options
         .limit
@@ -333,12 +331,23 @@ fn rehash(file: &mut IncomingFile, len: u64) -> std::io::Result<Sha256> {
 
 /// The blocking writer: its queue and its thread.
 #[derive(Debug)]
-struct Writer {
+pub(super) struct Writer {
     tx: Option<mpsc::Sender<WriteCmd>>,
     handle: Option<JoinHandle<Result<(), SaveError>>>,
 }
 
 impl Writer {
+    /// The writer thread `handle`, fed through `tx`.
+    pub(super) fn new(
+        tx: mpsc::Sender<WriteCmd>,
+        handle: JoinHandle<Result<(), SaveError>>,
+    ) -> Self {
+        Self {
+            tx: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
     /// Queues a command; on failure, the writer's own error (it stopped).
     async fn send(&mut self, cmd: WriteCmd) -> Result<(), StreamReceiveError> {
         let sent = match &self.tx {
@@ -460,7 +469,9 @@ fn check_limit(file: &IncomingFile, offset: u64, len: usize) -> Result<(), SaveE
     }
 }
 
-async fn drive<R, W>(
+/// Runs the wire receiver over the stream, handing its writes to `writer`, until it completed
+/// or failed (shared by files and directories).
+pub(super) async fn drive<R, W>(
     receiver: &mut Receiver,
     mut writer: Writer,
     mut progress: ProgressWatch,
@@ -652,7 +663,7 @@ async fn commit(writer: &mut Writer) -> Result<PathBuf, StreamReceiveError> {
 }
 
 /// Refuses before a file exists: sends the queued NACK or ERROR and returns the error.
-async fn fail_without_file<W: AsyncWrite + Unpin>(
+pub(super) async fn fail_without_file<W: AsyncWrite + Unpin>(
     receiver: &mut Receiver,
     wr: &mut W,
 ) -> StreamReceiveError {

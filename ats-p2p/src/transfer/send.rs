@@ -1,6 +1,6 @@
 //! The sending driver.
 
-use std::io::{self, IoSlice, Read as _};
+use std::io::{self, IoSlice};
 use std::path::Path;
 use std::time::Instant;
 
@@ -14,7 +14,8 @@ use tokio::sync::mpsc;
 use super::StreamSendError;
 use super::limit::{TokenBucket, pace};
 use super::progress::{ProgressRule, ProgressWatch, earliest};
-use super::{FAREWELL_TIMEOUT, FILE_READ_AHEAD, FILE_READ_CHUNK, STREAM_READ_BUF};
+use super::source::{SendSource, spawn_reader};
+use super::{FAREWELL_TIMEOUT, FILE_READ_AHEAD, STREAM_READ_BUF};
 use ats_p2p_swarm::wait;
 
 /// A file delivered and acknowledged by the peer.
@@ -101,12 +102,31 @@ pub async fn send_stream_opts<S>(
     meta: Meta,
     config: SenderConfig,
     options: SendOptions,
+    on_progress: impl FnMut(u64, u64) + Send,
+) -> Result<Sent, StreamSendError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let source = SendSource::File(path.to_path_buf());
+    send_source_opts(stream, &source, meta, config, options, on_progress).await
+}
+
+/// [`send_stream_opts`] for any [`SendSource`]: a file, or a directory's files one after
+/// another (`meta.size` is then their total; resuming continues at a stream offset, so inside
+/// whichever file it falls).
+pub async fn send_source_opts<S>(
+    stream: S,
+    source: &SendSource,
+    meta: Meta,
+    config: SenderConfig,
+    options: SendOptions,
     mut on_progress: impl FnMut(u64, u64) + Send,
 ) -> Result<Sent, StreamSendError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let file = std::fs::File::open(path).map_err(|source| StreamSendError::Open {
+    let path = source.path();
+    source.check().map_err(|source| StreamSendError::Open {
         path: path.to_path_buf(),
         source,
     })?;
@@ -118,12 +138,12 @@ where
     // sending, and each chunk is read once, straight into the buffer that is sent. It starts
     // at once, or, when resuming was offered, at the offset the receiver answers.
     let (chunks_tx, mut chunks) = mpsc::channel(FILE_READ_AHEAD);
-    let mut reader_start = Some((file, chunks_tx));
+    let mut reader_start = Some((source.clone(), chunks_tx));
     let mut _stop_reader = None;
     if !sender.meta().resume
-        && let Some((file, tx)) = reader_start.take()
+        && let Some((source, tx)) = reader_start.take()
     {
-        _stop_reader = Some(spawn_reader(file, 0, total, tx));
+        _stop_reader = Some(spawn_reader(source, 0, total, tx));
     }
     let mut bucket = options
         .limit
@@ -142,8 +162,8 @@ where
                 SenderEvent::Resumed { offset } => {
                     resumed_from = offset;
                     sent_bytes = offset;
-                    if let Some((file, tx)) = reader_start.take() {
-                        _stop_reader = Some(spawn_reader(file, offset, total, tx));
+                    if let Some((source, tx)) = reader_start.take() {
+                        _stop_reader = Some(spawn_reader(source, offset, total, tx));
                     }
                 }
                 SenderEvent::Progress { bytes, total } => {
@@ -307,65 +327,6 @@ async fn write_some<W: AsyncWrite + Unpin>(
             Ok(n)
         }
         None => std::future::pending().await,
-    }
-}
-
-/// Starts the blocking reader at `offset` (seeking there first).
-fn spawn_reader(
-    mut file: std::fs::File,
-    offset: u64,
-    total: u64,
-    tx: mpsc::Sender<io::Result<Bytes>>,
-) -> AbortOnDrop {
-    AbortOnDrop(tokio::task::spawn_blocking(move || {
-        use std::io::{Seek as _, SeekFrom};
-        if offset > 0
-            && let Err(e) = file.seek(SeekFrom::Start(offset))
-        {
-            let _ = tx.blocking_send(Err(e));
-            return;
-        }
-        read_loop(file, total.saturating_sub(offset), &tx);
-    }))
-}
-
-/// Aborts the blocking reader when the transfer ends early (it then stops at its next send).
-#[derive(Debug)]
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Runs on a blocking thread: reads `total` bytes of `file` in chunks of [`FILE_READ_CHUNK`]
-/// and queues them; a short file or a read error ends with the error. Stops when the driver
-/// drops the queue.
-fn read_loop(mut file: std::fs::File, total: u64, tx: &mpsc::Sender<io::Result<Bytes>>) {
-    // Chunks are split off one buffer; once the sent chunks are dropped, `reserve` reuses it.
-    let ring = FILE_READ_CHUNK.saturating_mul(FILE_READ_AHEAD.saturating_add(2));
-    let mut buf = BytesMut::with_capacity(ring);
-    let mut left = total;
-    while left > 0 {
-        let want = usize::try_from(left)
-            .unwrap_or(usize::MAX)
-            .min(FILE_READ_CHUNK);
-        if buf.capacity() < want {
-            buf.reserve(ring);
-        }
-        buf.resize(want, 0);
-        let item = match file.read_exact(&mut buf) {
-            Ok(()) => {
-                left = left.saturating_sub(u64::try_from(want).unwrap_or(u64::MAX));
-                Ok(buf.split().freeze())
-            }
-            Err(e) => Err(e),
-        };
-        let failed = item.is_err();
-        if tx.blocking_send(item).is_err() || failed {
-            return;
-        }
     }
 }
 

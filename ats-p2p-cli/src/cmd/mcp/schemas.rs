@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 /// `send_file` arguments.
 #[derive(Debug, Deserialize, JsonSchema)]
 pub(crate) struct SendFileArgs {
-    /// Path of the file to send (absolute, or relative to the server's working directory).
+    /// Path of the file or directory to send (absolute, or relative to the server's working
+    /// directory). A directory goes whole and appears on the other side once every file is
+    /// verified.
     pub(crate) path: String,
     /// The recipient's actor id (the name the other agent runs its ats-p2p node as).
     pub(crate) to: String,

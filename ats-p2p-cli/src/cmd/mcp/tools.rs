@@ -84,14 +84,14 @@ fn transfer_id(raw: &str) -> Result<String, CallToolResult> {
     }
 }
 
-/// Checks the file the way `ats-p2p send` does: it must be a regular file.
+/// Checks the path the way `ats-p2p send` does: a regular file or a directory.
 fn check_file(path: &Path) -> Result<(), CallToolResult> {
     match std::fs::metadata(path) {
-        Ok(m) if m.is_file() => Ok(()),
+        Ok(m) if m.is_file() || m.is_dir() => Ok(()),
         Ok(_) => Err(failure(
             "not_a_file",
             FailureKind::Usage,
-            format!("{} is not a regular file", path.display()),
+            format!("{} is not a regular file or a directory", path.display()),
             None,
         )),
         Err(e) => Err(failure(
