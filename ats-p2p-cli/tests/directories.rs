@@ -1,7 +1,8 @@
 //! Directories end to end (issue #15), with real processes on loopback and the real hub:
 //! `send DIR` delivers a tree of 1,000 small files and a 64 MiB file in nested directories that
-//! `diff -r` finds identical; a `listen` killed mid-directory exposes nothing and its next start
-//! clears what it left.
+//! `diff -r` finds identical; a directory broken at 40 % resumes per file when sent again (only
+//! the rest moves); a `listen --no-resume` killed mid-directory exposes nothing and its next
+//! start clears what it left.
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
@@ -9,8 +10,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::net::{Net, dir_names, event, exit_code, random_file, wait_mid_transfer};
-use crate::common::subdir;
+use crate::common::{Proc, subdir};
 use rand::{Rng, RngCore, SeedableRng};
+use serde_json::Value;
 
 /// Bound on each test: a 65 MiB tree of 1,000 files, twice at most.
 const DIRECTORY_TIMEOUT: Duration = Duration::from_secs(180);
@@ -89,14 +91,95 @@ fn a_tree_of_1000_files_and_64_mib_arrives_identical() {
     assert_eq!(v["recipient_id"], "agent-b");
 }
 
+/// `send` from `agent-a` with the key in `keys` (resuming is keyed on the sender's key).
+fn send_with_keys(net: &Net, keys: &Path, path: &Path, extra: &[&str]) -> Proc {
+    let mut c: Command = net.node_keyless("send", "agent-a");
+    c.arg("--key-dir").arg(keys);
+    c.arg(path).args(["--to", "agent-b"]).args(extra);
+    Proc::spawn("send agent-a", c)
+}
+
+/// Reads `p`'s events until a `progress` at `fraction` of the total or more.
+fn wait_progress(p: &mut Proc, fraction: f64, deadline: Instant) {
+    loop {
+        let line = p.next_line(deadline).unwrap_or_else(|| {
+            panic!(
+                "{}: no progress to {fraction}:\n{}",
+                p.name,
+                p.seen.join("\n")
+            )
+        });
+        let v: Value = serde_json::from_str(&line).unwrap();
+        match v["event"].as_str() {
+            Some("progress") => {
+                let (bytes, total) = (v["bytes"].as_u64().unwrap(), v["total"].as_u64().unwrap());
+                if bytes as f64 >= fraction * total as f64 {
+                    return;
+                }
+            }
+            Some("transfer_complete" | "transfer_failed") => {
+                panic!("{}: ended before {fraction}: {v}", p.name)
+            }
+            _ => {}
+        }
+    }
+}
+
 #[test]
-fn a_listen_killed_mid_directory_exposes_nothing_and_its_next_start_clears_the_rest() {
+fn a_directory_broken_at_40_percent_and_sent_again_moves_only_the_rest() {
+    let net = Net::start_with(DIRECTORY_TIMEOUT);
+    let src = subdir(net.path(), "src").join("project");
+    make_tree(&src, 3);
+    let save = net.path().join("incoming");
+    let keys = net.sender_keys("agent-a");
+
+    let mut rx = net.listen("agent-b", &save, &[]);
+    let mut tx = send_with_keys(&net, &keys, &src, &["--limit", "32MiB/s"]);
+    wait_progress(&mut rx, 0.4, net.deadline);
+    // Both ends die (the network between them is gone for good).
+    rx.kill9();
+    tx.kill9();
+    let left = dir_names(&save);
+    assert!(
+        left.iter().all(|n| n.starts_with(".ats-p2p-")),
+        "nothing visible: {left:?}"
+    );
+
+    let mut rx = net.listen("agent-b", &save, &["--once"]);
+    let mut again = send_with_keys(&net, &keys, &src, &[]);
+    let (code, err) = exit_code(&mut again, net.deadline);
+    assert_eq!(code, 0, "second send: {err}");
+    let complete = rx.wait_event("transfer_complete", net.deadline);
+    assert_eq!(exit_code(&mut rx, net.deadline).0, 0);
+    let (bytes, resumed) = (
+        complete["bytes"].as_u64().unwrap(),
+        complete["resumed_from"].as_u64().unwrap(),
+    );
+    eprintln!(
+        "directory resumed from {resumed} of {bytes} bytes: {:.1} % moved again",
+        (bytes - resumed) as f64 * 100.0 / bytes as f64
+    );
+    assert!(
+        (bytes - resumed) * 100 <= bytes * 65,
+        "at most 65 % moves again: {complete}"
+    );
+    let saved = Path::new(complete["file_path"].as_str().unwrap()).to_path_buf();
+    assert_same_tree(&src, &saved);
+    assert_eq!(dir_names(&save), ["project"], "no record or temporary left");
+}
+
+#[test]
+fn a_listen_without_resume_killed_mid_directory_exposes_nothing_and_its_next_start_clears_it() {
     let net = Net::start_with(DIRECTORY_TIMEOUT);
     let src = subdir(net.path(), "src").join("project");
     make_tree(&src, 2);
     let save = net.path().join("incoming");
 
-    let mut rx = net.listen("agent-b", &save, &["--once", "--limit", "16MiB/s"]);
+    let mut rx = net.listen(
+        "agent-b",
+        &save,
+        &["--once", "--no-resume", "--limit", "16MiB/s"],
+    );
     let mut tx = net.send("agent-a", &src, "agent-b", &[]);
     wait_mid_transfer(&mut rx, net.deadline);
     rx.kill9();

@@ -402,6 +402,21 @@ impl SaveDir {
         Err(last_err.unwrap_or_else(|| io::Error::from(io::ErrorKind::AlreadyExists)))
     }
 
+    /// Opens the existing directory `name` without following a symlink and takes its
+    /// exclusive `flock` (as [`Self::create_temp_dir`] does): `WouldBlock` when a live receiver
+    /// holds it.
+    pub(crate) fn open_dir_locked(&self, name: &str) -> io::Result<File> {
+        use rustix::fs::{FlockOperation, Mode, OFlags, flock, openat};
+        use rustix::io::Errno;
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let dir = File::from(openat(&self.fd, name, flags, Mode::empty())?);
+        match flock(&dir, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(dir),
+            Err(e) if e == Errno::WOULDBLOCK => Err(io::ErrorKind::WouldBlock.into()),
+            Err(_) => Ok(dir),
+        }
+    }
+
     /// Gives the directory `temp` the name `dest` without replacing anything (`AlreadyExists`
     /// if taken): `renameat2(RENAME_NOREPLACE)`, else `dest` reserved as an empty directory and
     /// `temp` renamed over that reservation.
@@ -566,6 +581,17 @@ impl SaveDir {
             }
         }
         Err(last_err.unwrap_or_else(|| io::Error::from(io::ErrorKind::AlreadyExists)))
+    }
+
+    pub(crate) fn open_dir_locked(&self, name: &str) -> io::Result<File> {
+        let path = self.path.join(name);
+        if !fs::symlink_metadata(&path)?.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not a directory",
+            ));
+        }
+        File::open(path)
     }
 
     pub(crate) fn publish_dir(&self, temp: &str, dest: &str) -> io::Result<()> {

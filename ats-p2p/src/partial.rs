@@ -27,7 +27,7 @@ use ats_p2p_wire::FileHash;
 use serde::{Deserialize, Serialize};
 
 use crate::fsutil::SaveDir;
-use crate::save::{MAX_STALE_SCAN_ENTRIES, TEMP_SUFFIX};
+use crate::save::{MAX_STALE_SCAN_ENTRIES, TEMP_DIR_SUFFIX, TEMP_SUFFIX};
 
 /// How long a partial file is kept after its last write, by default: a week, long enough to
 /// come back after a weekend, short enough that abandoned halves do not pile up.
@@ -63,6 +63,10 @@ pub struct PartialRecord {
     /// Bytes on disk when the last transfer stopped (0 until one stopped cleanly; a killed
     /// receiver leaves the bytes but not this number: the disk is what counts).
     pub verified: u64,
+    /// The partial is a directory (`.ats-p2p-*.partdir`, see [`crate::save_tree`]): `sha256`
+    /// is its manifest's digest. Absent in records written before directories: `false`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub directory: bool,
 }
 
 /// What identifies a file across transfers: the match key for resuming.
@@ -90,6 +94,7 @@ impl PartialKey {
             sha256: self.sha256.to_hex(),
             created: unix_now(),
             verified: 0,
+            directory: false,
         }
     }
 
@@ -125,12 +130,25 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The record name that belongs to the temporary file `temp_name` (`…part` → `…resume`);
-/// `None` for a name that is not a temporary file's.
+/// The record name that belongs to the temporary file or directory `temp_name` (`…part` or
+/// `…partdir` → `…resume`); `None` for a name that is not a temporary file's or directory's.
 pub(crate) fn record_name(temp_name: &str) -> Option<String> {
     temp_name
-        .strip_suffix(TEMP_SUFFIX)
+        .strip_suffix(TEMP_DIR_SUFFIX)
+        .or_else(|| temp_name.strip_suffix(TEMP_SUFFIX))
         .map(|stem| format!("{stem}{RECORD_SUFFIX}"))
+}
+
+/// The temporary name a record belongs to: the directory's for a directory record, else the
+/// file's.
+pub(crate) fn partial_name_of(record_name: &str, record: &PartialRecord) -> Option<String> {
+    let stem = record_name.strip_suffix(RECORD_SUFFIX)?;
+    let suffix = if record.directory {
+        TEMP_DIR_SUFFIX
+    } else {
+        TEMP_SUFFIX
+    };
+    Some(format!("{stem}{suffix}"))
 }
 
 /// The temporary file name that belongs to the record `record_name`.
@@ -189,18 +207,25 @@ pub fn list_partials(save_dir: &Path) -> io::Result<Vec<PartialInfo>> {
     let mut found: Vec<PartialInfo> = records(&dir)
         .into_iter()
         .filter_map(|(name, record)| {
-            let temp = temp_name_of(&name)?;
+            let temp = partial_name_of(&name, &record)?;
             let path = save_dir.join(&temp);
-            let meta = fs::symlink_metadata(&path).ok().filter(|m| m.is_file())?;
-            let age = meta
-                .modified()
-                .ok()
+            let meta = fs::symlink_metadata(&path).ok()?;
+            let (len, modified) = if record.directory && meta.is_dir() {
+                // A directory's bytes are its files'; its record is rewritten when it stops.
+                let record_meta = fs::symlink_metadata(save_dir.join(&name)).ok()?;
+                (record.verified, record_meta.modified().ok())
+            } else if !record.directory && meta.is_file() {
+                (meta.len(), meta.modified().ok())
+            } else {
+                return None;
+            };
+            let age = modified
                 .and_then(|m| now.duration_since(m).ok())
                 .unwrap_or_default();
             Some(PartialInfo {
                 path,
                 record,
-                len: meta.len(),
+                len,
                 age,
             })
         })
@@ -257,5 +282,17 @@ mod tests {
         assert!(is_record_name(&rec));
         assert_eq!(temp_name_of(&rec).as_deref(), Some(temp));
         assert_eq!(record_name("x.txt"), None);
+        let temp_dir = ".ats-p2p-00112233445566778899aabbccddeeff-0123456789abcdef.partdir";
+        assert_eq!(record_name(temp_dir).as_deref(), Some(rec.as_str()));
+        let dir_record = PartialRecord {
+            directory: true,
+            ..key().record("00112233445566778899aabbccddeeff")
+        };
+        assert_eq!(
+            partial_name_of(&rec, &dir_record).as_deref(),
+            Some(temp_dir)
+        );
+        let file_record = key().record("00112233445566778899aabbccddeeff");
+        assert_eq!(partial_name_of(&rec, &file_record).as_deref(), Some(temp));
     }
 }

@@ -106,21 +106,32 @@ pub fn remove_stale_files(
             && name.ends_with(&format!(".{TEMP_DIR_SUFFIX}"))
             && handle.is_dir(name)
         {
-            // A directory receive that did not finish: ours when no receiver holds it.
-            let old = entry
-                .metadata()
+            // A directory receive that did not finish: ours when no receiver holds it. One
+            // kept for resuming (a record beside it) stays until it expires, counted from the
+            // record's last write (the directory's own time does not move while a file in it
+            // grows).
+            let record = partial::record_name(name);
+            let kept = record
+                .as_deref()
+                .and_then(|r| partial::read_record(&handle, r))
+                .is_some_and(|r| r.directory);
+            let (stamp, max_age) = match (&record, kept) {
+                (Some(r), true) => (dir.join(r), partial_expiry),
+                _ => (entry.path(), max_age),
+            };
+            let old = fs::symlink_metadata(&stamp)
                 .ok()
                 .and_then(|m| m.modified().ok())
                 .and_then(|m| now.duration_since(m).ok())
                 .is_some_and(|age| age >= max_age);
-            // A live receive holds the lock however long its files take (the directory's
-            // own time does not move while one big file is written); the age counts only
+            // A live receive holds the lock however long it takes; the age alone decides only
             // where there are no locks.
-            let abandoned = match handle.is_abandoned_dir(name) {
-                Some(abandoned) => abandoned,
+            let remove = match handle.is_abandoned_dir(name) {
+                Some(false) => false,
+                Some(true) => !kept || old,
                 None => old,
             };
-            if abandoned {
+            if remove {
                 let path = entry.path();
                 match fs::remove_dir_all(&path) {
                     Ok(()) => {
@@ -173,10 +184,18 @@ pub fn remove_stale_files(
     }
     // Records whose partial file is gone (removed above, or by hand).
     for record in records {
-        let Some(temp) = partial::temp_name_of(&record) else {
+        let Some(temp) = partial::read_record(&handle, &record)
+            .and_then(|r| partial::partial_name_of(&record, &r))
+            .or_else(|| partial::temp_name_of(&record))
+        else {
             continue;
         };
-        if matches!(handle.id_of(&temp), Err(e) if e.kind() == io::ErrorKind::NotFound) {
+        let gone = if handle.is_dir(&temp) {
+            false
+        } else {
+            matches!(handle.id_of(&temp), Err(e) if e.kind() == io::ErrorKind::NotFound)
+        };
+        if gone {
             let path = dir.join(&record);
             match handle.unlink(&record) {
                 Ok(()) => removed.push(path),

@@ -837,19 +837,7 @@ impl Job {
         };
         let received = match &self.offer.manifest {
             Some(_) => {
-                receive_directory(
-                    conn,
-                    save_dir,
-                    &self.offer,
-                    config,
-                    ReceiveOptions {
-                        // A broken directory receive starts over.
-                        resume: None,
-                        ..options
-                    },
-                    progress,
-                )
-                .await
+                receive_directory(conn, save_dir, &self.offer, config, options, progress).await
             }
             None => {
                 receive_stream_opts(

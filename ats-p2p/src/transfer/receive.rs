@@ -262,6 +262,9 @@ fn continue_partial(dir: &Path, name: &str, size: u64, key: &PartialKey) -> Opti
     let sender = hex::encode(key.sender_key);
     let mut found = None;
     for (record_name, record) in partial::records(&handle) {
+        if record.directory {
+            continue;
+        }
         let Some(temp) = partial::temp_name_of(&record_name) else {
             continue;
         };

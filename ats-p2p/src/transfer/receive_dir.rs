@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use ats_p2p_signal::FileOffer;
+use ats_p2p_signal::manifest::Manifest;
 use ats_p2p_wire::{FileHash, Meta, Receiver, ReceiverConfig, TransferError};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -14,6 +15,7 @@ use super::limit::TokenBucket;
 use super::progress::ProgressWatch;
 use super::receive::{ReceiveOptions, Received, WriteCmd, Writer, drive, fail_without_file};
 use super::{FAREWELL_TIMEOUT, WRITE_QUEUE_DEPTH};
+use crate::partial::{self, PartialKey, PartialRecord};
 use crate::save::SaveError;
 use crate::save_tree::IncomingTree;
 
@@ -21,8 +23,10 @@ use crate::save_tree::IncomingTree;
 /// `save_dir`, under the offered name reduced to a safe one and never merged into an existing
 /// directory; the transfer id names the temporary directory. Like
 /// [`receive_stream_opts`](super::receive_stream_opts) otherwise: ACK only after every file
-/// was verified, made durable and the directory renamed into place; on failure nothing stays.
-/// (`options.resume` is not used: a broken directory receive starts over.)
+/// was verified, made durable and the directory renamed into place. With `options.resume`, a
+/// broken receive keeps its temporary directory (with a record) and the same offer from the
+/// same sender continues it: the files held are re-hashed from disk, complete ones are kept,
+/// the first short one continues at its last whole 64 KiB; without it nothing stays.
 pub async fn receive_directory<S>(
     stream: S,
     save_dir: &Path,
@@ -43,21 +47,22 @@ where
     };
     let transfer_id_hex = offer.transfer_id.to_string();
     let meta = Meta::new(offer.filename.clone(), offer.size, FileHash(offer.sha256));
-    let mut receiver = Receiver::new(meta, config, Instant::now())
-        .with_external_hash()
-        .with_resume(0);
+    let mut receiver = Receiver::new(meta, config, Instant::now()).with_external_hash();
     let (mut rd, mut wr) = tokio::io::split(stream);
     if receiver.is_finished() {
         return Err(fail_without_file(&mut receiver, &mut wr).await);
     }
+    let resumable = options.resume.is_some();
     let created = {
-        let (dir, id, name, manifest) = (
+        let (dir, id, name, manifest, key) = (
             save_dir.to_path_buf(),
             transfer_id_hex.clone(),
             offer.filename.clone(),
             manifest.clone(),
+            options.resume.clone(),
         );
-        tokio::task::spawn_blocking(move || IncomingTree::create(&dir, &id, &name, &manifest)).await
+        tokio::task::spawn_blocking(move || prepare_tree(&dir, &id, &name, &manifest, key.as_ref()))
+            .await
     };
     let tree = match created {
         Ok(Ok(tree)) => tree,
@@ -72,10 +77,13 @@ where
             return Err(StreamReceiveError::WriterStopped);
         }
     };
+    // A sender told (by the accept) that this node resumes offers it in META and waits for the
+    // answer, even when nothing is held (0).
+    receiver = receiver.with_resume(tree.position());
     let (tx, rx) = mpsc::channel(WRITE_QUEUE_DEPTH);
     let writer = Writer::new(
         tx,
-        tokio::task::spawn_blocking(move || tree_write_loop(tree, rx)),
+        tokio::task::spawn_blocking(move || tree_write_loop(tree, rx, resumable)),
     );
     let progress = ProgressWatch::new(options.rule, offer.size, Instant::now());
     let mut bucket = options
@@ -96,20 +104,82 @@ where
         Ok(Err(e)) => tracing::debug!(error = %e, "shutdown at the end of a receive failed"),
         Err(_) => tracing::debug!("the sender did not acknowledge the end of the stream"),
     }
-    result
+    result.map(|mut received| {
+        received.resumed_from = receiver.resumed_from().unwrap_or(0);
+        received
+    })
+}
+
+/// Runs on a blocking thread: continues the kept directory of `key` when there is one, else
+/// creates a new temporary directory (with a record when `key` is given). Kept directories of
+/// the same sender and name with another manifest (the directory changed) are removed.
+fn prepare_tree(
+    dir: &Path,
+    transfer_id_hex: &str,
+    name: &str,
+    manifest: &Manifest,
+    key: Option<&PartialKey>,
+) -> Result<IncomingTree, SaveError> {
+    if let Some(key) = key
+        && let Some(tree) = continue_tree(dir, name, manifest, key)
+    {
+        return Ok(tree);
+    }
+    let record = key.map(|k| PartialRecord {
+        directory: true,
+        ..k.record(transfer_id_hex)
+    });
+    IncomingTree::create_with_record(dir, transfer_id_hex, name, manifest, record.as_ref())
+}
+
+/// The kept directory of `key` in `dir`, re-hashed and ready to continue; `None` when there is
+/// none usable.
+fn continue_tree(
+    dir: &Path,
+    name: &str,
+    manifest: &Manifest,
+    key: &PartialKey,
+) -> Option<IncomingTree> {
+    let handle = crate::fsutil::SaveDir::open(dir).ok()?;
+    let sender = hex::encode(key.sender_key);
+    let mut found = None;
+    for (record_name, record) in partial::records(&handle) {
+        let Some(temp) = partial::partial_name_of(&record_name, &record) else {
+            continue;
+        };
+        if !record.directory {
+            continue;
+        }
+        if found.is_none() && key.matches(&record) {
+            match IncomingTree::adopt(dir, &temp, name, manifest) {
+                Ok(tree) => found = Some(tree),
+                Err(e) => tracing::debug!(temp, error = %e, "cannot continue a kept directory"),
+            }
+        } else if record.sender_key.eq_ignore_ascii_case(&sender) && record.name == key.name {
+            IncomingTree::discard_kept(&handle, &temp, &record_name);
+        }
+    }
+    found
 }
 
 /// Runs on a blocking thread: writes queued chunks into the tree in order, answers `Finish`
-/// with the digest of what was written, commits on request. Returning without a commit
-/// removes the temporary directory.
+/// with the digest of what was written, commits on request. Returning without a commit removes
+/// the temporary directory, or, when `keep_partial` and no `Discard` came, keeps it for a
+/// resume.
 fn tree_write_loop(
     mut tree: IncomingTree,
     mut rx: mpsc::Receiver<WriteCmd>,
+    mut keep_partial: bool,
 ) -> Result<(), SaveError> {
     while let Some(cmd) = rx.blocking_recv() {
         match cmd {
-            // A directory never resumes: the stream starts at 0.
-            WriteCmd::Start { .. } | WriteCmd::Discard => {}
+            WriteCmd::Start { offset } => {
+                if offset != tree.position() {
+                    // The sender did not resume: start over.
+                    tree.restart()?;
+                }
+            }
+            WriteCmd::Discard => keep_partial = false,
             WriteCmd::Write { offset, data } => tree.write_at(offset, &data)?,
             WriteCmd::Finish(reply) => {
                 let digest = tree.finish();
@@ -127,5 +197,9 @@ fn tree_write_loop(
             }
         }
     }
-    tree.abort()
+    if keep_partial {
+        tree.keep()
+    } else {
+        tree.abort()
+    }
 }
