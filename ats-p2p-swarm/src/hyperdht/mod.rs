@@ -4,9 +4,9 @@
 //! driver ([`DhtNode`], [`Bootstrap`]).
 //!
 //! Connecting by key follows the same split, state machine vs shell:
-//! - `client`: one connect, client side (handshake through relays, direct/LAN ping race,
-//!   holepunch rounds, probing, relay fallback, every timeout), sans-io; [`connect`] is its
-//!   async shell ([`HyperDht::connect`]).
+//! - `client`: one connect, client side, sans-io, one file per job (`handshake`, `ping` for
+//!   the direct/LAN race, `rounds` of PEER_HOLEPUNCH, `probing`, `relay` fallback, `events`
+//!   to and from the shell); [`connect`] is its async shell ([`HyperDht::connect`]).
 //! - `responder`: the server's half of Noise IK (msg1, firewall verdict, msg2), sans-io.
 //! - `session`: one answered handshake, server side (first packet, holepunch responder,
 //!   birthday streams, relay pairing, timeouts), sans-io; [`server`] is its shell and the
