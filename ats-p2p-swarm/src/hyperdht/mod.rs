@@ -7,7 +7,10 @@
 //! - `client`: one connect, client side, sans-io, one file per job (`handshake`, `ping` for
 //!   the direct/LAN race, `rounds` of PEER_HOLEPUNCH, `probing`, `relay` fallback, `events`
 //!   to and from the shell); [`connect`] is its async shell ([`HyperDht::connect`]).
-//! - `responder`: the server's half of Noise IK (msg1, firewall verdict, msg2), sans-io.
+//! - `listener`: the listen loop's decisions, sans-io: msg1 deduplication (the same msg2 for
+//!   copies through several relays) and the holepunch slots a PEER_HOLEPUNCH is routed by.
+//! - `responder`: the server's half of Noise IK (msg1, firewall verdict, what msg2 carries:
+//!   error, holepunch offer, relay), sans-io.
 //! - `session`: one answered handshake, server side (first packet, holepunch responder,
 //!   birthday streams, relay pairing, timeouts), sans-io; [`server`] is its shell and the
 //!   listener ([`HyperDht::listen`]).
@@ -23,6 +26,7 @@ pub mod crypto;
 mod driver;
 mod endpoint;
 pub mod holepunch;
+mod listener;
 pub mod messages;
 pub mod mutable;
 mod node;
