@@ -11,9 +11,9 @@
 //!   copies through several relays) and the holepunch slots a PEER_HOLEPUNCH is routed by.
 //! - `responder`: the server's half of Noise IK (msg1, firewall verdict, what msg2 carries:
 //!   error, holepunch offer, relay), sans-io.
-//! - `session`: one answered handshake, server side (first packet, holepunch responder,
-//!   birthday streams, relay pairing, timeouts), sans-io; [`server`] is its shell and the
-//!   listener ([`HyperDht::listen`]).
+//! - `session`: one answered handshake, server side, sans-io, one file per job (`first_packet`,
+//!   `rounds` answered, `probing` with birthday streams, `relay` pairing, `events` to and from
+//!   the shell); [`server`] is its shell and the listener's ([`HyperDht::listen`]).
 //! - [`holepunch`] decides how two NATs punch, `schedule` what to probe when, and `punch` owns
 //!   the sockets that send and see the probes.
 //! - `endpoint` is [`HyperDht`] itself: the sockets shared by DHT RPC, probes and UDX streams.
