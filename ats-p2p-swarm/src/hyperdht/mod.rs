@@ -4,13 +4,16 @@
 //! driver ([`DhtNode`], [`Bootstrap`]).
 //!
 //! Connecting by key follows the same split, state machine vs shell:
-//! - `client`: one connect, client side (handshake through relays, direct/LAN ping race,
-//!   holepunch rounds, probing, relay fallback, every timeout), sans-io; [`connect`] is its
-//!   async shell ([`HyperDht::connect`]).
-//! - `responder`: the server's half of Noise IK (msg1, firewall verdict, msg2), sans-io.
-//! - `session`: one answered handshake, server side (first packet, holepunch responder,
-//!   birthday streams, relay pairing, timeouts), sans-io; [`server`] is its shell and the
-//!   listener ([`HyperDht::listen`]).
+//! - `client`: one connect, client side, sans-io, one file per job (`handshake`, `ping` for
+//!   the direct/LAN race, `rounds` of PEER_HOLEPUNCH, `probing`, `relay` fallback, `events`
+//!   to and from the shell); [`connect`] is its async shell ([`HyperDht::connect`]).
+//! - `listener`: the listen loop's decisions, sans-io: msg1 deduplication (the same msg2 for
+//!   copies through several relays) and the holepunch slots a PEER_HOLEPUNCH is routed by.
+//! - `responder`: the server's half of Noise IK (msg1, firewall verdict, what msg2 carries:
+//!   error, holepunch offer, relay), sans-io.
+//! - `session`: one answered handshake, server side, sans-io, one file per job (`first_packet`,
+//!   `rounds` answered, `probing` with birthday streams, `relay` pairing, `events` to and from
+//!   the shell); [`server`] is its shell and the listener's ([`HyperDht::listen`]).
 //! - [`holepunch`] decides how two NATs punch, `schedule` what to probe when, and `punch` owns
 //!   the sockets that send and see the probes.
 //! - `endpoint` is [`HyperDht`] itself: the sockets shared by DHT RPC, probes and UDX streams.
@@ -23,6 +26,7 @@ pub mod crypto;
 mod driver;
 mod endpoint;
 pub mod holepunch;
+mod listener;
 pub mod messages;
 pub mod mutable;
 mod node;

@@ -1,14 +1,20 @@
 //! The server's half of the Noise IK handshake (npm `hyperdht` 6.34 `Server._addHandshake`),
 //! sans-io: read msg1, let the key [`Firewall`] decide on the client's key *before* anything
-//! is answered, decode the client's payload and say what our answer must carry. The shell
-//! ([`super::server`]) then writes msg2 with [`Accepted::finish`].
+//! is answered, decode the client's payload and say what our answer must carry
+//! ([`Accepted::answer`]: error code, holepunch offer, relay). The shell ([`super::server`])
+//! then writes msg2 with [`Accepted::finish`].
 
-use super::connect::{ConnectError, Firewall, PAYLOAD_VERSION};
+use super::connect::{ConnectError, Firewall, PAYLOAD_VERSION, RelayChoice, RelayMode};
 use super::crypto::ns;
-use super::error_codes;
-use super::messages::NoisePayload;
+use super::listener::Slot;
+use super::messages::{HolepunchInfo, NoisePayload, RelayInfo};
+use super::{error_codes, firewall};
 use crate::keys::{KeyPair, PublicKey};
 use crate::noise::{self, NoiseConfig, NoiseHandshake, Step};
+
+/// Holepunch relays offered in a Noise payload (JS offers all of its announce relays, ≤ 20; a
+/// few keep msg2 small and the client uses one).
+pub const MAX_PAYLOAD_RELAYS: usize = 8;
 
 /// What reading msg1 decided.
 #[derive(Debug)]
@@ -27,6 +33,19 @@ pub(crate) struct Accepted {
     pub(crate) remote_key: PublicKey,
     /// The client's payload.
     pub(crate) payload: NoisePayload,
+}
+
+/// What our msg2 carries and what follows it, from [`Accepted::answer`].
+#[derive(Debug)]
+pub(crate) struct Answer {
+    /// Our payload for msg2.
+    pub(crate) payload: NoisePayload,
+    /// The relay both sides fall back to, if any.
+    pub(crate) relay: Option<RelayChoice>,
+    /// We offered a holepunch slot (we are not reachable).
+    pub(crate) punch: bool,
+    /// The client's stream to connect to; `None`: the handshake ends with msg2.
+    pub(crate) remote_id: Option<u32>,
 }
 
 /// Reads msg1 as `key_pair`'s responder and asks `firewall` about the client's key.
@@ -71,6 +90,50 @@ impl Accepted {
             error_codes::ABORTED
         } else {
             error_codes::NONE
+        }
+    }
+
+    /// Our answer by hyperdht's rules, from `payload` (our addresses, stream id and class):
+    /// - the error code of [`Self::answer_error`];
+    /// - unless we are reachable, a holepunch offer under `slot`: the nodes we announced to
+    ///   (`relays`, at most [`MAX_PAYLOAD_RELAYS`]), each with our address as it saw us (a JS
+    ///   client only holepunches when this list is non-empty);
+    /// - the relay: ours (`ours`, proposed in the payload; we pair as initiator) if we have
+    ///   one, else the client's (it pairs as initiator); none when relaying is disabled.
+    pub(crate) fn answer(
+        &self,
+        mut payload: NoisePayload,
+        slot: Slot,
+        relays: &[RelayInfo],
+        mode: RelayMode,
+        ours: Option<RelayChoice>,
+    ) -> Answer {
+        payload.error = self.answer_error();
+        let punch = payload.firewall != firewall::OPEN;
+        if punch {
+            payload.holepunch = Some(HolepunchInfo {
+                id: slot,
+                relays: relays.iter().take(MAX_PAYLOAD_RELAYS).copied().collect(),
+            });
+        }
+        let relay = match mode {
+            RelayMode::Disabled => None,
+            _ => match ours {
+                Some(ours) => {
+                    payload.relay_through = Some(ours.to_payload());
+                    Some(ours)
+                }
+                None => RelayChoice::agree(mode, None, self.payload.relay_through.as_ref()),
+            },
+        };
+        let remote_id = self
+            .remote_id()
+            .filter(|_| payload.error == error_codes::NONE);
+        Answer {
+            payload,
+            relay,
+            punch,
+            remote_id,
         }
     }
 
@@ -180,6 +243,93 @@ mod tests {
             panic!("accepted");
         };
         assert_eq!(a.answer_error(), error_codes::ABORTED);
+    }
+
+    fn accepted(client_payload: &NoisePayload) -> Accepted {
+        let (_, m) = msg1(client_payload);
+        match read_msg1(&server(), &m, &allow_all()).unwrap() {
+            Msg1::Accepted(a) => *a,
+            Msg1::Refused(_) => panic!("accepted"),
+        }
+    }
+
+    fn relay_info(i: u8) -> RelayInfo {
+        RelayInfo {
+            relay_address: std::net::SocketAddrV4::new([10, 0, 0, i].into(), 49737),
+            peer_address: std::net::SocketAddrV4::new([203, 0, 113, 9].into(), 5000),
+        }
+    }
+
+    fn relay_choice(seed: u8) -> RelayChoice {
+        RelayChoice {
+            key: KeyPair::from_seed([seed; 32]).public_key(),
+            token: [seed; 32],
+            initiator: true,
+        }
+    }
+
+    #[test]
+    fn the_answer_offers_a_holepunch_only_when_not_reachable() {
+        let a = accepted(&payload(PAYLOAD_VERSION, Some(9)));
+        let relays: Vec<RelayInfo> = (1..=12).map(relay_info).collect();
+        let mut ours = payload(PAYLOAD_VERSION, Some(3));
+        ours.firewall = firewall::RANDOM;
+        let answer = a.answer(ours.clone(), 7, &relays, RelayMode::Disabled, None);
+        let offer = answer.payload.holepunch.expect("a holepunch offer");
+        assert_eq!(offer.id, 7);
+        assert_eq!(offer.relays, relays[..MAX_PAYLOAD_RELAYS].to_vec());
+        assert!(answer.punch);
+        assert_eq!(answer.remote_id, Some(9));
+        assert_eq!(answer.payload.error, error_codes::NONE);
+        ours.firewall = firewall::OPEN;
+        let answer = a.answer(ours, 7, &relays, RelayMode::Disabled, None);
+        assert!(answer.payload.holepunch.is_none());
+        assert!(!answer.punch);
+    }
+
+    #[test]
+    fn the_answer_names_our_relay_first_then_the_clients() {
+        let mut client_payload = payload(PAYLOAD_VERSION, Some(9));
+        client_payload.relay_through = Some(relay_choice(0xaa).to_payload());
+        let a = accepted(&client_payload);
+        let ours = payload(PAYLOAD_VERSION, Some(3));
+        // Ours, proposed in the payload.
+        let answer = a.answer(
+            ours.clone(),
+            0,
+            &[],
+            RelayMode::Auto,
+            Some(relay_choice(0xbb)),
+        );
+        assert_eq!(answer.relay, Some(relay_choice(0xbb)));
+        assert_eq!(
+            answer.payload.relay_through,
+            Some(relay_choice(0xbb).to_payload())
+        );
+        // None of ours: the client's, and it pairs as initiator.
+        let answer = a.answer(ours.clone(), 0, &[], RelayMode::Auto, None);
+        let theirs = answer.relay.expect("the client's relay");
+        assert_eq!(theirs.key, relay_choice(0xaa).key);
+        assert!(!theirs.initiator);
+        assert!(answer.payload.relay_through.is_none());
+        // Relaying disabled: none at all.
+        let answer = a.answer(ours, 0, &[], RelayMode::Disabled, Some(relay_choice(0xbb)));
+        assert_eq!(answer.relay, None);
+        assert!(answer.payload.relay_through.is_none());
+    }
+
+    #[test]
+    fn an_answer_with_an_error_connects_nothing() {
+        let a = accepted(&payload(PAYLOAD_VERSION, None));
+        let answer = a.answer(
+            payload(PAYLOAD_VERSION, Some(3)),
+            0,
+            &[],
+            RelayMode::Auto,
+            None,
+        );
+        assert_eq!(answer.payload.error, error_codes::ABORTED);
+        assert_eq!(answer.remote_id, None);
     }
 
     #[test]

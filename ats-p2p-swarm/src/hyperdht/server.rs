@@ -7,6 +7,10 @@
 //! remote key *before* msg2: a refused key gets no answer. Each answered handshake then runs as
 //! its own task (`SessionShell`), the thin async shell of a sans-io `ServerSession` (module
 //! `session` has the rules), until its stream connects or it times out.
+//!
+//! This file is the I/O only: which handshakes are answered and which slot a PEER_HOLEPUNCH
+//! goes to is decided by the sans-io `Listener` (module `listener`), what msg2 says by the
+//! `responder`, everything after msg2 by the `ServerSession`.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, SocketAddrV4};
@@ -16,21 +20,23 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, trace};
 
-use super::connect::{ConnectError, Firewall, HyperDht, RelayChoice, RelayMode};
+use super::connect::{ConnectError, Firewall, HyperDht, RelayMode};
 use super::crypto::holepunch_secret;
 use super::driver::ServerEvent;
 use super::holepunch::NatSampler;
-use super::messages::{Handshake, Holepunch, HolepunchInfo, RelayInfo};
+pub use super::listener::HANDSHAKE_CLEAR_WAIT;
+use super::listener::{HandshakeVerdict, Listener, Slot};
+use super::messages::{Handshake, Holepunch, RelayInfo};
 use super::path::{Connection, PathInfo, PathKind};
 use super::punch::{PunchSockets, next_hit};
-use super::responder::{Msg1, read_msg1};
+pub use super::responder::MAX_PAYLOAD_RELAYS;
+use super::responder::{Answer, Msg1, read_msg1};
 use super::schedule::ProbeOp;
 pub use super::session::{PUNCH_DURATION, SERVER_CONNECT_TIMEOUT};
 use super::session::{
     RoundId, SESSION_QUEUE, ServerSession, SessionAction, SessionOutcome, SessionParams,
     SessionPath,
 };
-use super::{error_codes, firewall};
 use crate::dht::{IncomingRequest, hash};
 use crate::keys::{KeyPair, PublicKey};
 use crate::relay::{RelayError, RelayedPath};
@@ -39,19 +45,10 @@ use crate::udx::UdxStream;
 use crate::wait;
 use futures::future::BoxFuture;
 
-/// How long a handshake's msg2 is kept for duplicates (JS `handshakeClearWait`).
-pub const HANDSHAKE_CLEAR_WAIT: Duration = Duration::from_secs(10);
 /// Self-announce refresh period (JS re-announces every ~5 min; relays forget after 20 min).
 pub const REANNOUNCE_INTERVAL: Duration = Duration::from_secs(60);
-/// Holepunch relays offered in a Noise payload (JS offers all of its announce relays, ≤ 20; a
-/// few keep msg2 small and the client uses one).
-pub const MAX_PAYLOAD_RELAYS: usize = 8;
-/// Most handshakes remembered for deduplication at once (bounded memory under floods).
-const MAX_HANDSHAKES: usize = 1024;
 /// Accepted connections queued before the application takes them.
 const ACCEPT_QUEUE: usize = 16;
-/// Holepunch sessions (slots) a server keeps at once; older ones are dropped.
-const MAX_PUNCH_SESSIONS: usize = 256;
 
 /// A listening server: accepted connections (remote key allowed by the firewall).
 #[derive(Debug)]
@@ -129,16 +126,8 @@ impl HyperDht {
     }
 }
 
-struct Seen {
-    at: Instant,
-    msg2: Option<Vec<u8>>,
-}
-
-/// The run loop's handle on one handshake's task (its holepunch slot).
-struct Session {
-    at: Instant,
-    tx: mpsc::Sender<(IncomingRequest, Holepunch)>,
-}
+/// The channel to one handshake's session task: PEER_HOLEPUNCH rounds for its slot.
+type SessionRounds = mpsc::Sender<(IncomingRequest, Holepunch)>;
 
 async fn run_server(
     dht: Arc<HyperDht>,
@@ -149,9 +138,8 @@ async fn run_server(
     accepted: mpsc::Sender<Connection>,
 ) {
     let target = hash(key_pair.public_key().as_bytes());
-    let mut seen: HashMap<Vec<u8>, Seen> = HashMap::new();
-    let mut sessions: HashMap<u64, Session> = HashMap::new();
-    let mut next_slot: u64 = 0;
+    let mut listener = Listener::new();
+    let mut sessions: HashMap<Slot, SessionRounds> = HashMap::new();
     let mut announce = tokio::time::interval_at(
         tokio::time::Instant::now() + REANNOUNCE_INTERVAL,
         REANNOUNCE_INTERVAL,
@@ -170,35 +158,40 @@ async fn run_server(
             ev = events.recv() => {
                 let Some(ev) = ev else { break };
                 let now = Instant::now();
-                sessions.retain(|_, s| !s.tx.is_closed() && now.duration_since(s.at) < SERVER_CONNECT_TIMEOUT + PUNCH_DURATION);
+                sessions.retain(|slot, tx| {
+                    let open = !tx.is_closed();
+                    if !open {
+                        listener.handle_session_ended(*slot);
+                    }
+                    open
+                });
                 let (req, handshake) = match ev {
                     ServerEvent::Handshake { req, handshake } => (req, handshake),
                     ServerEvent::Holepunch { req, holepunch } => {
-                        match sessions.get(&holepunch.id) {
-                            Some(s) => {
-                                let slot = holepunch.id;
-                                if let Err(mpsc::error::TrySendError::Full(_)) = s.tx.try_send((req, holepunch)) {
+                        let slot = holepunch.id;
+                        let open = listener.handle_holepunch(slot, now);
+                        forget_sessions(&mut listener, &mut sessions);
+                        match sessions.get(&slot).filter(|_| open) {
+                            Some(tx) => {
+                                if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send((req, holepunch)) {
                                     debug!(slot, "holepunch session queue full: round dropped (the client resends)");
                                 }
                             }
-                            None => trace!(id = holepunch.id, "holepunch for an unknown slot"),
+                            None => trace!(id = slot, "holepunch for an unknown slot"),
                         }
                         continue;
                     }
                 };
-                seen.retain(|_, s| now.duration_since(s.at) < HANDSHAKE_CLEAR_WAIT);
-                if let Some(s) = seen.get(&handshake.noise) {
-                    if let Some(m) = &s.msg2 {
-                        let _ = dht.node.answer_handshake(req, handshake.clone(), m.clone()).await;
+                let verdict = listener.handle_handshake(&handshake.noise, now);
+                forget_sessions(&mut listener, &mut sessions);
+                let slot = match verdict {
+                    HandshakeVerdict::Repeat(msg2) => {
+                        let _ = dht.node.answer_handshake(req, handshake, msg2).await;
+                        continue;
                     }
-                    continue;
-                }
-                if seen.len() >= MAX_HANDSHAKES {
-                    continue;
-                }
-                let key = handshake.noise.clone();
-                let slot = next_slot;
-                next_slot = next_slot.wrapping_add(1);
+                    HandshakeVerdict::Ignore => continue,
+                    HandshakeVerdict::Answer { slot } => slot,
+                };
                 let answer = Responder {
                     dht: &dht,
                     key_pair: &key_pair,
@@ -209,28 +202,24 @@ async fn run_server(
                 }
                 .respond(req, handshake)
                 .await;
-                let msg2 = match answer {
-                    Ok((m, session)) => {
-                        if let Some(session) = session {
-                            if sessions.len() >= MAX_PUNCH_SESSIONS
-                                && let Some(oldest) = sessions.iter().min_by_key(|(_, s)| s.at).map(|(k, _)| *k) {
-                                    sessions.remove(&oldest);
-                                }
-                            sessions.insert(slot, session);
-                        }
-                        m
-                    }
-                    Err(e) => {
-                        debug!(error = %e, "handshake failed");
-                        None
-                    }
-                };
-                // Only a handshake that decrypted is remembered: junk cannot fill the table.
-                if msg2.is_some() {
-                    seen.insert(key, Seen { at: now, msg2 });
+                let (msg2, session) = answer.unwrap_or_else(|e| {
+                    debug!(error = %e, "handshake failed");
+                    (None, None)
+                });
+                listener.handle_answered(slot, msg2, session.is_some(), Instant::now());
+                forget_sessions(&mut listener, &mut sessions);
+                if let Some(tx) = session {
+                    sessions.insert(slot, tx);
                 }
             }
         }
+    }
+}
+
+/// Drops the channels of the slots the listener closed.
+fn forget_sessions(listener: &mut Listener, sessions: &mut HashMap<Slot, SessionRounds>) {
+    while let Some(slot) = listener.poll_forget() {
+        sessions.remove(&slot);
     }
 }
 
@@ -241,17 +230,17 @@ struct Responder<'a> {
     firewall: &'a Firewall,
     relays: &'a [RelayInfo],
     accepted: &'a mpsc::Sender<Connection>,
-    slot: u64,
+    slot: Slot,
 }
 
 impl Responder<'_> {
     /// Runs the responder side of one handshake; returns msg2 (None when refused) and, for a
-    /// handshake that goes on to connect, the session handle of its holepunch slot.
+    /// handshake that goes on to connect and offered a holepunch, the channel to its session.
     async fn respond(
         self,
         req: IncomingRequest,
         handshake: Handshake,
-    ) -> Result<(Option<Vec<u8>>, Option<Session>), ConnectError> {
+    ) -> Result<(Option<Vec<u8>>, Option<SessionRounds>), ConnectError> {
         let dht = self.dht;
         let accepted = match read_msg1(self.key_pair, &handshake.noise, self.firewall)? {
             Msg1::Refused(pk) => {
@@ -260,40 +249,21 @@ impl Responder<'_> {
             }
             Msg1::Accepted(a) => *a,
         };
-        let remote_key = accepted.remote_key;
-        let remote_id = accepted.remote_id();
-        let cp_relay = accepted.payload.relay_through;
         let raw = dht.create_stream()?;
-        let mut payload = dht.local_payload(raw.local_id(), true).await;
-        payload.error = accepted.answer_error();
-        let punch = payload.firewall != firewall::OPEN;
-        if punch {
-            // As hyperdht: the nodes we announced to, each with our address as it saw us; a JS
-            // client only holepunches when this list is non-empty.
-            payload.holepunch = Some(HolepunchInfo {
-                id: self.slot,
-                relays: self
-                    .relays
-                    .iter()
-                    .take(MAX_PAYLOAD_RELAYS)
-                    .copied()
-                    .collect(),
-            });
-        }
-        // hyperdht's rule: the server's relay if it has one (it pairs as initiator), else the
-        // client's (the client pairs as initiator).
-        let relay = match dht.relay_mode() {
+        let local = dht.local_payload(raw.local_id(), true).await;
+        let mode = dht.relay_mode();
+        let ours = match mode {
             RelayMode::Disabled => None,
-            _ => match dht.propose_relay(&remote_key).await {
-                Some(ours) => {
-                    payload.relay_through = Some(ours.to_payload());
-                    Some(ours)
-                }
-                None => RelayChoice::agree(dht.relay_mode(), None, cp_relay.as_ref()),
-            },
+            _ => dht.propose_relay(&accepted.remote_key).await,
         };
+        let Answer {
+            payload,
+            relay,
+            punch,
+            remote_id,
+        } = accepted.answer(local, self.slot, self.relays, mode, ours);
         let (msg2, hs) = accepted.finish(&payload)?;
-        let Some(remote_id) = remote_id.filter(|_| payload.error == error_codes::NONE) else {
+        let Some(remote_id) = remote_id else {
             dht.node
                 .answer_handshake(req, handshake, msg2.clone())
                 .await?;
@@ -332,13 +302,7 @@ impl Responder<'_> {
             relayed: None,
         };
         tokio::spawn(shell.run(first, rx));
-        Ok((
-            Some(msg2),
-            punch.then(|| Session {
-                at: Instant::now(),
-                tx,
-            }),
-        ))
+        Ok((Some(msg2), punch.then_some(tx)))
     }
 }
 

@@ -3,11 +3,16 @@
 
 use std::time::{Duration, Instant};
 
-use super::{
-    MAX_RTO_TIMEOUTS, MIN_REORDER_WINDOW, Pacer, SentState, Stream, TLP_SINGLE_PACKET_EXTRA, Timer,
-};
+use super::{Pacer, SentState, Stream, Timer};
 use crate::udx::CloseReason;
 use crate::udx::packet::seq_diff;
+
+/// Consecutive RTO expiries after which the stream times out (`UDX_MAX_RTO_TIMEOUTS`).
+const MAX_RTO_TIMEOUTS: u32 = 6;
+/// Extra probe timeout when a single packet is in flight (RFC 8985 TLP, libudx +2 ms).
+const TLP_SINGLE_PACKET_EXTRA: Duration = Duration::from_millis(2);
+/// Floor of the RACK reordering window: below the driver's timer resolution it is meaningless.
+const MIN_REORDER_WINDOW: Duration = Duration::from_millis(1);
 
 impl Stream {
     /// RACK: a packet sent before the most recently delivered one, by more than the reordering

@@ -5,8 +5,16 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::{MAX_REORDER_DISTANCE, RECV_SLACK, Stream};
+use super::Stream;
 use crate::udx::packet::{Header, MAX_SACK_BLOCKS, flags};
+use crate::udx::{CloseReason, ReadError};
+
+/// Out-of-order packets are accepted at most this far ahead of the cumulative ack (libudx scans
+/// 65536 seqs for SACKs).
+const MAX_REORDER_DISTANCE: u32 = 65_536;
+/// Bytes accepted beyond the advertised window before data is dropped (packets already in
+/// flight when the window shrank).
+pub const RECV_SLACK: usize = 256 * 1024;
 
 /// The receive half of a stream.
 #[derive(Debug)]
@@ -167,6 +175,54 @@ impl RecvState {
 }
 
 impl Stream {
+    /// Bytes held on the receive side (read buffer plus out-of-order packets); bounded by
+    /// `rwnd_max` plus a small slack whatever the peer sends.
+    pub fn recv_held(&self) -> usize {
+        self.recv.held()
+    }
+
+    /// Out-of-order packets held (bounded by the reorder distance, 65536).
+    pub fn recv_out_of_order(&self) -> usize {
+        self.recv.ooo.len()
+    }
+
+    /// Bytes of space left in the receive window (what we advertise).
+    pub fn recv_window(&self) -> u32 {
+        self.recv.window(self.cfg.rwnd_max)
+    }
+
+    /// Reads in-order bytes. `Ok(0)` is the end of the stream (for a non-empty `buf`);
+    /// `Blocked` means no data yet (wait for [`Event::Readable`](super::Event::Readable)).
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, ReadError> {
+        self.read_with(buf.len(), |src| {
+            if let Some(dst) = buf.get_mut(..src.len()) {
+                dst.copy_from_slice(src);
+            }
+        })
+    }
+
+    /// Like [`Stream::read`], but hands up to `max` in-order bytes to `take` (which must
+    /// consume all of them) instead of copying into a slice: a caller with uninitialised
+    /// buffer space copies once and never zero-fills it first.
+    pub fn read_with(&mut self, max: usize, take: impl FnOnce(&[u8])) -> Result<usize, ReadError> {
+        if max == 0 {
+            return Ok(0);
+        }
+        if !self.recv.has_data() {
+            if self.recv.ended {
+                return Ok(0);
+            }
+            return Err(match self.closed {
+                Some(CloseReason::Finished) => return Ok(0),
+                Some(r) => ReadError::Closed(r),
+                None => ReadError::Blocked,
+            });
+        }
+        let n = self.recv.take(max, take);
+        self.maybe_window_update();
+        Ok(n)
+    }
+
     pub(super) fn on_data(&mut self, h: Header, payload: &[u8], diff: u32) {
         if self.recv.on_data(h, payload, diff, self.cfg.rwnd_max) == Arrival::Dropped {
             self.stats.dropped += 1;

@@ -8,9 +8,12 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use super::mtu::MtuState;
-use super::{MAX_SACK_BLOCKS_PROCESSED, Stream, Timer};
+use super::{DEFAULT_RWND_MAX, MAX_QUEUED_MESSAGES, Stream, Timer};
 use crate::udx::WriteError;
 use crate::udx::packet::{HEADER_SIZE, Header, Packet, flags, seq_diff};
+
+/// SACK blocks processed per incoming packet; libudx sends at most 50. Bounds forged-SACK work.
+const MAX_SACK_BLOCKS_PROCESSED: usize = 64;
 
 /// Where a sent packet stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,7 +107,7 @@ impl SendState {
             tlp_probe: None,
             tlp_in_flight: false,
             inflight_bytes: 0,
-            peer_rwnd: super::DEFAULT_RWND_MAX,
+            peer_rwnd: DEFAULT_RWND_MAX,
             wl1: 0,
             wl2: 0,
             end_requested: false,
@@ -214,6 +217,62 @@ pub(super) struct Delivery {
 }
 
 impl Stream {
+    /// Bytes written and not yet acknowledged.
+    pub fn send_buffered(&self) -> usize {
+        self.send.buffered
+    }
+
+    /// Bytes written but not yet packetised.
+    pub fn send_queued(&self) -> usize {
+        self.send.queued
+    }
+
+    /// True when everything written (and the END, if requested) has been acknowledged.
+    pub fn is_flushed(&self) -> bool {
+        self.send.is_flushed()
+    }
+
+    /// True when our END was acknowledged.
+    pub fn is_end_acked(&self) -> bool {
+        self.send.end_acked
+    }
+
+    /// Queues bytes for sending; returns how many were taken. `Blocked` when the send buffer is
+    /// full (wait for [`Event::Writable`](super::Event::Writable)).
+    pub fn write(&mut self, data: &[u8]) -> Result<usize, WriteError> {
+        if let Some(r) = self.closed {
+            return Err(WriteError::Closed(r));
+        }
+        if self.send.end_requested || self.destroy_pending {
+            return Err(WriteError::Ended);
+        }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        self.send.queue(data, self.cfg.send_buffer)
+    }
+
+    /// Ends our write side (sends END after the buffered data).
+    pub fn shutdown(&mut self) -> Result<(), WriteError> {
+        if let Some(r) = self.closed {
+            return Err(WriteError::Closed(r));
+        }
+        self.send.end_requested = true;
+        Ok(())
+    }
+
+    /// Queues an unreliable MESSAGE datagram (no retransmission, no congestion control).
+    pub fn send_message(&mut self, data: &[u8]) -> Result<(), WriteError> {
+        if let Some(r) = self.closed {
+            return Err(WriteError::Closed(r));
+        }
+        if self.send.messages.len() >= MAX_QUEUED_MESSAGES {
+            return Err(WriteError::Blocked);
+        }
+        self.send.messages.push_back(Bytes::copy_from_slice(data));
+        Ok(())
+    }
+
     /// The acknowledgement part of an incoming packet: the peer's window, cumulative and
     /// selective acks, RTT samples, congestion control, loss detection. False when the packet
     /// acknowledges something never sent (forged or stale): the rest of it is ignored too.

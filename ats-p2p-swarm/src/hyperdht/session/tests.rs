@@ -1,10 +1,23 @@
 //! Unit tests of [`ServerSession`]: every path the shell drives, time stepped by hand (no
 //! sockets, no sleeps).
 
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
 use super::*;
-use crate::hyperdht::holepunch::{CONSISTENT_PROBE_INTERVAL, MAX_CONSISTENT_ROUNDS};
-use crate::hyperdht::messages::Mode;
+use crate::dht::Id;
+use crate::hyperdht::connect::RelayChoice;
+use crate::hyperdht::crypto::{secretbox_open, secretbox_seal};
+use crate::hyperdht::holepunch::{
+    CONSISTENT_PROBE_INTERVAL, MAX_CONSISTENT_ROUNDS, RandomPunchGate,
+};
+use crate::hyperdht::messages::{Holepunch, HolepunchPayload, Mode, RelayInfo};
+use crate::hyperdht::path::PathKind;
+use crate::hyperdht::punch::Hit;
+use crate::hyperdht::schedule::ProbeOp;
+use crate::hyperdht::{error_codes, firewall};
 use crate::keys::KeyPair;
+use crate::relay::RELAY_TIMEOUT;
 
 fn a(s: &str) -> SocketAddrV4 {
     s.parse().unwrap()

@@ -1,10 +1,23 @@
 //! Unit tests of [`ClientConnect`]: every path the shell drives, with a real Noise responder
 //! playing the server and time stepped by hand (no sockets, no sleeps).
 
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use super::rounds::UNKNOWN_RETRY_PAUSE;
 use super::*;
 use crate::dht::QueryReply;
+use crate::hyperdht::connect::PAYLOAD_VERSION;
+use crate::hyperdht::crypto::{holepunch_secret, secretbox_open, secretbox_seal};
 use crate::hyperdht::holepunch::RANDOM_PUNCH_INTERVAL;
-use crate::hyperdht::messages::{HolepunchInfo, RelayThroughInfo, UdxInfo};
+use crate::hyperdht::messages::{
+    Handshake, Holepunch, HolepunchInfo, HolepunchPayload, Mode, NoisePayload, RelayInfo,
+    RelayThroughInfo, UdxInfo,
+};
+use crate::hyperdht::punch::Hit;
+use crate::hyperdht::schedule::ProbeOp;
+use crate::hyperdht::{commands, error_codes, firewall};
+use crate::keys::KeyPair;
 use crate::noise::{NoiseConfig, NoiseHandshake};
 
 fn a(s: &str) -> SocketAddrV4 {
