@@ -231,7 +231,10 @@ impl Lab {
 
     fn node(&self, sub: &str, actor: &str) -> Command {
         let mut c = Command::new(&self.cli);
-        c.args([sub, "--json", "--host", "127.0.0.1", "--ephemeral"])
+        // One key per actor for the whole run: the listener remembers the sender's key after
+        // its first transfer and would refuse a new one.
+        c.args([sub, "--json", "--host", "127.0.0.1", "--key-dir"])
+            .arg(self.dir.join(format!("keys-{actor}")))
             .args(["--bootstrap", &self.boot, "--ats-url", &self.url])
             .args(["--actor-id", actor, "--known-keys"])
             .arg(self.dir.join(format!("known-{actor}.json")));
