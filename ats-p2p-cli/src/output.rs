@@ -57,6 +57,15 @@ fn event_first(value: &serde_json::Value) -> String {
     line
 }
 
+/// `/ (N files)` after a directory's name; nothing for a file.
+fn directory_note(file_count: Option<u64>) -> String {
+    match file_count {
+        Some(1) => "/ (1 file)".to_owned(),
+        Some(n) => format!("/ ({n} files)"),
+        None => String::new(),
+    }
+}
+
 /// `n` bytes for people: `10.00 MiB`.
 pub(crate) fn human_size(n: u64) -> String {
     BinaryBytes(n).to_string()
@@ -190,6 +199,7 @@ impl Output {
                 file_name,
                 file_size,
                 recipient_id,
+                file_count,
                 ..
             } => {
                 // The hashing bar, if any, now waits for the recipient.
@@ -199,7 +209,8 @@ impl Output {
                     bar.set_message(format!("waiting for {recipient_id} to accept"));
                 }
                 self.result(&format!(
-                    "{tag}offered {file_name} ({}) to {recipient_id}: transfer {transfer_id}, task {task_id}",
+                    "{tag}offered {file_name}{} ({}) to {recipient_id}: transfer {transfer_id}, task {task_id}",
+                    directory_note(*file_count),
                     human_size(*file_size)
                 ));
             }
@@ -211,9 +222,11 @@ impl Output {
                 file_hash,
                 sender_id,
                 sender_key,
+                file_count,
             } => {
                 self.result(&format!(
-                    "{tag}offer from {sender_id}: {file_name:?} ({}), transfer {transfer_id}, task {task_id}",
+                    "{tag}offer from {sender_id}: {file_name:?}{} ({}), transfer {transfer_id}, task {task_id}",
+                    directory_note(*file_count),
                     human_size(*file_size)
                 ));
                 self.note(&format!(

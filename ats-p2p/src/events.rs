@@ -76,6 +76,9 @@ pub enum Event {
         file_hash: String,
         /// Who the offer is for.
         recipient_id: String,
+        /// A directory offer: how many files it holds (`file_size` is their total).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file_count: Option<u64>,
     },
     /// Receiver: an offer arrived (the seed's `file` event), before any policy decision.
     File {
@@ -93,6 +96,9 @@ pub enum Event {
         sender_id: String,
         /// The sender's swarm public key, 64 hex.
         sender_key: String,
+        /// A directory offer: how many files it holds (`file_size` is their total).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file_count: Option<u64>,
     },
     /// Either side: the peer connected and bytes are about to flow.
     TransferStart {
@@ -299,6 +305,7 @@ mod tests {
                 file_size: 10,
                 file_hash: "ab".repeat(32),
                 recipient_id: "agent-b".into(),
+                file_count: None,
             },
             Event::File {
                 transfer_id: TID.into(),
@@ -308,6 +315,7 @@ mod tests {
                 file_hash: "ab".repeat(32),
                 sender_id: "agent-a".into(),
                 sender_key: "cd".repeat(32),
+                file_count: Some(3),
             },
             Event::TransferStart {
                 transfer_id: TID.into(),

@@ -206,6 +206,7 @@ impl SendLifecycle {
             file_size: self.offer.size,
             file_hash: hex::encode(self.offer.sha256),
             recipient_id: self.offer.recipient_id.clone(),
+            file_count: self.offer.manifest.as_ref().map(|m| m.files.len() as u64),
         }));
         self.state = State::Awaiting {
             deadline: now + self.timeout,

@@ -362,6 +362,7 @@ async fn judge(
         file_hash: hex::encode(offer.sha256),
         sender_id: offer.sender_id.clone(),
         sender_key: hex::encode(offer.sender_key),
+        file_count: offer.manifest.as_ref().map(|m| m.files.len() as u64),
     }));
     let job = |approval| Job {
         shared: shared.clone(),
