@@ -10,24 +10,27 @@
 //! repeat that meets "already in the target state" counts as success. `create`, `claim` and
 //! `post_message` are repeated only when the connection could not be opened at all (the request
 //! never reached the server), so a claim is never retried blindly.
+//!
+//! The parts: this module builds a [`Client`] from a [`ClientConfig`] (headers, base URL,
+//! scope); `http` sends one request and repeats it by its retry rule; `tasks` holds the typed
+//! calls that create, read and update tasks and messages; `transitions` the claims and status
+//! actions with their rules for repeats.
 
 mod decode;
+mod http;
+mod tasks;
+mod transitions;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::Method;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
-use serde_json::{Value, json};
 use url::Url;
 
-use self::decode::{decode, decode_task, decode_task_list, error_message, unwrap_envelope};
+use self::http::join;
 use crate::auth::AccessToken;
 use crate::error::SignalError;
-use crate::types::{
-    Actor, Health, ListQuery, Message, NewTask, Part, Stats, Task, TaskId, TaskList, TaskStatus,
-    TaskUpdate,
-};
+use crate::types::Actor;
 
 /// First retry delay; doubled on every attempt (plus jitter: `client::backoff`).
 pub const RETRY_BASE_DELAY: Duration = Duration::from_millis(100);
@@ -94,15 +97,6 @@ impl ClientConfig {
     }
 }
 
-/// When a failed attempt may be repeated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Retry {
-    /// Connection errors, timeouts and 5xx (reads, PATCH, transitions).
-    Safe,
-    /// Only when the connection could not be opened: the server never saw the request.
-    ConnectOnly,
-}
-
 /// A cheap-to-clone handle to an ATS server, for one actor.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -151,16 +145,6 @@ pub(crate) fn parse_base_url(base_url: &str) -> Result<Url, SignalError> {
             reason: format!("scheme {other:?} is not http or https"),
         }),
     }
-}
-
-/// `base` with `segments` appended to its path.
-fn join(base: &Url, segments: &[&str]) -> Url {
-    let mut url = base.clone();
-    if let Ok(mut path) = url.path_segments_mut() {
-        path.pop_if_empty();
-        path.extend(segments);
-    }
-    url
 }
 
 /// The retry schedule of every request and reconnect in this crate (`backon`'s exponential
@@ -264,335 +248,6 @@ impl Client {
             .append_pair("actor_id", &self.inner.actor.id)
             .append_pair("actor_name", &self.inner.actor.name);
         url
-    }
-
-    fn task_url(&self, rest: &[&str]) -> Url {
-        let mut segs: Vec<&str> = self.inner.scope.iter().map(String::as_str).collect();
-        segs.push("tasks");
-        segs.extend_from_slice(rest);
-        join(&self.inner.base, &segs)
-    }
-
-    /// One attempt: send, read the capped body, map errors.
-    async fn attempt(
-        &self,
-        method: &Method,
-        url: &Url,
-        query: &[(&str, String)],
-        body: Option<&Value>,
-    ) -> Result<Value, SignalError> {
-        let mut req = self.inner.http.request(method.clone(), url.clone());
-        if !query.is_empty() {
-            req = req.query(query);
-        }
-        if let Some(body) = body {
-            req = req.body(body.to_string());
-        }
-        let map_err = |e: reqwest::Error| {
-            if e.is_timeout() {
-                SignalError::Timeout {
-                    url: url.to_string(),
-                }
-            } else if e.is_connect() {
-                SignalError::Connect {
-                    url: url.to_string(),
-                    source: e,
-                }
-            } else {
-                SignalError::Transport {
-                    url: url.to_string(),
-                    source: e,
-                }
-            }
-        };
-        let mut resp = req.send().await.map_err(map_err)?;
-        let status = resp.status();
-        if let Some(len) = resp.content_length()
-            && usize::try_from(len).map_or(true, |l| l > MAX_RESPONSE_BYTES)
-        {
-            return Err(SignalError::ResponseTooLarge {
-                limit: MAX_RESPONSE_BYTES,
-            });
-        }
-        let mut buf = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(map_err)? {
-            if buf.len().saturating_add(chunk.len()) > MAX_RESPONSE_BYTES {
-                return Err(SignalError::ResponseTooLarge {
-                    limit: MAX_RESPONSE_BYTES,
-                });
-            }
-            buf.extend_from_slice(&chunk);
-        }
-        if !status.is_success() {
-            return Err(SignalError::Http {
-                status: status.as_u16(),
-                message: error_message(status, &buf),
-            });
-        }
-        if buf.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Value::Null);
-        }
-        serde_json::from_slice(&buf).map_err(|e| SignalError::Decode {
-            what: "response body",
-            reason: e.to_string(),
-        })
-    }
-
-    /// Sends with the given retry policy. Returns the JSON body (`Null` when empty).
-    async fn send(
-        &self,
-        method: Method,
-        url: Url,
-        query: &[(&str, String)],
-        body: Option<&Value>,
-        retry: Retry,
-    ) -> Result<Value, SignalError> {
-        let mut attempt = 0u32;
-        let mut delays = backoff(RETRY_BASE_DELAY, RETRY_MAX_DELAY);
-        loop {
-            let result = self.attempt(&method, &url, query, body).await;
-            let err = match result {
-                Ok(v) => return Ok(v),
-                Err(e) => e,
-            };
-            let may_retry = match retry {
-                Retry::Safe => err.is_transient(),
-                Retry::ConnectOnly => matches!(err, SignalError::Connect { .. }),
-            };
-            if !may_retry || attempt >= self.inner.max_retries {
-                return Err(err);
-            }
-            let delay = delays.next().unwrap_or(RETRY_MAX_DELAY);
-            tracing::debug!(%url, %err, ?delay, attempt, "retrying ATS request");
-            tokio::time::sleep(delay).await;
-            attempt = attempt.saturating_add(1);
-        }
-    }
-
-    /// `GET /health`.
-    pub async fn health(&self) -> Result<Health, SignalError> {
-        let url = join(&self.inner.base, &["health"]);
-        let v = self.send(Method::GET, url, &[], None, Retry::Safe).await?;
-        decode("health", v)
-    }
-
-    /// `GET /tasks/stats` (never project-scoped).
-    pub async fn stats(&self) -> Result<Stats, SignalError> {
-        let url = join(&self.inner.base, &["tasks", "stats"]);
-        let v = self.send(Method::GET, url, &[], None, Retry::Safe).await?;
-        decode("stats", unwrap_envelope(v, "stats"))
-    }
-
-    /// `POST /tasks`: creates a task (retried only if the server was never reached).
-    pub async fn create_task(&self, task: &NewTask) -> Result<Task, SignalError> {
-        let body = serde_json::to_value(task).map_err(|e| SignalError::Decode {
-            what: "new task",
-            reason: e.to_string(),
-        })?;
-        let url = self.task_url(&[]);
-        let v = self
-            .send(Method::POST, url, &[], Some(&body), Retry::ConnectOnly)
-            .await?;
-        decode_task(v)
-    }
-
-    /// `GET /tasks/{id}`.
-    pub async fn get_task(&self, id: TaskId) -> Result<Task, SignalError> {
-        let url = self.task_url(&[&id.to_string()]);
-        let v = self.send(Method::GET, url, &[], None, Retry::Safe).await?;
-        decode_task(v)
-    }
-
-    /// `GET /tasks` with filters. Unlike the `ats` CLI, no status filter is added.
-    pub async fn list_tasks(&self, query: &ListQuery) -> Result<TaskList, SignalError> {
-        let url = self.task_url(&[]);
-        let pairs = query.to_pairs();
-        let v = self
-            .send(Method::GET, url, &pairs, None, Retry::Safe)
-            .await?;
-        decode_task_list(v)
-    }
-
-    /// `PATCH /tasks/{id}`.
-    pub async fn update_task(&self, id: TaskId, update: &TaskUpdate) -> Result<Task, SignalError> {
-        let body = serde_json::to_value(update).map_err(|e| SignalError::Decode {
-            what: "task update",
-            reason: e.to_string(),
-        })?;
-        let url = self.task_url(&[&id.to_string()]);
-        let v = self
-            .send(Method::PATCH, url, &[], Some(&body), Retry::Safe)
-            .await?;
-        self.task_or_get(id, v).await
-    }
-
-    /// `POST /tasks/{id}/claim` with a lease (`None`: the server default, 60 s).
-    ///
-    /// A 409 (held by someone else, or not pending) is [`SignalError::ClaimConflict`]. Never
-    /// repeated once the request may have reached the server.
-    pub async fn claim(&self, id: TaskId, lease: Option<Duration>) -> Result<Task, SignalError> {
-        self.claim_inner(id, lease).await.map_err(|e| match e {
-            SignalError::Http {
-                status: 409,
-                message,
-            } => SignalError::ClaimConflict {
-                task_id: id,
-                message,
-            },
-            other => other,
-        })
-    }
-
-    /// Renews our own claim (a claim by the current assignee extends its lease).
-    ///
-    /// A 409 means the lease lapsed and the task moved on: [`SignalError::ClaimLost`].
-    pub async fn renew_claim(&self, id: TaskId, lease: Duration) -> Result<Task, SignalError> {
-        self.claim_inner(id, Some(lease))
-            .await
-            .map_err(|e| match e {
-                SignalError::Http {
-                    status: 409,
-                    message,
-                } => SignalError::ClaimLost {
-                    task_id: id,
-                    message,
-                },
-                other => other,
-            })
-    }
-
-    async fn claim_inner(&self, id: TaskId, lease: Option<Duration>) -> Result<Task, SignalError> {
-        let body = match lease {
-            Some(l) => {
-                json!({ "lease_duration": u64::try_from(l.as_millis()).unwrap_or(u64::MAX) })
-            }
-            None => json!({}),
-        };
-        let url = self.task_url(&[&id.to_string(), "claim"]);
-        let v = self
-            .send(Method::POST, url, &[], Some(&body), Retry::ConnectOnly)
-            .await?;
-        self.task_or_get(id, v).await
-    }
-
-    /// `POST /tasks/{id}/complete` with outputs (stored as given).
-    pub async fn complete(&self, id: TaskId, outputs: Vec<Value>) -> Result<Task, SignalError> {
-        let body = json!({ "outputs": outputs });
-        self.transition(id, "complete", Some(body), TaskStatus::Completed)
-            .await
-    }
-
-    /// `POST /tasks/{id}/fail` with an optional reason.
-    pub async fn fail(&self, id: TaskId, reason: Option<&str>) -> Result<Task, SignalError> {
-        self.transition(id, "fail", Some(reason_body(reason)), TaskStatus::Failed)
-            .await
-    }
-
-    /// `POST /tasks/{id}/reject` with an optional reason.
-    pub async fn reject(&self, id: TaskId, reason: Option<&str>) -> Result<Task, SignalError> {
-        self.transition(
-            id,
-            "reject",
-            Some(reason_body(reason)),
-            TaskStatus::Rejected,
-        )
-        .await
-    }
-
-    /// `POST /tasks/{id}/cancel` (sent without a body, like the `ats` CLI).
-    pub async fn cancel(&self, id: TaskId) -> Result<Task, SignalError> {
-        self.transition(id, "cancel", None, TaskStatus::Cancelled)
-            .await
-    }
-
-    /// `POST /tasks/{id}/reopen` with an optional reason.
-    pub async fn reopen(&self, id: TaskId, reason: Option<&str>) -> Result<Task, SignalError> {
-        self.transition(id, "reopen", Some(reason_body(reason)), TaskStatus::Pending)
-            .await
-    }
-
-    /// A state transition; a repeated attempt that meets 409 succeeds if the task is already in
-    /// `target` (the first attempt went through but its answer was lost).
-    async fn transition(
-        &self,
-        id: TaskId,
-        action: &str,
-        body: Option<Value>,
-        target: TaskStatus,
-    ) -> Result<Task, SignalError> {
-        let url = self.task_url(&[&id.to_string(), action]);
-        let mut attempt = 0u32;
-        let mut delays = backoff(RETRY_BASE_DELAY, RETRY_MAX_DELAY);
-        let mut repeated = false;
-        loop {
-            match self.attempt(&Method::POST, &url, &[], body.as_ref()).await {
-                Ok(v) => return self.task_or_get(id, v).await,
-                Err(SignalError::Http {
-                    status: 409,
-                    message,
-                }) if repeated => {
-                    let task = self.get_task(id).await?;
-                    if task.status == target {
-                        return Ok(task);
-                    }
-                    return Err(SignalError::Http {
-                        status: 409,
-                        message,
-                    });
-                }
-                Err(e) if e.is_transient() && attempt < self.inner.max_retries => {
-                    // A refused connection never reached the server; anything else may have.
-                    if !matches!(e, SignalError::Connect { .. }) {
-                        repeated = true;
-                    }
-                    let delay = delays.next().unwrap_or(RETRY_MAX_DELAY);
-                    tracing::debug!(%url, %e, ?delay, "retrying ATS transition");
-                    tokio::time::sleep(delay).await;
-                    attempt = attempt.saturating_add(1);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// The task in an answer, or a fresh `GET` when the server answered something else.
-    async fn task_or_get(&self, id: TaskId, v: Value) -> Result<Task, SignalError> {
-        match decode_task(v) {
-            Ok(t) => Ok(t),
-            Err(_) => self.get_task(id).await,
-        }
-    }
-
-    /// `POST /tasks/{id}/messages` with the given parts.
-    pub async fn post_message(&self, id: TaskId, parts: Vec<Part>) -> Result<Message, SignalError> {
-        let body = json!({ "parts": parts });
-        let url = self.task_url(&[&id.to_string(), "messages"]);
-        let v = self
-            .send(Method::POST, url, &[], Some(&body), Retry::ConnectOnly)
-            .await?;
-        decode("message", unwrap_envelope(v, "message"))
-    }
-
-    /// Posts one `text` part, as `ats message add` does.
-    pub async fn post_text(&self, id: TaskId, text: &str) -> Result<Message, SignalError> {
-        self.post_message(id, vec![Part::text(text)]).await
-    }
-
-    /// `GET /tasks/{id}/messages`, oldest first.
-    pub async fn list_messages(&self, id: TaskId) -> Result<Vec<Message>, SignalError> {
-        let url = self.task_url(&[&id.to_string(), "messages"]);
-        let v = self.send(Method::GET, url, &[], None, Retry::Safe).await?;
-        match v {
-            Value::Null => Ok(Vec::new()),
-            v => decode("message list", unwrap_envelope(v, "messages")),
-        }
-    }
-}
-
-fn reason_body(reason: Option<&str>) -> Value {
-    match reason {
-        Some(r) => json!({ "reason": r }),
-        None => json!({}),
     }
 }
 

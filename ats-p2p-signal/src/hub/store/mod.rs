@@ -3,16 +3,24 @@
 //! Every mutating function returns the changed task and the [`HubEvent`]s to broadcast once the
 //! caller's transaction commits. Time comes in as an argument.
 //!
-//! Task logic is in `tasks`, organizations and projects in `orgs`; all re-exported here.
+//! Task logic is split by job: `tasks` (create, read, list, stats), `lifecycle` (claims, leases,
+//! status actions, PATCH), `messages` (a task's messages) and `retention` (pruning); organizations
+//! and projects are in `orgs`. All are re-exported here.
 
+mod lifecycle;
+mod messages;
 pub mod migrations;
 mod orgs;
+mod retention;
 pub mod sql;
 mod tasks;
 #[cfg(test)]
 mod tests;
 
+pub use lifecycle::*;
+pub use messages::*;
 pub use orgs::*;
+pub use retention::*;
 pub use tasks::*;
 
 use chrono::{DateTime, Utc};
