@@ -1,8 +1,9 @@
 //! Resume and bandwidth limits end to end (issue #15), with real processes on loopback and the
 //! real hub: `send` or `listen` killed (SIGKILL) at 40 % of a 256 MiB file and the transfer
-//! run again moves only the rest (as the receiver reports it) and delivers the identical file;
-//! `--limit 20MB/s` holds the rate within 10 %. Kills follow observed progress events, never a
-//! sleep; every wait is bounded by the test's deadline.
+//! run again (or offered again by the same `send`, by itself) moves only the rest (as the
+//! receiver reports it) and delivers the identical file; `--limit 20MB/s` holds the rate
+//! within 10 %. Kills follow observed progress events, never a sleep; every wait is
+//! bounded by the test's deadline.
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -161,7 +162,14 @@ fn listen_killed_at_40_percent_and_run_again_moves_only_the_rest() {
     let keys = net.sender_keys("agent-a");
 
     let mut rx = net.listen("agent-b", &save, &[]);
-    let mut tx = send_with_keys(&net, "agent-a", &keys, &file, &["--limit", FIRST_RUN_LIMIT]);
+    // Without retries: this run ends when the receiver is gone, and `send` is run again.
+    let mut tx = send_with_keys(
+        &net,
+        "agent-a",
+        &keys,
+        &file,
+        &["--limit", FIRST_RUN_LIMIT, "--retries", "0"],
+    );
     wait_progress(&mut rx, 0.4, net.deadline);
     rx.kill9();
     // The sender notices the receiver is gone before the next run (one sender per key).
@@ -176,6 +184,50 @@ fn listen_killed_at_40_percent_and_run_again_moves_only_the_rest() {
     assert_eq!(code, 0, "second send: {err}");
     let complete = rx.wait_event("transfer_complete", net.deadline);
     assert_resumed(&complete, &file, &save);
+    assert_eq!(exit_code(&mut rx, net.deadline).0, 0);
+}
+
+#[test]
+fn listen_killed_at_40_percent_and_restarted_the_same_send_offers_again_and_resumes() {
+    let net = Net::start_with(RESUME_TIMEOUT);
+    let src = subdir(net.path(), "src");
+    let save = net.path().join("incoming");
+    let file = generated_file(&src, "big.bin", BIG, 18);
+    let keys = net.sender_keys("agent-a");
+
+    let mut rx = net.listen("agent-b", &save, &[]);
+    let mut tx = send_with_keys(&net, "agent-a", &keys, &file, &["--limit", FIRST_RUN_LIMIT]);
+    let first = tx.wait_event("offer_sent", net.deadline);
+    let first_id = first["transfer_id"].as_str().unwrap().to_owned();
+    wait_progress(&mut rx, 0.4, net.deadline);
+    rx.kill9();
+    // A new `listen` on the same save directory, while the one `send` is still running.
+    let mut rx = net.listen("agent-b", &save, &[]);
+
+    // The send notices the break, fails the broken task and offers the file again by itself.
+    let retrying = tx.wait_event("retrying", net.deadline);
+    assert_eq!(retrying["transfer_id"], first_id.as_str(), "{retrying}");
+    assert_eq!(retrying["attempt"], 2, "{retrying}");
+    assert_eq!(retrying["kind"], "network", "{retrying}");
+    let again = tx.wait_event("offer_sent", net.deadline);
+    let again_id = again["transfer_id"].as_str().unwrap().to_owned();
+    assert_ne!(again_id, first_id, "a new transfer id");
+
+    let complete = rx.wait_event("transfer_complete", net.deadline);
+    assert_eq!(complete["transfer_id"], again_id.as_str(), "{complete}");
+    assert_resumed(&complete, &file, &save);
+    let (code, err) = exit_code(&mut tx, net.deadline);
+    assert_eq!(code, 0, "the same send finished: {err}");
+    let sent = crate::common::net::event(&tx, "transfer_complete");
+    assert_eq!(sent["transfer_id"], again_id.as_str(), "{sent}");
+    assert_eq!(sent["resumed_from"], complete["resumed_from"]);
+    // ATS shows how the broken transfer ended: failed, with the sender's reason.
+    let broken = net.wait_status(&first_id, "failed");
+    assert!(
+        !broken["reason"].as_str().unwrap_or_default().is_empty(),
+        "{broken}"
+    );
+    rx.signal("-TERM");
     assert_eq!(exit_code(&mut rx, net.deadline).0, 0);
 }
 
