@@ -196,6 +196,12 @@ pub(crate) struct SendArgs {
     /// The recipient's actor id.
     #[arg(long, value_name = "ID")]
     pub(crate) to: String,
+    /// Offer the file again by itself at most N times when the transfer breaks after the
+    /// connection (the receiver or the network gone), while the receiver was heard from within
+    /// `--timeout`; a receiver that comes back resumes. 0: never.
+    #[arg(long, env = "ATS_P2P_RETRIES", value_name = "N",
+          default_value_t = defaults::SEND_RETRIES)]
+    pub(crate) retries: u32,
     /// Node options.
     #[command(flatten)]
     pub(crate) node: NodeArgs,
@@ -603,6 +609,7 @@ mod tests {
             panic!("send expected")
         };
         assert_eq!(s.to, "agent-b");
+        assert_eq!(s.retries, defaults::SEND_RETRIES);
         assert_eq!(s.node.timeout.0, Duration::from_secs(3));
         assert_eq!(s.node.host, Ipv4Addr::UNSPECIFIED);
         assert_eq!(s.node.allow.len(), 1);

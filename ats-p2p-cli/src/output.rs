@@ -313,6 +313,20 @@ impl Output {
                     ));
                 }
             }
+            Event::Retrying {
+                transfer_id,
+                attempt,
+                max_attempts,
+                code,
+                reason,
+                ..
+            } => {
+                self.finish(&view_key(transfer_id, Direction::Send));
+                self.note(&format!(
+                    "{tag}transfer {transfer_id} broke ({code}): {reason}; offering it again \
+                     (attempt {attempt} of {max_attempts})"
+                ));
+            }
             Event::Queued { transfer_id, limit } => {
                 self.note(&format!(
                     "{tag}transfer {transfer_id} waits: {limit} transfers already running"

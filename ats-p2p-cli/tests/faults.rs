@@ -84,7 +84,9 @@ fn sigkill_of_listen_mid_transfer_exposes_nothing_and_an_expired_partial_is_clea
     let file = random_file(&src, "big.bin", LARGE);
 
     let mut rx = net.listen("agent-b", &save, &[]);
-    let mut tx = net.send("agent-a", &file, "agent-b", &[]);
+    // Without retries the send ends when the receiver is gone (offering again is
+    // `resume::listen_killed_at_40_percent_and_restarted_the_same_send_offers_again_and_resumes`).
+    let mut tx = net.send("agent-a", &file, "agent-b", &["--retries", "0"]);
     let offer = tx.wait_event("offer_sent", net.deadline);
     let tid = offer["transfer_id"].as_str().unwrap().to_owned();
     wait_mid_transfer(&mut rx, net.deadline);

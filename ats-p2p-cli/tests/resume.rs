@@ -1,8 +1,9 @@
 //! Resume and bandwidth limits end to end (issue #15), with real processes on loopback and the
 //! real hub: `send` or `listen` killed (SIGKILL) at 40 % of a 256 MiB file and the transfer
-//! run again moves only the rest (as the receiver reports it) and delivers the identical file;
-//! `--limit 20MB/s` holds the rate within 10 %. Kills follow observed progress events, never a
-//! sleep; every wait is bounded by the test's deadline.
+//! run again (or offered again by the same `send`, by itself) moves only the rest (as the
+//! receiver reports it) and delivers the identical file; `--limit 20MB/s` on either side holds
+//! the rate within 10 %. Kills follow observed progress events, never a sleep; every wait is
+//! bounded by the test's deadline.
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -161,7 +162,14 @@ fn listen_killed_at_40_percent_and_run_again_moves_only_the_rest() {
     let keys = net.sender_keys("agent-a");
 
     let mut rx = net.listen("agent-b", &save, &[]);
-    let mut tx = send_with_keys(&net, "agent-a", &keys, &file, &["--limit", FIRST_RUN_LIMIT]);
+    // Without retries: this run ends when the receiver is gone, and `send` is run again.
+    let mut tx = send_with_keys(
+        &net,
+        "agent-a",
+        &keys,
+        &file,
+        &["--limit", FIRST_RUN_LIMIT, "--retries", "0"],
+    );
     wait_progress(&mut rx, 0.4, net.deadline);
     rx.kill9();
     // The sender notices the receiver is gone before the next run (one sender per key).
@@ -180,36 +188,109 @@ fn listen_killed_at_40_percent_and_run_again_moves_only_the_rest() {
 }
 
 #[test]
-fn a_limit_of_20mb_per_second_holds_within_10_percent() {
+fn listen_killed_at_40_percent_and_restarted_the_same_send_offers_again_and_resumes() {
+    let net = Net::start_with(RESUME_TIMEOUT);
+    let src = subdir(net.path(), "src");
+    let save = net.path().join("incoming");
+    let file = generated_file(&src, "big.bin", BIG, 18);
+    let keys = net.sender_keys("agent-a");
+
+    let mut rx = net.listen("agent-b", &save, &[]);
+    let mut tx = send_with_keys(&net, "agent-a", &keys, &file, &["--limit", FIRST_RUN_LIMIT]);
+    let first = tx.wait_event("offer_sent", net.deadline);
+    let first_id = first["transfer_id"].as_str().unwrap().to_owned();
+    wait_progress(&mut rx, 0.4, net.deadline);
+    rx.kill9();
+    // A new `listen` on the same save directory, while the one `send` is still running.
+    let mut rx = net.listen("agent-b", &save, &[]);
+
+    // The send notices the break, fails the broken task and offers the file again by itself.
+    let retrying = tx.wait_event("retrying", net.deadline);
+    assert_eq!(retrying["transfer_id"], first_id.as_str(), "{retrying}");
+    assert_eq!(retrying["attempt"], 2, "{retrying}");
+    assert_eq!(retrying["kind"], "network", "{retrying}");
+    let again = tx.wait_event("offer_sent", net.deadline);
+    let again_id = again["transfer_id"].as_str().unwrap().to_owned();
+    assert_ne!(again_id, first_id, "a new transfer id");
+
+    let complete = rx.wait_event("transfer_complete", net.deadline);
+    assert_eq!(complete["transfer_id"], again_id.as_str(), "{complete}");
+    assert_resumed(&complete, &file, &save);
+    let (code, err) = exit_code(&mut tx, net.deadline);
+    assert_eq!(code, 0, "the same send finished: {err}");
+    let sent = crate::common::net::event(&tx, "transfer_complete");
+    assert_eq!(sent["transfer_id"], again_id.as_str(), "{sent}");
+    assert_eq!(sent["resumed_from"], complete["resumed_from"]);
+    // ATS shows how the broken transfer ended: failed, with the sender's reason.
+    let broken = net.wait_status(&first_id, "failed");
+    assert!(
+        !broken["reason"].as_str().unwrap_or_default().is_empty(),
+        "{broken}"
+    );
+    rx.signal("-TERM");
+    assert_eq!(exit_code(&mut rx, net.deadline).0, 0);
+}
+
+/// Sends 100 MiB from an unlimited or limited `send` (`send_extra`) to a `listen --once`
+/// (`listen_extra`) where one of them has `--limit 20MB/s`, and asserts that the rate holds
+/// within 10 %. Measured on the receiver, from its first progress report to the verified end:
+/// the start of the connection (discovery, holepunch) is not part of the rate.
+fn assert_limit_of_20mb_per_second_holds(send_extra: &[&str], listen_extra: &[&str], seed: u64) {
     const SIZE: usize = 100 * 1024 * 1024;
     const RATE: f64 = 20_000_000.0;
     let net = Net::start_with(RESUME_TIMEOUT);
     let src = subdir(net.path(), "src");
     let save = net.path().join("incoming");
-    let file = generated_file(&src, "limited.bin", SIZE, 17);
+    let file = generated_file(&src, "limited.bin", SIZE, seed);
     let keys = net.sender_keys("agent-a");
 
-    let mut rx = net.listen("agent-b", &save, &["--once"]);
-    let mut tx = send_with_keys(&net, "agent-a", &keys, &file, &["--limit", "20MB/s"]);
-    // Measured on the receiver, from its first progress report to the verified end: the
-    // start of the connection (discovery, holepunch) is not part of the rate.
+    let listen_args: Vec<&str> = ["--once"].iter().chain(listen_extra).copied().collect();
+    let mut rx = net.listen("agent-b", &save, &listen_args);
+    let mut tx = send_with_keys(&net, "agent-a", &keys, &file, send_extra);
     let first = wait_progress(&mut rx, 0.0, net.deadline);
     let t0 = Instant::now();
     let b0 = first["bytes"].as_u64().unwrap();
-    rx.wait_event("transfer_complete", net.deadline);
+    // When the last byte was read, too: if the rate misses, the message tells a pacing error
+    // (late last byte) from a slow end (verification, the ACK, the task's completion).
+    let mut last_byte_after = None;
+    let complete = loop {
+        let line = rx
+            .next_line(net.deadline)
+            .expect("the receiver's transfer_complete");
+        let v: Value = serde_json::from_str(&line).unwrap();
+        match v["event"].as_str() {
+            Some("progress") if v["bytes"] == v["total"] => last_byte_after = Some(t0.elapsed()),
+            Some("transfer_complete") => break v,
+            Some("transfer_failed") => panic!("the limited transfer failed: {v}"),
+            _ => {}
+        }
+    };
     let took = t0.elapsed();
     let rate = (SIZE as u64 - b0) as f64 / took.as_secs_f64();
     let expected = Duration::from_secs_f64(SIZE as f64 / RATE);
-    eprintln!(
-        "100 MiB at --limit 20MB/s: {took:?} for {} bytes after the first report, {:.2} MB/s (whole file at the limit: {expected:?})",
+    let timing = format!(
+        "100 MiB, send {send_extra:?}, listen {listen_extra:?}: {took:?} for {} bytes after the first report, {:.2} MB/s (whole file at the limit: {expected:?}; last byte after {last_byte_after:?}; receiver's duration_ms {})",
         SIZE as u64 - b0,
-        rate / 1e6
+        rate / 1e6,
+        complete["duration_ms"]
     );
+    eprintln!("{timing}");
     assert!(
         (rate - RATE).abs() <= RATE * 0.10,
-        "rate {:.2} MB/s is not within 10 % of 20 MB/s",
+        "rate {:.2} MB/s is not within 10 % of 20 MB/s: {timing}",
         rate / 1e6
     );
     assert_eq!(exit_code(&mut tx, net.deadline).0, 0);
     assert_eq!(exit_code(&mut rx, net.deadline).0, 0);
+}
+
+#[test]
+fn a_limit_of_20mb_per_second_holds_within_10_percent() {
+    assert_limit_of_20mb_per_second_holds(&["--limit", "20MB/s"], &[], 17);
+}
+
+#[test]
+fn a_receivers_limit_of_20mb_per_second_holds_within_10_percent() {
+    // The sender is unlimited: only the receiver's paced reads (flow control) slow it down.
+    assert_limit_of_20mb_per_second_holds(&[], &["--limit", "20MB/s"], 19);
 }

@@ -15,3 +15,8 @@ pub const CHANNEL: &str = ats_p2p_signal::defaults::OFFER_CHANNEL;
 
 /// How long to wait for a claim, an accept, a connection (and the receiver's lease).
 pub const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How many times a send offers a file again by itself after its transfer broke (the peer or
+/// the network gone, the stream timed out): enough to ride out a restarted receiver or a flaky
+/// link, few enough that a receiver that keeps failing ends the send.
+pub const SEND_RETRIES: u32 = 5;

@@ -3,7 +3,7 @@
 //!
 //! The JSON shape is a contract for scripts: an `"event"` field with the seed's snake_case name
 //! (`offer_sent`, `file`, `transfer_start`, `progress`, `transfer_complete`, `transfer_failed`,
-//! `error`, `queued`), then the variant's fields. Every event carries `transfer_id` (32 lower-case hex);
+//! `error`, `queued`, `retrying`), then the variant's fields. Every event carries `transfer_id` (32 lower-case hex);
 //! only `error` may have `null` there, when the error is not about one transfer. Sizes, byte
 //! counts and durations are raw integers. New fields and variants may be added; existing names
 //! do not change.
@@ -178,6 +178,25 @@ pub enum Event {
         /// What happened.
         message: String,
     },
+    /// Sender: the transfer broke after the connection (the receiver or the network gone, the
+    /// stream closed or timed out); its task was failed with `reason`, and the same file is
+    /// offered again under a new transfer id (the next `offer_sent`), so a receiver that comes
+    /// back resumes from what it kept.
+    Retrying {
+        /// The transfer that broke.
+        transfer_id: String,
+        /// The attempt that starts now (2 for the first re-offer).
+        attempt: u32,
+        /// Attempts in all, the first included.
+        max_attempts: u32,
+        /// The class of the failure.
+        kind: FailureKind,
+        /// A short code naming the cause (`stream_failed`, `stream_closed`, `stalled`, ...).
+        code: String,
+        /// Human-readable reason: what the sender saw (the task carries the receiver's own
+        /// reason when it reported one).
+        reason: String,
+    },
     /// Receiver: an accepted offer waits, unclaimed, for one of the `limit` receive slots
     /// ([`NodeConfig::max_concurrent_receives`](crate::NodeConfig::max_concurrent_receives)).
     Queued {
@@ -247,6 +266,7 @@ impl Event {
             Self::Error { .. } => "error",
             Self::Skipped { .. } => "skipped",
             Self::Queued { .. } => "queued",
+            Self::Retrying { .. } => "retrying",
         }
     }
 
@@ -259,7 +279,8 @@ impl Event {
             | Self::Progress { transfer_id, .. }
             | Self::TransferComplete { transfer_id, .. }
             | Self::TransferFailed { transfer_id, .. }
-            | Self::Queued { transfer_id, .. } => Some(transfer_id),
+            | Self::Queued { transfer_id, .. }
+            | Self::Retrying { transfer_id, .. } => Some(transfer_id),
             Self::Error { transfer_id, .. } => transfer_id.as_deref(),
             Self::Skipped { .. } => None,
         }
@@ -356,6 +377,14 @@ mod tests {
                 transfer_id: TID.into(),
                 limit: 4,
             },
+            Event::Retrying {
+                transfer_id: TID.into(),
+                attempt: 2,
+                max_attempts: 6,
+                kind: FailureKind::Network,
+                code: "stream_failed".into(),
+                reason: "transfer failed: stream to the peer failed: reset".into(),
+            },
         ]
     }
 
@@ -372,7 +401,8 @@ mod tests {
                 "transfer_complete",
                 "transfer_failed",
                 "error",
-                "queued"
+                "queued",
+                "retrying"
             ]
         );
         for e in samples() {
@@ -405,6 +435,19 @@ mod tests {
         assert_eq!(
             v,
             json!({"event": "error", "transfer_id": null, "message": "watch reconnecting"})
+        );
+        let v = serde_json::to_value(&samples()[8]).unwrap();
+        assert_eq!(
+            v,
+            json!({
+                "event": "retrying",
+                "transfer_id": TID,
+                "attempt": 2,
+                "max_attempts": 6,
+                "kind": "network",
+                "code": "stream_failed",
+                "reason": "transfer failed: stream to the peer failed: reset",
+            })
         );
         let kinds = [
             (FailureKind::TimedOut, "timed_out"),

@@ -42,7 +42,8 @@ pub(crate) async fn run(
         }
     }
     let mut stop = StopSignals::install()?;
-    let config = node::node_config(common, &args.node, None)?;
+    let mut config = node::node_config(common, &args.node, None)?;
+    config.send_retries = args.retries;
     let node = node::start(out, config, &mut stop).await?;
     let channel = common.signal.channel.clone();
     let hint = format!(

@@ -11,7 +11,8 @@
 //! call `handle_timeout`; `poll_outcome()` gives the end result once the machine is done.
 //!
 //! The rules of a transfer live here and only here: which accept counts (the claimer's first),
-//! when a sender gives up (no answer, no connection), how a task that failed on our side is
+//! when a sender gives up (no answer, no connection) and when it offers a broken transfer
+//! again (retries, within the timeout), how a task that failed on our side is
 //! ended on ATS (cancelled, or first left to the receiver's more precise report for a short
 //! grace), when the receiver's claim lease is renewed, and what closes a receive early (the
 //! task closed by the sender, another receiver with our actor id, no path).

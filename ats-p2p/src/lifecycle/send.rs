@@ -1,19 +1,28 @@
 //! The sender's lifecycle: create the offer task, wait for the named recipient's claim and first
 //! accept, have the claim judged, listen for exactly the approved key, stream, and end the task
 //! on ATS however the transfer ended.
+//!
+//! A transfer that breaks after the connection (the receiver or the network gone, the stream
+//! closed, stalled or timed out) is offered again: its task is failed with the reason, a fresh
+//! offer of the same file (new transfer id, same sender key) goes out and the wait for a claim
+//! starts over, so a receiver that comes back resumes from its partial file. That happens at
+//! most `retries` times, and only while the receiver was heard from (connection, bytes taken)
+//! within the timeout; a refusal (NACK, reject, a policy), a local failure or a cancel ends the
+//! send at once, since offering again cannot change it.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use ats_p2p_signal::{
     AcceptMessage, EventKind, FileOffer, Message, SignalError, Task, TaskEvent, TaskId, TaskStatus,
+    TransferId,
 };
 use ats_p2p_swarm::PublicKey;
 use ats_p2p_wire::FileHash;
 
 use super::{accept_from, first_accept};
 use crate::error::reason_chain;
-use crate::events::{ConnectionPath, Direction, Event};
+use crate::events::{ConnectionPath, Direction, Event, FailureKind};
 use crate::node::SendError;
 use crate::node::SendReport;
 use crate::policy::{ClaimRejection, PeerApproval};
@@ -53,7 +62,7 @@ pub(crate) enum SendAction {
     /// Cancel the task on ATS (the offer is withdrawn before any byte flowed).
     Cancel(TaskId),
     /// Fail the task on ATS with `reason` (the receiver stayed silent after bytes flowed);
-    /// cancel it if that is refused.
+    /// cancel it if that is refused. A re-offer may follow ([`SendAction::CreateTask`]).
     Fail {
         /// The task.
         task: TaskId,
@@ -119,11 +128,23 @@ pub(crate) struct SendLifecycle {
     peer_resumes: bool,
     /// Bytes the receiver already held (from the stream, before its outcome).
     resumed_from: u64,
+    /// How many times a broken transfer may be offered again.
+    retries: u32,
+    /// This offer's attempt: 1 for the first, 2 after the first re-offer, ...
+    attempt: u32,
+    /// When the receiver was last heard from on the swarm (its connection, bytes it took):
+    /// a broken transfer is offered again only within the timeout from then.
+    heard_from_receiver: Option<Instant>,
+    /// The end of a re-offer's wait for a claim (the timeout from the receiver's last sign).
+    reoffer_deadline: Option<Instant>,
+    /// The node shuts down: nothing is offered again.
+    cancelled: bool,
 }
 
 impl SendLifecycle {
     /// A lifecycle for `offer` of the file at `file_path`; waits `timeout` for an answer and
-    /// then again for the connection.
+    /// then again for the connection. It never offers again unless told
+    /// ([`with_retries`](Self::with_retries)).
     pub(crate) fn new(offer: FileOffer, file_path: String, timeout: Duration) -> Self {
         Self {
             offer,
@@ -136,7 +157,18 @@ impl SendLifecycle {
             outcome: None,
             peer_resumes: false,
             resumed_from: 0,
+            retries: 0,
+            attempt: 1,
+            heard_from_receiver: None,
+            reoffer_deadline: None,
+            cancelled: false,
         }
+    }
+
+    /// Offers a broken transfer again up to `retries` times (see the [module](self) docs).
+    pub(crate) fn with_retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
     }
 
     /// The offer.
@@ -209,7 +241,7 @@ impl SendLifecycle {
             file_count: self.offer.manifest.as_ref().map(|m| m.files.len() as u64),
         }));
         self.state = State::Awaiting {
-            deadline: now + self.timeout,
+            deadline: self.reoffer_deadline.take().unwrap_or(now + self.timeout),
             asked: false,
         };
         // The task may have changed before the watch caught up: start from its current state.
@@ -261,7 +293,7 @@ impl SendLifecycle {
             }
             State::Grace { .. } => {
                 if self.task_ended {
-                    self.finish_failure();
+                    self.finish_failure(now);
                 }
             }
             State::Creating | State::Streaming { .. } | State::Done => {}
@@ -352,11 +384,19 @@ impl SendLifecycle {
                 path: path.clone(),
             }));
         self.actions.push_back(SendAction::Stream);
+        self.heard_from_receiver = Some(now);
         self.state = State::Streaming {
             approval,
             path,
             started: now,
         };
+    }
+
+    /// The receiver took bytes of the stream (it is alive).
+    pub(crate) fn handle_progress(&mut self, now: Instant) {
+        if self.is_streaming() {
+            self.heard_from_receiver = Some(now);
+        }
     }
 
     /// Whether the accepted receiver can resume (its accept said so): the stream may offer it.
@@ -413,9 +453,10 @@ impl SendLifecycle {
 
     /// The node shuts down (or the watch ended).
     pub(crate) fn handle_cancel(&mut self, now: Instant) {
+        self.cancelled = true;
         match &self.state {
             State::Done => {}
-            State::Grace { .. } => self.end_silent_receive(),
+            State::Grace { .. } => self.end_silent_receive(now),
             State::Creating => {
                 self.state = State::Done;
                 self.outcome = Some(Err(SendError::Cancelled));
@@ -433,7 +474,7 @@ impl SendLifecycle {
             State::Listening { deadline, .. } if now >= *deadline => {
                 self.fail(SendError::NoConnection(self.timeout), now);
             }
-            State::Grace { until, .. } if now >= *until => self.end_silent_receive(),
+            State::Grace { until, .. } if now >= *until => self.end_silent_receive(now),
             _ => {}
         }
     }
@@ -455,18 +496,18 @@ impl SendLifecycle {
             until: now + RECEIVER_REPORT_GRACE,
         };
         if self.task_ended {
-            self.finish_failure();
+            self.finish_failure(now);
         } else if !receiver_reports {
             if let Some(task) = self.task {
                 self.actions.push_back(SendAction::Cancel(task));
             }
-            self.finish_failure();
+            self.finish_failure(now);
         }
     }
 
     /// The receiver did not report how the transfer ended (it was killed, or lost ATS): the
     /// sender fails the task with what it saw.
-    fn end_silent_receive(&mut self) {
+    fn end_silent_receive(&mut self, now: Instant) {
         if let (Some(task), State::Grace { error, .. }) = (self.task, &self.state) {
             let reason = format!(
                 "the receiver did not report how the transfer ended; the sender saw: {}",
@@ -474,14 +515,18 @@ impl SendLifecycle {
             );
             self.actions.push_back(SendAction::Fail { task, reason });
         }
-        self.finish_failure();
+        self.finish_failure(now);
     }
 
-    /// Reports the failure held in [`State::Grace`] and ends.
-    fn finish_failure(&mut self) {
+    /// The task of the failure held in [`State::Grace`] ended on ATS: offers the file again
+    /// if a new attempt can help, or reports the failure and ends.
+    fn finish_failure(&mut self, now: Instant) {
         let State::Grace { error, .. } = std::mem::replace(&mut self.state, State::Done) else {
             return;
         };
+        if self.may_offer_again(&error, now) {
+            return self.offer_again(&error);
+        }
         self.actions
             .push_back(SendAction::Emit(Event::TransferFailed {
                 transfer_id: self.offer.transfer_id.to_string(),
@@ -491,6 +536,48 @@ impl SendLifecycle {
                 reason: reason_chain(&error),
             }));
         self.outcome = Some(Err(error));
+    }
+
+    /// Whether the transfer that failed with `error` is offered again: it broke after the
+    /// connection in a way a new attempt can mend (the peer or the network gone, a timeout),
+    /// nobody cancelled, attempts are left, and the receiver was heard from within the timeout.
+    fn may_offer_again(&self, error: &SendError, now: Instant) -> bool {
+        let broken = matches!(
+            error,
+            SendError::Stream(e) if matches!(e.kind(), FailureKind::Network | FailureKind::TimedOut)
+        );
+        broken
+            && !self.cancelled
+            && self.attempt <= self.retries
+            && self.retry_deadline().is_some_and(|d| now < d)
+    }
+
+    /// The end of the time a broken transfer may be offered again in.
+    fn retry_deadline(&self) -> Option<Instant> {
+        self.heard_from_receiver.map(|t| t + self.timeout)
+    }
+
+    /// Offers the file again under a new transfer id after a broken transfer (whose task has
+    /// ended, or is being failed), and waits for a claim until the retry deadline.
+    fn offer_again(&mut self, error: &SendError) {
+        self.attempt = self.attempt.saturating_add(1);
+        self.actions.push_back(SendAction::Emit(Event::Retrying {
+            transfer_id: self.offer.transfer_id.to_string(),
+            attempt: self.attempt,
+            max_attempts: self.retries.saturating_add(1),
+            kind: error.kind(),
+            code: error.code().to_owned(),
+            reason: reason_chain(error),
+        }));
+        self.offer.transfer_id = TransferId::random();
+        self.reoffer_deadline = self.retry_deadline();
+        self.heard_from_receiver = None;
+        self.task = None;
+        self.task_ended = false;
+        self.peer_resumes = false;
+        self.resumed_from = 0;
+        self.state = State::Creating;
+        self.actions.push_back(SendAction::CreateTask);
     }
 
     fn topic(&self) -> [u8; 32] {
@@ -599,6 +686,66 @@ mod tests {
                 SendAction::Fail { .. } => "fail".into(),
             })
             .collect()
+    }
+
+    /// The `retrying` event among `actions`.
+    fn retrying(actions: &[SendAction]) -> &Event {
+        actions
+            .iter()
+            .find_map(|a| match a {
+                SendAction::Emit(e @ Event::Retrying { .. }) => Some(e),
+                _ => None,
+            })
+            .expect("a retrying event")
+    }
+
+    /// A stream that broke: the receiver or the network gone.
+    fn broken() -> SendError {
+        SendError::Stream(crate::transfer::StreamSendError::Io(std::io::Error::other(
+            "reset",
+        )))
+    }
+
+    /// Drives `m`, waiting for an answer on task `id`, through the claim, the accept and the
+    /// approval to the stream.
+    fn claim_to_stream(m: &mut SendLifecycle, id: TaskId, now: Instant) {
+        let claimed = event(
+            EventKind::Claimed,
+            task(id, TaskStatus::InProgress, Some("agent-b"), None),
+            None,
+        );
+        m.handle_task_event(&claimed, now);
+        assert_eq!(names(&drain(m)), ["list"]);
+        let t = m.offer().transfer_id;
+        m.handle_messages(Ok(vec![accept(1, "agent-b", 5, t)]), now);
+        assert_eq!(names(&drain(m)), ["judge"]);
+        m.handle_judgement(Ok(approval(5)), now);
+        assert_eq!(names(&drain(m)), ["listen"]);
+        m.handle_connection(path(), now);
+        assert_eq!(
+            names(&drain(m)),
+            ["stop_listening", "emit:transfer_start", "stream"]
+        );
+    }
+
+    /// A machine that offers a broken transfer again up to `retries` times, streaming.
+    fn streaming_with_retries(retries: u32, now: Instant) -> SendLifecycle {
+        let mut m =
+            SendLifecycle::new(offer(), "/tmp/data.csv".into(), TIMEOUT).with_retries(retries);
+        assert_eq!(names(&drain(&mut m)), ["create"]);
+        m.handle_task_created(Ok(task(TASK, TaskStatus::Pending, None, None)), now);
+        assert_eq!(names(&drain(&mut m)), ["emit:offer_sent"]);
+        claim_to_stream(&mut m, TASK, now);
+        m
+    }
+
+    /// Breaks `m`'s stream at `now` and lets the grace pass without the receiver's report:
+    /// the actions that follow.
+    fn break_silently(m: &mut SendLifecycle, now: Instant) -> Vec<SendAction> {
+        m.handle_outcome(Err(broken()), now);
+        assert!(drain(m).is_empty(), "the receiver may report first");
+        m.handle_timeout(now + RECEIVER_REPORT_GRACE);
+        drain(m)
     }
 
     fn failure(m: &mut SendLifecycle) -> SendError {
@@ -1005,6 +1152,227 @@ mod tests {
         assert!(
             drain(&mut m).is_empty(),
             "a second connection is no second stream"
+        );
+    }
+
+    #[test]
+    fn a_broken_transfer_is_offered_again_and_resumed() {
+        let now = Instant::now();
+        let mut m = streaming_with_retries(5, now);
+        let first = m.offer().clone();
+        let later = now + Duration::from_secs(5);
+        m.handle_progress(later);
+        let actions = break_silently(&mut m, later);
+        // The broken task is failed first (ATS shows how it ended), then a fresh offer.
+        assert_eq!(names(&actions), ["fail", "emit:retrying", "create"]);
+        let SendAction::Fail { task: failed, .. } = &actions[0] else {
+            unreachable!()
+        };
+        assert_eq!(*failed, TASK);
+        let Event::Retrying {
+            transfer_id,
+            attempt,
+            max_attempts,
+            kind,
+            code,
+            ..
+        } = retrying(&actions)
+        else {
+            unreachable!()
+        };
+        assert_eq!(*transfer_id, first.transfer_id.to_string());
+        assert_eq!((*attempt, *max_attempts), (2, 6));
+        assert_eq!(
+            (*kind, code.as_str()),
+            (FailureKind::Network, "stream_failed")
+        );
+        // The same file from the same key, under a new transfer id (a new topic).
+        let again = m.offer().clone();
+        assert_ne!(again.transfer_id, first.transfer_id);
+        assert_eq!(
+            (again.sha256, again.size, again.sender_key, &again.filename),
+            (first.sha256, first.size, first.sender_key, &first.filename)
+        );
+        assert!(m.poll_outcome().is_none(), "the send goes on");
+        assert_eq!(m.task(), None);
+
+        // The re-offer waits for a claim until the timeout from the receiver's last sign.
+        let reoffered = later + RECEIVER_REPORT_GRACE;
+        m.handle_task_created(
+            Ok(task(TASK + 1, TaskStatus::Pending, None, None)),
+            reoffered,
+        );
+        assert_eq!(names(&drain(&mut m)), ["emit:offer_sent"]);
+        assert_eq!(m.poll_timeout(), Some(later + TIMEOUT));
+        claim_to_stream(&mut m, TASK + 1, reoffered);
+        m.handle_resumed(4);
+        m.handle_outcome(Ok(10), reoffered + Duration::from_secs(1));
+        assert_eq!(
+            names(&drain(&mut m)),
+            ["remember", "emit:transfer_complete"]
+        );
+        let report = m.poll_outcome().unwrap().unwrap();
+        assert_eq!(report.transfer_id, again.transfer_id);
+        assert_eq!(report.task_id, TASK + 1);
+        assert_eq!(report.resumed_from, 4);
+    }
+
+    #[test]
+    fn a_report_of_the_receiver_in_the_grace_ends_the_task_and_the_file_is_offered_again() {
+        let now = Instant::now();
+        let mut m = streaming_with_retries(1, now);
+        m.handle_outcome(Err(broken()), now);
+        assert!(drain(&mut m).is_empty());
+        m.handle_task_event(&closed(TaskStatus::Failed, Some("stream failed")), now);
+        // The receiver ended the task itself: nothing to fail, the offer goes out again.
+        assert_eq!(names(&drain(&mut m)), ["emit:retrying", "create"]);
+    }
+
+    #[test]
+    fn refusals_and_local_failures_are_not_offered_again() {
+        use crate::transfer::StreamSendError;
+        use ats_p2p_wire::TransferError;
+        let refusals: Vec<fn() -> SendError> = vec![
+            // NACK: wrong hash, policy, size.
+            || {
+                SendError::Stream(StreamSendError::Transfer(TransferError::Nack(
+                    "hash".into(),
+                )))
+            },
+            // The receiver gave up on its side (disk full, stopped).
+            || {
+                SendError::Stream(StreamSendError::Transfer(TransferError::PeerError(
+                    "disk".into(),
+                )))
+            },
+            // The file changed since it was offered.
+            || SendError::FileChanged {
+                path: "f".into(),
+                source: StreamSendError::Transfer(TransferError::Nack("hash".into())),
+            },
+            // Our own file cannot be read.
+            || {
+                SendError::Stream(StreamSendError::Read {
+                    path: "f".into(),
+                    source: std::io::Error::other("eio"),
+                })
+            },
+        ];
+        for refusal in refusals {
+            let now = Instant::now();
+            let mut m = streaming_with_retries(5, now);
+            let expected = refusal();
+            m.handle_outcome(Err(refusal()), now);
+            m.handle_timeout(now + RECEIVER_REPORT_GRACE);
+            assert_eq!(
+                names(&drain(&mut m)),
+                ["fail", "emit:transfer_failed"],
+                "{expected:?}"
+            );
+            assert_eq!(failure(&mut m).code(), expected.code());
+        }
+    }
+
+    #[test]
+    fn a_rejection_or_a_cancel_is_not_offered_again() {
+        let now = Instant::now();
+        // The receiver declines the re-offer: that ends the send.
+        let mut m = streaming_with_retries(5, now);
+        assert_eq!(
+            names(&break_silently(&mut m, now)),
+            ["fail", "emit:retrying", "create"]
+        );
+        m.handle_task_created(Ok(task(TASK + 1, TaskStatus::Pending, None, None)), now);
+        drain(&mut m);
+        let declined = event(
+            EventKind::Other("rejected".into()),
+            task(TASK + 1, TaskStatus::Rejected, Some("agent-b"), Some("no")),
+            None,
+        );
+        m.handle_task_event(&declined, now);
+        assert_eq!(names(&drain(&mut m)), ["emit:transfer_failed"]);
+        assert!(matches!(failure(&mut m), SendError::Declined { .. }));
+
+        // Cancelled while the stream runs.
+        let mut m = streaming_with_retries(5, now);
+        m.handle_cancel(now);
+        assert_eq!(names(&drain(&mut m)), ["cancel", "emit:transfer_failed"]);
+        assert!(matches!(failure(&mut m), SendError::Cancelled));
+
+        // Cancelled in the grace after a break: the broken task is failed, nothing offered.
+        let mut m = streaming_with_retries(5, now);
+        m.handle_outcome(Err(broken()), now);
+        m.handle_cancel(now);
+        assert_eq!(names(&drain(&mut m)), ["fail", "emit:transfer_failed"]);
+        assert!(matches!(failure(&mut m), SendError::Stream(_)));
+
+        // Cancelled while the re-offer waits for a claim.
+        let mut m = streaming_with_retries(5, now);
+        break_silently(&mut m, now);
+        m.handle_task_created(Ok(task(TASK + 1, TaskStatus::Pending, None, None)), now);
+        drain(&mut m);
+        m.handle_cancel(now);
+        assert_eq!(names(&drain(&mut m)), ["cancel", "emit:transfer_failed"]);
+        assert!(matches!(failure(&mut m), SendError::Cancelled));
+    }
+
+    #[test]
+    fn a_receiver_silent_for_the_timeout_is_not_offered_again() {
+        let now = Instant::now();
+        let heard = now + Duration::from_secs(10);
+        // Heard from at `heard`; the stream broke when the timeout from then was spent.
+        let mut m = streaming_with_retries(5, now);
+        m.handle_progress(heard);
+        let actions = break_silently(&mut m, heard + TIMEOUT - RECEIVER_REPORT_GRACE);
+        assert_eq!(names(&actions), ["fail", "emit:transfer_failed"]);
+        assert_eq!(failure(&mut m).code(), "stream_failed");
+        // Just inside it, the file is offered again, and the claim wait ends with it.
+        let mut m = streaming_with_retries(5, now);
+        m.handle_progress(heard);
+        let broke = heard + TIMEOUT - RECEIVER_REPORT_GRACE - Duration::from_millis(1);
+        assert_eq!(
+            names(&break_silently(&mut m, broke)),
+            ["fail", "emit:retrying", "create"]
+        );
+        m.handle_task_created(
+            Ok(task(TASK + 1, TaskStatus::Pending, None, None)),
+            broke + RECEIVER_REPORT_GRACE,
+        );
+        drain(&mut m);
+        assert_eq!(m.poll_timeout(), Some(heard + TIMEOUT));
+        // Nobody claims it in time: the re-offer is withdrawn and the send ends.
+        m.handle_timeout(heard + TIMEOUT);
+        assert_eq!(names(&drain(&mut m)), ["cancel", "emit:transfer_failed"]);
+        assert!(matches!(failure(&mut m), SendError::NoAnswer(_)));
+    }
+
+    #[test]
+    fn offers_again_at_most_the_retries_allowed() {
+        let now = Instant::now();
+        let mut m = streaming_with_retries(2, now);
+        let mut attempts = Vec::new();
+        for id in 1..=2 {
+            let actions = break_silently(&mut m, now);
+            assert_eq!(names(&actions), ["fail", "emit:retrying", "create"]);
+            if let Event::Retrying { attempt, .. } = retrying(&actions) {
+                attempts.push(*attempt);
+            }
+            m.handle_task_created(Ok(task(TASK + id, TaskStatus::Pending, None, None)), now);
+            assert_eq!(names(&drain(&mut m)), ["emit:offer_sent"]);
+            claim_to_stream(&mut m, TASK + id, now);
+        }
+        assert_eq!(attempts, [2, 3]);
+        // The third break is the last.
+        assert_eq!(
+            names(&break_silently(&mut m, now)),
+            ["fail", "emit:transfer_failed"]
+        );
+        assert_eq!(failure(&mut m).code(), "stream_failed");
+        // Without retries (the machine's own default), a break ends the send at once.
+        let mut m = streaming(now);
+        assert_eq!(
+            names(&break_silently(&mut m, now)),
+            ["fail", "emit:transfer_failed"]
         );
     }
 

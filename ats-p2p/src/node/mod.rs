@@ -111,6 +111,11 @@ pub struct NodeConfig {
     /// Bandwidth limit per transfer in bytes per second, on both directions (a sender paces
     /// its writes, a receiver its reads); `None` for none.
     pub limit: Option<std::num::NonZeroU64>,
+    /// How many times [`Node::send`] offers the file again by itself when its transfer broke
+    /// after the connection (the receiver or the network gone, the stream timed out), while
+    /// the receiver was heard from within [`timeout`](Self::timeout) (default
+    /// [`SEND_RETRIES`](crate::defaults::SEND_RETRIES); 0: never).
+    pub send_retries: u32,
 }
 
 impl NodeConfig {
@@ -140,6 +145,7 @@ impl NodeConfig {
             resume: true,
             partial_expiry: crate::partial::DEFAULT_PARTIAL_EXPIRY,
             limit: None,
+            send_retries: crate::defaults::SEND_RETRIES,
         }
     }
 }
@@ -299,7 +305,9 @@ impl Node {
     /// Sends the file at `path` to `recipient` through an offer on `channel`; returns after the
     /// receiver's ACK (the file is on its disk, verified). Events go to `on_event` as they
     /// happen: `offer_sent`, `transfer_start`, `progress` (throttled), then `transfer_complete`
-    /// or `transfer_failed`.
+    /// or `transfer_failed`; a transfer that broke after the connection is offered again
+    /// ([`NodeConfig::send_retries`]): `retrying`, then again from `offer_sent` (a new transfer
+    /// id).
     pub async fn send(
         &self,
         path: impl AsRef<std::path::Path>,

@@ -111,12 +111,14 @@ pub(super) async fn send(
     } else {
         return Err(not_a_file(None));
     };
-    let machine = SendLifecycle::new(offer, path.display().to_string(), shared.config.timeout);
+    let machine = SendLifecycle::new(offer, path.display().to_string(), shared.config.timeout)
+        .with_retries(shared.config.send_retries);
     let shell = SendShell {
         shared,
         source: &source,
         channel,
         on_event: Mutex::new(on_event),
+        receiver_took_bytes: Mutex::new(None),
     };
     shell.run(machine).await
 }
@@ -132,6 +134,8 @@ struct SendShell<'a, F> {
     channel: &'a str,
     /// Shared by the machine's events and the stream's progress reports.
     on_event: Mutex<F>,
+    /// When the running stream last reported bytes taken by the receiver (for the machine).
+    receiver_took_bytes: Mutex<Option<Instant>>,
 }
 
 impl<'a, F: FnMut(&Event) + Send> SendShell<'a, F> {
@@ -196,6 +200,9 @@ impl<'a, F: FnMut(&Event) + Send> SendShell<'a, F> {
                 }
                 sent = wait::optional(&mut stream), if stream.is_some() => {
                     stream = None;
+                    if let Some(at) = locked(&self.receiver_took_bytes).take() {
+                        machine.handle_progress(at);
+                    }
                     if let Ok(sent) = &sent {
                         machine.handle_resumed(sent.resumed_from);
                     }
@@ -321,6 +328,7 @@ impl<'a, F: FnMut(&Event) + Send> SendShell<'a, F> {
         let mut throttle = ProgressThrottle::new();
         let progress = |bytes, total| {
             if throttle.ready(bytes, total) {
+                *locked(&self.receiver_took_bytes) = Some(Instant::now());
                 self.emit(&Event::Progress {
                     transfer_id: transfer_id.clone(),
                     direction: Direction::Send,

@@ -348,7 +348,8 @@ impl TransferRecord {
                 self.bytes = *bytes;
                 self.path = Some(path.path.clone());
             }
-            Event::TransferFailed { code, reason, .. } => {
+            // The broken transfer's task was failed; the file goes out under a new id.
+            Event::TransferFailed { code, reason, .. } | Event::Retrying { code, reason, .. } => {
                 self.state = "failed".to_owned();
                 self.code = Some(code.clone());
                 self.reason = Some(reason.clone());
