@@ -634,8 +634,9 @@ async fn malformed_arguments_are_tool_errors_and_the_server_keeps_serving() {
                 "not_a_file",
             ),
             (
+                // Neither a regular file nor a directory (a directory is sent whole).
                 "send_file",
-                json!({"path": net.path(), "to": "bob"}),
+                json!({"path": "/dev/null", "to": "bob"}),
                 "not_a_file",
             ),
             (
