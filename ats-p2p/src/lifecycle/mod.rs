@@ -3,7 +3,7 @@
 //! → end of the task) and [`ReceiveLifecycle`] for the receiver (claim → accept message →
 //! connection → outcome → complete or fail, with lease renewal).
 //!
-//! A machine holds no sockets, clients or timers. Its shell (`node/send.rs`, `node/receive.rs`)
+//! A machine holds no sockets, clients or timers. Its shell (`node/send.rs`, `node/receive/`)
 //! feeds it what happened — task events from the hub's watch, results of the ATS calls and of
 //! the connection and transfer it asked for, timer expiries, cancellation — through `handle_*`
 //! methods taking the current [`Instant`], and carries out what it asks through

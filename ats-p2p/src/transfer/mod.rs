@@ -53,11 +53,13 @@
 mod direct;
 mod error;
 pub mod limit;
+mod partial_file;
 pub mod progress;
 mod receive;
 mod receive_dir;
 mod send;
 mod source;
+mod writer;
 
 use std::time::Duration;
 

@@ -6,21 +6,20 @@ use std::time::Instant;
 use ats_p2p_wire::{
     FileHash, Frame, FrameDecoder, Meta, Receiver, ReceiverConfig, ReceiverEvent, encode_parts,
 };
-use bytes::{Bytes, BytesMut};
-use sha2::{Digest as _, Sha256};
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
 
 use super::StreamReceiveError;
-use super::direct::DirectWriter;
 use super::limit::{TokenBucket, pace};
 use super::progress::{ProgressRule, ProgressWatch, earliest};
 use super::{FAREWELL_TIMEOUT, STREAM_READ_BUF, WRITE_QUEUE_DEPTH};
-use crate::partial::{self, PartialKey};
-use crate::save::IncomingFile;
-use crate::save::SaveError;
+use crate::partial::PartialKey;
 use ats_p2p_swarm::wait;
+
+use super::partial_file::prepare_file;
+use super::writer::{WriteCmd, Writer};
+use super::writer::{commit, finish, write_loop};
 
 /// A file received, verified and moved into place.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,22 +48,6 @@ pub struct ReceiveOptions {
     /// Read at most this many bytes per second from the stream (the transport's flow control
     /// then slows the sender); `None` for no limit.
     pub limit: Option<std::num::NonZeroU64>,
-}
-
-/// What the driver asks of the blocking writer.
-#[derive(Debug)]
-pub(super) enum WriteCmd {
-    /// The bytes start at `offset`: the prefix held (keep it, its hash is already in) or 0
-    /// (cut the file and restart the hash). Before any `Write`.
-    Start { offset: u64 },
-    /// Write these bytes at this offset (and hash them: writes come in offset order).
-    Write { offset: u64, data: Bytes },
-    /// The peer proved the bytes wrong: do not keep the partial file when the queue closes.
-    Discard,
-    /// Every byte was queued: write what is buffered, answer with the SHA-256 of all bytes.
-    Finish(oneshot::Sender<Result<FileHash, SaveError>>),
-    /// Every byte is verified: fsync and move into place, answer with the final path.
-    Commit(oneshot::Sender<Result<PathBuf, SaveError>>),
 }
 
 /// Receives the accepted `offer` from `stream` into `save_dir` (created if missing), under the
@@ -209,267 +192,6 @@ where
         received.resumed_from = receiver.resumed_from().unwrap_or(0);
         received
     })
-}
-
-/// The file a receive writes into: new, or a partial one continued.
-#[derive(Debug)]
-struct PreparedFile {
-    file: IncomingFile,
-    /// Bytes of it that are kept when the sender resumes (re-hashed into `hasher`).
-    prefix: u64,
-    /// SHA-256 state over the prefix.
-    hasher: Sha256,
-}
-
-/// Resumed prefixes are cut to a multiple of this (one DATA frame, a multiple of the direct
-/// I/O alignment): a killed receiver's last write may be torn.
-const PREFIX_GRANULE: u64 = 64 * 1024;
-
-/// Bytes read per step when re-hashing a prefix.
-const REHASH_CHUNK: usize = 1024 * 1024;
-
-/// Runs on a blocking thread: continues the partial file of `key` when there is one (cut to
-/// whole granules, re-hashed from disk), else creates a new temporary file (with a record when
-/// `key` is given). Partial files of the same sender and name with another content (the file
-/// changed) are removed.
-fn prepare_file(
-    dir: &Path,
-    transfer_id_hex: &str,
-    name: &str,
-    size: u64,
-    key: Option<&PartialKey>,
-) -> Result<PreparedFile, SaveError> {
-    if let Some(key) = key
-        && let Some(prepared) = continue_partial(dir, name, size, key)
-    {
-        return Ok(prepared);
-    }
-    let mut file = IncomingFile::create(dir, transfer_id_hex, name)?.with_size_limit(size);
-    if let Some(key) = key {
-        file.write_record(&key.record(transfer_id_hex))?;
-    }
-    Ok(PreparedFile {
-        file,
-        prefix: 0,
-        hasher: Sha256::new(),
-    })
-}
-
-/// The partial file of `key` in `dir`, ready to continue; `None` when there is none usable.
-/// Partials of the same sender and name that do not match (another content) are removed.
-fn continue_partial(dir: &Path, name: &str, size: u64, key: &PartialKey) -> Option<PreparedFile> {
-    let handle = crate::fsutil::SaveDir::open(dir).ok()?;
-    let sender = hex::encode(key.sender_key);
-    let mut found = None;
-    for (record_name, record) in partial::records(&handle) {
-        if record.directory {
-            continue;
-        }
-        let Some(temp) = partial::temp_name_of(&record_name) else {
-            continue;
-        };
-        if found.is_none() && key.matches(&record) {
-            match IncomingFile::adopt(dir, &temp, name) {
-                Ok(file) => found = Some(file),
-                Err(e) => tracing::debug!(temp, error = %e, "cannot continue a partial file"),
-            }
-        } else if record.sender_key.eq_ignore_ascii_case(&sender) && record.name == key.name {
-            // The same name from the same sender, another content: it cannot be resumed.
-            if let Ok(stale) = IncomingFile::adopt(dir, &temp, name) {
-                tracing::debug!(temp, "removing a partial file whose content changed");
-                if let Err(e) = stale.abort() {
-                    tracing::debug!(error = %e, "could not remove a stale partial file");
-                }
-            }
-        }
-    }
-    let mut file = found?.with_size_limit(size);
-    let on_disk = file.len();
-    let prefix = if on_disk >= size {
-        size
-    } else {
-        on_disk - on_disk % PREFIX_GRANULE
-    };
-    let hasher = match rehash(&mut file, prefix) {
-        Ok(h) => h,
-        Err(e) => {
-            tracing::debug!(error = %e, "cannot re-read a partial file; starting over");
-            if let Err(e) = file.abort() {
-                tracing::debug!(error = %e, "could not remove the partial file");
-            }
-            return None;
-        }
-    };
-    if let Err(e) = file.truncate(prefix) {
-        tracing::debug!(error = %e, "cannot cut a partial file; starting over");
-        return None;
-    }
-    tracing::debug!(prefix, "continuing a partial file");
-    Some(PreparedFile {
-        file,
-        prefix,
-        hasher,
-    })
-}
-
-/// SHA-256 state over the first `len` bytes of `file`, read from disk.
-fn rehash(file: &mut IncomingFile, len: u64) -> std::io::Result<Sha256> {
-    use std::io::{Read as _, Seek as _, SeekFrom};
-    let mut hasher = Sha256::new();
-    let mut f = file.file();
-    f.seek(SeekFrom::Start(0))?;
-    let mut left = len;
-    let mut buf = vec![0u8; REHASH_CHUNK];
-    while left > 0 {
-        let want = usize::try_from(left)
-            .unwrap_or(usize::MAX)
-            .min(REHASH_CHUNK);
-        let chunk = buf.get_mut(..want).unwrap_or_default();
-        f.read_exact(chunk)?;
-        hasher.update(&*chunk);
-        left = left.saturating_sub(u64::try_from(want).unwrap_or(u64::MAX));
-    }
-    Ok(hasher)
-}
-
-/// The blocking writer: its queue and its thread.
-#[derive(Debug)]
-pub(super) struct Writer {
-    tx: Option<mpsc::Sender<WriteCmd>>,
-    handle: Option<JoinHandle<Result<(), SaveError>>>,
-}
-
-impl Writer {
-    /// The writer thread `handle`, fed through `tx`.
-    pub(super) fn new(
-        tx: mpsc::Sender<WriteCmd>,
-        handle: JoinHandle<Result<(), SaveError>>,
-    ) -> Self {
-        Self {
-            tx: Some(tx),
-            handle: Some(handle),
-        }
-    }
-
-    /// Queues a command; on failure, the writer's own error (it stopped).
-    async fn send(&mut self, cmd: WriteCmd) -> Result<(), StreamReceiveError> {
-        let sent = match &self.tx {
-            Some(tx) => tx.send(cmd).await.is_ok(),
-            None => false,
-        };
-        if sent {
-            Ok(())
-        } else {
-            Err(self
-                .finish()
-                .await
-                .err()
-                .unwrap_or(StreamReceiveError::WriterStopped))
-        }
-    }
-
-    /// Closes the queue and waits for the thread: without a commit, it removes the temporary
-    /// file before this returns.
-    async fn finish(&mut self) -> Result<(), StreamReceiveError> {
-        self.tx = None;
-        match self.handle.take() {
-            Some(handle) => match handle.await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(StreamReceiveError::Save(e)),
-                Err(_) => Err(StreamReceiveError::WriterStopped),
-            },
-            None => Ok(()),
-        }
-    }
-}
-
-/// Runs on a blocking thread: hashes and writes queued chunks in order (direct I/O where the
-/// file system allows), answers `Finish` with the hash, commits on request. Returning without
-/// a commit removes the temporary file, or, when `keep_partial` and no `Discard` came, keeps
-/// it for a resume (everything queued written out, the record updated); an error or a panic
-/// removes it.
-fn write_loop(
-    prepared: PreparedFile,
-    mut rx: mpsc::Receiver<WriteCmd>,
-    mut keep_partial: bool,
-) -> Result<(), SaveError> {
-    let PreparedFile {
-        mut file,
-        prefix,
-        mut hasher,
-    } = prepared;
-    let mut direct: Option<DirectWriter> = None;
-    while let Some(cmd) = rx.blocking_recv() {
-        match cmd {
-            WriteCmd::Start { offset } => {
-                if offset != prefix {
-                    // The sender did not resume: start over.
-                    file.truncate(0)?;
-                    hasher = Sha256::new();
-                }
-                direct = DirectWriter::open_at(&file, file.len());
-                if direct.is_none() {
-                    tracing::debug!("direct I/O not available: writing through the page cache");
-                }
-            }
-            WriteCmd::Write { offset, data } => {
-                hasher.update(&data);
-                match direct.as_mut() {
-                    Some(d) if d.next_offset() == offset => {
-                        check_limit(&file, offset, data.len())?;
-                        d.write(&data).map_err(|e| {
-                            SaveError::from_write(file.temp_path().to_path_buf(), e)
-                        })?;
-                    }
-                    Some(_) => {
-                        return Err(SaveError::from_write(
-                            file.temp_path().to_path_buf(),
-                            std::io::Error::other("DATA out of order"),
-                        ));
-                    }
-                    None => file.write_at(offset, &data)?,
-                }
-            }
-            WriteCmd::Discard => keep_partial = false,
-            WriteCmd::Finish(reply) => {
-                let flushed = match direct.as_mut() {
-                    Some(d) => d.finish(&mut file),
-                    None => Ok(()),
-                };
-                let hash = FileHash(std::mem::take(&mut hasher).finalize().into());
-                direct = None;
-                // The driver keeps the reply receiver until it gets an answer.
-                let _ = reply.send(flushed.map(|()| hash));
-            }
-            WriteCmd::Commit(reply) => {
-                // The driver keeps the reply receiver until it gets an answer.
-                let _ = reply.send(file.commit());
-                return Ok(());
-            }
-        }
-    }
-    if !keep_partial {
-        drop(direct);
-        return file.abort();
-    }
-    // Keep what arrived: write out the buffered tail too, then note the length.
-    if let Some(mut d) = direct.take() {
-        d.finish(&mut file)?;
-    }
-    tracing::debug!(bytes = file.len(), "keeping the partial file for a resume");
-    file.keep()
-}
-
-/// The size limit of [`IncomingFile::with_size_limit`], for bytes that bypass `write_at`.
-fn check_limit(file: &IncomingFile, offset: u64, len: usize) -> Result<(), SaveError> {
-    let end = u64::try_from(len)
-        .ok()
-        .and_then(|l| offset.checked_add(l))
-        .ok_or(SaveError::OffsetOverflow { offset, len })?;
-    match file.size_limit() {
-        Some(limit) if end > limit => Err(SaveError::SizeLimit { end, limit }),
-        _ => Ok(()),
-    }
 }
 
 /// Runs the wire receiver over the stream, handing its writes to `writer`, until it completed
@@ -633,35 +355,6 @@ fn proves_data_wrong(err: &ats_p2p_wire::TransferError) -> bool {
 fn collect_frames(receiver: &mut Receiver, last: &mut Vec<Frame>) {
     while let Some(frame) = receiver.poll_frame() {
         last.push(frame);
-    }
-}
-
-/// Asks the writer to write everything out and waits for the hash of all bytes.
-async fn finish(writer: &mut Writer) -> Result<FileHash, StreamReceiveError> {
-    let (reply, answer) = oneshot::channel();
-    writer.send(WriteCmd::Finish(reply)).await?;
-    match answer.await {
-        Ok(Ok(hash)) => Ok(hash),
-        Ok(Err(e)) => Err(StreamReceiveError::Save(e)),
-        Err(_) => Err(writer
-            .finish()
-            .await
-            .err()
-            .unwrap_or(StreamReceiveError::WriterStopped)),
-    }
-}
-
-/// Asks the writer to commit and waits for the final path.
-async fn commit(writer: &mut Writer) -> Result<PathBuf, StreamReceiveError> {
-    let (reply, answer) = oneshot::channel();
-    writer.send(WriteCmd::Commit(reply)).await?;
-    let result = answer.await;
-    // The thread has ended (it returns after a commit).
-    let joined = writer.finish().await;
-    match result {
-        Ok(Ok(path)) => Ok(path),
-        Ok(Err(e)) => Err(StreamReceiveError::Save(e)),
-        Err(_) => Err(joined.err().unwrap_or(StreamReceiveError::WriterStopped)),
     }
 }
 
