@@ -9,10 +9,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::common::net::{Net, dir_names, event, exit_code, random_file, wait_mid_transfer};
-use crate::common::{Proc, subdir};
+use crate::common::net::{
+    Net, dir_names, event, exit_code, random_file, send_with_keys, wait_mid_transfer, wait_progress,
+};
+use crate::common::subdir;
 use rand::{Rng, RngCore, SeedableRng};
-use serde_json::Value;
 
 /// Bound on each test: a 65 MiB tree of 1,000 files, twice at most.
 const DIRECTORY_TIMEOUT: Duration = Duration::from_secs(180);
@@ -91,40 +92,6 @@ fn a_tree_of_1000_files_and_64_mib_arrives_identical() {
     assert_eq!(v["recipient_id"], "agent-b");
 }
 
-/// `send` from `agent-a` with the key in `keys` (resuming is keyed on the sender's key).
-fn send_with_keys(net: &Net, keys: &Path, path: &Path, extra: &[&str]) -> Proc {
-    let mut c: Command = net.node_keyless("send", "agent-a");
-    c.arg("--key-dir").arg(keys);
-    c.arg(path).args(["--to", "agent-b"]).args(extra);
-    Proc::spawn("send agent-a", c)
-}
-
-/// Reads `p`'s events until a `progress` at `fraction` of the total or more.
-fn wait_progress(p: &mut Proc, fraction: f64, deadline: Instant) {
-    loop {
-        let line = p.next_line(deadline).unwrap_or_else(|| {
-            panic!(
-                "{}: no progress to {fraction}:\n{}",
-                p.name,
-                p.seen.join("\n")
-            )
-        });
-        let v: Value = serde_json::from_str(&line).unwrap();
-        match v["event"].as_str() {
-            Some("progress") => {
-                let (bytes, total) = (v["bytes"].as_u64().unwrap(), v["total"].as_u64().unwrap());
-                if bytes as f64 >= fraction * total as f64 {
-                    return;
-                }
-            }
-            Some("transfer_complete" | "transfer_failed") => {
-                panic!("{}: ended before {fraction}: {v}", p.name)
-            }
-            _ => {}
-        }
-    }
-}
-
 #[test]
 fn a_directory_broken_at_40_percent_and_sent_again_moves_only_the_rest() {
     let net = Net::start_with(DIRECTORY_TIMEOUT);
@@ -134,7 +101,7 @@ fn a_directory_broken_at_40_percent_and_sent_again_moves_only_the_rest() {
     let keys = net.sender_keys("agent-a");
 
     let mut rx = net.listen("agent-b", &save, &[]);
-    let mut tx = send_with_keys(&net, &keys, &src, &["--limit", "32MiB/s"]);
+    let mut tx = send_with_keys(&net, "agent-a", &keys, &src, &["--limit", "32MiB/s"]);
     wait_progress(&mut rx, 0.4, net.deadline);
     // Both ends die (the network between them is gone for good).
     rx.kill9();
@@ -146,7 +113,7 @@ fn a_directory_broken_at_40_percent_and_sent_again_moves_only_the_rest() {
     );
 
     let mut rx = net.listen("agent-b", &save, &["--once"]);
-    let mut again = send_with_keys(&net, &keys, &src, &[]);
+    let mut again = send_with_keys(&net, "agent-a", &keys, &src, &[]);
     let (code, err) = exit_code(&mut again, net.deadline);
     assert_eq!(code, 0, "second send: {err}");
     let complete = rx.wait_event("transfer_complete", net.deadline);

@@ -7,11 +7,12 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::common::net::{Net, exit_code, exposed_names, sha256_hex};
-use crate::common::{Proc, ats_p2p, subdir};
+use crate::common::net::{
+    Net, exit_code, exposed_names, send_with_keys, sha256_hex, wait_progress,
+};
+use crate::common::{ats_p2p, subdir};
 use rand::{RngCore, SeedableRng};
 use serde_json::Value;
 
@@ -33,46 +34,6 @@ fn generated_file(dir: &Path, name: &str, size: usize, seed: u64) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, &data).unwrap();
     path
-}
-
-/// `send` from `actor` with the key in `keys` (the same key for every run: resuming is keyed
-/// on the sender's key).
-fn send_with_keys(net: &Net, actor: &str, keys: &Path, file: &Path, extra: &[&str]) -> Proc {
-    let mut c: Command = net.node_keyless("send", actor);
-    c.arg("--key-dir").arg(keys);
-    c.arg(file).args(["--to", "agent-b"]).args(extra);
-    Proc::spawn(&format!("send {actor}"), c)
-}
-
-/// Reads `p`'s events until a `progress` at `fraction` of the total or more; returns it.
-fn wait_progress(p: &mut Proc, fraction: f64, deadline: Instant) -> Value {
-    loop {
-        let line = p.next_line(deadline).unwrap_or_else(|| {
-            panic!(
-                "{}: no progress to {fraction}:\n{}",
-                p.name,
-                p.seen.join("\n")
-            )
-        });
-        let v: Value = serde_json::from_str(&line).unwrap();
-        match v["event"].as_str() {
-            Some("progress") => {
-                let (bytes, total) = (v["bytes"].as_u64().unwrap(), v["total"].as_u64().unwrap());
-                if bytes as f64 >= fraction * total as f64 {
-                    assert!(
-                        bytes < total,
-                        "{}: the transfer ended before the kill",
-                        p.name
-                    );
-                    return v;
-                }
-            }
-            Some("transfer_complete" | "transfer_failed") => {
-                panic!("{}: the transfer ended before {fraction}: {v}", p.name)
-            }
-            _ => {}
-        }
-    }
 }
 
 /// The receiver's `transfer_complete` of the resumed run: the whole file arrived, identical,

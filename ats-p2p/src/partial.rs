@@ -33,6 +33,32 @@ use crate::save::{MAX_STALE_SCAN_ENTRIES, TEMP_DIR_SUFFIX, TEMP_SUFFIX};
 /// come back after a weekend, short enough that abandoned halves do not pile up.
 pub const DEFAULT_PARTIAL_EXPIRY: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
+/// Resumed prefixes are cut to a multiple of this (one DATA frame, a multiple of the direct
+/// I/O alignment): a killed receiver's last write may be torn.
+pub const PREFIX_GRANULE: u64 = 64 * 1024;
+
+/// Bytes read per step when re-hashing a kept prefix.
+const REHASH_CHUNK: usize = 1024 * 1024;
+
+/// SHA-256 state over the next `len` bytes of `reader` (a kept file, read from disk: a record
+/// is never trusted for content). Fails if fewer bytes are there. Blocks.
+pub(crate) fn hash_prefix(reader: &mut impl io::Read, len: u64) -> io::Result<sha2::Sha256> {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; REHASH_CHUNK];
+    let mut left = len;
+    while left > 0 {
+        let want = usize::try_from(left)
+            .unwrap_or(usize::MAX)
+            .min(REHASH_CHUNK);
+        let chunk = buf.get_mut(..want).unwrap_or_default();
+        reader.read_exact(chunk)?;
+        hasher.update(&*chunk);
+        left = left.saturating_sub(u64::try_from(want).unwrap_or(u64::MAX));
+    }
+    Ok(hasher)
+}
+
 /// Suffix of partial-file records (the temporary file's name with this in place of `part`).
 pub const RECORD_SUFFIX: &str = "resume";
 

@@ -296,3 +296,49 @@ pub(crate) fn is_record_name(name: &str) -> bool {
 pub(crate) fn is_temp_name(name: &str) -> bool {
     name.starts_with(".ats-p2p-") && name.ends_with(".part")
 }
+
+/// `send` from `actor` to `agent-b` with the key in `keys` (the same key for every run: resuming is keyed
+/// on the sender's key).
+pub(crate) fn send_with_keys(
+    net: &Net,
+    actor: &str,
+    keys: &Path,
+    file: &Path,
+    extra: &[&str],
+) -> Proc {
+    let mut c: Command = net.node_keyless("send", actor);
+    c.arg("--key-dir").arg(keys);
+    c.arg(file).args(["--to", "agent-b"]).args(extra);
+    Proc::spawn(&format!("send {actor}"), c)
+}
+
+/// Reads `p`'s events until a `progress` at `fraction` of the total or more; returns it.
+pub(crate) fn wait_progress(p: &mut Proc, fraction: f64, deadline: Instant) -> Value {
+    loop {
+        let line = p.next_line(deadline).unwrap_or_else(|| {
+            panic!(
+                "{}: no progress to {fraction}:\n{}",
+                p.name,
+                p.seen.join("\n")
+            )
+        });
+        let v: Value = serde_json::from_str(&line).unwrap();
+        match v["event"].as_str() {
+            Some("progress") => {
+                let (bytes, total) = (v["bytes"].as_u64().unwrap(), v["total"].as_u64().unwrap());
+                if bytes as f64 >= fraction * total as f64 {
+                    assert!(
+                        bytes < total,
+                        "{}: the transfer ended before the kill",
+                        p.name
+                    );
+                    return v;
+                }
+            }
+            Some("transfer_complete" | "transfer_failed") => {
+                panic!("{}: the transfer ended before {fraction}: {v}", p.name)
+            }
+            _ => {}
+        }
+    }
+}

@@ -48,19 +48,33 @@ impl SaveDir {
     /// it (held until the file is closed: how [`Self::is_abandoned`] tells a live transfer's
     /// file from a dead one's). Returns the file and its name.
     pub(crate) fn create_temp(&self, prefix: &str, suffix: &str) -> io::Result<(File, String)> {
-        use rustix::fs::{FlockOperation, Mode, OFlags, flock, openat};
+        use rustix::fs::{Mode, OFlags, openat};
+        self.create_fresh(prefix, suffix, |name| {
+            let flags =
+                OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            openat(&self.fd, name, flags, Mode::from_raw_mode(0o600)).map(File::from)
+        })
+    }
+
+    /// Creates something new under a fresh hidden name `.{prefix}-{16 random hex}.{suffix}`
+    /// with `create` (which must fail with `EEXIST` when the name is taken: then another name
+    /// is tried), and takes an exclusive `flock` on what it opened.
+    fn create_fresh(
+        &self,
+        prefix: &str,
+        suffix: &str,
+        mut create: impl FnMut(&str) -> rustix::io::Result<File>,
+    ) -> io::Result<(File, String)> {
+        use rustix::fs::{FlockOperation, flock};
         let mut last_err = None;
         for _ in 0..MAX_TEMP_ATTEMPTS {
             let nonce: u64 = rand::random();
             let name = format!(".{prefix}-{nonce:016x}.{suffix}");
-            let flags =
-                OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-            match openat(&self.fd, name.as_str(), flags, Mode::from_raw_mode(0o600)) {
-                Ok(fd) => {
-                    let file = File::from(fd);
+            match create(&name) {
+                Ok(file) => {
                     // Only a file system without locks refuses; then the age rule alone applies.
                     if let Err(e) = flock(&file, FlockOperation::NonBlockingLockExclusive) {
-                        tracing::debug!(error = %e, "no lock on the temporary file");
+                        tracing::debug!(error = %e, name, "no lock on a new temporary");
                     }
                     return Ok((file, name));
                 }
@@ -255,26 +269,12 @@ impl SaveDir {
     /// opened without following links and locked (`flock`, as [`Self::create_temp`] locks its
     /// files). Returns its handle and name.
     pub(crate) fn create_temp_dir(&self, prefix: &str, suffix: &str) -> io::Result<(File, String)> {
-        use rustix::fs::{FlockOperation, Mode, OFlags, flock, mkdirat, openat};
-        let mut last_err = None;
-        for _ in 0..MAX_TEMP_ATTEMPTS {
-            let nonce: u64 = rand::random();
-            let name = format!(".{prefix}-{nonce:016x}.{suffix}");
-            match mkdirat(&self.fd, name.as_str(), Mode::from_raw_mode(0o700)) {
-                Ok(()) => {
-                    let flags =
-                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-                    let dir = File::from(openat(&self.fd, name.as_str(), flags, Mode::empty())?);
-                    if let Err(e) = flock(&dir, FlockOperation::NonBlockingLockExclusive) {
-                        tracing::debug!(error = %e, "no lock on the temporary directory");
-                    }
-                    return Ok((dir, name));
-                }
-                Err(e) if e == rustix::io::Errno::EXIST => last_err = Some(io::Error::from(e)),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(last_err.unwrap_or_else(|| io::Error::from(io::ErrorKind::AlreadyExists)))
+        use rustix::fs::{Mode, OFlags, mkdirat, openat};
+        self.create_fresh(prefix, suffix, |name| {
+            mkdirat(&self.fd, name, Mode::from_raw_mode(0o700))?;
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            openat(&self.fd, name, flags, Mode::empty()).map(File::from)
+        })
     }
 
     /// Opens the existing directory `name` without following a symlink and takes its

@@ -5,13 +5,10 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::Path;
 
-use sha2::{Digest as _, Sha256};
+use sha2::Sha256;
 
 use crate::fsutil;
 use crate::save::SaveError;
-
-/// Bytes read per step when re-hashing what a kept directory holds.
-const REHASH_CHUNK: usize = 1024 * 1024;
 
 /// Removes the file `path` if it is there.
 pub(super) fn remove_if_there(path: &Path) -> Result<(), SaveError> {
@@ -27,21 +24,8 @@ pub(super) fn remove_if_there(path: &Path) -> Result<(), SaveError> {
 
 /// SHA-256 state over the first `len` bytes of the file at `path`, read from disk.
 pub(super) fn rehash(path: &Path, len: u64) -> io::Result<Sha256> {
-    use std::io::Read as _;
     let mut file = open_nofollow(path, OpenOptions::new().read(true))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; REHASH_CHUNK];
-    let mut left = len;
-    while left > 0 {
-        let want = usize::try_from(left)
-            .unwrap_or(usize::MAX)
-            .min(REHASH_CHUNK);
-        let chunk = buf.get_mut(..want).unwrap_or_default();
-        file.read_exact(chunk)?;
-        hasher.update(&*chunk);
-        left = left.saturating_sub(want as u64);
-    }
-    Ok(hasher)
+    crate::partial::hash_prefix(&mut file, len)
 }
 
 /// Opens the existing file `path` for writing, cut to `len` bytes, positioned at its end.

@@ -105,20 +105,7 @@ impl IncomingTree {
                     dir: save_dir.to_path_buf(),
                     source,
                 })?;
-        let mut tree = Self {
-            root: save_dir.join(&temp_name),
-            save,
-            _temp_handle: handle,
-            temp_name,
-            name: sanitize_file_name(offered_name),
-            manifest: manifest.clone(),
-            written: vec![[0; 32]; manifest.files.len()],
-            position: 0,
-            current: None,
-            next: 0,
-            record: None,
-            armed: true,
-        };
+        let mut tree = Self::held(save, handle, temp_name, offered_name, manifest);
         if let Some(record) = record {
             tree.write_record(record)?;
         }
@@ -130,6 +117,31 @@ impl IncomingTree {
     /// Where the stream continues: bytes of the files already held (0 for a new directory).
     pub const fn position(&self) -> u64 {
         self.position
+    }
+
+    /// A tree in the temporary directory `temp_name` of `save`, held open (and locked) by
+    /// `handle`, at position 0 with nothing written and no record yet.
+    fn held(
+        save: SaveDir,
+        handle: File,
+        temp_name: String,
+        offered_name: &str,
+        manifest: &Manifest,
+    ) -> Self {
+        Self {
+            root: save.path().join(&temp_name),
+            save,
+            _temp_handle: handle,
+            temp_name,
+            name: sanitize_file_name(offered_name),
+            manifest: manifest.clone(),
+            written: vec![[0; 32]; manifest.files.len()],
+            position: 0,
+            current: None,
+            next: 0,
+            record: None,
+            armed: true,
+        }
     }
 
     /// The manifest being received.

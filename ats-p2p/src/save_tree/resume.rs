@@ -12,13 +12,8 @@ use sha2::Digest as _;
 use super::files::{rehash, remove_if_there, reopen_at};
 use super::{IncomingTree, check_manifest};
 use crate::fsutil::SaveDir;
-use crate::names::sanitize_file_name;
 use crate::partial::{self, PartialRecord, record_name};
 use crate::save::SaveError;
-
-/// Resumed prefixes of a file are cut to a multiple of this (a killed receiver's last write may
-/// be torn), as for single files.
-const PREFIX_GRANULE: u64 = 64 * 1024;
 
 impl IncomingTree {
     /// Takes over the kept temporary directory `temp_name` (with its record) of an earlier,
@@ -40,20 +35,8 @@ impl IncomingTree {
         };
         let save = SaveDir::open(save_dir).map_err(open_err)?;
         let handle = save.open_dir_locked(temp_name).map_err(open_err)?;
-        let mut tree = Self {
-            root: save_dir.join(temp_name),
-            save,
-            _temp_handle: handle,
-            temp_name: temp_name.to_owned(),
-            name: sanitize_file_name(offered_name),
-            manifest: manifest.clone(),
-            written: vec![[0; 32]; manifest.files.len()],
-            position: 0,
-            current: None,
-            next: 0,
-            record: record_name(temp_name),
-            armed: true,
-        };
+        let mut tree = Self::held(save, handle, temp_name.to_owned(), offered_name, manifest);
+        tree.record = record_name(temp_name);
         tree.make_dirs()?;
         tree.take_stock()?;
         tracing::debug!(temp = %tree.root.display(), position = tree.position, "continuing a directory");
@@ -143,7 +126,7 @@ impl IncomingTree {
             }
             // Short (keep its whole granules), or wrong: continue inside it or from its start.
             let prefix = if len < f.size {
-                len - len % PREFIX_GRANULE
+                len - len % partial::PREFIX_GRANULE
             } else {
                 0
             };

@@ -19,13 +19,6 @@ pub(super) struct PreparedFile {
     pub(super) hasher: Sha256,
 }
 
-/// Resumed prefixes are cut to a multiple of this (one DATA frame, a multiple of the direct
-/// I/O alignment): a killed receiver's last write may be torn.
-pub(super) const PREFIX_GRANULE: u64 = 64 * 1024;
-
-/// Bytes read per step when re-hashing a prefix.
-pub(super) const REHASH_CHUNK: usize = 1024 * 1024;
-
 /// Runs on a blocking thread: continues the partial file of `key` when there is one (cut to
 /// whole granules, re-hashed from disk), else creates a new temporary file (with a record when
 /// `key` is given). Partial files of the same sender and name with another content (the file
@@ -91,7 +84,7 @@ pub(super) fn continue_partial(
     let prefix = if on_disk >= size {
         size
     } else {
-        on_disk - on_disk % PREFIX_GRANULE
+        on_disk - on_disk % partial::PREFIX_GRANULE
     };
     let hasher = match rehash(&mut file, prefix) {
         Ok(h) => h,
@@ -117,20 +110,8 @@ pub(super) fn continue_partial(
 
 /// SHA-256 state over the first `len` bytes of `file`, read from disk.
 pub(super) fn rehash(file: &mut IncomingFile, len: u64) -> std::io::Result<Sha256> {
-    use std::io::{Read as _, Seek as _, SeekFrom};
-    let mut hasher = Sha256::new();
+    use std::io::{Seek as _, SeekFrom};
     let mut f = file.file();
     f.seek(SeekFrom::Start(0))?;
-    let mut left = len;
-    let mut buf = vec![0u8; REHASH_CHUNK];
-    while left > 0 {
-        let want = usize::try_from(left)
-            .unwrap_or(usize::MAX)
-            .min(REHASH_CHUNK);
-        let chunk = buf.get_mut(..want).unwrap_or_default();
-        f.read_exact(chunk)?;
-        hasher.update(&*chunk);
-        left = left.saturating_sub(u64::try_from(want).unwrap_or(u64::MAX));
-    }
-    Ok(hasher)
+    partial::hash_prefix(&mut f, len)
 }

@@ -15,6 +15,7 @@ use super::limit::{TokenBucket, pace};
 use super::progress::{ProgressRule, ProgressWatch, earliest};
 use super::{FAREWELL_TIMEOUT, STREAM_READ_BUF, WRITE_QUEUE_DEPTH};
 use crate::partial::PartialKey;
+use crate::save::SaveError;
 use ats_p2p_swarm::wait;
 
 use super::partial_file::prepare_file;
@@ -122,7 +123,7 @@ pub async fn receive_stream_opts<S>(
     offer: Meta,
     config: ReceiverConfig,
     options: ReceiveOptions,
-    mut on_progress: impl FnMut(u64, u64) + Send,
+    on_progress: impl FnMut(u64, u64) + Send,
 ) -> Result<Received, StreamReceiveError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -147,19 +148,7 @@ where
         tokio::task::spawn_blocking(move || prepare_file(&dir, &id, &name, size, key.as_ref()))
             .await
     };
-    let prepared = match prepared {
-        Ok(Ok(p)) => p,
-        Ok(Err(e)) => {
-            receiver.fail_local(format!("receiver cannot store the file: {e}"));
-            fail_without_file(&mut receiver, &mut wr).await;
-            return Err(StreamReceiveError::Save(e));
-        }
-        Err(_) => {
-            receiver.fail_local("receiver cannot store the file");
-            fail_without_file(&mut receiver, &mut wr).await;
-            return Err(StreamReceiveError::WriterStopped);
-        }
-    };
+    let prepared = prepared_or_refuse(prepared, &mut receiver, &mut wr, "file").await?;
     if resumable {
         receiver = receiver.with_resume(prepared.prefix);
     }
@@ -168,21 +157,49 @@ where
         tx,
         tokio::task::spawn_blocking(move || write_loop(prepared, rx, resumable)),
     );
-    let progress = ProgressWatch::new(options.rule, offer.size, Instant::now());
+    run_to_end(
+        &mut receiver,
+        writer,
+        &options,
+        offer.size,
+        &mut rd,
+        &mut wr,
+        on_progress,
+    )
+    .await
+}
+
+/// The rest of a receive once its writer runs (shared by files and directories): drives the
+/// wire receiver over the stream with the progress rule and the read limit of `options`, then
+/// ends our side of the stream (bounded: a sender that vanished after our last frame never
+/// acknowledges it) and reports where the transfer resumed from.
+pub(super) async fn run_to_end<R, W>(
+    receiver: &mut Receiver,
+    writer: Writer,
+    options: &ReceiveOptions,
+    size: u64,
+    rd: &mut R,
+    wr: &mut W,
+    mut on_progress: impl FnMut(u64, u64) + Send,
+) -> Result<Received, StreamReceiveError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let progress = ProgressWatch::new(options.rule, size, Instant::now());
     let mut bucket = options
         .limit
         .map(|rate| TokenBucket::new(rate, Instant::now()));
     let result = drive(
-        &mut receiver,
+        receiver,
         writer,
         progress,
         bucket.as_mut(),
-        &mut rd,
-        &mut wr,
+        rd,
+        wr,
         &mut on_progress,
     )
     .await;
-    // Bounded: a sender that vanished after our last frame never acknowledges our end.
     match tokio::time::timeout(FAREWELL_TIMEOUT, wr.shutdown()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::debug!(error = %e, "shutdown at the end of a receive failed"),
@@ -192,6 +209,29 @@ where
         received.resumed_from = receiver.resumed_from().unwrap_or(0);
         received
     })
+}
+
+/// What preparing the file (or directory) on a blocking thread came to: the prepared value,
+/// or, when it failed, the peer told (ERROR: a local failure) and the error to return.
+pub(super) async fn prepared_or_refuse<T, W: AsyncWrite + Unpin>(
+    prepared: Result<Result<T, SaveError>, tokio::task::JoinError>,
+    receiver: &mut Receiver,
+    wr: &mut W,
+    what: &str,
+) -> Result<T, StreamReceiveError> {
+    let err = match prepared {
+        Ok(Ok(p)) => return Ok(p),
+        Ok(Err(e)) => {
+            receiver.fail_local(format!("receiver cannot store the {what}: {e}"));
+            StreamReceiveError::Save(e)
+        }
+        Err(_) => {
+            receiver.fail_local(format!("receiver cannot store the {what}"));
+            StreamReceiveError::WriterStopped
+        }
+    };
+    fail_without_file(receiver, wr).await;
+    Err(err)
 }
 
 /// Runs the wire receiver over the stream, handing its writes to `writer`, until it completed

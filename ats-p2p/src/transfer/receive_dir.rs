@@ -7,15 +7,13 @@ use std::time::Instant;
 use ats_p2p_signal::FileOffer;
 use ats_p2p_signal::manifest::Manifest;
 use ats_p2p_wire::{FileHash, Meta, Receiver, ReceiverConfig, TransferError};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
 use super::StreamReceiveError;
-use super::limit::TokenBucket;
-use super::progress::ProgressWatch;
-use super::receive::{ReceiveOptions, Received, drive, fail_without_file};
+use super::WRITE_QUEUE_DEPTH;
+use super::receive::{ReceiveOptions, Received, fail_without_file, prepared_or_refuse, run_to_end};
 use super::writer::{WriteCmd, Writer};
-use super::{FAREWELL_TIMEOUT, WRITE_QUEUE_DEPTH};
 use crate::partial::{self, PartialKey, PartialRecord};
 use crate::save::SaveError;
 use crate::save_tree::IncomingTree;
@@ -34,7 +32,7 @@ pub async fn receive_directory<S>(
     offer: &FileOffer,
     config: ReceiverConfig,
     options: ReceiveOptions,
-    mut on_progress: impl FnMut(u64, u64) + Send,
+    on_progress: impl FnMut(u64, u64) + Send,
 ) -> Result<Received, StreamReceiveError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -65,19 +63,7 @@ where
         tokio::task::spawn_blocking(move || prepare_tree(&dir, &id, &name, &manifest, key.as_ref()))
             .await
     };
-    let tree = match created {
-        Ok(Ok(tree)) => tree,
-        Ok(Err(e)) => {
-            receiver.fail_local(format!("receiver cannot store the directory: {e}"));
-            fail_without_file(&mut receiver, &mut wr).await;
-            return Err(StreamReceiveError::Save(e));
-        }
-        Err(_) => {
-            receiver.fail_local("receiver cannot store the directory");
-            fail_without_file(&mut receiver, &mut wr).await;
-            return Err(StreamReceiveError::WriterStopped);
-        }
-    };
+    let tree = prepared_or_refuse(created, &mut receiver, &mut wr, "directory").await?;
     // A sender told (by the accept) that this node resumes offers it in META and waits for the
     // answer, even when nothing is held (0).
     receiver = receiver.with_resume(tree.position());
@@ -86,29 +72,16 @@ where
         tx,
         tokio::task::spawn_blocking(move || tree_write_loop(tree, rx, resumable)),
     );
-    let progress = ProgressWatch::new(options.rule, offer.size, Instant::now());
-    let mut bucket = options
-        .limit
-        .map(|rate| TokenBucket::new(rate, Instant::now()));
-    let result = drive(
+    run_to_end(
         &mut receiver,
         writer,
-        progress,
-        bucket.as_mut(),
+        &options,
+        offer.size,
         &mut rd,
         &mut wr,
-        &mut on_progress,
+        on_progress,
     )
-    .await;
-    match tokio::time::timeout(FAREWELL_TIMEOUT, wr.shutdown()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::debug!(error = %e, "shutdown at the end of a receive failed"),
-        Err(_) => tracing::debug!("the sender did not acknowledge the end of the stream"),
-    }
-    result.map(|mut received| {
-        received.resumed_from = receiver.resumed_from().unwrap_or(0);
-        received
-    })
+    .await
 }
 
 /// Runs on a blocking thread: continues the kept directory of `key` when there is one, else
