@@ -20,7 +20,7 @@ use ats_p2p_swarm::wait;
 
 use super::partial_file::prepare_file;
 use super::writer::{WriteCmd, Writer};
-use super::writer::{commit, finish, write_loop};
+use super::writer::{commit, finish};
 
 /// A file received, verified and moved into place.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,40 +128,67 @@ pub async fn receive_stream_opts<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let (dir, id, name, size, key) = (
+        save_dir.to_path_buf(),
+        transfer_id_hex.to_owned(),
+        offer.name.clone(),
+        offer.size,
+        options.resume.clone(),
+    );
+    let prepare = move || prepare_file(&dir, &id, &name, size, key.as_ref());
+    receive_into(stream, offer, config, options, "file", prepare, on_progress).await
+}
+
+/// What a receive writes into (a file, or a directory's files), run on the writer thread.
+pub(super) trait Sink: Send + 'static {
+    /// Bytes of it already held from an earlier, broken transfer (re-hashed): where a resumed
+    /// stream continues.
+    fn held(&self) -> u64;
+
+    /// Hashes and writes the queued commands in order, answers `Finish` and `Commit`; returning
+    /// without a commit removes what was written, or keeps it for a resume when `keep_partial`
+    /// and no `Discard` came.
+    fn write_loop(self, rx: mpsc::Receiver<WriteCmd>, keep_partial: bool) -> Result<(), SaveError>;
+}
+
+/// A receive of `offer` from `stream` into what `prepare` makes (on a blocking thread): the
+/// body shared by files and directories. `what` names it in messages.
+pub(super) async fn receive_into<S, T: Sink>(
+    stream: S,
+    offer: Meta,
+    config: ReceiverConfig,
+    options: ReceiveOptions,
+    what: &str,
+    prepare: impl FnOnce() -> Result<T, SaveError> + Send + 'static,
+    on_progress: impl FnMut(u64, u64) + Send,
+) -> Result<Received, StreamReceiveError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     // The writer thread hashes what it writes, in parallel with decryption on this task.
-    let mut receiver = Receiver::new(offer.clone(), config, Instant::now()).with_external_hash();
+    let size = offer.size;
+    let mut receiver = Receiver::new(offer, config, Instant::now()).with_external_hash();
     let (mut rd, mut wr) = tokio::io::split(stream);
     if receiver.is_finished() {
-        // Refused before any file exists (too large): just tell the peer.
+        // Refused before anything exists (too large): just tell the peer.
         return Err(fail_without_file(&mut receiver, &mut wr).await);
     }
-
+    let prepared = tokio::task::spawn_blocking(prepare).await;
+    let sink = prepared_or_refuse(prepared, &mut receiver, &mut wr, what).await?;
     let resumable = options.resume.is_some();
-    let prepared = {
-        let (dir, id, name, size, key) = (
-            save_dir.to_path_buf(),
-            transfer_id_hex.to_owned(),
-            offer.name.clone(),
-            offer.size,
-            options.resume.clone(),
-        );
-        tokio::task::spawn_blocking(move || prepare_file(&dir, &id, &name, size, key.as_ref()))
-            .await
-    };
-    let prepared = prepared_or_refuse(prepared, &mut receiver, &mut wr, "file").await?;
     if resumable {
-        receiver = receiver.with_resume(prepared.prefix);
+        receiver = receiver.with_resume(sink.held());
     }
     let (tx, rx) = mpsc::channel(WRITE_QUEUE_DEPTH);
     let writer = Writer::new(
         tx,
-        tokio::task::spawn_blocking(move || write_loop(prepared, rx, resumable)),
+        tokio::task::spawn_blocking(move || sink.write_loop(rx, resumable)),
     );
     run_to_end(
         &mut receiver,
         writer,
         &options,
-        offer.size,
+        size,
         &mut rd,
         &mut wr,
         on_progress,
@@ -169,11 +196,11 @@ where
     .await
 }
 
-/// The rest of a receive once its writer runs (shared by files and directories): drives the
+/// The rest of a receive once its writer runs: drives the
 /// wire receiver over the stream with the progress rule and the read limit of `options`, then
 /// ends our side of the stream (bounded: a sender that vanished after our last frame never
 /// acknowledges it) and reports where the transfer resumed from.
-pub(super) async fn run_to_end<R, W>(
+async fn run_to_end<R, W>(
     receiver: &mut Receiver,
     writer: Writer,
     options: &ReceiveOptions,
@@ -213,7 +240,7 @@ where
 
 /// What preparing the file (or directory) on a blocking thread came to: the prepared value,
 /// or, when it failed, the peer told (ERROR: a local failure) and the error to return.
-pub(super) async fn prepared_or_refuse<T, W: AsyncWrite + Unpin>(
+async fn prepared_or_refuse<T, W: AsyncWrite + Unpin>(
     prepared: Result<Result<T, SaveError>, tokio::task::JoinError>,
     receiver: &mut Receiver,
     wr: &mut W,

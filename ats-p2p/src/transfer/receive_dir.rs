@@ -2,18 +2,16 @@
 //! the manifest's files ([`IncomingTree`]).
 
 use std::path::Path;
-use std::time::Instant;
 
 use ats_p2p_signal::FileOffer;
 use ats_p2p_signal::manifest::Manifest;
-use ats_p2p_wire::{FileHash, Meta, Receiver, ReceiverConfig, TransferError};
+use ats_p2p_wire::{FileHash, Meta, ReceiverConfig, TransferError};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
 use super::StreamReceiveError;
-use super::WRITE_QUEUE_DEPTH;
-use super::receive::{ReceiveOptions, Received, fail_without_file, prepared_or_refuse, run_to_end};
-use super::writer::{WriteCmd, Writer};
+use super::receive::{ReceiveOptions, Received, Sink, receive_into};
+use super::writer::WriteCmd;
 use crate::partial::{self, PartialKey, PartialRecord};
 use crate::save::SaveError;
 use crate::save_tree::IncomingTree;
@@ -37,51 +35,40 @@ pub async fn receive_directory<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    // A sender told (by the accept) that this node resumes offers it in META and waits for the
-    // answer: a directory always starts at 0.
     let Some(manifest) = &offer.manifest else {
         return Err(StreamReceiveError::Transfer(TransferError::ApiMisuse(
             "receive_directory needs a directory offer",
         )));
     };
-    let transfer_id_hex = offer.transfer_id.to_string();
     let meta = Meta::new(offer.filename.clone(), offer.size, FileHash(offer.sha256));
-    let mut receiver = Receiver::new(meta, config, Instant::now()).with_external_hash();
-    let (mut rd, mut wr) = tokio::io::split(stream);
-    if receiver.is_finished() {
-        return Err(fail_without_file(&mut receiver, &mut wr).await);
-    }
-    let resumable = options.resume.is_some();
-    let created = {
-        let (dir, id, name, manifest, key) = (
-            save_dir.to_path_buf(),
-            transfer_id_hex.clone(),
-            offer.filename.clone(),
-            manifest.clone(),
-            options.resume.clone(),
-        );
-        tokio::task::spawn_blocking(move || prepare_tree(&dir, &id, &name, &manifest, key.as_ref()))
-            .await
-    };
-    let tree = prepared_or_refuse(created, &mut receiver, &mut wr, "directory").await?;
-    // A sender told (by the accept) that this node resumes offers it in META and waits for the
-    // answer, even when nothing is held (0).
-    receiver = receiver.with_resume(tree.position());
-    let (tx, rx) = mpsc::channel(WRITE_QUEUE_DEPTH);
-    let writer = Writer::new(
-        tx,
-        tokio::task::spawn_blocking(move || tree_write_loop(tree, rx, resumable)),
+    let (dir, id, name, manifest, key) = (
+        save_dir.to_path_buf(),
+        offer.transfer_id.to_string(),
+        offer.filename.clone(),
+        manifest.clone(),
+        options.resume.clone(),
     );
-    run_to_end(
-        &mut receiver,
-        writer,
-        &options,
-        offer.size,
-        &mut rd,
-        &mut wr,
+    let prepare = move || prepare_tree(&dir, &id, &name, &manifest, key.as_ref());
+    receive_into(
+        stream,
+        meta,
+        config,
+        options,
+        "directory",
+        prepare,
         on_progress,
     )
     .await
+}
+
+impl Sink for IncomingTree {
+    fn held(&self) -> u64 {
+        self.position()
+    }
+
+    fn write_loop(self, rx: mpsc::Receiver<WriteCmd>, keep_partial: bool) -> Result<(), SaveError> {
+        tree_write_loop(self, rx, keep_partial)
+    }
 }
 
 /// Runs on a blocking thread: continues the kept directory of `key` when there is one, else

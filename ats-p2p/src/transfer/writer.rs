@@ -88,7 +88,7 @@ impl Writer {
 /// a commit removes the temporary file, or, when `keep_partial` and no `Discard` came, keeps
 /// it for a resume (everything queued written out, the record updated); an error or a panic
 /// removes it.
-pub(super) fn write_loop(
+fn write_loop(
     prepared: PreparedFile,
     mut rx: mpsc::Receiver<WriteCmd>,
     mut keep_partial: bool,
@@ -198,5 +198,15 @@ pub(super) async fn commit(writer: &mut Writer) -> Result<PathBuf, StreamReceive
         Ok(Ok(path)) => Ok(path),
         Ok(Err(e)) => Err(StreamReceiveError::Save(e)),
         Err(_) => Err(joined.err().unwrap_or(StreamReceiveError::WriterStopped)),
+    }
+}
+
+impl super::receive::Sink for PreparedFile {
+    fn held(&self) -> u64 {
+        self.prefix
+    }
+
+    fn write_loop(self, rx: mpsc::Receiver<WriteCmd>, keep_partial: bool) -> Result<(), SaveError> {
+        write_loop(self, rx, keep_partial)
     }
 }
