@@ -154,7 +154,9 @@ impl WatchActor {
         let ws_config = WebSocketConfig::default()
             .max_message_size(Some(MAX_WS_MESSAGE))
             .max_frame_size(Some(MAX_WS_MESSAGE));
-        let fut = tokio_tungstenite::connect_async_with_config(request, Some(ws_config), false);
+        // TCP_NODELAY (`disable_nagle`): our frames (subscribe, pongs) are small and must not
+        // wait for the hub's delayed ACK; the HTTP client (reqwest) sets it already.
+        let fut = tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true);
         match tokio::time::timeout(WS_CONNECT_TIMEOUT, fut).await {
             Ok(Ok((ws, _resp))) => Ok(ws),
             Ok(Err(e)) => Err(failed(e.to_string())),

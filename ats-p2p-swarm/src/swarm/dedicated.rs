@@ -25,7 +25,14 @@ use crate::keys::{KeyPair, PublicKey};
 
 /// First pause between topic lookups while waiting for a key to be announced: a peer usually
 /// announces within milliseconds of agreeing to meet, so the first retries are quick...
-const LOOKUP_RETRY_FIRST: Duration = Duration::from_millis(20);
+///
+/// 5 ms: the receiver looks up right after its accept is on ATS, while the sender still has to
+/// see the accept, read it and announce (a few ms on a local hub), so the first lookup usually
+/// misses, and the pause after it was most of a small transfer's time (20 ms: every 1 KiB
+/// `send` waited for the second lookup). The pause starts when a lookup ends, and on the
+/// public DHT a lookup takes hundreds of ms, so the shorter start adds at most two lookups
+/// per connect there.
+const LOOKUP_RETRY_FIRST: Duration = Duration::from_millis(5);
 
 /// ...and the pause doubles up to this, so a slow peer does not cost a DHT query every few
 /// milliseconds.

@@ -17,6 +17,13 @@
 //! the sender's startup and pre-hash (spawn → `offer_sent`), time to the first DATA byte
 //! (receiver `transfer_start` → first `progress` with bytes > 0), and each side's peak RSS and
 //! CPU seconds (`getrusage(RUSAGE_CHILDREN)` in a small wrapper process around each CLI process).
+//!
+//! The latency an agent feels is the whole `send` command: spawn → exit (the wrapper's usage
+//! line, printed as soon as the CLI exits). Its steps, from the same timestamps: spawn →
+//! `offer_sent`, `offer_sent` → the receiver's `file`, `file` → the receiver's `transfer_start`
+//! (claim, accept, announce, lookup, connect), `transfer_start` → the sender's
+//! `transfer_complete` (frames, fsync, ACK) and that → exit (farewell, unannounce, shutdown).
+//! With `--runs` > 1 a summary gives the median and the maximum of each.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -160,15 +167,19 @@ impl Proc {
         }
     }
 
-    /// Reads to the end of the output and returns the wrapper's usage line.
-    async fn finish(&mut self) -> anyhow::Result<Usage> {
+    /// Reads to the end of the output and returns the wrapper's usage line and when it came
+    /// (as soon as the CLI exited).
+    async fn finish(&mut self) -> anyhow::Result<(Usage, Instant)> {
         let mut usage = None;
-        while let Some((_, v)) = self.next().await {
+        while let Some((t, v)) = self.next().await {
             if v["event"] == "__usage" {
-                usage = Some(Usage {
-                    max_rss: v["max_rss"].as_u64().unwrap_or(0),
-                    cpu_s: v["cpu_s"].as_f64().unwrap_or(0.0),
-                });
+                usage = Some((
+                    Usage {
+                        max_rss: v["max_rss"].as_u64().unwrap_or(0),
+                        cpu_s: v["cpu_s"].as_f64().unwrap_or(0.0),
+                    },
+                    t,
+                ));
             }
         }
         let status = self.child.wait().await?;
@@ -225,6 +236,41 @@ struct Row {
     accept_ttfb_ms: Option<f64>,
     send: Usage,
     recv: Usage,
+    /// The whole `send` command and its steps (see the module docs), ours only.
+    latency: Option<Latency>,
+}
+
+/// The whole `send` command, spawn → exit, and its steps, in milliseconds.
+#[derive(Debug, Default, Clone, Copy)]
+struct Latency {
+    total: f64,
+    spawn_offer: f64,
+    offer_file: f64,
+    file_start: f64,
+    start_ack: f64,
+    ack_exit: f64,
+}
+
+impl Latency {
+    const HEADERS: [&'static str; 6] = [
+        "send total",
+        "spawn→offer",
+        "offer→file",
+        "file→start",
+        "start→ACK",
+        "ACK→exit",
+    ];
+
+    fn values(&self) -> [f64; 6] {
+        [
+            self.total,
+            self.spawn_offer,
+            self.offer_file,
+            self.file_start,
+            self.start_ack,
+            self.ack_exit,
+        ]
+    }
 }
 
 async fn run_rust(
@@ -282,8 +328,8 @@ async fn run_rust(
     let (t_offer, _) = tx.wait_event("offer_sent").await?;
     let (t_ack, _) = tx.wait_event("transfer_complete").await?;
     let (_, done) = rx.wait_event("transfer_complete").await?;
-    let send_usage = tx.finish().await?;
-    let recv_usage = rx.finish().await?;
+    let (send_usage, t_exit) = tx.finish().await?;
+    let (recv_usage, _) = rx.finish().await?;
     drop(hub);
 
     let t_file = rx.first("file", |_| true);
@@ -294,9 +340,9 @@ async fn run_rust(
         .first("progress", |v| v["bytes"].as_u64().unwrap_or(0) > 0)
         .context("no progress from the receiver")?;
     // Verify the saved file.
-    let path = done["path"]
+    // `file_path` is where the file was saved (`path` is the connection's path).
+    let path = done["file_path"]
         .as_str()
-        .or_else(|| done["file_path"].as_str())
         .map(PathBuf::from)
         .unwrap_or_else(|| save.join(src.file_name().unwrap_or_default()));
     let got = hex::encode(benches::sha256_file(&path).with_context(|| path.display().to_string())?);
@@ -309,6 +355,15 @@ async fn run_rust(
     std::fs::remove_file(&path)?;
     let conn_to_ack = t_ack.saturating_duration_since(t_start);
     let accept_to_ack = t_file.map(|t| t_ack.saturating_duration_since(t));
+    let ms = |a: Instant, b: Instant| b.saturating_duration_since(a).as_secs_f64() * 1e3;
+    let latency = t_file.map(|t_file| Latency {
+        total: ms(spawned, t_exit),
+        spawn_offer: ms(spawned, t_offer),
+        offer_file: ms(t_offer, t_file),
+        file_start: ms(t_file, t_start),
+        start_ack: ms(t_start, t_ack),
+        ack_exit: ms(t_ack, t_exit),
+    });
     Ok(Row {
         name: "ats-p2p (Rust CLI)".into(),
         mbps_accept: accept_to_ack.map(|d| mb_per_s(size, d)),
@@ -320,6 +375,7 @@ async fn run_rust(
         accept_ttfb_ms: t_file.map(|t| t_first.saturating_duration_since(t).as_secs_f64() * 1e3),
         send: send_usage,
         recv: recv_usage,
+        latency,
     })
 }
 
@@ -374,6 +430,7 @@ async fn run_js(size: u64) -> anyhow::Result<Row> {
         accept_ttfb_ms: None,
         send: usage(&v["sender"]),
         recv: usage(&v["receiver"]),
+        latency: None,
     })
 }
 
@@ -420,6 +477,7 @@ fn print_table(size: u64, rows: &[Row]) {
             r.recv.cpu_s,
         );
     }
+    print_latency(rows);
     let best = |pred: &dyn Fn(&Row) -> bool| {
         rows.iter()
             .filter(|r| pred(r))
@@ -431,6 +489,42 @@ fn print_table(size: u64, rows: &[Row]) {
     if ours.is_finite() && js.is_finite() && js > 0.0 {
         println!("ratio (best run, connection→ACK MB/s): {:.1}x", ours / js);
     }
+}
+
+/// The whole `send` command per run, then the median and the maximum of each step.
+fn print_latency(rows: &[Row]) {
+    let runs: Vec<Latency> = rows.iter().filter_map(|r| r.latency).collect();
+    if runs.is_empty() {
+        return;
+    }
+    let line = |label: &str, v: [f64; 6]| {
+        let cells: Vec<String> = v.iter().map(|x| format!("{x:>11.1}")).collect();
+        println!("{label:<8} {}", cells.join(" "));
+    };
+    println!("\nthe `send` command, ms (spawn → exit, and its steps)");
+    let heads: Vec<String> = Latency::HEADERS
+        .iter()
+        .map(|h| format!("{h:>11}"))
+        .collect();
+    println!("{:<8} {}", "run", heads.join(" "));
+    for (i, l) in runs.iter().enumerate() {
+        line(&format!("{}", i + 1), l.values());
+    }
+    let column = |i: usize| -> Vec<f64> {
+        let mut c: Vec<f64> = runs.iter().map(|l| l.values()[i]).collect();
+        c.sort_by(f64::total_cmp);
+        c
+    };
+    let median = |c: &[f64]| {
+        let n = c.len();
+        if n % 2 == 1 {
+            c[n / 2]
+        } else {
+            (c[n / 2 - 1] + c[n / 2]) / 2.0
+        }
+    };
+    line("median", std::array::from_fn(|i| median(&column(i))));
+    line("max", std::array::from_fn(|i| column(i)[runs.len() - 1]));
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -451,7 +545,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let row = tokio::time::timeout(RUN_TIMEOUT, run_rust(&cli, &dir, &src, size, &hash))
                 .await
                 .context("the Rust run timed out")??;
-            eprintln!("rust run {run}: {:.0} MB/s", row.mbps_conn);
+            match row.latency {
+                Some(l) => eprintln!(
+                    "rust run {run}: {:.0} MB/s, send {:.1} ms",
+                    row.mbps_conn, l.total
+                ),
+                None => eprintln!("rust run {run}: {:.0} MB/s", row.mbps_conn),
+            }
             rows.push(row);
         }
         std::fs::remove_file(&src)?;
