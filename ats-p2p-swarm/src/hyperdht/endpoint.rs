@@ -17,11 +17,11 @@ use tokio::io::ReadBuf;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, trace};
 
-use super::connect::{ConnectError, PAYLOAD_VERSION, RelayChoice, RelayMode};
 use super::driver::{DatagramSocket, DhtConfig, DhtNode};
 use super::error_codes;
 use super::holepunch::{NAT_SAMPLES, NatClass, NatSampler, RandomPunchGate};
 use super::messages::{NoisePayload, UdxInfo};
+use super::terms::{ConnectError, PAYLOAD_VERSION, RelayChoice, RelayMode};
 use crate::dht::{SocketKind, UserRequest};
 use crate::keys::{KeyPair, PublicKey};
 use crate::udx::{SocketEvent, UdxSocket, UdxStream};

@@ -37,6 +37,7 @@ mod schedule;
 pub mod server;
 mod session;
 pub mod store;
+mod terms;
 
 pub use connect::{ConnectError, Firewall, HyperDht, NoPathReason, RelayMode};
 pub use driver::{Bootstrap, DatagramSocket, DhtConfig, DhtError, DhtNode, NodeInfo, ServerEvent};

@@ -4,10 +4,10 @@
 //! ([`Accepted::answer`]: error code, holepunch offer, relay). The shell ([`super::server`])
 //! then writes msg2 with [`Accepted::finish`].
 
-use super::connect::{ConnectError, Firewall, PAYLOAD_VERSION, RelayChoice, RelayMode};
 use super::crypto::ns;
 use super::listener::Slot;
 use super::messages::{HolepunchInfo, NoisePayload, RelayInfo};
+use super::terms::{ConnectError, Firewall, PAYLOAD_VERSION, RelayChoice, RelayMode};
 use super::{error_codes, firewall};
 use crate::keys::{KeyPair, PublicKey};
 use crate::noise::{self, NoiseConfig, NoiseHandshake, Step};

@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, trace};
 
-use super::connect::{ConnectError, Firewall, HyperDht, RelayMode};
 use super::crypto::holepunch_secret;
 use super::driver::ServerEvent;
+use super::endpoint::HyperDht;
 use super::holepunch::NatSampler;
 pub use super::listener::HANDSHAKE_CLEAR_WAIT;
 use super::listener::{HandshakeVerdict, Listener, Slot};
@@ -37,6 +37,7 @@ use super::session::{
     RoundId, SESSION_QUEUE, ServerSession, SessionAction, SessionOutcome, SessionParams,
     SessionPath,
 };
+use super::terms::{ConnectError, Firewall, RelayMode};
 use crate::dht::{IncomingRequest, hash};
 use crate::keys::{KeyPair, PublicKey};
 use crate::relay::{RelayError, RelayedPath};

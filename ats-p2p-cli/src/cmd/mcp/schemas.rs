@@ -1,7 +1,8 @@
 //! The tools' arguments and results: serde types whose JSON Schemas (schemars) are what the
 //! MCP client shows the model, so every field says what it is in words an LLM can act on.
 
-use ats_p2p::events::ConnectionPath;
+use ats_p2p::events::{ConnectionPath, FailureKind};
+use rmcp::model::CallToolResult;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -282,4 +283,24 @@ pub(crate) struct ToolError {
     /// The transfer concerned, if one was started.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) transfer_id: Option<String>,
+}
+
+/// A tool error with a stable code.
+pub(crate) fn failure(
+    code: &str,
+    kind: FailureKind,
+    message: impl Into<String>,
+    transfer_id: Option<String>,
+) -> CallToolResult {
+    let kind = serde_json::to_value(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "other".to_owned());
+    let error = ToolError {
+        code: code.to_owned(),
+        kind,
+        message: message.into(),
+        transfer_id,
+    };
+    CallToolResult::structured_error(serde_json::to_value(&error).unwrap_or_default())
 }

@@ -18,7 +18,7 @@ use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt as _, tool_handler};
 
 use super::McpArgs;
 use super::registry::Registry;
-use super::tools::failure;
+use super::schemas::failure;
 use crate::args::CommonArgs;
 use crate::cmd::node::{self, stop_exit};
 use crate::exit::{Exit, Failure};

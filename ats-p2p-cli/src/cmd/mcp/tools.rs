@@ -18,7 +18,7 @@ use super::progress::ProgressReporter;
 use super::schemas::{
     AcceptOfferArgs, AcceptOfferResult, ListOffersArgs, ListOffersResult, ListTransfersArgs,
     ListTransfersResult, RejectOfferArgs, RejectOfferResult, SendFileArgs, SendFileResult,
-    ToolError, TransferStatusArgs, TransferStatusResult, WhoamiResult,
+    TransferStatusArgs, TransferStatusResult, WhoamiResult, failure,
 };
 use super::server::P2pServer;
 use crate::cmd::status::{find_transfer, task_summary};
@@ -45,26 +45,6 @@ fn success<T: Serialize>(value: &T) -> CallToolResult {
             None,
         ),
     }
-}
-
-/// A tool error with a stable code.
-pub(crate) fn failure(
-    code: &str,
-    kind: FailureKind,
-    message: impl Into<String>,
-    transfer_id: Option<String>,
-) -> CallToolResult {
-    let kind = serde_json::to_value(kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| "other".to_owned());
-    let error = ToolError {
-        code: code.to_owned(),
-        kind,
-        message: message.into(),
-        transfer_id,
-    };
-    CallToolResult::structured_error(serde_json::to_value(&error).unwrap_or_default())
 }
 
 /// A malformed argument.

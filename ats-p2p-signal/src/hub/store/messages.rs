@@ -6,7 +6,6 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use super::sql::{Sql, SqlRow, query_int, vals};
-use super::tasks::parse_int;
 use super::*;
 
 fn row_to_message(row: &SqlRow) -> Result<Message, StoreError> {

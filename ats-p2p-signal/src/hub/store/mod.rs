@@ -552,3 +552,18 @@ fn non_empty(key: &str, s: String) -> Result<String, StoreError> {
         Ok(s)
     }
 }
+
+/// An optional integer query parameter (`limit`, `offset`, `project_id`, ...): absent or empty
+/// is `None`, anything else must parse.
+fn parse_int(
+    params: &std::collections::HashMap<String, String>,
+    key: &str,
+) -> Result<Option<i64>, StoreError> {
+    match params.get(key).map(|s| s.trim()) {
+        None | Some("") => Ok(None),
+        Some(s) => s
+            .parse()
+            .map(Some)
+            .map_err(|_| bad(format!("`{key}` must be an integer"))),
+    }
+}

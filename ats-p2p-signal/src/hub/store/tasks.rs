@@ -72,19 +72,6 @@ pub fn get_task(conn: &dyn Sql, scope: &Scope, id: TaskId) -> Result<(Task, u64)
     Ok((task, u64::try_from(count).unwrap_or(0)))
 }
 
-pub(super) fn parse_int(
-    params: &HashMap<String, String>,
-    key: &str,
-) -> Result<Option<i64>, StoreError> {
-    match params.get(key).map(|s| s.trim()) {
-        None | Some("") => Ok(None),
-        Some(s) => s
-            .parse()
-            .map(Some)
-            .map_err(|_| bad(format!("`{key}` must be an integer"))),
-    }
-}
-
 fn parse_time(params: &HashMap<String, String>, key: &str) -> Result<Option<String>, StoreError> {
     match params.get(key).map(|s| s.trim()) {
         None | Some("") => Ok(None),

@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex};
 #[cfg(doc)]
 use super::{ClientConnect, handshake_relays};
 use crate::dht::UserRequest;
-use crate::hyperdht::connect::{RelayChoice, RelayMode};
 use crate::hyperdht::holepunch::RandomPunchGate;
 use crate::hyperdht::messages::NoisePayload;
 use crate::hyperdht::schedule::ProbeOp;
+use crate::hyperdht::terms::{RelayChoice, RelayMode};
 use crate::keys::{KeyPair, PublicKey};
 use crate::noise;
 

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use super::rounds::PunchPlan;
 use super::{ClientConnect, Pending, Phase};
 use crate::dht::{QueryReply, UserRequest};
-use crate::hyperdht::connect::{ConnectError, PAYLOAD_VERSION, RelayChoice};
 use crate::hyperdht::crypto::holepunch_secret;
 use crate::hyperdht::holepunch::NatClass;
 use crate::hyperdht::messages::{Handshake, Mode, NoisePayload, RelayInfo};
 use crate::hyperdht::node::LookupResult;
+use crate::hyperdht::terms::{ConnectError, PAYLOAD_VERSION, RelayChoice};
 use crate::hyperdht::{commands, error_codes, firewall};
 use crate::keys::PublicKey;
 

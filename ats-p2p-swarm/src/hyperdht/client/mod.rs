@@ -29,12 +29,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::dht::{Id, QueryReply, UserRequest, hash};
-use crate::hyperdht::connect::{ConnectError, NoPathReason, RelayChoice, RelayMode, random_bytes};
 use crate::hyperdht::crypto::ns;
+use crate::hyperdht::endpoint::random_bytes;
 #[cfg(doc)]
 use crate::hyperdht::holepunch::Strategy;
 use crate::hyperdht::holepunch::{NatClass, NatSampler, RandomPunchGate};
 use crate::hyperdht::schedule::ProbeSchedule;
+use crate::hyperdht::terms::{ConnectError, NoPathReason, RelayChoice, RelayMode};
 use crate::noise::{self, NoiseConfig, NoiseHandshake};
 
 mod events;

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use super::{ClientConnect, ClientPath, Pending, Phase};
 use crate::dht::{QueryReply, UserRequest};
-use crate::hyperdht::connect::NoPathReason;
 use crate::hyperdht::holepunch::NatClass;
+use crate::hyperdht::terms::NoPathReason;
 
 /// How long the client's PING race for a direct path may take before it gives up.
 pub const PATH_TIMEOUT: Duration = Duration::from_secs(5);

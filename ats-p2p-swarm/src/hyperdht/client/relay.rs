@@ -5,7 +5,7 @@
 use tracing::debug;
 
 use super::{ClientAction, ClientConnect, ClientPath, Phase};
-use crate::hyperdht::connect::{ConnectError, NoPathReason, RelayMode};
+use crate::hyperdht::terms::{ConnectError, NoPathReason, RelayMode};
 
 impl ClientConnect {
     /// The relay pairing's result (`Err`: why it failed).

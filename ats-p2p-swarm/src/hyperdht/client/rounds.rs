@@ -10,11 +10,12 @@ use tracing::debug;
 
 use super::{ClientAction, ClientConnect, Pending, Phase};
 use crate::dht::{QueryReply, SocketKind, UserRequest};
-use crate::hyperdht::connect::{NoPathReason, random_bytes};
 use crate::hyperdht::crypto::{secretbox_open, secretbox_seal};
+use crate::hyperdht::endpoint::random_bytes;
 use crate::hyperdht::holepunch::{NatClass, NatSampler, Strategy, address_token};
 use crate::hyperdht::messages::{Holepunch, HolepunchPayload, Mode, RelayInfo};
 use crate::hyperdht::schedule::ProbeOp;
+use crate::hyperdht::terms::NoPathReason;
 use crate::hyperdht::{commands, error_codes};
 
 /// How long one PEER_HOLEPUNCH round trip through a relay may take (retries included).

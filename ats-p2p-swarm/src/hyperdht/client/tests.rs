@@ -7,7 +7,6 @@ use std::time::Duration;
 use super::rounds::UNKNOWN_RETRY_PAUSE;
 use super::*;
 use crate::dht::QueryReply;
-use crate::hyperdht::connect::PAYLOAD_VERSION;
 use crate::hyperdht::crypto::{holepunch_secret, secretbox_open, secretbox_seal};
 use crate::hyperdht::holepunch::RANDOM_PUNCH_INTERVAL;
 use crate::hyperdht::messages::{
@@ -16,6 +15,7 @@ use crate::hyperdht::messages::{
 };
 use crate::hyperdht::punch::Hit;
 use crate::hyperdht::schedule::ProbeOp;
+use crate::hyperdht::terms::PAYLOAD_VERSION;
 use crate::hyperdht::{commands, error_codes, firewall};
 use crate::keys::KeyPair;
 use crate::noise::{NoiseConfig, NoiseHandshake};

@@ -7,13 +7,13 @@ use std::sync::{Arc, Mutex};
 #[cfg(doc)]
 use super::ServerSession;
 use crate::dht::Id;
-use crate::hyperdht::connect::RelayChoice;
 use crate::hyperdht::holepunch::RandomPunchGate;
 #[cfg(doc)]
 use crate::hyperdht::messages::HolepunchPayload;
 use crate::hyperdht::messages::RelayInfo;
 use crate::hyperdht::path::PathInfo;
 use crate::hyperdht::schedule::ProbeOp;
+use crate::hyperdht::terms::RelayChoice;
 
 /// Identifies one PEER_HOLEPUNCH request the shell holds until the machine answers or drops it.
 pub(crate) type RoundId = u64;

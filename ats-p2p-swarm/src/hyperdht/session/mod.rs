@@ -20,7 +20,7 @@ use std::collections::{HashSet, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use crate::hyperdht::connect::random_bytes;
+use crate::hyperdht::endpoint::random_bytes;
 #[cfg(doc)]
 use crate::hyperdht::holepunch::Strategy;
 use crate::hyperdht::holepunch::{NatClass, NatSampler};

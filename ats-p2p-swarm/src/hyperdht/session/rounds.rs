@@ -9,8 +9,8 @@ use std::time::Instant;
 use tracing::debug;
 
 use super::{RoundId, ServerSession, SessionAction};
-use crate::hyperdht::connect::random_bytes;
 use crate::hyperdht::crypto::{secretbox_open, secretbox_seal};
+use crate::hyperdht::endpoint::random_bytes;
 use crate::hyperdht::holepunch::{NatClass, NatSampler, address_token};
 use crate::hyperdht::messages::{Holepunch, HolepunchPayload};
 use crate::hyperdht::schedule::ProbeOp;

@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 
 use super::*;
 use crate::dht::Id;
-use crate::hyperdht::connect::RelayChoice;
 use crate::hyperdht::crypto::{secretbox_open, secretbox_seal};
 use crate::hyperdht::holepunch::{
     CONSISTENT_PROBE_INTERVAL, MAX_CONSISTENT_ROUNDS, RandomPunchGate,
@@ -15,6 +14,7 @@ use crate::hyperdht::messages::{Holepunch, HolepunchPayload, Mode, RelayInfo};
 use crate::hyperdht::path::PathKind;
 use crate::hyperdht::punch::Hit;
 use crate::hyperdht::schedule::ProbeOp;
+use crate::hyperdht::terms::RelayChoice;
 use crate::hyperdht::{error_codes, firewall};
 use crate::keys::KeyPair;
 use crate::relay::RELAY_TIMEOUT;

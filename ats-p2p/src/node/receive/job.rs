@@ -30,8 +30,8 @@ use crate::transfer::{ReceiveOptions, Received, receive_directory, receive_strea
 use ats_p2p_swarm::swarm::NoConnection;
 use ats_p2p_swarm::wait;
 
-use super::judge::refuse_task;
-use super::watch::TaskRoutes;
+use super::refuse::refuse_task;
+use super::routes::TaskRoutes;
 use super::{Incoming, ReceiveReport};
 
 /// One accepted offer on its way to disk.

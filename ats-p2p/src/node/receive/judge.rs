@@ -6,15 +6,15 @@ use std::sync::Arc;
 use ats_p2p_signal::{FileOffer, Task};
 use ats_p2p_swarm::PublicKey;
 use tokio::sync::mpsc;
-use tracing::debug;
 
-use crate::events::{Direction, Event, FailureKind};
+use crate::events::Event;
 use crate::node::{Shared, locked};
 use crate::policy::OfferFacts;
 
 use super::Incoming;
 use super::job::Job;
-use super::watch::TaskRoutes;
+use super::refuse::refuse_task;
+use super::routes::TaskRoutes;
 
 /// Parses a pending task and applies the policy: `None` when it is not for us, or was refused
 /// (then it is rejected on ATS and a `transfer_failed` event says why).
@@ -118,25 +118,4 @@ pub(super) fn unsafe_tree_path(manifest: &ats_p2p_signal::Manifest) -> Option<St
             .err()
             .map(|reason| format!("unsafe path {path:?} in the offered directory: {reason}"))
     })
-}
-
-/// Rejects `task` with `reason` and reports it.
-pub(super) async fn refuse_task(
-    shared: &Shared,
-    task: &Task,
-    transfer_id: &str,
-    code: &str,
-    reason: &str,
-    tx: &mpsc::UnboundedSender<Incoming>,
-) {
-    if let Err(e) = shared.client.reject(task.id, Some(reason)).await {
-        debug!(task = task.id, error = %e, "cannot reject the offer");
-    }
-    let _ = tx.send(Incoming::Event(Event::TransferFailed {
-        transfer_id: transfer_id.to_owned(),
-        direction: Direction::Receive,
-        kind: FailureKind::Rejected,
-        code: code.to_owned(),
-        reason: reason.to_owned(),
-    }));
 }

@@ -20,10 +20,13 @@ use crate::policy::PeerApproval;
 
 mod job;
 mod judge;
+mod refuse;
+mod routes;
 mod watch;
 
 use job::Job;
-use watch::{TaskRoutes, run_watch};
+use routes::TaskRoutes;
+use watch::run_watch;
 
 /// What a watch yields.
 #[derive(Debug)]

@@ -1,13 +1,13 @@
 //! Watching the channel: offers seen once, the save directory cleaned before the first
 //! receive, and the watch's task events routed to the receives they concern.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ats_p2p_signal::offer::OFFER_TASK_TYPE;
-use ats_p2p_signal::{TaskEvent, TaskId, TaskStatus, WatchConfig};
+use ats_p2p_signal::{TaskId, TaskStatus, WatchConfig};
 use futures::StreamExt;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
@@ -15,11 +15,12 @@ use tracing::debug;
 
 use crate::error::reason_chain;
 use crate::events::Event;
-use crate::node::{MAX_QUEUED_RECEIVES, Shared, locked};
+use crate::node::{MAX_QUEUED_RECEIVES, Shared};
 use crate::policy::ReceiveRejection;
 use crate::save::{STALE_TEMP_AGE, remove_stale_files};
 
 use super::judge::judge;
+use super::routes::TaskRoutes;
 use super::{Incoming, PendingOffer};
 
 /// Offers remembered as already handled, so a repeated event does not start a second transfer.
@@ -164,46 +165,5 @@ pub(super) async fn clean_save_dir(
                 ),
             }));
         }
-    }
-}
-
-/// Hands the watch's events about claimed offers to the receives running them (a receive
-/// learns from them that the sender closed the task).
-#[derive(Debug, Clone, Default)]
-pub(super) struct TaskRoutes(
-    pub(super) Arc<Mutex<HashMap<TaskId, mpsc::UnboundedSender<TaskEvent>>>>,
-);
-
-impl TaskRoutes {
-    /// Events about task `id` from now on, until the returned subscription is dropped.
-    pub(super) fn subscribe(&self, id: TaskId) -> Subscription {
-        let (tx, rx) = mpsc::unbounded_channel();
-        locked(&self.0).insert(id, tx);
-        Subscription {
-            routes: self.clone(),
-            id,
-            rx,
-        }
-    }
-
-    /// Gives `event` to the receive of its task, if one runs.
-    pub(super) fn deliver(&self, event: &TaskEvent) {
-        if let Some(tx) = locked(&self.0).get(&event.task.id) {
-            let _ = tx.send(event.clone());
-        }
-    }
-}
-
-/// A receive's share of the watch's events.
-#[derive(Debug)]
-pub(super) struct Subscription {
-    pub(super) routes: TaskRoutes,
-    pub(super) id: TaskId,
-    pub(super) rx: mpsc::UnboundedReceiver<TaskEvent>,
-}
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        locked(&self.routes.0).remove(&self.id);
     }
 }
