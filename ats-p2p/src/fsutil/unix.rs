@@ -122,19 +122,33 @@ impl SaveDir {
         }
     }
 
-    fn move_no_replace(&self, temp: &str, dest: &str) -> io::Result<()> {
-        use rustix::io::Errno;
+    /// `renameat2(RENAME_NOREPLACE)` of `temp` to `dest`: `Ok(true)` when done, `Ok(false)`
+    /// when the kernel or file system lacks the flag (the caller falls back), `AlreadyExists`
+    /// when `dest` is taken.
+    fn rename_no_replace(&self, temp: &str, dest: &str) -> io::Result<bool> {
         #[cfg(any(target_os = "linux", target_os = "android", target_vendor = "apple"))]
         {
             use rustix::fs::{RenameFlags, renameat_with};
+            use rustix::io::Errno;
             match renameat_with(&self.fd, temp, &self.fd, dest, RenameFlags::NOREPLACE) {
-                Ok(()) => return Ok(()),
-                Err(e) if e == Errno::EXIST => return Err(e.into()),
-                // Old kernel or a file system without the flag: link + unlink below.
-                Err(e) if e == Errno::INVAL || e == Errno::NOSYS || e == Errno::NOTSUP => {}
-                Err(e) => return Err(e.into()),
+                Ok(()) => Ok(true),
+                Err(e) if e == Errno::INVAL || e == Errno::NOSYS || e == Errno::NOTSUP => Ok(false),
+                Err(e) => Err(e.into()),
             }
         }
+        #[cfg(not(any(target_os = "linux", target_os = "android", target_vendor = "apple")))]
+        {
+            let _ = (temp, dest);
+            Ok(false)
+        }
+    }
+
+    fn move_no_replace(&self, temp: &str, dest: &str) -> io::Result<()> {
+        use rustix::io::Errno;
+        if self.rename_no_replace(temp, dest)? {
+            return Ok(());
+        }
+        // Old kernel or a file system without the flag: link + unlink below.
         use rustix::fs::{AtFlags, linkat};
         match linkat(&self.fd, temp, &self.fd, dest, AtFlags::empty()) {
             Ok(()) => {
@@ -297,16 +311,8 @@ impl SaveDir {
     /// `temp` renamed over that reservation.
     pub(crate) fn publish_dir(&self, temp: &str, dest: &str) -> io::Result<()> {
         use rustix::fs::{Mode, mkdirat, renameat};
-        use rustix::io::Errno;
-        #[cfg(any(target_os = "linux", target_os = "android", target_vendor = "apple"))]
-        {
-            use rustix::fs::{RenameFlags, renameat_with};
-            match renameat_with(&self.fd, temp, &self.fd, dest, RenameFlags::NOREPLACE) {
-                Ok(()) => return Ok(()),
-                Err(e) if e == Errno::EXIST => return Err(e.into()),
-                Err(e) if e == Errno::INVAL || e == Errno::NOSYS || e == Errno::NOTSUP => {}
-                Err(e) => return Err(e.into()),
-            }
+        if self.rename_no_replace(temp, dest)? {
+            return Ok(());
         }
         mkdirat(&self.fd, dest, Mode::from_raw_mode(0o700))?;
         renameat(&self.fd, temp, &self.fd, dest)

@@ -361,12 +361,6 @@ impl Job {
         mut space: SpaceReservation,
     ) -> Step {
         let transfer_id = self.offer.transfer_id.to_string();
-        let meta = Meta {
-            name: self.offer.filename.clone(),
-            size: self.offer.size,
-            hash: FileHash(self.offer.sha256),
-            resume: false,
-        };
         let config = ReceiverConfig::new(self.shared.config.max_size.unwrap_or(u64::MAX));
         let mut throttle = ProgressThrottle::new();
         let events = self.events.clone();
@@ -397,6 +391,11 @@ impl Job {
                 receive_directory(conn, save_dir, &self.offer, config, options, progress).await
             }
             None => {
+                let meta = Meta::new(
+                    self.offer.filename.clone(),
+                    self.offer.size,
+                    FileHash(self.offer.sha256),
+                );
                 receive_stream_opts(
                     conn,
                     save_dir,
