@@ -5,7 +5,7 @@
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
 //! use benches::netns::{self, Namespace, Tbf};
-//! netns::check_available()?; // root, `ip`, `tc`, `iptables`; a clear error otherwise
+//! netns::check_available()?; // root, ip, tc, iptables, ethtool; a clear error otherwise
 //! netns::cleanup_stale();    // labs left behind by killed runs
 //! let a = Namespace::create("a")?;
 //! let r = Namespace::create("r")?;
@@ -42,8 +42,8 @@ const TERM_GRACE: Duration = Duration::from_secs(2);
 
 static NS_COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// Fails with what is missing unless this process can build namespaces: root, `ip`, `tc` and
-/// `iptables` installed.
+/// Fails with what is missing unless this process can build namespaces: root, `ip`, `tc`,
+/// `iptables` and `ethtool` installed.
 pub fn check_available() -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("network namespaces need root (run with sudo)");
@@ -52,6 +52,7 @@ pub fn check_available() -> anyhow::Result<()> {
         ("ip", "-V", "iproute2"),
         ("tc", "-V", "iproute2"),
         ("iptables", "--version", "iptables"),
+        ("ethtool", "--version", "ethtool"),
     ] {
         run(Command::new(tool).arg(arg))
             .with_context(|| format!("`{tool}` missing (apt-get install -y {pkg})"))?;
@@ -157,6 +158,17 @@ impl Namespace {
         Ok(())
     }
 
+    /// Switches an offload `feature` of `dev` on or off (`ethtool -K dev feature on|off`).
+    ///
+    /// A veth hands a UDP GSO train (up to 64 segments sent with one `sendmsg`) on as one
+    /// packet: routers, `tbf` and loss rules then see one 64 KB packet where a wire carries 44.
+    /// `tx-udp-segmentation off` on the sending host's veth makes the kernel cut the train into
+    /// MTU-sized packets there, as a NIC does.
+    pub fn set_offload(&self, dev: &str, feature: &str, on: bool) -> anyhow::Result<()> {
+        self.run(&["ethtool", "-K", dev, feature, if on { "on" } else { "off" }])?;
+        Ok(())
+    }
+
     /// Switches IPv4 forwarding on (a router).
     pub fn enable_forwarding(&self) -> anyhow::Result<()> {
         self.run(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
@@ -204,7 +216,16 @@ impl Namespace {
 
     /// Packets the loss rules on `dev` dropped so far (sum of their counters).
     pub fn loss_drops(&self, dev: &str) -> anyhow::Result<u64> {
-        let out = self.run(&["iptables", "-t", "raw", "-L", "PREROUTING", "-v", "-n", "-x"])?;
+        let out = self.run(&[
+            "iptables",
+            "-t",
+            "raw",
+            "-L",
+            "PREROUTING",
+            "-v",
+            "-n",
+            "-x",
+        ])?;
         Ok(out
             .lines()
             .filter(|l| l.contains("statistic") && l.split_whitespace().any(|w| w == dev))

@@ -8,7 +8,8 @@
 //! b   eth-r 10.78.2.2/24, default via 10.78.2.1                the receiver
 //! ```
 //!
-//! A cell shapes the router: `tc tbf` on both of its interfaces (so data towards `b` and ACKs
+//! UDP segmentation offload is off on the hosts' links, so a GSO train leaves the host as
+//! MTU-sized packets, as from a NIC. A cell shapes the router: `tc tbf` on both of its interfaces (so data towards `b` and ACKs
 //! towards `a` each get the rate), random loss on what arrives on each interface (data and ACKs
 //! each lose `loss`), and, for a round-trip time, the delay relay ([`crate::delay_relay`]) on the
 //! router: the sender then talks to the relay's side-A address, and the relay to the receiver;
@@ -102,9 +103,9 @@ impl Cell {
 
     /// One line that says what the cell is.
     pub fn describe(&self) -> String {
-        let rate = self
-            .rate_bit
-            .map_or("no limit".to_owned(), |r| format!("{} Mbit/s", r / 1_000_000));
+        let rate = self.rate_bit.map_or("no limit".to_owned(), |r| {
+            format!("{} Mbit/s", r / 1_000_000)
+        });
         format!(
             "{rate}, {}% loss each way, RTT {} ms",
             self.loss * 100.0,
@@ -143,6 +144,10 @@ impl PathLab {
         lab.r.add_addr(R_DEV_A, &format!("{R_A_ADDR}/24"))?;
         lab.r.add_addr(R_DEV_B, &format!("{R_B_ADDR}/24"))?;
         lab.b.add_addr(HOST_DEV, &format!("{B_ADDR}/24"))?;
+        // Real packets on the links, not GSO trains (see `Namespace::set_offload`).
+        for host in [&lab.a, &lab.b] {
+            host.set_offload(HOST_DEV, "tx-udp-segmentation", false)?;
+        }
         lab.a.add_route("default", &R_A_ADDR.to_string())?;
         lab.b.add_route("default", &R_B_ADDR.to_string())?;
         lab.r.enable_forwarding()?;

@@ -131,7 +131,9 @@ async fn transfer(
             let mut s = Pin::new(&mut *stream);
             let step = if left > 0 {
                 let k = usize::try_from(left.min(CHUNK as u64)).unwrap_or(CHUNK);
-                s.as_mut().poll_write(cx, &out[..k]).map_ok(|n| left -= n as u64)
+                s.as_mut()
+                    .poll_write(cx, &out[..k])
+                    .map_ok(|n| left -= n as u64)
             } else {
                 s.as_mut()
                     .poll_shutdown(cx)
@@ -216,8 +218,7 @@ mod tests {
                 .is_err()
         );
         assert!(
-            PeerConfig::parse(r#"{"remoteId":7,"remoteHost":"10.0.0.1","remotePort":1}"#)
-                .is_err()
+            PeerConfig::parse(r#"{"remoteId":7,"remoteHost":"10.0.0.1","remotePort":1}"#).is_err()
         );
     }
 }

@@ -119,7 +119,12 @@ fn main() -> anyhow::Result<()> {
             delay_ms,
             size,
             rate,
-        }) => relay_bench(Duration::from_secs(secs), Duration::from_millis(delay_ms), size, rate),
+        }) => relay_bench(
+            Duration::from_secs(secs),
+            Duration::from_millis(delay_ms),
+            size,
+            rate,
+        ),
         None => bench(&cli.bench),
     }
 }
@@ -147,7 +152,9 @@ fn relay_bench(secs: Duration, delay: Duration, size: usize, rate: u64) -> anyho
         delay.as_millis(),
         secs.as_secs()
     );
-    println!("| offered | sent/s | delivered/s | Mbit/s | dropped (line full) | max late ms | mean late µs |");
+    println!(
+        "| offered | sent/s | delivered/s | Mbit/s | dropped (line full) | max late ms | mean late µs |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for paced in [None, Some(rate)] {
         let r = delay_relay::measure_max_rate(delay, size, secs, paced)?;
@@ -233,7 +240,11 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
                     Ok(o) => o.row(cell, size, lab.drops()?.since(&before)),
                     Err(e) => {
                         eprintln!("{} {}: {e:#}", cell.name, imp.name());
-                        format!("| {} | {} | failed | | | | | | | | |", cell.name, imp.name())
+                        format!(
+                            "| {} | {} | failed | | | | | | | | |",
+                            cell.name,
+                            imp.name()
+                        )
                     }
                 };
                 println!("{row}");
@@ -274,7 +285,12 @@ struct Outcome {
 const HELLO: Duration = Duration::from_secs(20);
 
 impl Runner {
-    fn spawn_peer(&self, lab_ns: &netns::Namespace, imp: Imp, bind: IpAddr) -> anyhow::Result<NsChild> {
+    fn spawn_peer(
+        &self,
+        lab_ns: &netns::Namespace,
+        imp: Imp,
+        bind: IpAddr,
+    ) -> anyhow::Result<NsChild> {
         let bind = bind.to_string();
         match imp {
             Imp::Ours => {
