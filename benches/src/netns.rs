@@ -307,6 +307,22 @@ fn run(cmd: &mut Command) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// [`NsChild::next_stdout_line`] got no line: the process said nothing in time, or closed its
+/// output.
+#[derive(Debug, thiserror::Error)]
+#[error("{label}: {} (exit: {exit:?}); output:\n{log}",
+    timed_out.map_or("output closed".to_owned(), |t| format!("no output within {t:?}")))]
+pub struct NoOutput {
+    /// The process's label.
+    pub label: String,
+    /// `Some(timeout)` if the time ran out, `None` if the output closed.
+    pub timed_out: Option<Duration>,
+    /// Its exit status, if it exited.
+    pub exit: Option<std::process::ExitStatus>,
+    /// Everything it printed.
+    pub log: String,
+}
+
 /// A process started in a namespace. Reader threads collect its stdout lines (and its stderr
 /// lines, prefixed `stderr: ` and echoed to ours). Drop closes stdin, sends SIGTERM, and kills it
 /// after two seconds.
@@ -361,8 +377,8 @@ impl NsChild {
         self.stdin = None;
     }
 
-    /// The next stdout line that does not start with `stderr: `, within `timeout`; an error with
-    /// everything read so far on timeout or when the process closed its output.
+    /// The next stdout line that does not start with `stderr: `, within `timeout`; a
+    /// [`NoOutput`] error on timeout or when the process closed its output.
     pub fn next_stdout_line(&mut self, timeout: Duration) -> anyhow::Result<String> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -375,16 +391,13 @@ impl NsChild {
                     }
                 }
                 Err(e) => {
-                    let why = match e {
-                        RecvTimeoutError::Timeout => format!("no output within {timeout:?}"),
-                        RecvTimeoutError::Disconnected => "output closed".to_owned(),
-                    };
-                    bail!(
-                        "{}: {why} (exit: {:?}); output:\n{}",
-                        self.label,
-                        self.child.try_wait().ok().flatten(),
-                        self.log.join("\n")
-                    );
+                    return Err(NoOutput {
+                        label: self.label.clone(),
+                        timed_out: matches!(e, RecvTimeoutError::Timeout).then_some(timeout),
+                        exit: self.child.try_wait().ok().flatten(),
+                        log: self.log.join("\n"),
+                    }
+                    .into());
                 }
             }
         }

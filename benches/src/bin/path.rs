@@ -228,7 +228,7 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         bytesize::ByteSize(size)
     );
     println!(
-        "| cell | impl | MB/s | % of limit | retransmits | RTOs | loss drops a→b / b→a | queue drops a→b / b→a | send CPU s | recv CPU s | relay late max ms |"
+        "| cell | impl | MB/s | % of limit | retransmits | RTOs | loss drops a→b / b→a | queue drops a→b / b→a | send CPU s | recv CPU s | relay late a→b mean / max ms |"
     );
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for cell in &cells {
@@ -240,11 +240,16 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
                     Ok(o) => o.row(cell, size, lab.drops()?.since(&before)),
                     Err(e) => {
                         eprintln!("{} {}: {e:#}", cell.name, imp.name());
-                        format!(
-                            "| {} | {} | failed | | | | | | | | |",
-                            cell.name,
-                            imp.name()
-                        )
+                        let stalled = e
+                            .downcast_ref::<netns::NoOutput>()
+                            .is_some_and(|n| n.timed_out.is_some());
+                        let what = if stalled {
+                            format!("stalled (not done in {} s)", args.timeout)
+                        } else {
+                            "failed".to_owned()
+                        };
+                        let name = (cell.name, imp.name());
+                        format!("| {} | {} | {what} | | | | | | | | |", name.0, name.1)
                     }
                 };
                 println!("{row}");
@@ -322,9 +327,15 @@ impl Runner {
         // Where each side sends: straight to the other, or to its side of the relay.
         let (sender_to, receiver_to) = if cell.uses_relay() {
             let exe = self.exe.to_str().context("exe path is not UTF-8")?;
+            // Real-time priority: the router must not wait behind the peers for a core (on a
+            // loaded 2-core machine a normal-priority relay released datagrams up to 97 ms
+            // late; SCHED_FIFO: < 2 ms; `path relay-bench`).
             let mut child = lab.r.spawn(
-                exe,
+                "chrt",
                 &[
+                    "-f",
+                    "10",
+                    exe,
                     "relay",
                     "--a-bind",
                     &SocketAddr::new(R_A_ADDR, 0).to_string(),
@@ -406,8 +417,13 @@ impl Outcome {
         });
         let cpu = |v: &Value| v["cpuMs"].as_u64().unwrap_or(0) as f64 / 1e3;
         let late = self.relay.as_ref().map_or("–".to_owned(), |r| {
-            let ms = |d: &str| r[d]["maxLateUs"].as_u64().unwrap_or(0) as f64 / 1e3;
-            format!("{:.1}", ms("aToB").max(ms("bToA")))
+            // The data direction: its lateness is added to the path's delay.
+            let d = &r["aToB"];
+            format!(
+                "{:.2} / {:.1}",
+                d["meanLateUs"].as_f64().unwrap_or(0.0) / 1e3,
+                d["maxLateUs"].as_u64().unwrap_or(0) as f64 / 1e3
+            )
         });
         format!(
             "| {} | {} | {mbps:.1} | {pct} | {} | {} | {} / {} | {} / {} | {:.2} | {:.2} | {late} |",
