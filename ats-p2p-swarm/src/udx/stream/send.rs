@@ -123,17 +123,37 @@ impl SendState {
 
     /// Queues as much of `data` as the `capacity`-byte send buffer has room for.
     pub(super) fn queue(&mut self, data: &[u8], capacity: usize) -> Result<usize, WriteError> {
+        let n = self.room_for(data.len(), capacity)?;
+        let chunk = data.get(..n).unwrap_or(data);
+        self.push(Bytes::copy_from_slice(chunk));
+        Ok(n)
+    }
+
+    /// Like [`Self::queue`], but takes the bytes off the front of `data` instead of copying.
+    pub(super) fn queue_owned(
+        &mut self,
+        data: &mut BytesMut,
+        capacity: usize,
+    ) -> Result<usize, WriteError> {
+        let n = self.room_for(data.len(), capacity)?;
+        self.push(data.split_to(n).freeze());
+        Ok(n)
+    }
+
+    /// How many of `len` bytes fit in the `capacity`-byte send buffer; `Blocked` for none.
+    fn room_for(&mut self, len: usize, capacity: usize) -> Result<usize, WriteError> {
         let room = capacity.saturating_sub(self.buffered);
         if room == 0 {
             self.write_blocked = true;
             return Err(WriteError::Blocked);
         }
-        let n = room.min(data.len());
-        let chunk = data.get(..n).unwrap_or(data);
-        self.queue.push_back(Bytes::copy_from_slice(chunk));
-        self.queued += n;
-        self.buffered += n;
-        Ok(n)
+        Ok(room.min(len))
+    }
+
+    fn push(&mut self, chunk: Bytes) {
+        self.queued += chunk.len();
+        self.buffered += chunk.len();
+        self.queue.push_back(chunk);
     }
 
     /// Takes `len` queued bytes: a slice of the front chunk, or a copy across chunks.
@@ -250,6 +270,21 @@ impl Stream {
             return Ok(0);
         }
         self.send.queue(data, self.cfg.send_buffer)
+    }
+
+    /// Like [`Stream::write`], but takes the queued bytes off the front of `data` without
+    /// copying them (they stay shared with `data`'s allocation until acknowledged).
+    pub fn write_owned(&mut self, data: &mut BytesMut) -> Result<usize, WriteError> {
+        if let Some(r) = self.closed {
+            return Err(WriteError::Closed(r));
+        }
+        if self.send.end_requested || self.destroy_pending {
+            return Err(WriteError::Ended);
+        }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        self.send.queue_owned(data, self.cfg.send_buffer)
     }
 
     /// Ends our write side (sends END after the buffered data).
