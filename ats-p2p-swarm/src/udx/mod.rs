@@ -67,6 +67,7 @@ mod stream;
 
 use std::net::SocketAddr;
 
+pub use congestion::CongestionControl;
 pub use driver::{
     CLOSE_FLUSH_TIMEOUT, DEFAULT_EVENT_QUEUE, SocketConfig, SocketEvent, UdxSocket, UdxStream,
 };
