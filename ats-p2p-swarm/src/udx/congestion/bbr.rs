@@ -51,8 +51,9 @@ const FULL_BW_GROWTH: f64 = 1.25;
 const EXTRA_ACKED_WINDOW_ROUNDS: u64 = 5;
 /// Cap on the ack-aggregation allowance, in time at the bottleneck rate (Linux: 100 ms).
 const EXTRA_ACKED_MAX: Duration = Duration::from_millis(100);
-/// Pacer bursts of this many quanta fit in the window on top of the BDP (Linux: 3 TSO bursts).
-const SEND_QUANTA_BUDGET: u32 = 2;
+/// Pacer bursts of this many quanta fit in the window on top of the BDP (Linux: 3 TSO bursts
+/// of at most 64 KiB; one 2 ms quantum is already more at high rates).
+const SEND_QUANTA_BUDGET: u32 = 1;
 
 /// BBR's state machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,6 +153,11 @@ impl Bbr {
             Mode::ProbeBw => "probe-bw",
             Mode::ProbeRtt => "probe-rtt",
         }
+    }
+
+    /// Still probing for the bottleneck rate with startup's high gain.
+    pub(crate) fn in_startup(&self) -> bool {
+        self.mode == Mode::Startup
     }
 
     pub(crate) fn bandwidth(&self) -> Option<u64> {

@@ -129,6 +129,15 @@ impl Controller {
         }
     }
 
+    /// BBR is still in startup, overfilling queues on purpose: a lost packet then says
+    /// nothing about the path MTU, so MTU probes wait.
+    pub(crate) fn in_startup(&self) -> bool {
+        match &self.algorithm {
+            Algorithm::Bbr(b) => b.in_startup(),
+            Algorithm::NewReno(_) => false,
+        }
+    }
+
     /// The bottleneck bandwidth estimate, bytes/s (BBR only).
     pub(crate) fn bandwidth(&self) -> Option<u64> {
         match &self.algorithm {

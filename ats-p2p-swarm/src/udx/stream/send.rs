@@ -420,6 +420,7 @@ impl Stream {
         }
         let mut pad = 0u16;
         if len == mss
+            && !self.cc.in_startup()
             && let Some(probe) = self.mtu.next_probe()
         {
             let target = probe.saturating_sub(self.mtu.overhead) as usize;
