@@ -437,3 +437,94 @@ impl Bbr {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MSS: u64 = 1000;
+    const RTT: Duration = Duration::from_millis(10);
+
+    /// One ack of `bytes` at `now`, with a delivery-rate sample of `rate` over a packet sent
+    /// when `prior_delivered` bytes had been delivered.
+    fn ack(bbr: &mut Bbr, now: Instant, rate: u64, prior_delivered: u64, delivered: u64) {
+        let ev = AckEvent {
+            now,
+            cumulative_ack: 0,
+            prior_in_flight: bbr.window(),
+            in_flight: bbr.window() / 2,
+            cwnd_limited: true,
+            rtt_sample: Some(RTT),
+            min_rtt: Some(RTT),
+        };
+        let rs = RateSample {
+            delivery_rate: Some(rate),
+            is_app_limited: false,
+            prior_delivered,
+            newly_delivered: MSS,
+        };
+        bbr.on_ack(&ev, &rs, delivered);
+    }
+
+    #[test]
+    fn startup_ends_when_the_rate_plateaus_and_the_window_follows_the_bdp() {
+        let t0 = Instant::now();
+        let mut bbr = Bbr::new(MSS, t0);
+        // One ack per round (prior_delivered ≥ the previous round's end), rate doubling for 6
+        // rounds, then flat at 1 MB/s.
+        let mut delivered = 0;
+        for round in 0..20u32 {
+            let rate = 1_000_000u64 >> 6u32.saturating_sub(round);
+            let prior = delivered;
+            delivered += MSS;
+            ack(&mut bbr, t0 + RTT * (round + 1), rate, prior, delivered);
+            if round < 6 {
+                assert!(bbr.in_startup(), "round {round}");
+            }
+        }
+        assert!(!bbr.in_startup(), "three flat rounds end startup");
+        assert_eq!(bbr.bandwidth(), Some(1_000_000));
+        // bdp = 1 MB/s × 10 ms = 10 kB; cwnd ≤ 2 × bdp + one 2 ms pacer quantum (2 kB) + the
+        // ack-aggregation allowance (≤ 100 ms at the rate).
+        assert!(bbr.window() >= MIN_CWND_PACKETS * MSS);
+        assert!(
+            bbr.window() <= 2 * 10_000 + 2_000 + 2 * MSS + 100_000,
+            "{}",
+            bbr.window()
+        );
+        let pacing = bbr.pacing_rate(Some(RTT));
+        assert!((700_000..=1_300_000).contains(&pacing), "pacing {pacing}");
+    }
+
+    #[test]
+    fn rto_drops_the_window_and_recovery_restores_it() {
+        let t0 = Instant::now();
+        let mut bbr = Bbr::new(MSS, t0);
+        let before = bbr.window();
+        bbr.on_rto(100);
+        assert_eq!(bbr.window(), MIN_CWND_PACKETS * MSS);
+        assert!(
+            !bbr.on_loss(50, 120),
+            "losses below the RTO point are the same episode"
+        );
+        let ev = AckEvent {
+            now: t0 + RTT,
+            cumulative_ack: 100,
+            prior_in_flight: 0,
+            in_flight: 0,
+            cwnd_limited: false,
+            rtt_sample: None,
+            min_rtt: None,
+        };
+        bbr.on_ack(&ev, &RateSample::default(), 0);
+        assert!(
+            bbr.window() >= before,
+            "restored: {} < {before}",
+            bbr.window()
+        );
+        assert!(
+            bbr.on_loss(130, 200),
+            "a loss after recovery starts a new episode"
+        );
+    }
+}
