@@ -245,7 +245,8 @@ fn lossy_long_path() -> Link {
 }
 
 /// Bytes per simulated second `b` reads from an endless sender on `link`, measured over
-/// `measure` after `warmup`; also returns the sender's stats.
+/// `measure` after `warmup`; also returns the sender's stats. Checks that (almost) no
+/// retransmission was spurious: the receiver saw next to no duplicates.
 fn bulk_goodput(
     seed: u64,
     link: Link,
@@ -272,6 +273,12 @@ fn bulk_goodput(
         p.queue_drops, rx.dropped
     );
     assert!(p.a.closed.is_none() && p.b.closed.is_none(), "{stats:?}");
+    assert!(
+        rx.dropped * 1000 <= stats.packets_sent,
+        "{} spurious retransmissions of {} packets",
+        rx.dropped,
+        stats.packets_sent
+    );
     ((p.b.read - read0) as f64 / secs, stats)
 }
 
@@ -345,10 +352,10 @@ fn bbr_fills_a_clean_long_path() {
 #[test]
 fn bbr_does_not_collapse_on_a_shallow_queue() {
     // 20 full-size packets of queue: far below one BDP (~860 packets), so every probing phase
-    // and every 2 ms pacer burst overflows it. BBRv1 ignores those losses; many of its
-    // retransmissions here are spurious (more holes than the 50 SACK blocks a receiver
-    // reports, so RACK judges packets the peer has), which costs goodput but must not collapse
-    // the stream, nor fall below NewReno.
+    // and every 2 ms pacer burst overflows it, leaving far more holes than the 50 SACK blocks
+    // an ACK carries. BBRv1 ignores those losses; it must neither collapse nor fall below
+    // NewReno. (Before ACKs reported the blocks of recent arrivals first, RACK retransmitted
+    // every packet past the 50th hole: BBR got 59 % here, NewReno 0.01 MB/s.)
     let shallow = || Link {
         loss: 0.0,
         queue: 20 * 1472,
@@ -361,12 +368,12 @@ fn bbr_does_not_collapse_on_a_shallow_queue() {
     assert_eq!(st.rto_expiries, 0, "{st:?}");
     assert_eq!(st.cc_state, "probe-bw", "{st:?}");
     assert!(
-        bbr >= 0.5 * RATE_200_MBIT as f64,
-        "goodput {:.2} MB/s < 50 %",
+        bbr >= 0.8 * RATE_200_MBIT as f64,
+        "goodput {:.2} MB/s < 80 %",
         bbr / 1e6
     );
     assert!(
-        st.retransmits * 3 < st.packets_sent,
+        st.retransmits * 10 < st.packets_sent,
         "retransmits {} of {} sent",
         st.retransmits,
         st.packets_sent
