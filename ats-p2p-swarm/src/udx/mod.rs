@@ -40,7 +40,9 @@
 //!   with any peer. The pacer hands out a next-send time and lets a 2 ms burst through at the
 //!   current rate, so a 1 ms driver timer cannot cap throughput.
 //! - ACKs: one per received batch of datagrams (the driver reads up to 256 per turn) rather than
-//!   one per packet; cumulative ack plus up to 50 SACK blocks, as libudx.
+//!   one per packet; cumulative ack plus up to 50 SACK blocks, as libudx, but the blocks around
+//!   packets that arrived since the last ACK come first, then the lowest ones (libudx sends only
+//!   the lowest, which hides every arrival past the 50th hole from the sender's RACK).
 //! - Path MTU: probes from 1200 to 1500 bytes in steps of 32 with `data_offset` padding, like
 //!   libudx; [`StreamConfig::max_mtu`] may raise the ceiling for peers known to read larger
 //!   datagrams (libudx reads into 2048-byte buffers).

@@ -13,9 +13,11 @@
 //!   200 ms and a round trip, so queues drain and the true propagation delay is seen again.
 //!
 //! Loss does not change the model (BBRv1), so 1 % random loss costs 1 % of throughput rather
-//! than collapsing the window as a loss-driven controller does. A retransmission timeout drops
-//! the window to the minimum and restores it once everything outstanding at that time is
-//! acknowledged (Linux's `prior_cwnd`).
+//! than collapsing the window as a loss-driven controller does. Unlike Linux and libudx there is
+//! no packet conservation on entering fast recovery either: with ~9 random losses per round
+//! trip on a 200 Mbit/s, 50 ms path a stream would be in recovery all the time. A
+//! retransmission timeout drops the window to the minimum and restores it once everything
+//! outstanding at that time is acknowledged (Linux's `prior_cwnd`).
 
 use std::time::{Duration, Instant};
 
