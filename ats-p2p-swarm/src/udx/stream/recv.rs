@@ -130,14 +130,23 @@ impl RecvState {
         } else if let std::collections::btree_map::Entry::Vacant(v) = self.ooo.entry(ext) {
             self.ooo_bytes += data.len();
             v.insert((h.flags, Bytes::copy_from_slice(data)));
-            if self.recent.len() >= MAX_SACK_BLOCKS {
-                self.recent.pop_front();
-            }
-            self.recent.push_back(ext);
+            self.note_recent(ext);
             Arrival::Accepted
         } else {
+            // A duplicate: the sender retransmitted what it could not see in our SACKs (the ACK
+            // that reported it was lost, or it lay past the blocks we report). Report it now,
+            // or it is retransmitted again every round trip.
+            self.note_recent(ext);
             Arrival::Dropped
         }
+    }
+
+    /// Out-of-order packet `ext` arrived: the next ACK reports its block first.
+    fn note_recent(&mut self, ext: u64) {
+        if self.recent.len() >= MAX_SACK_BLOCKS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(ext);
     }
 
     fn deliver(&mut self, f: u8, data: &[u8]) {
@@ -337,5 +346,8 @@ mod tests {
         // A recent arrival that joins a run is reported as the whole run.
         assert_eq!(r.on_data(data(302), b"x", 302, 1 << 30), Arrival::Accepted);
         assert_eq!(r.take_sack_blocks()[0], (301, 303));
+        // A duplicate (a retransmission of something already held) is reported again at once.
+        assert_eq!(r.on_data(data(151), b"x", 151, 1 << 30), Arrival::Dropped);
+        assert_eq!(r.take_sack_blocks()[0], (151, 152));
     }
 }

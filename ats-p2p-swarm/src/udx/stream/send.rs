@@ -530,7 +530,16 @@ impl Stream {
                 _ => newly.rtt_sample = Some((p.sent_at, seq)),
             }
         }
+        // RFC 8985 6.2 step 2: a retransmission acknowledged sooner than the min RTT was not
+        // what arrived (the original was); its recent send time as the RACK time would declare
+        // everything sent before it lost.
+        let ambiguous = p.retransmitted
+            && self
+                .rtt
+                .min_rtt()
+                .is_some_and(|m| now.saturating_duration_since(p.sent_at) < m);
         match self.send.rack_xmit {
+            _ if ambiguous => {}
             Some((t, s)) if t > p.sent_at || (t == p.sent_at && seq_diff(s, seq) > 0) => {}
             _ => {
                 self.send.rack_xmit = Some((p.sent_at, seq));
