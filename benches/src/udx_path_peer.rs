@@ -21,7 +21,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use ats_p2p_swarm::udx::{UdxSocket, UdxStream};
+use ats_p2p_swarm::udx::{CongestionControl, SocketConfig, UdxSocket, UdxStream};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader, ReadBuf};
 
@@ -60,17 +60,20 @@ impl PeerConfig {
     }
 }
 
-/// Runs one peer bound to `bind` (port 0: any) on a two-worker runtime, until the transfer ends.
-pub fn run(bind: IpAddr) -> anyhow::Result<()> {
+/// Runs one peer bound to `bind` (port 0: any) on a two-worker runtime, until the transfer ends;
+/// what it sends is paced by `congestion`.
+pub fn run(bind: IpAddr, congestion: CongestionControl) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(peer(bind))
+    rt.block_on(peer(bind, congestion))
 }
 
-async fn peer(bind: IpAddr) -> anyhow::Result<()> {
-    let sock = UdxSocket::bind(SocketAddr::new(bind, 0)).await?;
+async fn peer(bind: IpAddr, congestion: CongestionControl) -> anyhow::Result<()> {
+    let mut cfg = SocketConfig::default();
+    cfg.stream.congestion = congestion;
+    let sock = UdxSocket::bind_with(SocketAddr::new(bind, 0), cfg).await?;
     let id = rand::random::<u32>() | 1;
     let stream = sock.create_stream(id)?;
     println!("{}", json!({"id": id, "port": sock.local_addr().port()}));
@@ -102,7 +105,7 @@ async fn peer(bind: IpAddr) -> anyhow::Result<()> {
             "retransmits": stats.retransmits, "rtoExpiries": stats.rto_expiries,
             "lossEvents": stats.loss_events, "tlpProbes": stats.tlp_probes,
             "packetsSent": stats.packets_sent, "srttUs": stats.srtt_us, "cwnd": stats.cwnd,
-            "mtu": stats.mtu,
+            "mtu": stats.mtu, "ccState": stats.cc_state, "bandwidth": stats.bandwidth,
         })
     );
     Ok(())

@@ -7,7 +7,7 @@
 //! ```text
 //! sudo cargo run --release -p benches --bin path                       # every cell, ours + JS
 //! sudo cargo run --release -p benches --bin path -- --cells 200M_loss1_rtt50 --runs 3
-//! sudo cargo run --release -p benches --bin path -- --size 16MiB --no-js
+//! sudo cargo run --release -p benches --bin path -- --size 16MiB --no-js --cc bbr,newreno
 //! cargo run --release -p benches --bin path -- relay-bench              # the relay's own rate
 //! ```
 //!
@@ -21,6 +21,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use ats_p2p_swarm::udx::CongestionControl;
 use benches::delay_line::DelayLineLimits;
 use benches::delay_relay::{self, Relay, RelayConfig};
 use benches::netns::{self, NsChild};
@@ -56,6 +57,9 @@ struct BenchArgs {
     /// Ours only (no udx-native peers).
     #[arg(long)]
     no_js: bool,
+    /// Our congestion controllers to run, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "bbr")]
+    cc: Vec<CcArg>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -64,6 +68,9 @@ enum Cmd {
     Peer {
         #[arg(long)]
         bind: IpAddr,
+        /// Congestion controller of what this peer sends.
+        #[arg(long, value_enum, default_value = "bbr")]
+        cc: CcArg,
     },
     /// The delay relay (run in the router namespace by the benchmark); stops at stdin EOF and
     /// prints its counters.
@@ -96,10 +103,35 @@ enum Cmd {
     },
 }
 
+/// Our congestion controllers, on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CcArg {
+    Bbr,
+    Newreno,
+}
+
+impl CcArg {
+    fn flag(self) -> &'static str {
+        match self {
+            Self::Bbr => "bbr",
+            Self::Newreno => "newreno",
+        }
+    }
+}
+
+impl From<CcArg> for CongestionControl {
+    fn from(cc: CcArg) -> Self {
+        match cc {
+            CcArg::Bbr => Self::Bbr,
+            CcArg::Newreno => Self::NewReno,
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
-        Some(Cmd::Peer { bind }) => udx_path_peer::run(bind),
+        Some(Cmd::Peer { bind, cc }) => udx_path_peer::run(bind, cc.into()),
         Some(Cmd::Relay {
             a_bind,
             b_bind,
@@ -175,14 +207,16 @@ fn relay_bench(secs: Duration, delay: Duration, size: usize, rate: u64) -> anyho
 /// Which UDX a peer runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Imp {
-    Ours,
+    /// Ours, the sender with this congestion controller.
+    Ours(CcArg),
     Js,
 }
 
 impl Imp {
     fn name(self) -> &'static str {
         match self {
-            Self::Ours => "ours",
+            Self::Ours(CcArg::Bbr) => "ours (BBR)",
+            Self::Ours(CcArg::Newreno) => "ours (NewReno)",
             Self::Js => "udx-native",
         }
     }
@@ -211,7 +245,7 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
             .map(|n| Cell::by_name(n).with_context(|| format!("no cell {n:?}")))
             .collect::<anyhow::Result<_>>()?
     };
-    let mut imps = vec![Imp::Ours];
+    let mut imps: Vec<Imp> = args.cc.iter().map(|&cc| Imp::Ours(cc)).collect();
     let js = if args.no_js { None } else { Some(js_peer()?) };
     if js.is_some() {
         imps.push(Imp::Js);
@@ -240,11 +274,13 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
                     Ok(o) => o.row(cell, size, lab.drops()?.since(&before)),
                     Err(e) => {
                         eprintln!("{} {}: {e:#}", cell.name, imp.name());
-                        let stalled = e
+                        let timed_out = e
                             .downcast_ref::<netns::NoOutput>()
                             .is_some_and(|n| n.timed_out.is_some());
-                        let what = if stalled {
-                            format!("stalled (not done in {} s)", args.timeout)
+                        // Too slow or stalled: the rate was below size / timeout.
+                        let what = if timed_out {
+                            let bound = size as f64 / 1e6 / args.timeout as f64;
+                            format!("< {bound:.1} (not done in {} s)", args.timeout)
                         } else {
                             "failed".to_owned()
                         };
@@ -298,9 +334,9 @@ impl Runner {
     ) -> anyhow::Result<NsChild> {
         let bind = bind.to_string();
         match imp {
-            Imp::Ours => {
+            Imp::Ours(cc) => {
                 let exe = self.exe.to_str().context("exe path is not UTF-8")?;
-                lab_ns.spawn(exe, &["peer", "--bind", &bind])
+                lab_ns.spawn(exe, &["peer", "--bind", &bind, "--cc", cc.flag()])
             }
             Imp::Js => {
                 let script = self.js.as_ref().context("no JS peer")?;
