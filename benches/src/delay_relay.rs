@@ -357,3 +357,46 @@ pub fn measure_max_rate(
         elapsed,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// How long the test waits for any one datagram (bounds the test, asserts nothing on time).
+    const PATIENCE: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn relays_both_ways_in_order_on_loopback() {
+        let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
+        let a = bind_udp(loopback).expect("bind a");
+        let b = bind_udp(loopback).expect("bind b");
+        a.set_read_timeout(Some(PATIENCE)).expect("timeout");
+        b.set_read_timeout(Some(PATIENCE)).expect("timeout");
+        let relay = Relay::start(RelayConfig {
+            a_bind: loopback,
+            b_bind: loopback,
+            a_peer: a.local_addr().expect("addr"),
+            b_peer: b.local_addr().expect("addr"),
+            delay: Duration::from_millis(5),
+            limits: DelayLineLimits::default(),
+        })
+        .expect("relay");
+        const N: u16 = 200;
+        for i in 0..N {
+            a.send_to(&i.to_be_bytes(), relay.a_addr()).expect("send a");
+        }
+        let mut buf = [0u8; 16];
+        for i in 0..N {
+            let (n, from) = b.recv_from(&mut buf).expect("datagram at b");
+            assert_eq!(from, relay.b_addr(), "b hears the relay's side B");
+            assert_eq!(&buf[..n], &i.to_be_bytes(), "in order, none lost");
+        }
+        b.send_to(b"ack", relay.b_addr()).expect("send b");
+        let (n, from) = a.recv_from(&mut buf).expect("datagram at a");
+        assert_eq!((&buf[..n], from), (&b"ack"[..], relay.a_addr()));
+        let (ab, ba) = relay.stop();
+        assert_eq!((ab.received, ab.line.released), (200, 200));
+        assert_eq!((ba.received, ba.line.released), (1, 1));
+        assert_eq!(ab.line.dropped_full + ab.send_errors, 0);
+    }
+}
