@@ -2,7 +2,7 @@
 // JavaScript reference for the ats-p2p end-to-end benchmark (issue 7).
 //
 //   npm ci --prefix benches/js && node benches/js/bench.js [--size 1GiB | --file PATH] [--keep]
-//       [--host IPV4] [--recv-host IPV4 --recv-netns NS]
+//       [--host IPV4] [--recv-host IPV4 --recv-netns NS] [--timeout-s N]
 //
 // Starts a local HyperDHT testnet on --host (default 127.0.0.1; in this process), generates a
 // random file of the given size in a temp dir (or takes --file), then runs a receiver and a sender as separate node processes
@@ -27,7 +27,7 @@ const os = require('os')
 const path = require('path')
 
 const GEN_CHUNK = 4 * 1024 * 1024 // random data written per step while generating the file
-const RUN_TIMEOUT_MS = 30 * 60 * 1000 // hard bound on one transfer (1 GiB at ~1 MB/s)
+const RUN_TIMEOUT_S = 30 * 60 // default bound on one transfer (1 GiB at ~1 MB/s); --timeout-s
 
 function parseSize(s) {
   const m = /^(\d+(?:\.\d+)?)\s*(|b|k|kib|m|mib|g|gib)$/i.exec(s.trim())
@@ -88,6 +88,7 @@ async function main() {
   const recvHost = opt('recv-host', host)
   const recvNetns = opt('recv-netns', null)
   const keep = process.argv.includes('--keep')
+  const timeoutS = Number(opt('timeout-s', RUN_TIMEOUT_S))
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ats-p2p-bench-js-'))
   const srcDir = path.join(dir, 'src')
   const outDir = path.join(dir, 'out')
@@ -97,10 +98,11 @@ async function main() {
   const children = []
   let testnet = null
   const timer = setTimeout(() => {
-    console.error('bench: timed out')
+    console.error(`bench: timed out after ${timeoutS} s`)
     for (const c of children) c.kill('SIGKILL')
+    if (!keep) fs.rmSync(dir, { recursive: true, force: true })
     process.exit(1)
-  }, RUN_TIMEOUT_MS)
+  }, timeoutS * 1000)
   try {
     if (!given) await generate(file, size)
     testnet = await createTestnet(3, { host })

@@ -82,7 +82,16 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(1)
         .enable_all()
         .build()?
-        .block_on(run(args))
+        .block_on(async {
+            // Ending on a signal drops the namespaces and the children (kill on drop).
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                done = run(args) => done,
+                _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+                _ = term.recv() => bail!("terminated"),
+            }
+        })
 }
 
 /// Checks that the file at `path` has SHA-256 `hash` (hex).

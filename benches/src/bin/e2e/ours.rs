@@ -123,5 +123,6 @@ pub(crate) async fn run(
         send: send_usage,
         recv: recv_usage,
         latency: Some(latency),
+        note: None,
     })
 }

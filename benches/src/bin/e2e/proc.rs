@@ -96,6 +96,8 @@ pub(crate) struct Proc {
     seen: Vec<(Instant, Value)>,
     /// The wrapped program's pid (the wrapper's `__child` line).
     child_pid: Option<i32>,
+    /// The output ended and the process was waited for.
+    finished: bool,
 }
 
 fn verbose() -> bool {
@@ -140,6 +142,7 @@ impl Proc {
             lines,
             seen: Vec::new(),
             child_pid: None,
+            finished: false,
         })
     }
 
@@ -215,10 +218,22 @@ impl Proc {
             }
         }
         let status = self.child.wait().await?;
+        self.finished = true;
         if !status.success() {
             bail!("{} exited with {status}", self.name);
         }
         usage.with_context(|| format!("{}: no usage line", self.name))
+    }
+
+    /// Kills the wrapped program of a run that did not finish (killing the wrapper, on drop,
+    /// would leave it running).
+    fn kill_program(&self) {
+        if let (false, Some(pid)) = (self.finished, self.child_pid) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
 
     /// When the first stdout JSON event named `event` that `pred` accepts arrived.
@@ -227,5 +242,11 @@ impl Proc {
             .iter()
             .find(|(_, v)| v["event"] == event && pred(v))
             .map(|(t, _)| *t)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill_program();
     }
 }

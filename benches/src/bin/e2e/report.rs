@@ -38,6 +38,8 @@ pub(crate) struct Row {
     pub(crate) recv: Usage,
     /// Ours only: the `send` command's steps.
     pub(crate) latency: Option<Latency>,
+    /// Something about this run the numbers alone do not say.
+    pub(crate) note: Option<String>,
 }
 
 impl Row {
@@ -121,12 +123,12 @@ pub(crate) fn print_size(mode: &str, size: u64, rows: &[Row], notes: &[String]) 
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows.iter().filter(|r| r.size == size) {
         println!(
-            "| {} | {:.0} | {:.3} | {:.1} | {:.0} | {} | {:.2} | {:.2} | {} | {} |",
+            "| {} | {} | {:.3} | {:.1} | {} | {} | {:.2} | {:.2} | {} | {} |",
             r.tool.label(),
-            r.conn_mbps(),
+            rate(r.conn_mbps()),
             r.conn_s,
             r.whole_ms,
-            r.whole_mbps(),
+            rate(r.whole_mbps()),
             r.ticket_ms.map_or_else(|| "–".into(), |t| format!("{t:.0}")),
             r.send.cpu_s,
             r.recv.cpu_s,
@@ -134,10 +136,20 @@ pub(crate) fn print_size(mode: &str, size: u64, rows: &[Row], notes: &[String]) 
             mib(r.recv.max_rss),
         );
     }
-    for n in notes {
+    let run_notes = rows.iter().filter(|r| r.size == size).filter_map(|r| r.note.as_ref());
+    for n in notes.iter().chain(run_notes) {
         println!("\n{n}");
     }
     print_latency(size, rows);
+}
+
+/// MB/s with the digits that matter (1 KiB moves at well under 1 MB/s).
+fn rate(mbps: f64) -> String {
+    if mbps < 10.0 {
+        format!("{mbps:.2}")
+    } else {
+        format!("{mbps:.0}")
+    }
 }
 
 /// Ours' whole `send` per run, then the median and the maximum of each step.

@@ -141,5 +141,6 @@ pub(crate) async fn run(
         send: send_usage,
         recv: recv_usage,
         latency: None,
+        note: None,
     })
 }
