@@ -78,6 +78,7 @@ pub(crate) async fn run((a, b): (&Side, &Side), src: &Path, size: u64, hash: &st
         cpu_s: s["cpuSeconds"].as_f64().unwrap_or(0.0),
     };
     Ok(Row {
+        run: 0,
         tool: Tool::Js,
         size,
         conn_s: v["seconds"].as_f64().context("no seconds from bench.js")?,
@@ -94,9 +95,8 @@ pub(crate) async fn run((a, b): (&Side, &Side), src: &Path, size: u64, hash: &st
             .filter(|&n| n > 1)
             .map(|n| {
                 format!(
-                    "JS hyperswarm, {}: {n} connection attempts, the sender's first ones timed out \
-                     (npm hyperdht 6.34; the whole time includes them)",
-                    crate::report::size_label(size)
+                    "{n} connection attempts, the sender's first ones timed out (npm hyperdht \
+                     6.34); its whole time includes them"
                 )
             }),
     })

@@ -217,7 +217,8 @@ fn record(
     row: anyhow::Result<Row>,
 ) -> Option<String> {
     match row {
-        Ok(r) => {
+        Ok(mut r) => {
+            r.run = run;
             eprintln!(
                 "{} run {run}: {:.0} MB/s conn, whole {:.1} ms",
                 tool.label(),

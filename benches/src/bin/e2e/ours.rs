@@ -60,10 +60,13 @@ pub(crate) async fn run(
     let url = ready["ats_url"].as_str().context("ats_url")?.to_owned();
     let boot = ready["bootstrap"].as_str().context("bootstrap")?.to_owned();
 
-    // Ephemeral keys change every run: start each run without remembered keys.
+    // Ephemeral keys change every run: start each run without remembered keys, and without
+    // the sender's pre-hash cache (beside them): every run sends a file never sent before, so
+    // every `send` hashes it (spawn→offer).
     for actor in ["bench-a", "bench-b"] {
         let _ = std::fs::remove_file(dir.join(format!("known-{actor}.json")));
     }
+    let _ = std::fs::remove_file(dir.join(ats_p2p::hash_cache::CACHE_FILE_NAME));
     let save = dir.join("save");
     std::fs::create_dir_all(&save)?;
     let node = |side: &Side, sub: &str, actor: &str| -> anyhow::Result<tokio::process::Command> {
@@ -115,6 +118,7 @@ pub(crate) async fn run(
         ack_exit: ms(t_ack, t_exit),
     };
     Ok(Row {
+        run: 0,
         tool: Tool::Ours,
         size,
         conn_s: t_ack.saturating_duration_since(t_start).as_secs_f64(),

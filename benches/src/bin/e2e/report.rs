@@ -24,6 +24,8 @@ impl Tool {
 /// One verified transfer of one tool.
 #[derive(Debug, Clone)]
 pub(crate) struct Row {
+    /// 1, 2, ... (set by the caller).
+    pub(crate) run: usize,
     pub(crate) tool: Tool,
     pub(crate) size: u64,
     /// Connection → end, seconds: ours and JS receiver's connection → sender's ACK; sendme
@@ -118,13 +120,16 @@ pub(crate) fn print_size(mode: &str, size: u64, rows: &[Row], notes: &[String]) 
         size_label(size)
     );
     println!(
-        "| tool | conn MB/s | conn s | whole ms | whole MB/s | ticket ms | send CPU s | recv CPU s | send RSS MiB | recv RSS MiB |"
+        "| tool | run | conn MB/s | conn s | whole ms | whole MB/s | ticket ms | send CPU s | recv CPU s | send RSS MiB | recv RSS MiB |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for r in rows.iter().filter(|r| r.size == size) {
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut here: Vec<&Row> = rows.iter().filter(|r| r.size == size).collect();
+    here.sort_by_key(|r| (r.tool as u8, r.run));
+    for r in here {
         println!(
-            "| {} | {} | {:.3} | {:.1} | {} | {} | {:.2} | {:.2} | {} | {} |",
+            "| {} | {} | {} | {:.3} | {:.1} | {} | {} | {:.2} | {:.2} | {} | {} |",
             r.tool.label(),
+            r.run,
             rate(r.conn_mbps()),
             r.conn_s,
             r.whole_ms,
@@ -136,8 +141,11 @@ pub(crate) fn print_size(mode: &str, size: u64, rows: &[Row], notes: &[String]) 
             mib(r.recv.max_rss),
         );
     }
-    let run_notes = rows.iter().filter(|r| r.size == size).filter_map(|r| r.note.as_ref());
-    for n in notes.iter().chain(run_notes) {
+    let run_notes = rows.iter().filter(|r| r.size == size).filter_map(|r| {
+        let note = r.note.as_ref()?;
+        Some(format!("{} run {}: {note}", r.tool.label(), r.run))
+    });
+    for n in notes.iter().cloned().chain(run_notes) {
         println!("\n{n}");
     }
     print_latency(size, rows);

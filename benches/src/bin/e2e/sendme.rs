@@ -133,6 +133,7 @@ pub(crate) async fn run(
     }
     let ms = |a: Instant, b: Instant| b.saturating_duration_since(a).as_secs_f64() * 1e3;
     Ok(Row {
+        run: 0,
         tool: Tool::Sendme,
         size,
         conn_s: t_data.saturating_duration_since(t_conn).as_secs_f64(),
