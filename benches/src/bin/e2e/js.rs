@@ -41,7 +41,7 @@ pub(crate) async fn prepare() -> anyhow::Result<()> {
 
 /// Bound on one bench.js run (it kills its peers and exits after it): this plus the size at
 /// 20 MB/s. npm hyperdht's connections between the namespaces often time out and retry.
-const JS_TIMEOUT_BASE_S: u64 = 60;
+const JS_TIMEOUT_BASE_S: u64 = 100;
 
 /// Moves `src` (SHA-256 `hash`) once and checks the bytes the receiver saved.
 pub(crate) async fn run((a, b): (&Side, &Side), src: &Path, size: u64, hash: &str) -> anyhow::Result<Row> {

@@ -144,9 +144,13 @@ async fn matrix(
 ) -> anyhow::Result<()> {
     let mut rows: Vec<Row> = Vec::new();
     let mut notes: Vec<(u64, String)> = Vec::new();
-    // A tool that failed is not run again in this mode (its reason is printed).
-    let mut js_down = tools.js.clone().err();
-    let mut sendme_down = tools.sendme.clone().err();
+    // Why a tool is not run (any more) in this mode: missing, skipped, or its first run here
+    // failed (a tool that worked once here is run again after a failure, which is noted).
+    let mut down = [
+        (Tool::Ours, None),
+        (Tool::Js, tools.js.clone().err()),
+        (Tool::Sendme, tools.sendme.clone().err()),
+    ];
     for size_arg in &args.sizes {
         let size = parse_size(size_arg)?;
         let src = dir.join("payload.bin");
@@ -158,17 +162,27 @@ async fn matrix(
             )
         };
         for run in 1..=args.runs {
-            if let Some(cli) = &tools.cli {
-                let row = within(ours::run(cli, dir, sides, &src, size, &hash)).await;
-                record(&mut rows, &mut notes, size, run, Tool::Ours, row);
-            }
-            if js_down.is_none() {
-                let row = within(js::run(sides, &src, size, &hash)).await;
-                js_down = record(&mut rows, &mut notes, size, run, Tool::Js, row);
-            }
-            if let (Ok(sendme), None) = (&tools.sendme, &sendme_down) {
-                let row = within(sendme::run(sendme, dir, sides, &src, size, &hash)).await;
-                sendme_down = record(&mut rows, &mut notes, size, run, Tool::Sendme, row);
+            for (tool, why_not) in &mut down {
+                if why_not.is_some() {
+                    continue;
+                }
+                let row = match (*tool, &tools.cli, &tools.sendme) {
+                    (Tool::Ours, Some(cli), _) => {
+                        within(ours::run(cli, dir, sides, &src, size, &hash)).await
+                    }
+                    (Tool::Ours, None, _) => continue,
+                    (Tool::Js, _, _) => within(js::run(sides, &src, size, &hash)).await,
+                    (Tool::Sendme, _, Ok(sendme)) => {
+                        within(sendme::run(sendme, dir, sides, &src, size, &hash)).await
+                    }
+                    (Tool::Sendme, _, Err(_)) => continue,
+                };
+                let worked_before = rows.iter().any(|r| r.tool == *tool);
+                if let Some(reason) = record(&mut rows, &mut notes, size, run, *tool, row)
+                    && !worked_before
+                {
+                    *why_not = Some(format!("not run after its failure ({reason})"));
+                }
             }
         }
         std::fs::remove_file(&src)?;
@@ -182,11 +196,6 @@ async fn matrix(
     if let Ok(s) = &tools.sendme {
         general.push(format!("sendme: {}", sendme::version(s)));
     }
-    for (tool, down) in [(Tool::Js, &js_down), (Tool::Sendme, &sendme_down)] {
-        if let Some(reason) = down {
-            general.push(format!("{}: {reason}", tool.label()));
-        }
-    }
     for size_arg in &args.sizes {
         let size = parse_size(size_arg)?;
         let mut here: Vec<String> = notes
@@ -195,6 +204,13 @@ async fn matrix(
             .map(|(_, n)| n.clone())
             .collect();
         here.extend(general.iter().cloned());
+        for (tool, why_not) in &down {
+            if let Some(reason) = why_not
+                && !rows.iter().any(|r| r.tool == *tool && r.size == size)
+            {
+                here.push(format!("{}: {reason}", tool.label()));
+            }
+        }
         report::print_size(mode, size, &rows, &here);
     }
     report::print_goals(mode, &rows);
@@ -229,7 +245,7 @@ fn record(
             None
         }
         Err(e) => {
-            let reason = format!("unavailable: run {run} failed: {e:#}");
+            let reason = format!("run {run} failed: {e:#}");
             eprintln!("{}: {reason}", tool.label());
             notes.push((size, format!("{} {reason}", tool.label())));
             Some(reason)
