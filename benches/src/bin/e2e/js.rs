@@ -44,7 +44,12 @@ pub(crate) async fn prepare() -> anyhow::Result<()> {
 const JS_TIMEOUT_BASE_S: u64 = 100;
 
 /// Moves `src` (SHA-256 `hash`) once and checks the bytes the receiver saved.
-pub(crate) async fn run((a, b): (&Side, &Side), src: &Path, size: u64, hash: &str) -> anyhow::Result<Row> {
+pub(crate) async fn run(
+    (a, b): (&Side, &Side),
+    src: &Path,
+    size: u64,
+    hash: &str,
+) -> anyhow::Result<Row> {
     let mut cmd = a.command("node");
     cmd.arg(js_dir().join("bench.js"))
         .arg("--file")
@@ -90,14 +95,11 @@ pub(crate) async fn run((a, b): (&Side, &Side), src: &Path, size: u64, hash: &st
         send: usage(&v["sender"]),
         recv: usage(&v["receiver"]),
         latency: None,
-        note: v["connectAttempts"]
-            .as_u64()
-            .filter(|&n| n > 1)
-            .map(|n| {
-                format!(
-                    "{n} connection attempts, the sender's first ones timed out (npm hyperdht \
+        note: v["connectAttempts"].as_u64().filter(|&n| n > 1).map(|n| {
+            format!(
+                "{n} connection attempts, the sender's first ones timed out (npm hyperdht \
                      6.34); its whole time includes them"
-                )
-            }),
+            )
+        }),
     })
 }

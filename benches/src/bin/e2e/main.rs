@@ -44,7 +44,12 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(900);
 #[derive(Debug, Parser)]
 struct Args {
     /// File sizes, comma-separated (1KiB, 64MiB, 1GiB, ...).
-    #[arg(long, alias = "size", value_delimiter = ',', default_value = "1KiB,64MiB,1GiB")]
+    #[arg(
+        long,
+        alias = "size",
+        value_delimiter = ',',
+        default_value = "1KiB,64MiB,1GiB"
+    )]
     sizes: Vec<String>,
     /// Runs of each tool at each size.
     #[arg(long, default_value_t = 3)]
@@ -123,7 +128,9 @@ impl Tools {
         let js = if args.no_js {
             Err("skipped (--no-js)".to_owned())
         } else {
-            js::prepare().await.map_err(|e| format!("unavailable: {e:#}"))
+            js::prepare()
+                .await
+                .map_err(|e| format!("unavailable: {e:#}"))
         };
         let sendme = if args.no_sendme {
             Err("skipped (--no-sendme)".to_owned())
@@ -190,7 +197,11 @@ async fn matrix(
     let uptime = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "\n# {mode}\n\nload average at the end (1, 5, 15 min): {}",
-        uptime.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        uptime
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     let mut general = Vec::new();
     if let Ok(s) = &tools.sendme {

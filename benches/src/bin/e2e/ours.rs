@@ -46,7 +46,13 @@ pub(crate) async fn run(
     let mut hub_cmd = a.command(cli);
     let any_port = format!("{}:0", a.host);
     hub_cmd
-        .args(["hub", "--listen", &any_port, "--bootstrap-listen", &any_port])
+        .args([
+            "hub",
+            "--listen",
+            &any_port,
+            "--bootstrap-listen",
+            &any_port,
+        ])
         .args(["--json", "--db"])
         .arg(&hub_db);
     if !a.host.is_loopback() {
@@ -71,10 +77,16 @@ pub(crate) async fn run(
     std::fs::create_dir_all(&save)?;
     let node = |side: &Side, sub: &str, actor: &str| -> anyhow::Result<tokio::process::Command> {
         let mut c = side.wrapped(cli)?;
-        c.args([sub, "--json", "--host", &side.host.to_string(), "--ephemeral"])
-            .args(["--bootstrap", &boot, "--ats-url", &url, "--actor-id", actor])
-            .arg("--known-keys")
-            .arg(dir.join(format!("known-{actor}.json")));
+        c.args([
+            sub,
+            "--json",
+            "--host",
+            &side.host.to_string(),
+            "--ephemeral",
+        ])
+        .args(["--bootstrap", &boot, "--ats-url", &url, "--actor-id", actor])
+        .arg("--known-keys")
+        .arg(dir.join(format!("known-{actor}.json")));
         Ok(c)
     };
     let mut lc = node(b, "listen", "bench-b")?;

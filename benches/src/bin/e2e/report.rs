@@ -14,9 +14,9 @@ pub(crate) enum Tool {
 impl Tool {
     pub(crate) fn label(self) -> &'static str {
         match self {
-            Tool::Ours => "ats-p2p",
-            Tool::Js => "JS hyperswarm",
-            Tool::Sendme => "sendme",
+            Self::Ours => "ats-p2p",
+            Self::Js => "JS hyperswarm",
+            Self::Sendme => "sendme",
         }
     }
 }
@@ -106,7 +106,7 @@ fn max(values: impl Iterator<Item = f64>) -> f64 {
 /// A human size: 1 KiB, 64 MiB, 1 GiB.
 pub(crate) fn size_label(size: u64) -> String {
     for (unit, name) in [(1u64 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")] {
-        if size >= unit && size % unit == 0 {
+        if size >= unit && size.is_multiple_of(unit) {
             return format!("{} {name}", size / unit);
         }
     }
@@ -134,7 +134,8 @@ pub(crate) fn print_size(mode: &str, size: u64, rows: &[Row], notes: &[String]) 
             r.conn_s,
             r.whole_ms,
             rate(r.whole_mbps()),
-            r.ticket_ms.map_or_else(|| "–".into(), |t| format!("{t:.0}")),
+            r.ticket_ms
+                .map_or_else(|| "–".into(), |t| format!("{t:.0}")),
             r.send.cpu_s,
             r.recv.cpu_s,
             mib(r.send.max_rss),
@@ -182,10 +183,7 @@ fn print_latency(size: u64, rows: &[Row]) {
     }
     let column = |i: usize| -> Vec<f64> { runs.iter().map(|l| l.values()[i]).collect() };
     line("median", std::array::from_fn(|i| median(&column(i))));
-    line(
-        "max",
-        std::array::from_fn(|i| max(column(i).into_iter())),
-    );
+    line("max", std::array::from_fn(|i| max(column(i).into_iter())));
 }
 
 /// Goal thresholds of issue #17.
@@ -266,7 +264,10 @@ pub(crate) fn print_goals(mode: &str, rows: &[Row]) {
         if small.is_empty() {
             "no 1 KiB run".into()
         } else {
-            format!("median {med:.1} ms, max {worst:.1} ms; runs {}", join(&small, 1))
+            format!(
+                "median {med:.1} ms, max {worst:.1} ms; runs {}",
+                join(&small, 1)
+            )
         }
     );
 
@@ -287,4 +288,24 @@ fn join(values: &[f64], prec: usize) -> String {
         .map(|v| format!("{v:.prec$}"))
         .collect::<Vec<_>>()
         .join(" / ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{median, size_label};
+
+    #[test]
+    fn median_of_odd_even_and_no_runs() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
+
+    #[test]
+    fn sizes_print_in_their_largest_whole_unit() {
+        assert_eq!(size_label(1 << 10), "1 KiB");
+        assert_eq!(size_label(64 << 20), "64 MiB");
+        assert_eq!(size_label(1 << 30), "1 GiB");
+        assert_eq!(size_label(1500), "1500 B");
+    }
 }

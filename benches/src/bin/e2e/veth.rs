@@ -43,7 +43,10 @@ impl Pair {
         ip(&["netns", "add", &pair.ns_a])?;
         ip(&["netns", "add", &pair.ns_b])?;
         // Interface names are at most 15 bytes.
-        let (if_a, if_b) = (format!("e2ea{}", id % 100_000), format!("e2eb{}", id % 100_000));
+        let (if_a, if_b) = (
+            format!("e2ea{}", id % 100_000),
+            format!("e2eb{}", id % 100_000),
+        );
         ip(&["link", "add", &if_a, "type", "veth", "peer", "name", &if_b])?;
         for (ns, dev, addr) in [(&pair.ns_a, &if_a, ADDR_A), (&pair.ns_b, &if_b, ADDR_B)] {
             ip(&["link", "set", dev, "netns", ns])?;
