@@ -195,13 +195,14 @@ async fn matrix(
         std::fs::remove_file(&src)?;
     }
     let uptime = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    // CPU pressure: the share of time some runnable task waited for a core (other sessions
+    // on the same cores show here even where the load average misses them).
+    let pressure = std::fs::read_to_string("/proc/pressure/cpu").unwrap_or_default();
+    let load: Vec<&str> = uptime.split_whitespace().take(3).collect();
     println!(
-        "\n# {mode}\n\nload average at the end (1, 5, 15 min): {}",
-        uptime
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
+        "\n# {mode}\n\nat the end: load average (1, 5, 15 min) {}; CPU pressure `{}`",
+        load.join(" "),
+        pressure.lines().next().unwrap_or("unavailable")
     );
     let mut general = Vec::new();
     if let Ok(s) = &tools.sendme {
