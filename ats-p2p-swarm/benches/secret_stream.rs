@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 
 use ats_p2p_swarm::KeyPair;
 use ats_p2p_swarm::PublicKey;
-use ats_p2p_swarm::secret_stream::SecretStream;
 use ats_p2p_swarm::secret_stream::cipher::{Decryptor, Encryptor};
+use ats_p2p_swarm::secret_stream::{RawStream, SecretStream};
 use bytes::BytesMut;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const STREAM_BYTES: usize = 32 << 20;
@@ -54,10 +54,7 @@ fn crypto(c: &mut Criterion) {
     g.finish();
 }
 
-async fn transfer<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
-    a: SecretStream<S>,
-    mut b: SecretStream<S>,
-) {
+async fn transfer<S: RawStream + Send + 'static>(a: SecretStream<S>, mut b: SecretStream<S>) {
     let writer = tokio::spawn(async move {
         let mut a = a;
         let block = vec![0x33u8; 256 * 1024];

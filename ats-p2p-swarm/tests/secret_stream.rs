@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use ats_p2p_swarm::noise::{NoiseConfig, NoiseError, NoiseHandshake, Pattern, Step};
-use ats_p2p_swarm::secret_stream::{SecretStream, SecretStreamError};
+use ats_p2p_swarm::secret_stream::{RawStream, SecretStream, SecretStreamError};
 use ats_p2p_swarm::{KeyPair, PublicKey};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -69,7 +69,7 @@ async fn recv_all<R: AsyncRead + Unpin>(mut r: R) -> (usize, [u8; 32]) {
     (total, hasher.finalize().into())
 }
 
-async fn bulk_both_ways<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+async fn bulk_both_ways<S: RawStream + Send + 'static>(
     a: SecretStream<S>,
     b: SecretStream<S>,
     len: usize,

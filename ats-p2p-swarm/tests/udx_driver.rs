@@ -248,3 +248,97 @@ async fn dropping_the_socket_fails_pending_reads() {
     .await
     .expect("test timed out");
 }
+
+/// Writes blocks of every size class (under 256 B, 8-aligned, not aligned, larger than one
+/// message), ends, and returns the byte count and SHA-256.
+async fn write_sizes<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, seed: u64) -> (usize, [u8; 32]) {
+    let sizes = [1, 100, 255, 256, 4096, 4099, 65_536, 65_541, 200_003];
+    let mut h = Sha256::new();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut total = 0;
+    for round in 0..40 {
+        for &n in &sizes {
+            let mut block = vec![0u8; n + round];
+            rng.fill_bytes(&mut block);
+            h.update(&block);
+            w.write_all(&block).await.unwrap();
+            total += block.len();
+        }
+    }
+    w.shutdown().await.unwrap();
+    (total, h.finalize().into())
+}
+
+async fn read_hashed<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> (usize, [u8; 32]) {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 50_000];
+    let mut n = 0;
+    loop {
+        let k = r.read(&mut buf).await.unwrap();
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        n += k;
+    }
+    (n, h.finalize().into())
+}
+
+/// The secret stream hands its ciphertext to UDX by splitting it off (`RawStream`), not by
+/// copying: the bytes must still arrive intact, in order, both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_stream_over_udx_moves_owned_ciphertext_intact() {
+    use ats_p2p_swarm::secret_stream::SecretStream;
+    use ats_p2p_swarm::{KeyPair, PublicKey};
+    timeout(TEST_TIMEOUT, async {
+        let sa = bind().await;
+        let sb = bind().await;
+        let a = sa.create_stream(1).unwrap();
+        let b = sb.create_stream(2).unwrap();
+        a.connect(2, sb.local_addr()).unwrap();
+        b.connect(1, sa.local_addr()).unwrap();
+        let (ka, kb) = (KeyPair::from_seed([7; 32]), KeyPair::from_seed([8; 32]));
+        let (pa, pb) = (ka.public_key(), kb.public_key());
+        let (a, b) = tokio::join!(
+            SecretStream::connect(a, ka, Some(pb)),
+            SecretStream::accept(b, kb, move |k: &PublicKey| *k == pa),
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let (mut ar, mut aw) = tokio::io::split(a);
+        let (mut br, mut bw) = tokio::io::split(b);
+        let (sent_a, sent_b, got_b, got_a) = tokio::join!(
+            write_sizes(&mut aw, 1),
+            write_sizes(&mut bw, 2),
+            read_hashed(&mut br),
+            read_hashed(&mut ar),
+        );
+        assert_eq!(got_b, sent_a);
+        assert_eq!(got_a, sent_b);
+        drop((ar, aw, br, bw));
+        sa.close().await;
+        sb.close().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// `write_owned` takes no more than the send buffer has room for, leaves the rest with the
+/// caller, and says `Blocked` when there is no room at all.
+#[test]
+fn write_owned_takes_only_what_the_send_buffer_holds() {
+    use ats_p2p_swarm::udx::{Stream, StreamConfig, WriteError};
+    use bytes::BytesMut;
+    let cfg = StreamConfig {
+        send_buffer: 1000,
+        ..StreamConfig::default()
+    };
+    let mut s = Stream::new(1, cfg, std::time::Instant::now());
+    let mut data = BytesMut::from(&[7u8; 1500][..]);
+    assert_eq!(s.write_owned(&mut data).unwrap(), 1000);
+    assert_eq!(data.len(), 500, "the rest stays with the caller");
+    assert_eq!(s.send_queued(), 1000);
+    assert!(matches!(s.write_owned(&mut data), Err(WriteError::Blocked)));
+    assert_eq!(data.len(), 500);
+    s.shutdown().unwrap();
+    assert!(matches!(s.write_owned(&mut data), Err(WriteError::Ended)));
+}

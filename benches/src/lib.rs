@@ -1,6 +1,12 @@
 //! Shared helpers for the ats-p2p benchmarks: sizes, test files, SHA-256 of files, and resource
 //! usage (peak RSS, CPU seconds) of a process and of its waited-for children.
 
+pub mod delay_line;
+pub mod delay_relay;
+pub mod netns;
+pub mod path_lab;
+pub mod udx_path_peer;
+
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;

@@ -194,6 +194,12 @@ impl SecretStreamCore {
         let _ = self.transmit.split_to(n.min(self.transmit.len()));
     }
 
+    /// The raw bytes waiting to be written, for a driver that takes them by splitting them off
+    /// the front (no copy); whatever it leaves is still to be written.
+    pub fn transmit_mut(&mut self) -> &mut BytesMut {
+        &mut self.transmit
+    }
+
     fn fail<T>(&mut self, err: SecretStreamError) -> Result<T, SecretStreamError> {
         self.phase = Phase::Failed;
         Err(err)

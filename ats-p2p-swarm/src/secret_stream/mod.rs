@@ -8,7 +8,8 @@
 //!
 //! Layers: [`frame`] (framing), [`cipher`] (encryption, stream ids), [`core`] (the sans-io
 //! protocol), and [`SecretStream`] (the tokio `AsyncRead + AsyncWrite` driver over any raw
-//! `AsyncRead + AsyncWrite`: TCP, an in-memory duplex, or a UDX stream).
+//! `AsyncRead + AsyncWrite` that implements [`RawStream`]: TCP, an in-memory duplex, or a UDX
+//! stream, which takes the ciphertext without a copy).
 //!
 //! ```no_run
 //! # async fn demo(tcp: tokio::net::TcpStream, udx: tokio::net::TcpStream,
@@ -36,6 +37,7 @@
 pub mod cipher;
 pub mod core;
 pub mod frame;
+mod raw;
 mod sodium;
 mod stream;
 
@@ -46,6 +48,7 @@ pub use self::core::{
     SecretStreamCore, VECTORED_SLACK,
 };
 pub use cipher::stream_id;
+pub use raw::RawStream;
 pub use stream::{HANDSHAKE_TIMEOUT, KEEP_ALIVE_INTERVAL, SecretStream};
 
 use crate::noise::NoiseError;

@@ -1,4 +1,4 @@
-//! The tokio driver: [`SecretStream`] over any raw `AsyncRead + AsyncWrite`.
+//! The tokio driver: [`SecretStream`] over any [`RawStream`] (an `AsyncRead + AsyncWrite`).
 
 use std::future::Future;
 use std::io;
@@ -12,6 +12,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::SecretStreamError;
 use super::core::{Input, MAX_FRAME_PLAINTEXT, SecretStreamCore, VECTORED_SLACK};
+use super::raw::RawStream;
 use crate::keys::{KeyPair, PublicKey};
 use crate::noise::{Handshake, NoiseHandshake};
 
@@ -70,7 +71,7 @@ fn now_std() -> std::time::Instant {
     Instant::now().into_std()
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> SecretStream<S> {
+impl<S: RawStream> SecretStream<S> {
     /// Stand-alone initiator: runs Noise XX on `raw`. With `expected_remote`, any other remote
     /// key is refused before we send message 3 (the responder never gets a session).
     pub async fn connect(
@@ -317,7 +318,7 @@ impl<S> SecretStream<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> SecretStream<S> {
+impl<S: RawStream> SecretStream<S> {
     /// Ready when fewer than [`TX_HIGH_WATER`] encrypted bytes wait for the raw stream (after
     /// trying to drain them); otherwise parks the writer on the raw stream.
     fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -334,12 +335,12 @@ impl<S: AsyncWrite + Unpin> SecretStream<S> {
         Poll::Ready(Ok(()))
     }
 
-    /// Writes queued ciphertext to the raw stream until it is empty or the raw stream blocks.
+    /// Hands queued ciphertext to the raw stream until it is empty or the raw stream blocks.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.core.transmit().is_empty() {
-            match Pin::new(&mut self.raw).poll_write(cx, self.core.transmit()) {
+            match self.raw.poll_write_owned(cx, self.core.transmit_mut()) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(n)) => self.core.consume_transmit(n),
+                Poll::Ready(Ok(_)) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
             }
@@ -348,7 +349,7 @@ impl<S: AsyncWrite + Unpin> SecretStream<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> SecretStream<S> {
+impl<S: RawStream> SecretStream<S> {
     /// Receives the next whole message, with the boundaries the peer wrote it with (one JS
     /// `write` is one `data` chunk is one message here). `None` at a clean end of stream.
     /// Keep-alives are filtered. Cancel-safe: a message is only taken when it is returned.
@@ -438,7 +439,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecretStream<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for SecretStream<S> {
+impl<S: RawStream> AsyncRead for SecretStream<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -458,7 +459,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for SecretStream<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for SecretStream<S> {
+impl<S: RawStream> AsyncWrite for SecretStream<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

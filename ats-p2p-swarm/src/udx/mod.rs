@@ -33,13 +33,16 @@
 //!   `tests/udx_interop.rs`).
 //! - Loss recovery: RFC 6298 RTO (1 s floor, 30 s cap, closed after 6 expiries without
 //!   progress), RACK-style time-based loss detection from ACK/SACK, tail loss probes at 2·srtt.
-//! - Congestion control: NewReno-style (slow start, +1 MSS/RTT, ×0.7 once per recovery
-//!   episode, minimum window on RTO) with pacing at `gain × cwnd / srtt`. libudx uses BBR; the
-//!   two interoperate (congestion control is sender-local). The pacer hands out a next-send
-//!   time and lets a 2 ms burst through at the current rate, so a 1 ms driver timer cannot cap
-//!   throughput.
+//! - Congestion control: BBR by default, like libudx (bottleneck rate from delivery-rate
+//!   samples, min RTT, gain cycling; random loss does not shrink it), or the earlier
+//!   NewReno-style window with [`StreamConfig::congestion`] = [`CongestionControl::NewReno`];
+//!   see the `congestion` module. Congestion control is sender-local, so either interoperates
+//!   with any peer. The pacer hands out a next-send time and lets a 2 ms burst through at the
+//!   current rate, so a 1 ms driver timer cannot cap throughput.
 //! - ACKs: one per received batch of datagrams (the driver reads up to 256 per turn) rather than
-//!   one per packet; cumulative ack plus up to 50 SACK blocks, as libudx.
+//!   one per packet; cumulative ack plus up to 50 SACK blocks, as libudx, but the blocks around
+//!   packets that arrived since the last ACK come first, then the lowest ones (libudx sends only
+//!   the lowest, which hides every arrival past the 50th hole from the sender's RACK).
 //! - Path MTU: probes from 1200 to 1500 bytes in steps of 32 with `data_offset` padding, like
 //!   libudx; [`StreamConfig::max_mtu`] may raise the ceiling for peers known to read larger
 //!   datagrams (libudx reads into 2048-byte buffers).
@@ -67,6 +70,7 @@ mod stream;
 
 use std::net::SocketAddr;
 
+pub use congestion::CongestionControl;
 pub use driver::{
     CLOSE_FLUSH_TIMEOUT, DEFAULT_EVENT_QUEUE, SocketConfig, SocketEvent, UdxSocket, UdxStream,
 };

@@ -79,12 +79,40 @@ pub struct Side {
     pub max_held: u64,
     pub rwnd_max: u32,
     pattern: u64,
+    /// Scratch buffers for writing and verifying (reused: the bulk tests move gigabytes).
+    chunk: Vec<u8>,
+    expected: Vec<u8>,
+    /// `chunk[..chunk_len]` holds the pattern from stream offset `chunk_at` (kept across
+    /// blocked writes instead of regenerated every step).
+    chunk_at: u64,
+    chunk_len: usize,
+}
+
+/// Bytes `8w..8w+8` of the stream with pattern key `k` (splitmix64 of the word index).
+fn pattern_word(k: u64, w: u64) -> [u8; 8] {
+    let mut x = w ^ k.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (x ^ (x >> 31)).to_le_bytes()
 }
 
 /// The byte at offset `i` of the stream with pattern key `k`.
 pub fn pattern_byte(k: u64, i: u64) -> u8 {
-    let x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ k.wrapping_mul(0xD1B5_4A32_D192_ED03);
-    (x >> 29) as u8 ^ (i as u8)
+    pattern_word(k, i / 8)[(i % 8) as usize]
+}
+
+/// Fills `out` with the pattern bytes from stream offset `offset` on, a word at a time.
+fn fill_pattern(k: u64, offset: u64, out: &mut [u8]) {
+    let mut i = 0;
+    while i < out.len() {
+        let at = offset + i as u64;
+        let word = pattern_word(k, at / 8);
+        let skip = (at % 8) as usize;
+        let n = (8 - skip).min(out.len() - i);
+        out[i..i + n].copy_from_slice(&word[skip..skip + n]);
+        i += n;
+    }
 }
 
 impl Side {
@@ -94,13 +122,24 @@ impl Side {
 
     fn app(&mut self) {
         let k = self.pattern;
-        let mut chunk = [0u8; 16 * 1024];
+        let mut chunk = std::mem::take(&mut self.chunk);
+        let mut expected = std::mem::take(&mut self.expected);
+        self.app_with(k, &mut chunk, &mut expected);
+        self.chunk = chunk;
+        self.expected = expected;
+    }
+
+    fn app_with(&mut self, k: u64, chunk: &mut [u8], expected: &mut [u8]) {
         while self.written < self.to_write {
-            let n = (self.to_write - self.written).min(chunk.len() as u64) as usize;
-            for (j, b) in chunk[..n].iter_mut().enumerate() {
-                *b = pattern_byte(k, self.written + j as u64);
+            let held = self.chunk_at..self.chunk_at + self.chunk_len as u64;
+            if !held.contains(&self.written) {
+                let n = (self.to_write - self.written).min(chunk.len() as u64) as usize;
+                fill_pattern(k, self.written, &mut chunk[..n]);
+                self.chunk_at = self.written;
+                self.chunk_len = n;
             }
-            match self.stream().write(&chunk[..n]) {
+            let pending = (self.written - self.chunk_at) as usize..self.chunk_len;
+            match self.stream().write(&chunk[pending]) {
                 Ok(w) => self.written += w as u64,
                 Err(WriteError::Blocked) => break,
                 Err(e) => {
@@ -121,15 +160,16 @@ impl Side {
         }
         let peer_k = self.pattern ^ 1;
         loop {
-            match self.stream().read(&mut chunk) {
+            match self.stream().read(chunk) {
                 Ok(0) => {
                     self.eof = true;
                     break;
                 }
                 Ok(n) => {
-                    for (j, &b) in chunk[..n].iter().enumerate() {
-                        let want = pattern_byte(peer_k, self.read + j as u64);
-                        assert_eq!(b, want, "byte {} corrupted", self.read + j as u64);
+                    fill_pattern(peer_k, self.read, &mut expected[..n]);
+                    if chunk[..n] != expected[..n] {
+                        let j = (0..n).find(|&j| chunk[j] != expected[j]).unwrap_or(0);
+                        panic!("byte {} corrupted", self.read + j as u64);
                     }
                     self.read += n as u64;
                 }
@@ -156,6 +196,8 @@ pub struct Pair {
     /// When the bottleneck link is next free, per direction (to_b, to_a).
     link_free: [Instant; 2],
     pub datagrams: u64,
+    /// Datagrams the bottleneck queue dropped (drop-tail), per direction (to_b, to_a).
+    pub queue_drops: [u64; 2],
     pub max_datagram_seen: usize,
     buf: Vec<u8>,
 }
@@ -191,6 +233,10 @@ impl Side {
             max_held: 0,
             pattern,
             rwnd_max: 0,
+            chunk: vec![0; 64 * 1024],
+            chunk_at: 0,
+            chunk_len: 0,
+            expected: vec![0; 64 * 1024],
         };
         s.rwnd_max = rwnd;
         s
@@ -213,6 +259,7 @@ impl Pair {
             order: 0,
             link_free: [now, now],
             datagrams: 0,
+            queue_drops: [0; 2],
             max_datagram_seen: 0,
             buf: Vec::new(),
         }
@@ -252,6 +299,7 @@ impl Pair {
             let backlog = free.saturating_duration_since(self.now);
             let backlog_bytes = backlog.as_secs_f64() * rate as f64;
             if backlog_bytes > self.link.queue as f64 {
+                self.queue_drops[dir] += 1;
                 return; // drop-tail
             }
             let tx = Duration::from_secs_f64(data.len() as f64 / rate as f64);

@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::{Shared, State};
+use crate::secret_stream::RawStream;
 use crate::udx::{CloseReason, EndpointError, ReadError, WriteError};
 
 /// One UDX stream: `AsyncRead + AsyncWrite`. `shutdown` sends END and resolves when it is
@@ -173,11 +174,13 @@ impl AsyncRead for UdxStream {
     }
 }
 
-impl AsyncWrite for UdxStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
+impl UdxStream {
+    /// The body of both writes: `write` queues into the stream (copying or not) and returns
+    /// how many bytes it took.
+    fn poll_write_with(
+        &self,
         cx: &mut Context<'_>,
-        data: &[u8],
+        write: impl FnOnce(&mut crate::udx::Stream) -> Result<usize, WriteError>,
     ) -> Poll<io::Result<usize>> {
         let mut st = self.shared.lock();
         let State {
@@ -189,7 +192,7 @@ impl AsyncWrite for UdxStream {
         let Some(s) = endpoint.stream(self.id) else {
             return Poll::Ready(Err(CloseReason::Destroyed.into()));
         };
-        match s.write(data) {
+        match write(s) {
             Ok(n) => {
                 // The driver only needs a nudge when the queue was empty: otherwise it is
                 // already waiting on an ack, the pacer or the socket, and will come back.
@@ -213,6 +216,27 @@ impl AsyncWrite for UdxStream {
             ))),
             Err(WriteError::Closed(r)) => Poll::Ready(Err(r.into())),
         }
+    }
+}
+
+/// The secret stream's ciphertext goes into the send buffer without a copy.
+impl RawStream for UdxStream {
+    fn poll_write_owned(
+        &mut self,
+        cx: &mut Context<'_>,
+        ciphertext: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_with(cx, |s| s.write_owned(ciphertext))
+    }
+}
+
+impl AsyncWrite for UdxStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_with(cx, |s| s.write(data))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::MTU_MAX;
+use crate::udx::CongestionControl;
 use crate::udx::rtt::INITIAL_RTO;
 
 /// Default receive window, bytes (libudx `UDX_DEFAULT_RWND_MAX`).
@@ -25,6 +26,9 @@ pub struct StreamConfig {
     pub initial_seq: u32,
     /// Lower bound of the retransmission timeout (libudx: 1 s).
     pub min_rto: Duration,
+    /// Congestion controller of the data we send (BBR by default; NewReno kept for
+    /// comparison). Sender-side only: either works with any peer.
+    pub congestion: CongestionControl,
 }
 
 impl Default for StreamConfig {
@@ -36,6 +40,7 @@ impl Default for StreamConfig {
             keepalive: None,
             initial_seq: 0,
             min_rto: INITIAL_RTO,
+            congestion: CongestionControl::default(),
         }
     }
 }

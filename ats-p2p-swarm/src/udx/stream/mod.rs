@@ -34,7 +34,7 @@ use self::send::{SendState, SentState};
 pub use self::stats::StreamStats;
 use self::timers::{TIMER_COUNT, Timer};
 use super::CloseReason;
-use super::congestion::{Congestion, Pacer};
+use super::congestion::{Controller, Pacer};
 use super::packet::{Packet, flags, seq_diff};
 use super::rtt::RttEstimator;
 
@@ -83,7 +83,7 @@ pub struct Stream {
 
     // ---- the path: RTT, congestion, pacing, MTU, timers
     rtt: RttEstimator,
-    cc: Congestion,
+    cc: Controller,
     pacer: Pacer,
     pacing_wait: Option<Instant>,
     mtu: Mtu,
@@ -109,6 +109,7 @@ impl Stream {
             send: SendState::new(cfg.initial_seq),
             recv: RecvState::new(cfg.rwnd_max),
             rtt: RttEstimator::new(cfg.min_rto),
+            cc: Controller::new(cfg.congestion, mss, now),
             cfg,
             closed: None,
             closed_at: None,
@@ -116,7 +117,6 @@ impl Stream {
             destroy_pending: false,
             heartbeat_pending: false,
             writable_event: false,
-            cc: Congestion::new(mss),
             pacer: Pacer::default(),
             pacing_wait: None,
             mtu,

@@ -12,6 +12,9 @@ use crate::udx::{CloseReason, ReadError};
 /// Out-of-order packets are accepted at most this far ahead of the cumulative ack (libudx scans
 /// 65536 seqs for SACKs).
 const MAX_REORDER_DISTANCE: u32 = 65_536;
+/// How far a SACK block around a recent arrival is grown each way (blocks need not be maximal:
+/// any received range is true; this bounds the work per ACK).
+const RECENT_BLOCK_REACH: u64 = 256;
 /// Bytes accepted beyond the advertised window before data is dropped (packets already in
 /// flight when the window shrank).
 pub const RECV_SLACK: usize = 256 * 1024;
@@ -27,6 +30,8 @@ pub(super) struct RecvState {
     pub(super) ooo: BTreeMap<u64, (u8, Bytes)>,
     /// Payload bytes in `ooo`.
     ooo_bytes: usize,
+    /// Out-of-order arrivals since the last ACK, newest last (at most [`MAX_SACK_BLOCKS`]).
+    recent: VecDeque<u64>,
     /// The peer's END arrived in order: nothing after it is delivered.
     pub(super) ended: bool,
     /// An ACK (or window update) is due.
@@ -55,6 +60,7 @@ impl RecvState {
             buf: BytesMut::new(),
             ooo: BTreeMap::new(),
             ooo_bytes: 0,
+            recent: VecDeque::new(),
             ended: false,
             ack_pending: false,
             last_adv_rwnd: rwnd_max,
@@ -124,10 +130,23 @@ impl RecvState {
         } else if let std::collections::btree_map::Entry::Vacant(v) = self.ooo.entry(ext) {
             self.ooo_bytes += data.len();
             v.insert((h.flags, Bytes::copy_from_slice(data)));
+            self.note_recent(ext);
             Arrival::Accepted
         } else {
+            // A duplicate: the sender retransmitted what it could not see in our SACKs (the ACK
+            // that reported it was lost, or it lay past the blocks we report). Report it now,
+            // or it is retransmitted again every round trip.
+            self.note_recent(ext);
             Arrival::Dropped
         }
+    }
+
+    /// Out-of-order packet `ext` arrived: the next ACK reports its block first.
+    fn note_recent(&mut self, ext: u64) {
+        if self.recent.len() >= MAX_SACK_BLOCKS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(ext);
     }
 
     fn deliver(&mut self, f: u8, data: &[u8]) {
@@ -147,8 +166,47 @@ impl RecvState {
         self.next += 1;
     }
 
-    /// SACK blocks `[start, end)` for the out-of-order packets, at most [`MAX_SACK_BLOCKS`].
-    pub(super) fn sack_blocks(&self) -> Vec<(u32, u32)> {
+    /// SACK blocks `[start, end)` for the out-of-order packets, at most [`MAX_SACK_BLOCKS`]:
+    /// first the ranges around the packets that arrived since the last ACK (newest first, as
+    /// RFC 2018 asks), then the lowest ones. Reporting only the lowest 50 (as libudx does)
+    /// hid every arrival beyond the 50th hole, and the sender's RACK retransmitted them;
+    /// clears the record of recent arrivals.
+    pub(super) fn take_sack_blocks(&mut self) -> Vec<(u32, u32)> {
+        let mut recent: Vec<(u64, u64)> = Vec::new();
+        for &k in self.recent.iter().rev() {
+            let known = recent.iter().any(|&(s, e)| s <= k && k < e);
+            if known || k < self.next || !self.ooo.contains_key(&k) {
+                continue;
+            }
+            let mut start = k;
+            while k - start < RECENT_BLOCK_REACH
+                && start > self.next
+                && self.ooo.contains_key(&(start - 1))
+            {
+                start -= 1;
+            }
+            let mut end = k + 1;
+            while end - k < RECENT_BLOCK_REACH && self.ooo.contains_key(&end) {
+                end += 1;
+            }
+            recent.push((start, end));
+        }
+        self.recent.clear();
+        let mut blocks: Vec<(u32, u32)> =
+            recent.iter().map(|&(s, e)| (s as u32, e as u32)).collect();
+        for block in self.lowest_sack_blocks() {
+            if blocks.len() >= MAX_SACK_BLOCKS {
+                break;
+            }
+            if !blocks.contains(&block) {
+                blocks.push(block);
+            }
+        }
+        blocks
+    }
+
+    /// SACK blocks `[start, end)` for the lowest out-of-order runs, at most [`MAX_SACK_BLOCKS`].
+    fn lowest_sack_blocks(&self) -> Vec<(u32, u32)> {
         let mut blocks: Vec<(u32, u32)> = Vec::new();
         let mut run: Option<(u64, u64)> = None;
         let limit = self.next + u64::from(MAX_REORDER_DISTANCE);
@@ -238,7 +296,7 @@ impl Stream {
     }
 
     pub(super) fn write_ack(&mut self, remote_id: u32, buf: &mut Vec<u8>) {
-        let blocks = self.recv.sack_blocks();
+        let blocks = self.recv.take_sack_blocks();
         let f = if blocks.is_empty() { 0 } else { flags::SACK };
         let h = self.header(f, remote_id, 0);
         self.recv.last_adv_rwnd = h.rwnd;
@@ -247,5 +305,49 @@ impl Stream {
             buf.extend_from_slice(&s.to_le_bytes());
             buf.extend_from_slice(&e.to_le_bytes());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(seq: u32) -> Header {
+        Header {
+            flags: flags::DATA,
+            data_offset: 0,
+            stream_id: 1,
+            rwnd: 0,
+            seq,
+            ack: 0,
+        }
+    }
+
+    #[test]
+    fn acks_report_recent_arrivals_beyond_the_lowest_fifty_holes() {
+        let mut r = RecvState::new(1 << 30);
+        // 100 holes: every odd packet arrived, every even one is missing.
+        for seq in (1..200u32).step_by(2) {
+            assert_eq!(r.on_data(data(seq), b"x", seq, 1 << 30), Arrival::Accepted);
+        }
+        let first = r.take_sack_blocks();
+        assert_eq!(first.len(), MAX_SACK_BLOCKS);
+        assert_eq!(first[0], (199, 200), "the newest arrival comes first");
+        // One more arrival far beyond the 50th hole: it is reported, with the lowest blocks.
+        assert_eq!(r.on_data(data(301), b"x", 301, 1 << 30), Arrival::Accepted);
+        let blocks = r.take_sack_blocks();
+        assert_eq!(blocks.len(), MAX_SACK_BLOCKS);
+        assert_eq!(blocks[0], (301, 302));
+        assert_eq!(blocks[1], (1, 2));
+        assert_eq!(blocks[MAX_SACK_BLOCKS - 1], (97, 98));
+        // Nothing new: just the lowest blocks.
+        let idle = r.take_sack_blocks();
+        assert_eq!(idle[0], (1, 2));
+        // A recent arrival that joins a run is reported as the whole run.
+        assert_eq!(r.on_data(data(302), b"x", 302, 1 << 30), Arrival::Accepted);
+        assert_eq!(r.take_sack_blocks()[0], (301, 303));
+        // A duplicate (a retransmission of something already held) is reported again at once.
+        assert_eq!(r.on_data(data(151), b"x", 151, 1 << 30), Arrival::Dropped);
+        assert_eq!(r.take_sack_blocks()[0], (151, 152));
     }
 }

@@ -10,6 +10,7 @@ use bytes::{Bytes, BytesMut};
 use super::mtu::MtuState;
 use super::{DEFAULT_RWND_MAX, MAX_QUEUED_MESSAGES, Stream, Timer};
 use crate::udx::WriteError;
+use crate::udx::congestion::{AckEvent, PacketRateState};
 use crate::udx::packet::{HEADER_SIZE, Header, Packet, flags, seq_diff};
 
 /// SACK blocks processed per incoming packet; libudx sends at most 50. Bounds forged-SACK work.
@@ -34,6 +35,8 @@ pub(super) struct Sent {
     pub(super) sent_at: Instant,
     pub(super) retransmitted: bool,
     pub(super) state: SentState,
+    /// Delivery-rate bookkeeping from the (latest) send.
+    pub(super) rate: PacketRateState,
 }
 
 impl Sent {
@@ -123,17 +126,37 @@ impl SendState {
 
     /// Queues as much of `data` as the `capacity`-byte send buffer has room for.
     pub(super) fn queue(&mut self, data: &[u8], capacity: usize) -> Result<usize, WriteError> {
+        let n = self.room_for(data.len(), capacity)?;
+        let chunk = data.get(..n).unwrap_or(data);
+        self.push(Bytes::copy_from_slice(chunk));
+        Ok(n)
+    }
+
+    /// Like [`Self::queue`], but takes the bytes off the front of `data` instead of copying.
+    pub(super) fn queue_owned(
+        &mut self,
+        data: &mut BytesMut,
+        capacity: usize,
+    ) -> Result<usize, WriteError> {
+        let n = self.room_for(data.len(), capacity)?;
+        self.push(data.split_to(n).freeze());
+        Ok(n)
+    }
+
+    /// How many of `len` bytes fit in the `capacity`-byte send buffer; `Blocked` for none.
+    fn room_for(&mut self, len: usize, capacity: usize) -> Result<usize, WriteError> {
         let room = capacity.saturating_sub(self.buffered);
         if room == 0 {
             self.write_blocked = true;
             return Err(WriteError::Blocked);
         }
-        let n = room.min(data.len());
-        let chunk = data.get(..n).unwrap_or(data);
-        self.queue.push_back(Bytes::copy_from_slice(chunk));
-        self.queued += n;
-        self.buffered += n;
-        Ok(n)
+        Ok(room.min(len))
+    }
+
+    fn push(&mut self, chunk: Bytes) {
+        self.queued += chunk.len();
+        self.buffered += chunk.len();
+        self.queue.push_back(chunk);
     }
 
     /// Takes `len` queued bytes: a slice of the front chunk, or a copy across chunks.
@@ -252,6 +275,21 @@ impl Stream {
         self.send.queue(data, self.cfg.send_buffer)
     }
 
+    /// Like [`Stream::write`], but takes the queued bytes off the front of `data` without
+    /// copying them (they stay shared with `data`'s allocation until acknowledged).
+    pub fn write_owned(&mut self, data: &mut BytesMut) -> Result<usize, WriteError> {
+        if let Some(r) = self.closed {
+            return Err(WriteError::Closed(r));
+        }
+        if self.send.end_requested || self.destroy_pending {
+            return Err(WriteError::Ended);
+        }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        self.send.queue_owned(data, self.cfg.send_buffer)
+    }
+
     /// Ends our write side (sends END after the buffered data).
     pub fn shutdown(&mut self) -> Result<(), WriteError> {
         if let Some(r) = self.closed {
@@ -293,7 +331,7 @@ impl Stream {
             };
             let seq = self.send.acked;
             self.send.acked = self.send.acked.wrapping_add(1);
-            self.on_delivered(seq, &p, &mut newly);
+            self.on_delivered(now, seq, &p, &mut newly);
             self.send.buffered = self.send.buffered.saturating_sub(p.payload.len());
         }
         if h.has(flags::SACK) {
@@ -320,10 +358,11 @@ impl Stream {
                         sent_at: p.sent_at,
                         retransmitted: p.retransmitted,
                         state: p.state,
+                        rate: p.rate,
                     };
                     p.state = SentState::Delivered;
                     let wire = p.wire_len();
-                    self.on_delivered_sacked(seq, &snapshot, wire, &mut newly);
+                    self.on_delivered_sacked(now, seq, &snapshot, wire, &mut newly);
                 }
             }
         }
@@ -338,17 +377,27 @@ impl Stream {
             self.send.tlp_in_flight = false;
         }
         if newly.bytes > 0 || advanced {
-            if let Some((sample_at, _)) = newly.rtt_sample {
-                self.rtt
-                    .on_sample(now.saturating_duration_since(sample_at), now);
+            let rtt_sample = newly
+                .rtt_sample
+                .map(|(sample_at, _)| now.saturating_duration_since(sample_at));
+            if let Some(sample) = rtt_sample {
+                self.rtt.on_sample(sample, now);
             }
             if newly.rack_updated
                 && let Some((t, _)) = self.send.rack_xmit
             {
                 self.send.rack_rtt = now.saturating_duration_since(t);
             }
-            let limited = self.send.cwnd_limited || prior_inflight * 2 >= self.cc.window();
-            self.cc.on_ack(newly.bytes, self.send.acked, limited);
+            let cwnd_limited = self.send.cwnd_limited || prior_inflight * 2 >= self.cc.window();
+            self.cc.on_ack(&AckEvent {
+                now,
+                cumulative_ack: self.send.acked,
+                prior_in_flight: prior_inflight,
+                in_flight: self.send.inflight_bytes,
+                cwnd_limited,
+                rtt_sample,
+                min_rtt: self.rtt.min_rtt(),
+            });
             if self.send.buffered < self.cfg.send_buffer / 2 && self.send.write_blocked {
                 self.send.write_blocked = false;
                 self.writable_event = true;
@@ -371,6 +420,7 @@ impl Stream {
     ) -> Option<SocketAddr> {
         let want_end = self.send.end_requested && self.send.end_seq.is_none();
         if self.send.queued == 0 && !want_end {
+            self.cc.on_app_limited(self.send.inflight_bytes);
             return None;
         }
         let mss = self.mtu.mss();
@@ -405,6 +455,7 @@ impl Stream {
         }
         let mut pad = 0u16;
         if len == mss
+            && !self.cc.in_startup()
             && let Some(probe) = self.mtu.next_probe()
         {
             let target = probe.saturating_sub(self.mtu.overhead) as usize;
@@ -426,6 +477,7 @@ impl Stream {
             sent_at: now,
             retransmitted: false,
             state: SentState::InFlight,
+            rate: self.cc.on_packet_sent(now, self.send.inflight_bytes),
         };
         self.send.inflight_bytes += s.wire_len();
         self.send.sent.push_back(s);
@@ -454,6 +506,7 @@ impl Stream {
             return false;
         }
         let (f, payload) = (p.flags, p.payload.clone());
+        let rate = self.cc.on_packet_sent(now, self.send.inflight_bytes);
         let mut h = self.header(f, remote_id, 0);
         h.seq = seq;
         self.recv.last_adv_rwnd = h.rwnd;
@@ -462,6 +515,7 @@ impl Stream {
         if let Some(p) = self.send.sent.get_mut(idx) {
             p.sent_at = now;
             p.retransmitted = true;
+            p.rate = rate;
             if lost && p.state == SentState::Lost {
                 p.state = SentState::InFlight;
                 self.send.inflight_bytes += p.wire_len();
@@ -482,16 +536,19 @@ impl Stream {
         self.timers[Timer::KeepAlive as usize] = None;
     }
 
-    pub(super) fn on_delivered(&mut self, seq: u32, p: &Sent, newly: &mut Delivery) {
+    pub(super) fn on_delivered(&mut self, now: Instant, seq: u32, p: &Sent, newly: &mut Delivery) {
         if p.state == SentState::Delivered {
             return;
         }
         let wire = p.wire_len();
-        self.on_delivered_sacked(seq, p, wire, newly);
+        self.on_delivered_sacked(now, seq, p, wire, newly);
     }
 
+    /// `p` (whose payload may already be gone: `wire` is its size) was delivered for the
+    /// first time.
     pub(super) fn on_delivered_sacked(
         &mut self,
+        now: Instant,
         seq: u32,
         p: &Sent,
         wire: u64,
@@ -501,13 +558,23 @@ impl Stream {
             self.send.inflight_bytes = self.send.inflight_bytes.saturating_sub(wire);
         }
         newly.bytes += wire;
+        self.cc.on_packet_delivered(now, &p.rate, wire);
         if !p.retransmitted {
             match newly.rtt_sample {
                 Some((_, s)) if seq_diff(s, seq) > 0 => {}
                 _ => newly.rtt_sample = Some((p.sent_at, seq)),
             }
         }
+        // RFC 8985 6.2 step 2: a retransmission acknowledged sooner than the min RTT was not
+        // what arrived (the original was); its recent send time as the RACK time would declare
+        // everything sent before it lost.
+        let ambiguous = p.retransmitted
+            && self
+                .rtt
+                .min_rtt()
+                .is_some_and(|m| now.saturating_duration_since(p.sent_at) < m);
         match self.send.rack_xmit {
+            _ if ambiguous => {}
             Some((t, s)) if t > p.sent_at || (t == p.sent_at && seq_diff(s, seq) > 0) => {}
             _ => {
                 self.send.rack_xmit = Some((p.sent_at, seq));

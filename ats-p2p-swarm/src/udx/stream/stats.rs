@@ -31,6 +31,11 @@ pub struct StreamStats {
     pub mtu: u16,
     /// Current congestion window, bytes.
     pub cwnd: u64,
+    /// The congestion controller's state (`startup`, `probe-bw`, … or NewReno's
+    /// `slow-start`/`avoidance`).
+    pub cc_state: &'static str,
+    /// BBR's bottleneck bandwidth estimate, bytes/s (0 for NewReno or before a sample).
+    pub bandwidth: u64,
 }
 
 impl Stream {
@@ -39,6 +44,8 @@ impl Stream {
         StreamStats {
             mtu: self.mtu.mtu,
             cwnd: self.cc.window(),
+            cc_state: self.cc.state_name(),
+            bandwidth: self.cc.bandwidth().unwrap_or(0),
             srtt_us: self.rtt.srtt().map_or(0, |d| d.as_micros() as u64),
             ..self.stats
         }
