@@ -1,59 +1,38 @@
-//! Two network namespaces joined by a veth pair, MTU 1500 (root; `ip` from iproute2), removed
-//! when dropped. Side A is 10.201.0.1, side B 10.201.0.2.
+//! Two network namespaces joined by a veth pair, MTU 1500, built with the path bench's
+//! `benches::netns` (root; iproute2): side A 10.201.0.1, side B 10.201.0.2. Dropping the pair
+//! kills what still runs inside and deletes both namespaces (and with them the veth).
 
 use std::net::Ipv4Addr;
-use std::process::Command;
 
-use anyhow::{Context as _, bail};
+use benches::netns::{self, Namespace};
 
 use crate::proc::Side;
 
 const ADDR_A: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 1);
 const ADDR_B: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 2);
-const MTU: &str = "1500";
+const PREFIX_LEN: u8 = 24;
+const MTU: u32 = 1500;
+/// The veth ends: in A the device towards B, in B the one towards A.
+const DEV_A: &str = "veth-b";
+const DEV_B: &str = "veth-a";
 
-/// The two namespaces; dropping it deletes them (and with them the veth pair).
+/// The two namespaces (deleted on drop).
 pub(crate) struct Pair {
-    ns_a: String,
-    ns_b: String,
-}
-
-fn ip(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .context("running `ip` (iproute2)")?;
-    if !out.status.success() {
-        bail!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    a: Namespace,
+    b: Namespace,
 }
 
 impl Pair {
     pub(crate) fn create() -> anyhow::Result<Self> {
-        let id = std::process::id();
+        netns::check_available()?;
+        netns::cleanup_stale();
         let pair = Self {
-            ns_a: format!("e2e-a-{id}"),
-            ns_b: format!("e2e-b-{id}"),
+            a: Namespace::create("e2e-a")?,
+            b: Namespace::create("e2e-b")?,
         };
-        ip(&["netns", "add", &pair.ns_a])?;
-        ip(&["netns", "add", &pair.ns_b])?;
-        // Interface names are at most 15 bytes.
-        let (if_a, if_b) = (
-            format!("e2ea{}", id % 100_000),
-            format!("e2eb{}", id % 100_000),
-        );
-        ip(&["link", "add", &if_a, "type", "veth", "peer", "name", &if_b])?;
-        for (ns, dev, addr) in [(&pair.ns_a, &if_a, ADDR_A), (&pair.ns_b, &if_b, ADDR_B)] {
-            ip(&["link", "set", dev, "netns", ns])?;
-            ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev])?;
-            ip(&["-n", ns, "link", "set", dev, "mtu", MTU, "up"])?;
-            ip(&["-n", ns, "link", "set", "lo", "up"])?;
-        }
+        netns::veth(&pair.a, DEV_A, &pair.b, DEV_B, MTU)?;
+        pair.a.add_addr(DEV_A, &format!("{ADDR_A}/{PREFIX_LEN}"))?;
+        pair.b.add_addr(DEV_B, &format!("{ADDR_B}/{PREFIX_LEN}"))?;
         Ok(pair)
     }
 
@@ -61,23 +40,13 @@ impl Pair {
     pub(crate) fn sides(&self) -> (Side, Side) {
         (
             Side {
-                netns: Some(self.ns_a.clone()),
+                netns: Some(self.a.name().to_owned()),
                 host: ADDR_A,
             },
             Side {
-                netns: Some(self.ns_b.clone()),
+                netns: Some(self.b.name().to_owned()),
                 host: ADDR_B,
             },
         )
-    }
-}
-
-impl Drop for Pair {
-    fn drop(&mut self) {
-        for ns in [&self.ns_a, &self.ns_b] {
-            if let Err(e) = ip(&["netns", "del", ns]) {
-                eprintln!("removing namespace {ns}: {e:#}");
-            }
-        }
     }
 }
