@@ -16,8 +16,6 @@ use tokio::sync::mpsc;
 
 /// Wrapper mode: `e2e __wrap <program> <args>...`.
 pub(crate) const WRAP: &str = "__wrap";
-/// Lines buffered per child before its readers wait.
-const LINE_QUEUE: usize = 1024;
 
 /// Where one side's processes run.
 #[derive(Debug, Clone)]
@@ -91,7 +89,9 @@ pub(crate) struct Line {
 pub(crate) struct Proc {
     name: &'static str,
     child: Child,
-    lines: mpsc::Receiver<Line>,
+    /// Unbounded: a child whose lines nobody reads for a while (the hub after it is ready)
+    /// must never block on a full pipe; the bench's children print a few hundred lines a run.
+    lines: mpsc::UnboundedReceiver<Line>,
     /// Every JSON line of stdout so far.
     seen: Vec<(Instant, Value)>,
     /// The wrapped program's pid (the wrapper's `__child` line).
@@ -111,7 +111,7 @@ impl Proc {
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         let mut child = cmd.spawn().with_context(|| format!("spawning {name}"))?;
-        let (tx, lines) = mpsc::channel(LINE_QUEUE);
+        let (tx, lines) = mpsc::unbounded_channel();
         let out = child.stdout.take().context("stdout")?;
         let err = child.stderr.take().context("stderr")?;
         for (stream, reader) in [
@@ -130,7 +130,7 @@ impl Proc {
                         stream,
                         text,
                     };
-                    if tx.send(line).await.is_err() {
+                    if tx.send(line).is_err() {
                         break;
                     }
                 }
