@@ -1,17 +1,22 @@
 #!/usr/bin/env node
 // JavaScript reference for the ats-p2p end-to-end benchmark (issue 7).
 //
-//   npm ci --prefix benches/js && node benches/js/bench.js [--size 1GiB] [--keep]
+//   npm ci --prefix benches/js && node benches/js/bench.js [--size 1GiB | --file PATH] [--keep]
+//       [--host IPV4] [--recv-host IPV4 --recv-netns NS] [--timeout-s N]
 //
-// Starts a local HyperDHT testnet on 127.0.0.1 (in this process), generates a random file of the
-// given size in a temp dir, then runs a receiver and a sender as separate node processes
+// Starts a local HyperDHT testnet on --host (default 127.0.0.1; in this process), generates a
+// random file of the given size in a temp dir (or takes --file), then runs a receiver and a sender as separate node processes
 // (peer.js) that move it with the ats-p2p frame protocol over npm hyperswarm. The receiver writes
-// a temp file, checks SHA-256 and size, renames it into place, then ACKs. Prints one JSON line:
+// a temp file, checks SHA-256 and size, renames it into place, then ACKs. --recv-netns runs the
+// receiver in that network namespace (`ip netns exec`, root) bound to --recv-host; the sender
+// stays in this process's namespace, bound to --host. Prints one JSON line:
 //   bytes, seconds (the transfer's connection, first side to see it -> sender got ACK), mbPerSec
 //   (1e6 bytes/s), ttfbMs (receiver: connection -> first DATA byte), connectAttempts and
 //   secondsFromFirstAttempt (JS hyperdht 6.34 sometimes opens a same-host connection that then
 //   times out after ~13 s; the sender lets hyperswarm reconnect), senderPreHashSeconds, and per
-//   side peakRssBytes / cpuSeconds (process.resourceUsage: maxRSS, user+system CPU).
+//   side peakRssBytes / cpuSeconds (process.resourceUsage: maxRSS, user+system CPU),
+//   sendWholeSeconds (the sending peer process: spawn -> exit) and receivedSha256 (of the file
+//   the receiver saved, hashed here again).
 'use strict'
 
 const createTestnet = require('@hyperswarm/testnet')
@@ -22,7 +27,7 @@ const os = require('os')
 const path = require('path')
 
 const GEN_CHUNK = 4 * 1024 * 1024 // random data written per step while generating the file
-const RUN_TIMEOUT_MS = 30 * 60 * 1000 // hard bound on one transfer (1 GiB at ~1 MB/s)
+const RUN_TIMEOUT_S = 30 * 60 // default bound on one transfer (1 GiB at ~1 MB/s); --timeout-s
 
 function parseSize(s) {
   const m = /^(\d+(?:\.\d+)?)\s*(|b|k|kib|m|mib|g|gib)$/i.exec(s.trim())
@@ -47,10 +52,11 @@ async function generate(file, size) {
   await new Promise((resolve, reject) => out.end((err) => (err ? reject(err) : resolve())))
 }
 
-function runPeer(args, onLine) {
-  const child = spawn(process.execPath, [path.join(__dirname, 'peer.js'), ...args], {
-    stdio: ['ignore', 'pipe', 'inherit']
-  })
+function runPeer(args, onLine, netns) {
+  const argv = [path.join(__dirname, 'peer.js'), ...args]
+  const child = netns
+    ? spawn('ip', ['netns', 'exec', netns, process.execPath, ...argv], { stdio: ['ignore', 'pipe', 'inherit'] })
+    : spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'inherit'] })
   let buf = ''
   let last = null
   child.stdout.on('data', (d) => {
@@ -69,41 +75,65 @@ function runPeer(args, onLine) {
   return { child, done }
 }
 
+async function hashFile(file) {
+  const h = crypto.createHash('sha256')
+  for await (const chunk of fs.createReadStream(file, { highWaterMark: 1024 * 1024 })) h.update(chunk)
+  return h.digest('hex')
+}
+
 async function main() {
-  const size = parseSize(opt('size', '1GiB'))
+  const given = opt('file', null)
+  const size = given ? fs.statSync(given).size : parseSize(opt('size', '1GiB'))
+  const host = opt('host', '127.0.0.1')
+  const recvHost = opt('recv-host', host)
+  const recvNetns = opt('recv-netns', null)
   const keep = process.argv.includes('--keep')
+  const timeoutS = Number(opt('timeout-s', RUN_TIMEOUT_S))
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ats-p2p-bench-js-'))
   const srcDir = path.join(dir, 'src')
   const outDir = path.join(dir, 'out')
   fs.mkdirSync(srcDir)
   fs.mkdirSync(outDir)
-  const file = path.join(srcDir, 'payload.bin')
+  const file = given || path.join(srcDir, 'payload.bin')
   const children = []
   let testnet = null
   const timer = setTimeout(() => {
-    console.error('bench: timed out')
+    console.error(`bench: timed out after ${timeoutS} s`)
     for (const c of children) c.kill('SIGKILL')
+    if (!keep) fs.rmSync(dir, { recursive: true, force: true })
     process.exit(1)
-  }, RUN_TIMEOUT_MS)
+  }, timeoutS * 1000)
   try {
-    await generate(file, size)
-    testnet = await createTestnet(3, { host: '127.0.0.1' })
+    if (!given) await generate(file, size)
+    testnet = await createTestnet(3, { host })
     const bootstrap = `${testnet.bootstrap[0].host}:${testnet.bootstrap[0].port}`
     const topic = crypto.randomBytes(32).toString('hex')
 
     let announced
     const isAnnounced = new Promise((resolve) => (announced = resolve))
-    const recv = runPeer(['receive', '--bootstrap', bootstrap, '--topic', topic, '--out', outDir], (l) => {
-      if (l.event === 'announced') announced()
-    })
+    const recv = runPeer(
+      ['receive', '--bootstrap', bootstrap, '--topic', topic, '--out', outDir, '--host', recvHost],
+      (l) => {
+        if (l.event === 'announced') announced()
+      },
+      recvNetns
+    )
     children.push(recv.child)
     await Promise.race([isAnnounced, recv.done])
-    const send = runPeer(['send', '--bootstrap', bootstrap, '--topic', topic, '--file', file])
+    let sendWholeSeconds = null
+    const sendSpawned = process.hrtime.bigint()
+    const send = runPeer(['send', '--bootstrap', bootstrap, '--topic', topic, '--file', file, '--host', host])
     children.push(send.child)
-    const [r, s] = await Promise.all([recv.done, send.done])
+    const sendExited = send.done.then((last) => {
+      sendWholeSeconds = Number(process.hrtime.bigint() - sendSpawned) / 1e9
+      return last
+    })
+    const [r, s] = await Promise.all([recv.done, sendExited])
 
-    const got = fs.statSync(path.join(outDir, 'payload.bin')).size
+    const saved = path.join(outDir, path.basename(file))
+    const got = fs.statSync(saved).size
     if (got !== size) throw new Error(`received file has ${got} bytes, want ${size}`)
+    const receivedSha256 = await hashFile(saved)
     const seconds = (s.ackAt - Math.min(r.connectedAt, s.connectedAt)) / 1000
     process.stdout.write(
       JSON.stringify({
@@ -115,6 +145,8 @@ async function main() {
         connectAttempts: s.attempts,
         secondsFromFirstAttempt: (s.ackAt - s.firstConnectAt) / 1000,
         senderPreHashSeconds: s.preHashSeconds,
+        sendWholeSeconds,
+        receivedSha256,
         sender: { peakRssBytes: s.peakRssBytes, cpuSeconds: s.cpuSeconds },
         receiver: { peakRssBytes: r.peakRssBytes, cpuSeconds: r.cpuSeconds }
       }) + '\n'

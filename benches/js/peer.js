@@ -4,8 +4,9 @@
 //   [type u8][len u32 BE][payload]  0x01 META {name,size,hash}  0x02 DATA (<= 64 KiB)  0x03 DONE
 //   0x04 ACK  0x05 NACK (reason)  0x06 ERROR (message)
 //
-//   node peer.js receive --bootstrap H:P --topic HEX --out DIR
-//   node peer.js send    --bootstrap H:P --topic HEX --file PATH
+//   node peer.js receive --bootstrap H:P --topic HEX --out DIR [--host IPV4]
+//   node peer.js send    --bootstrap H:P --topic HEX --file PATH [--host IPV4]
+// --host: the local address the DHT node binds (default 127.0.0.1).
 //
 // The receiver announces the topic (server), the sender looks it up (client). Prints one JSON line
 // with wall-clock timestamps (ms since the epoch) and this process's peak RSS and CPU seconds.
@@ -58,9 +59,14 @@ function logPath(role, socket) {
   console.error(`${role}: connection via local port ${local} -> ${raw && raw.remoteHost}:${raw && raw.remotePort}`)
 }
 
+function optArg(name, dflt) {
+  const i = process.argv.indexOf('--' + name)
+  return i === -1 ? dflt : process.argv[i + 1]
+}
+
 function makeSwarm() {
   const [host, port] = arg('bootstrap').split(':')
-  const dht = new DHT({ bootstrap: [{ host, port: Number(port) }], host: '127.0.0.1' })
+  const dht = new DHT({ bootstrap: [{ host, port: Number(port) }], host: optArg('host', '127.0.0.1') })
   return new Hyperswarm({ dht })
 }
 
