@@ -36,7 +36,7 @@ async fn send_random(w: &mut tokio::io::WriteHalf<UdxStream>, n: usize) -> [u8; 
     h.finalize().into()
 }
 
-async fn recv_all(r: &mut tokio::io::ReadHalf<UdxStream>) -> (usize, [u8; 32]) {
+async fn recv_all<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> (usize, [u8; 32]) {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut n = 0;
@@ -269,21 +269,6 @@ async fn write_sizes<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, seed: u64) -> 
     (total, h.finalize().into())
 }
 
-async fn read_hashed<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> (usize, [u8; 32]) {
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 50_000];
-    let mut n = 0;
-    loop {
-        let k = r.read(&mut buf).await.unwrap();
-        if k == 0 {
-            break;
-        }
-        h.update(&buf[..k]);
-        n += k;
-    }
-    (n, h.finalize().into())
-}
-
 /// The secret stream hands its ciphertext to UDX by splitting it off (`RawStream`), not by
 /// copying: the bytes must still arrive intact, in order, both ways.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -309,8 +294,8 @@ async fn secret_stream_over_udx_moves_owned_ciphertext_intact() {
         let (sent_a, sent_b, got_b, got_a) = tokio::join!(
             write_sizes(&mut aw, 1),
             write_sizes(&mut bw, 2),
-            read_hashed(&mut br),
-            read_hashed(&mut ar),
+            recv_all(&mut br),
+            recv_all(&mut ar),
         );
         assert_eq!(got_b, sent_a);
         assert_eq!(got_a, sent_b);

@@ -263,12 +263,7 @@ impl Stream {
     /// Queues bytes for sending; returns how many were taken. `Blocked` when the send buffer is
     /// full (wait for [`Event::Writable`](super::Event::Writable)).
     pub fn write(&mut self, data: &[u8]) -> Result<usize, WriteError> {
-        if let Some(r) = self.closed {
-            return Err(WriteError::Closed(r));
-        }
-        if self.send.end_requested || self.destroy_pending {
-            return Err(WriteError::Ended);
-        }
+        self.check_writable()?;
         if data.is_empty() {
             return Ok(0);
         }
@@ -278,16 +273,23 @@ impl Stream {
     /// Like [`Stream::write`], but takes the queued bytes off the front of `data` without
     /// copying them (they stay shared with `data`'s allocation until acknowledged).
     pub fn write_owned(&mut self, data: &mut BytesMut) -> Result<usize, WriteError> {
+        self.check_writable()?;
+        if data.is_empty() {
+            return Ok(0);
+        }
+        self.send.queue_owned(data, self.cfg.send_buffer)
+    }
+
+    /// Why nothing more may be written, if anything: the stream closed, or our END (or
+    /// DESTROY) is already on its way.
+    fn check_writable(&self) -> Result<(), WriteError> {
         if let Some(r) = self.closed {
             return Err(WriteError::Closed(r));
         }
         if self.send.end_requested || self.destroy_pending {
             return Err(WriteError::Ended);
         }
-        if data.is_empty() {
-            return Ok(0);
-        }
-        self.send.queue_owned(data, self.cfg.send_buffer)
+        Ok(())
     }
 
     /// Ends our write side (sends END after the buffered data).
