@@ -24,21 +24,20 @@
 //! unwinds. Everything here shells out to iproute2 and iptables; errors carry the command and
 //! its stderr.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
-use std::thread;
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
+// The child-process handling shared with the tests' namespace lab.
+#[path = "../../ats-p2p-swarm/tests/support/line_child.rs"]
+mod line_child;
+use line_child::{LineChild, STDERR_PREFIX};
+
 /// Prefix of every namespace created here (and deleted by [`cleanup_stale`] when stale).
 pub const PREFIX: &str = "atsns-";
-/// Lines of a child's output buffered before its reader thread waits.
-const LINE_QUEUE: usize = 1024;
-/// How long a child gets after SIGTERM before SIGKILL.
-const TERM_GRACE: Duration = Duration::from_secs(2);
 
 static NS_COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -323,37 +322,24 @@ pub struct NoOutput {
     pub log: String,
 }
 
-/// A process started in a namespace. Reader threads collect its stdout lines (and its stderr
-/// lines, prefixed `stderr: ` and echoed to ours). Drop closes stdin, sends SIGTERM, and kills it
-/// after two seconds.
+/// A process started in a namespace (a `LineChild`, shared with the tests' namespace lab):
+/// reader threads collect its stdout lines (and its stderr lines, prefixed `stderr: ` and echoed
+/// to ours). Drop closes stdin, sends SIGTERM, and kills it after two seconds.
 #[derive(Debug)]
 pub struct NsChild {
     label: String,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
+    child: LineChild,
     /// Every line read so far, for error messages.
     log: Vec<String>,
 }
 
 impl NsChild {
     fn spawn(mut cmd: Command, label: &str) -> anyhow::Result<Self> {
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().with_context(|| format!("spawning {cmd:?}"))?;
-        let (tx, rx) = sync_channel(LINE_QUEUE);
-        if let Some(out) = child.stdout.take() {
-            forward_lines(out, tx.clone(), "", None);
-        }
-        if let Some(err) = child.stderr.take() {
-            forward_lines(err, tx, "stderr: ", Some(label.to_owned()));
-        }
+        let child =
+            LineChild::spawn(&mut cmd, label).with_context(|| format!("spawning {cmd:?}"))?;
         Ok(Self {
             label: label.to_owned(),
-            stdin: child.stdin.take(),
             child,
-            lines: rx,
             log: Vec::new(),
         })
     }
@@ -365,16 +351,14 @@ impl NsChild {
 
     /// Writes `line` and a newline to the process's stdin.
     pub fn send_line(&mut self, line: &str) -> anyhow::Result<()> {
-        let stdin = self.stdin.as_mut().context("stdin already closed")?;
-        stdin
-            .write_all(format!("{line}\n").as_bytes())
-            .and_then(|()| stdin.flush())
+        self.child
+            .write_stdin(format!("{line}\n").as_bytes())
             .with_context(|| format!("{}: writing stdin", self.label))
     }
 
     /// Closes the process's stdin (EOF).
     pub fn close_stdin(&mut self) {
-        self.stdin = None;
+        self.child.close_stdin();
     }
 
     /// The next stdout line that does not start with `stderr: `, within `timeout`; a
@@ -383,10 +367,10 @@ impl NsChild {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
+            match self.child.next_line(left) {
                 Ok(line) => {
                     self.log.push(line.clone());
-                    if !line.starts_with("stderr: ") {
+                    if !line.starts_with(STDERR_PREFIX) {
                         return Ok(line);
                     }
                 }
@@ -394,7 +378,7 @@ impl NsChild {
                     return Err(NoOutput {
                         label: self.label.clone(),
                         timed_out: matches!(e, RecvTimeoutError::Timeout).then_some(timeout),
-                        exit: self.child.try_wait().ok().flatten(),
+                        exit: self.child.exit_status(),
                         log: self.log.join("\n"),
                     }
                     .into());
@@ -405,48 +389,6 @@ impl NsChild {
 
     /// Waits up to `timeout` for the process to exit by itself.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
+        self.child.wait_exit(timeout)
     }
-}
-
-impl Drop for NsChild {
-    fn drop(&mut self) {
-        self.stdin = None;
-        if self.child.try_wait().ok().flatten().is_none() {
-            let pid = self.child.id().to_string();
-            let _ = Command::new("kill").args(["-TERM", &pid]).status();
-            if self.wait_exit(TERM_GRACE).is_none() {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-            }
-        }
-    }
-}
-
-fn forward_lines(
-    pipe: impl std::io::Read + Send + 'static,
-    tx: SyncSender<String>,
-    prefix: &'static str,
-    echo: Option<String>,
-) {
-    thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { break };
-            if let Some(label) = &echo {
-                eprintln!("[{label}] {line}");
-            }
-            if tx.send(format!("{prefix}{line}")).is_err() {
-                break;
-            }
-        }
-    });
 }

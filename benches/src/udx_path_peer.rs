@@ -97,11 +97,12 @@ async fn peer(bind: IpAddr, congestion: CongestionControl) -> anyhow::Result<()>
     let stats = stream.stats().unwrap_or_default();
     drop(stream);
     sock.close().await;
+    let usage = crate::self_usage();
     println!(
         "{}",
         json!({
             "impl": "rust", "sent": cfg.send, "recv": recv, "ms": ms,
-            "cpuMs": cpu_ms(), "maxRssKiB": max_rss_kib(),
+            "cpuMs": (usage.cpu_s * 1000.0) as u64, "maxRssKiB": usage.max_rss / 1024,
             "retransmits": stats.retransmits, "rtoExpiries": stats.rto_expiries,
             "lossEvents": stats.loss_events, "tlpProbes": stats.tlp_probes,
             "packetsSent": stats.packets_sent, "srttUs": stats.srtt_us, "cwnd": stats.cwnd,
@@ -177,29 +178,6 @@ async fn transfer(
     .await?;
     let done = if send > 0 { sent_at } else { recv_at };
     Ok((recv, done.unwrap_or_default().as_millis() as u64))
-}
-
-/// User + system CPU time of this process, milliseconds (`/proc/self/stat`).
-fn cpu_ms() -> u64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    ticks * 10 // USER_HZ = 100
-}
-
-/// Peak resident memory, KiB (`VmHWM`).
-fn max_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

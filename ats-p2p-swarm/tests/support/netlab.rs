@@ -32,20 +32,18 @@
 //! Include it from a test file with `#[path = "support/netlab.rs"] mod netlab;`.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::Ipv4Addr;
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
-use std::thread;
 use std::time::{Duration, Instant};
+
+#[path = "line_child.rs"]
+mod line_child;
+use line_child::LineChild;
 
 /// Prefix of every namespace this harness creates (and may delete when stale).
 pub(crate) const PREFIX: &str = "atsnl-";
-/// Lines buffered from a child's stdout/stderr before the reader thread waits for the test.
-const LINE_QUEUE: usize = 1024;
-/// How long a process gets to exit after SIGTERM before it is killed.
-const TERM_GRACE: Duration = Duration::from_secs(2);
 
 /// Labs created by this process, to make names unique.
 static LAB_COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -372,39 +370,24 @@ fn run_ok(cmd: &mut Command) -> Result<Output, String> {
     }
 }
 
-/// A process started in a lab namespace. Its stdout and stderr lines are collected by reader
-/// threads (stderr lines are echoed to the test's stderr and kept with a `stderr: ` prefix). Drop
-/// closes stdin, sends SIGTERM, and kills it after [`TERM_GRACE`].
+/// A process started in a lab namespace (a [`LineChild`]): its stdout and stderr lines are
+/// collected by reader threads (stderr lines are echoed to the test's stderr and kept with a
+/// `stderr: ` prefix). Drop closes stdin, sends SIGTERM, and kills it after a grace period.
 #[derive(Debug)]
 pub(crate) struct LabProcess {
     label: String,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
+    child: LineChild,
     /// Everything read so far, for failure messages.
     log: Vec<String>,
 }
 
 impl LabProcess {
     fn spawn(mut cmd: Command, label: &str) -> Self {
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
-        let (tx, rx) = sync_channel(LINE_QUEUE);
-        if let Some(out) = child.stdout.take() {
-            forward_lines(out, tx.clone(), String::new(), None);
-        }
-        if let Some(err) = child.stderr.take() {
-            forward_lines(err, tx, "stderr: ".into(), Some(label.to_owned()));
-        }
+        let child =
+            LineChild::spawn(&mut cmd, label).unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
         Self {
             label: label.to_owned(),
-            stdin: child.stdin.take(),
             child,
-            lines: rx,
             log: Vec::new(),
         }
     }
@@ -421,22 +404,15 @@ impl LabProcess {
 
     /// Writes to the process's stdin.
     pub(crate) fn write_stdin(&mut self, data: &[u8]) -> std::io::Result<()> {
-        match self.stdin.as_mut() {
-            Some(s) => s.write_all(data),
-            None => Err(std::io::ErrorKind::BrokenPipe.into()),
-        }
+        self.child.write_stdin(data)
     }
 
     /// The next line (stdout, or `stderr: ...`) within `timeout`; `None` on timeout or when both
     /// pipes are closed.
     pub(crate) fn next_line(&mut self, timeout: Duration) -> Option<String> {
-        match self.lines.recv_timeout(timeout) {
-            Ok(line) => {
-                self.log.push(line.clone());
-                Some(line)
-            }
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-        }
+        let line = self.child.next_line(timeout).ok()?;
+        self.log.push(line.clone());
+        Some(line)
     }
 
     /// Reads lines until one satisfies `pred`, or panics with everything read so far once
@@ -451,7 +427,7 @@ impl LabProcess {
                 None => panic!(
                     "{}: no matching line within {timeout:?} (exit: {:?}); output:\n{}",
                     self.label,
-                    self.child.try_wait().ok().flatten(),
+                    self.child.exit_status(),
                     self.log.join("\n")
                 ),
             }
@@ -465,48 +441,6 @@ impl LabProcess {
 
     /// Waits up to `timeout` for the process to exit by itself.
     pub(crate) fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+        self.child.wait_exit(timeout)
     }
-}
-
-impl Drop for LabProcess {
-    fn drop(&mut self) {
-        self.stdin = None;
-        if self.child.try_wait().ok().flatten().is_none() {
-            let pid = self.child.id().to_string();
-            let _ = Command::new("kill").args(["-TERM", &pid]).status();
-            if self.wait_exit(TERM_GRACE).is_none() {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-            }
-        }
-    }
-}
-
-fn forward_lines(
-    pipe: impl std::io::Read + Send + 'static,
-    tx: SyncSender<String>,
-    prefix: String,
-    echo: Option<String>,
-) {
-    thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { break };
-            if let Some(label) = &echo {
-                eprintln!("[{label}] {line}");
-            }
-            if tx.send(format!("{prefix}{line}")).is_err() {
-                break;
-            }
-        }
-    });
 }
